@@ -1,0 +1,42 @@
+# Two entry points that work on a fresh machine: `make demo` and `make test`.
+# Everything is installed into .venv in the repo root.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+FMNIST := /usr/share/datasets/fashion-mnist
+DEMO_OUT ?= runs/demo
+
+.PHONY: setup data demo test test-all bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q torch==2.14.1 torchvision==0.29.1
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+# Fashion-MNIST from Debian where apt exists and the files are missing. Elsewhere the
+# CLI falls back to torchvision's downloader (--download) or --data-dir.
+data:
+	@if [ ! -f $(FMNIST)/t10k-labels-idx1-ubyte.gz ] && command -v apt-get >/dev/null 2>&1; then \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -q && $$SUDO apt-get install -y -q dataset-fashion-mnist \
+		|| echo "warning: could not apt-get install dataset-fashion-mnist; see README 'Data'"; \
+	fi
+
+# The main job: train the default model on Fashion-MNIST and write a report.
+demo: setup data
+	$(BIN)/squeezenet train --config configs/demo.toml --out $(DEMO_OUT)
+	@echo "report: $(DEMO_OUT)/report.md"
+
+test: setup data
+	$(BIN)/python -m pytest -q
+
+test-all: setup data
+	$(BIN)/python -m pytest -q -m "slow or not slow"
+
+clean:
+	rm -rf $(VENV) runs build *.egg-info src/*.egg-info

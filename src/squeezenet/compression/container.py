@@ -1,0 +1,168 @@
+"""The .sqz container: a versioned, checksummed file holding a compressed model.
+
+Layout (all integers little-endian)::
+
+    b"SQZ\\x00"  magic
+    u16          format version (1)
+    u32          length H of the header
+    H bytes      zlib-compressed JSON header: model name and options, data spec, and
+                 per tensor its shape, encoding, and the offsets of its streams
+    payload      codebooks (fp32), Huffman code lengths (u8), Huffman streams, raw fp32
+    32 bytes     SHA-256 of everything before it
+
+Tensors are either ``shared`` (a pruned, k-means-shared conv/linear weight: codebook +
+Huffman-coded cluster indices + Huffman-coded relative gaps, or no gaps when dense) or
+``raw`` (biases, BatchNorm parameters and buffers, stored as fp32 so decoding is
+exact). Loading verifies the checksum first: a truncated or corrupted file is refused
+with a one-line error, never turned into weights.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import SqueezeNetError
+from . import encoding
+
+MAGIC = b"SQZ\x00"
+VERSION = 1
+
+
+def _index_bits_for(density: float) -> int:
+    """Relative-index width: 8 bits for conv layers as in Deep Compression, narrower
+    when the layer is dense enough that long gaps are rare (fewer escape symbols)."""
+    if density >= 0.6:
+        return 3
+    if density >= 0.25:
+        return 4
+    return 5
+
+
+class _Writer:
+    def __init__(self):
+        self.buf = bytearray()
+
+    def add(self, data: bytes) -> list[int]:
+        off = len(self.buf)
+        self.buf += data
+        return [off, len(data)]
+
+
+def encode_model(model, shared: dict, model_name: str, model_kwargs: dict, data_spec: dict | None = None,
+                 extra: dict | None = None) -> tuple[bytes, list[dict]]:
+    """Encode ``model`` (its shared layers from :func:`share.share_weights`) into the
+    container bytes. Returns (bytes, per-layer size rows)."""
+    w = _Writer()
+    tensors, rows = [], []
+    sd = model.state_dict()
+    shared_keys = {f"{n}.weight": n for n in shared}
+    for key, t in sd.items():
+        if key in shared_keys:
+            layer = shared[shared_keys[key]]
+            mask = layer.mask.flatten().numpy()
+            density = float(mask.mean())
+            k = len(layer.centroids)
+            w_syms = layer.labels.numpy()
+            # order of labels follows mask order (row-major): that is how share_weights built them
+            w_len = encoding.code_lengths(np.bincount(w_syms, minlength=k))
+            entry = {"key": key, "kind": "shared", "shape": list(t.shape), "bits": layer.bits, "k": k,
+                     "count": int(len(w_syms)),
+                     "codebook": w.add(layer.centroids.numpy().astype("<f4").tobytes()),
+                     "w_lengths": w.add(w_len.astype(np.uint8).tobytes()),
+                     "w_stream": w.add(encoding.huffman_encode(w_syms, w_len))}
+            idx_raw_bits = 0
+            if density < 1.0:
+                ib = _index_bits_for(density)
+                g = encoding.encode_relative(mask, ib)
+                g_len = encoding.code_lengths(np.bincount(g, minlength=1 << ib))
+                entry.update(index_bits=ib, g_count=int(len(g)), g_lengths=w.add(g_len.astype(np.uint8).tobytes()),
+                             g_stream=w.add(encoding.huffman_encode(g, g_len)))
+                idx_raw_bits = len(g) * ib
+            tensors.append(entry)
+            huff = entry["w_stream"][1] + (entry["g_stream"][1] if "g_stream" in entry else 0)
+            side = entry["codebook"][1] + entry["w_lengths"][1] + (entry["g_lengths"][1] if "g_lengths" in entry else 0)
+            rows.append({"layer": shared_keys[key], "params": int(t.numel()), "density": density,
+                         "bits": layer.bits, "index_bits": entry.get("index_bits", 0),
+                         "bytes_fp32": 4 * int(t.numel()),
+                         "bytes_before_huffman": int(np.ceil((len(w_syms) * layer.bits + idx_raw_bits) / 8)) + side,
+                         "bytes_after_huffman": huff + side})
+        else:
+            arr = t.detach().cpu().numpy()
+            raw_dtype = "<f4" if arr.dtype.kind == "f" else "<i8"
+            tensors.append({"key": key, "kind": "raw", "shape": list(t.shape), "dtype": raw_dtype,
+                            "data": w.add(arr.astype(raw_dtype).tobytes())})
+            if arr.size:
+                rows.append({"layer": key, "params": int(arr.size), "density": 1.0, "bits": 32, "index_bits": 0,
+                             "bytes_fp32": 4 * int(arr.size), "bytes_before_huffman": arr.nbytes if raw_dtype == "<f4" else 8 * arr.size,
+                             "bytes_after_huffman": arr.nbytes if raw_dtype == "<f4" else 8 * arr.size})
+    header = {"format": "squeezenet-sqz", "version": VERSION, "model_name": model_name, "model_kwargs": model_kwargs,
+              "data": data_spec or {}, "tensors": tensors, **(extra or {})}
+    hbytes = zlib.compress(json.dumps(header, separators=(",", ":")).encode(), 9)
+    body = MAGIC + struct.pack("<HI", VERSION, len(hbytes)) + hbytes + bytes(w.buf)
+    return body + hashlib.sha256(body).digest(), rows
+
+
+def _read(path) -> tuple[dict, bytes]:
+    p = Path(path)
+    if not p.is_file():
+        raise SqueezeNetError(f"container not found: '{path}'")
+    data = p.read_bytes()
+    if len(data) < 42 or data[:4] != MAGIC:
+        raise SqueezeNetError(f"'{path}' is not a .sqz container (bad magic); was it written by `squeezenet compress`?")
+    body, digest = data[:-32], data[-32:]
+    if hashlib.sha256(body).digest() != digest:
+        raise SqueezeNetError(f"'{path}' is corrupted or truncated (checksum mismatch); re-create it with "
+                              "`squeezenet compress`")
+    version, hlen = struct.unpack("<HI", body[4:10])
+    if version > VERSION:
+        raise SqueezeNetError(f"'{path}' is container version {version}; this squeezenet reads up to {VERSION}; upgrade")
+    header = json.loads(zlib.decompress(body[10:10 + hlen]))
+    return header, body[10 + hlen:]
+
+
+def decode_state_dict(header: dict, payload: bytes) -> dict:
+    def get(ref):
+        off, n = ref
+        return payload[off:off + n]
+
+    sd = {}
+    for t in header["tensors"]:
+        shape = tuple(t["shape"])
+        if t["kind"] == "raw":
+            arr = np.frombuffer(get(t["data"]), dtype=t["dtype"]).reshape(shape)
+            sd[t["key"]] = torch.from_numpy(arr.copy())
+            continue
+        codebook = np.frombuffer(get(t["codebook"]), dtype="<f4")
+        w_len = np.frombuffer(get(t["w_lengths"]), dtype=np.uint8).astype(np.int64)
+        labels = encoding.huffman_decode(get(t["w_stream"]), w_len, t["count"])
+        size = int(np.prod(shape))
+        if "g_stream" in t:
+            g_len = np.frombuffer(get(t["g_lengths"]), dtype=np.uint8).astype(np.int64)
+            gaps = encoding.huffman_decode(get(t["g_stream"]), g_len, t["g_count"])
+            mask = encoding.decode_relative(gaps, t["index_bits"], size)
+        else:
+            mask = np.ones(size, dtype=bool)
+        w = np.zeros(size, dtype=np.float32)
+        w[mask] = codebook[labels]
+        sd[t["key"]] = torch.from_numpy(w.reshape(shape))
+    return sd
+
+
+def load_container(path):
+    """(model, header) from a .sqz file; the model is an ordinary nn.Module."""
+    from ..registry import create_model
+
+    header, payload = _read(path)
+    model = create_model(header["model_name"], **header["model_kwargs"])
+    try:
+        model.load_state_dict(decode_state_dict(header, payload))
+    except (RuntimeError, KeyError, ValueError) as e:
+        raise SqueezeNetError(f"'{path}' does not decode to a '{header['model_name']}': {str(e).splitlines()[0]}") from e
+    return model.eval(), header

@@ -1,0 +1,201 @@
+"""Inference benchmark across backends, against eager fp32 and a same-run GEMM peak.
+
+For each backend and batch size: median and p90 latency, throughput, achieved
+GFLOP/s (2 x MACs per image), the fraction of a large fp32 GEMM's GFLOP/s measured
+in the same run (a stand-in for the machine's peak), and the speed-up over plain
+eager fp32 NCHW (the usual torchvision way). Warm-up runs are discarded; the spread
+(p10-p90) is reported so instability is visible.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import SqueezeNetError
+from ..profiler import profile
+
+BACKENDS = ("eager", "channels_last", "compile", "ort", "ort-tuned", "ort-int8", "ort-fp16")
+
+
+def gemm_gflops(n: int = 1024, repeats: int = 10) -> float:
+    """fp32 GEMM throughput (GFLOP/s) of torch.mm with n x n matrices."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    for _ in range(3):
+        a @ b
+    t = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * n ** 3 * repeats / (time.perf_counter() - t) / 1e9
+
+
+def _time(fn, warmup: int, repeats: int, min_time: float = 0.0) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    times = []
+    start = time.perf_counter()
+    while len(times) < repeats or (time.perf_counter() - start) < min_time:
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+        if len(times) >= 20 * repeats:
+            break
+    return times
+
+
+def machine_tag() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import os
+
+    return f"{cpu.replace(' ', '-')}-{os.cpu_count()}c"
+
+
+def make_runner(backend: str, model, shape, batch: int, tmp: Path, threads: int | None, calib=None):
+    """A zero-argument callable that runs one batch on ``backend``."""
+    x = torch.randn(batch, *shape)
+    if backend == "eager":
+        return lambda: _nograd(model, x)
+    if backend == "channels_last":
+        m = _copy(model).to(memory_format=torch.channels_last)
+        xc = x.contiguous(memory_format=torch.channels_last)
+        return lambda: _nograd(m, xc)
+    if backend == "compile":
+        m = torch.compile(_copy(model))
+        return lambda: _nograd(m, x)
+    from .export import convert_fp16, export_model_to_onnx
+    from .runtime import open_session
+
+    fp32 = tmp / "model_fp32.onnx"
+    if not fp32.exists():
+        export_model_to_onnx(model, fp32, shape, dynamic_batch=True)
+    if backend in ("ort", "ort-tuned"):
+        path = fp32
+    elif backend == "ort-int8":
+        from .quantize import quantize_onnx_int8
+
+        path = tmp / "model_int8.onnx"
+        if not path.exists():
+            calib = calib or [np.random.default_rng(0).standard_normal((8, *shape)).astype(np.float32)]
+            quantize_onnx_int8(fp32, path, calib)
+    elif backend == "ort-fp16":
+        path = tmp / "model_fp16.onnx"
+        if not path.exists():
+            convert_fp16(fp32, path)
+    else:
+        raise SqueezeNetError(f"unknown backend '{backend}'; choose from {', '.join(BACKENDS)}")
+    if backend == "ort":  # ONNX Runtime's defaults
+        import onnxruntime as ort
+
+        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    else:
+        sess = open_session(path, threads=threads)
+    name, xn = sess.get_inputs()[0].name, x.numpy()
+    return lambda: sess.run(None, {name: xn})
+
+
+def _copy(model):
+    import copy
+
+    return copy.deepcopy(model)
+
+
+@torch.no_grad()
+def _nograd(m, x):
+    return m(x)
+
+
+def bench(model_name: str | None = None, checkpoint: str | None = None, backends=("eager", "ort", "ort-int8"),
+          batch_sizes=(1, 8, 32), input_size: int | None = None, threads: int | None = None, repeats: int = 30,
+          warmup: int = 5, out: str = "runs/bench", min_time: float = 0.5, model=None, label: str | None = None) -> dict:
+    """Benchmark; writes ``<out>/bench_<model>_<machine>_torch<ver>.csv`` and ``.png``."""
+    from .export import load_model_and_spec
+
+    if model is None:
+        model, label, shape, _ = load_model_and_spec(model_name, checkpoint, input_size)
+    else:
+        size = input_size or 224
+        shape = (model.default_cfg["input_size"][0] if hasattr(model, "default_cfg") else 3, size, size)
+    unknown = [b for b in backends if b not in BACKENDS]
+    if unknown:
+        raise SqueezeNetError(f"unknown backend '{unknown[0]}'; choose from {', '.join(BACKENDS)}")
+    if "eager" not in backends:
+        backends = ["eager", *backends]
+    if threads:
+        torch.set_num_threads(threads)
+    model = model.eval()
+    macs = profile(model, shape).macs
+    peak = gemm_gflops()
+    rows = []
+    from tqdm import tqdm
+
+    with tempfile.TemporaryDirectory() as tmp:
+        jobs = [(b, bs) for b in backends for bs in batch_sizes]
+        for backend, bs in tqdm(jobs, desc="bench", leave=False):
+            fn = make_runner(backend, model, shape, bs, Path(tmp), threads)
+            t = np.asarray(_time(fn, warmup, repeats, min_time)) * 1000.0  # ms
+            med = float(np.median(t))
+            rows.append({"model": label, "backend": backend, "batch": bs, "input": shape[1],
+                         "median_ms": med, "p10_ms": float(np.percentile(t, 10)), "p90_ms": float(np.percentile(t, 90)),
+                         "spread_pct": 100 * float(np.percentile(t, 90) - np.percentile(t, 10)) / med,
+                         "img_per_s": bs / (med / 1000), "gflops": 2 * macs * bs / (med / 1000) / 1e9, "runs": len(t)})
+    base = {r["batch"]: r["median_ms"] for r in rows if r["backend"] == "eager"}
+    for r in rows:
+        r["speedup_vs_eager"] = base[r["batch"]] / r["median_ms"]
+        r["pct_of_gemm_peak"] = 100 * r["gflops"] / peak
+    tag = f"{label}_{machine_tag()}_torch{torch.__version__.split('+')[0]}"
+    outd = Path(out)
+    outd.mkdir(parents=True, exist_ok=True)
+    csv_path = outd / f"bench_{tag}.csv"
+    with open(csv_path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    meta = {"gemm_gflops": peak, "macs": macs, "threads": torch.get_num_threads(), "machine": machine_tag(),
+            "torch": torch.__version__}
+    (outd / f"bench_{tag}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    png = outd / f"bench_{tag}.png"
+    _plot(rows, png, label, meta)
+    table = [f"{label} @ {shape[1]} px, {macs / 1e6:.0f} MMACs/img; fp32 GEMM peak in this run: {peak:.1f} GFLOP/s; "
+             f"torch threads {meta['threads']}",
+             "| backend | batch | median ms | p10-p90 ms | img/s | GFLOP/s | % GEMM peak | speed-up vs eager |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        table.append(f"| {r['backend']} | {r['batch']} | {r['median_ms']:.2f} | {r['p10_ms']:.2f}-{r['p90_ms']:.2f} | "
+                     f"{r['img_per_s']:.1f} | {r['gflops']:.1f} | {r['pct_of_gemm_peak']:.0f}% | {r['speedup_vs_eager']:.2f}x |")
+    return {"rows": rows, "meta": meta, "table": "\n".join(table), "csv": str(csv_path), "png": str(png)}
+
+
+def _plot(rows, path, label, meta):
+    from ..report import _plt
+
+    plt = _plt()
+    backends = list(dict.fromkeys(r["backend"] for r in rows))
+    batches = sorted({r["batch"] for r in rows})
+    fig, ax = plt.subplots(figsize=(8, 4))
+    width = 0.8 / len(backends)
+    for i, b in enumerate(backends):
+        vals = [next((r["speedup_vs_eager"] for r in rows if r["backend"] == b and r["batch"] == bs), 0) for bs in batches]
+        ax.bar([j + i * width for j in range(len(batches))], vals, width, label=b)
+    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(batches))], [f"batch {b}" for b in batches])
+    ax.axhline(1.0, color="k", lw=0.8)
+    ax.set_ylabel("speed-up over eager fp32 (x)")
+    ax.set_title(f"{label} on {meta['machine']} (torch {meta['torch'].split('+')[0]})", fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,23 @@
+"""One exception type for every user-facing failure.
+
+The CLI prints ``error: <message>`` for a :class:`SqueezeNetError` and exits 2, so
+bad input never surfaces as a traceback from deep inside torch. Messages name the
+problem and the fix on one line.
+"""
+
+
+class SqueezeNetError(Exception):
+    """A user error with a one-line, actionable message."""
+
+
+def require(module_name: str, extra: str):
+    """Import an optional dependency or raise a one-line install hint."""
+    import importlib
+
+    try:
+        return importlib.import_module(module_name)
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise SqueezeNetError(
+            f"optional dependency '{module_name}' is missing; install it with "
+            f"`pip install 'squeezenet[{extra}]'`"
+        ) from e

@@ -1,0 +1,62 @@
+"""Accuracy, confusion matrices and evaluation loops shared by train, eval and quantize."""
+
+from __future__ import annotations
+
+import torch
+
+from .data import TensorDataset, collate_skip_bad, normalize
+
+
+def topk_correct(logits: torch.Tensor, targets: torch.Tensor, ks=(1, 5)) -> list[int]:
+    """Number of samples whose target is among the top-k logits, for each k.
+
+    k larger than the number of classes counts every sample (as torchvision does).
+    """
+    maxk = min(max(ks), logits.shape[1])
+    pred = logits.topk(maxk, dim=1).indices  # (B, maxk)
+    hit = pred.eq(targets[:, None])  # (B, maxk)
+    return [int(hit[:, : min(k, maxk)].any(1).sum()) for k in ks]
+
+
+def accuracy(logits: torch.Tensor, targets: torch.Tensor, ks=(1, 5)) -> list[float]:
+    """Top-k accuracy in percent."""
+    return [100.0 * c / len(targets) for c in topk_correct(logits, targets, ks)]
+
+
+def iterate_eval(dataset, spec, batch_size: int = 1000, workers: int = 0, channels_last: bool = False):
+    """Yield (normalised float inputs, labels) over an evaluation dataset."""
+    if isinstance(dataset, TensorDataset):
+        for i in range(0, len(dataset), batch_size):
+            x = normalize(dataset.images[i:i + batch_size], spec.mean, spec.std)
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            yield x, dataset.labels[i:i + batch_size]
+    else:
+        loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=workers,
+                                             collate_fn=collate_skip_bad)
+        for batch in loader:
+            if batch is not None:
+                yield batch
+
+
+@torch.no_grad()
+def evaluate(model, dataset, spec, device="cpu", batch_size: int = 500, workers: int = 0,
+             channels_last: bool = False, predict_fn=None) -> dict:
+    """Loss, top-1, top-5 and the confusion matrix (rows = true class) on a dataset.
+
+    ``predict_fn(x) -> logits`` replaces ``model`` when given (e.g. an ONNX session).
+    """
+    n_cls = len(spec.classes)
+    conf = torch.zeros(n_cls, n_cls, dtype=torch.int64)
+    loss_sum, hits, n = 0.0, [0, 0], 0
+    if model is not None:
+        model.eval()
+    for x, y in iterate_eval(dataset, spec, batch_size, workers, channels_last):
+        logits = predict_fn(x) if predict_fn else model(x.to(device)).float().cpu()
+        loss_sum += float(torch.nn.functional.cross_entropy(logits, y, reduction="sum"))
+        for i, c in enumerate(topk_correct(logits, y)):
+            hits[i] += c
+        conf += torch.bincount(y * n_cls + logits.argmax(1), minlength=n_cls * n_cls).view(n_cls, n_cls)
+        n += len(y)
+    return {"loss": loss_sum / max(n, 1), "top1": 100.0 * hits[0] / max(n, 1),
+            "top5": 100.0 * hits[1] / max(n, 1), "n": n, "confusion": conf.tolist()}

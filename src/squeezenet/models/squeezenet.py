@@ -1,0 +1,414 @@
+"""SqueezeNet: AlexNet-level accuracy with 50x fewer parameters and <0.5MB model size.
+
+Iandola, Han, Moskewicz, Ashraf, Dally, Keutzer. arXiv:1602.07360 (2016).
+Reference implementation: the authors' Caffe release (github.com/forresti/SqueezeNet)
+and torchvision/models/squeezenet.py, whose state dicts load into the vanilla models
+here (see :func:`load_torchvision_state_dict`).
+
+The architecture is data. The design-space metaparameters of the paper's section 5
+(base_e, incr_e, pct3x3, freq, SR) generate the eight Fire configurations; a version
+table says where the stem and the max pools go; the macro-architecture (vanilla,
+simple bypass, complex bypass) decides which Fire modules get a shortcut. SqueezeNet
+v1.0 is exactly what the default metaparameters generate (Table 1).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from ..errors import SqueezeNetError
+from ..registry import register_model
+
+__all__ = ["Fire", "SqueezeNet", "DesignSpace", "build_stages", "load_torchvision_state_dict"]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def _conv_block(in_ch: int, out_ch: int, kernel: int, stride: int = 1, padding: int = 0, batch_norm: bool = False):
+    """conv -> [BN] -> ReLU, with names that keep torchvision's conv keys reachable."""
+    layers = [("conv", nn.Conv2d(in_ch, out_ch, kernel, stride, padding, bias=not batch_norm))]
+    if batch_norm:
+        layers.append(("bn", nn.BatchNorm2d(out_ch)))
+    layers.append(("relu", nn.ReLU(inplace=True)))
+    return nn.Sequential(OrderedDict(layers))
+
+
+class Fire(nn.Module):
+    """1x1 squeeze -> ReLU -> (1x1 expand || 3x3 expand, padding 1) -> ReLU each -> concat.
+
+    Attribute names match torchvision's Fire, so its weights load key for key. An
+    expand branch with zero filters (pct3x3 of 0 or 1) is left out.
+    """
+
+    def __init__(self, in_ch: int, squeeze: int, expand1x1: int, expand3x3: int, batch_norm: bool = False):
+        super().__init__()
+        if squeeze < 1 or expand1x1 + expand3x3 < 1:
+            raise ValueError(f"Fire needs squeeze >= 1 and expand filters >= 1, got {squeeze}/{expand1x1}/{expand3x3}")
+        bias = not batch_norm
+        self.squeeze = nn.Conv2d(in_ch, squeeze, 1, bias=bias)
+        self.squeeze_bn = nn.BatchNorm2d(squeeze) if batch_norm else nn.Identity()
+        self.squeeze_activation = nn.ReLU(inplace=True)
+        self.expand1x1 = nn.Conv2d(squeeze, expand1x1, 1, bias=bias) if expand1x1 else None
+        self.expand1x1_bn = nn.BatchNorm2d(expand1x1) if batch_norm and expand1x1 else nn.Identity()
+        self.expand1x1_activation = nn.ReLU(inplace=True)
+        self.expand3x3 = nn.Conv2d(squeeze, expand3x3, 3, padding=1, bias=bias) if expand3x3 else None
+        self.expand3x3_bn = nn.BatchNorm2d(expand3x3) if batch_norm and expand3x3 else nn.Identity()
+        self.expand3x3_activation = nn.ReLU(inplace=True)
+        self.out_channels = expand1x1 + expand3x3
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.squeeze_activation(self.squeeze_bn(self.squeeze(x)))
+        outs = []
+        if self.expand1x1 is not None:
+            outs.append(self.expand1x1_activation(self.expand1x1_bn(self.expand1x1(x))))
+        if self.expand3x3 is not None:
+            outs.append(self.expand3x3_activation(self.expand3x3_bn(self.expand3x3(x))))
+        return torch.cat(outs, 1) if len(outs) > 1 else outs[0]  # (B, e1x1 + e3x3, H, W)
+
+
+@dataclass(frozen=True)
+class DesignSpace:
+    """The paper's section-5 metaparameters. Defaults generate SqueezeNet v1.0.
+
+    e_i = base_e + incr_e * floor(i / freq)   for Fire i = 0..7 (fire2..fire9)
+    e3x3_i = pct3x3 * e_i,  e1x1_i = e_i - e3x3_i,  s1x1_i = SR * e_i
+    """
+
+    base_e: int = 128
+    incr_e: int = 128
+    pct3x3: float = 0.5
+    freq: int = 2
+    squeeze_ratio: float = 0.125
+    num_fire: int = 8
+
+    def fire_configs(self, width: float = 1.0) -> list[tuple[int, int, int]]:
+        """(squeeze, expand1x1, expand3x3) for each Fire module, width-scaled."""
+        if not 0.0 <= self.pct3x3 <= 1.0:
+            raise ValueError(f"pct3x3 must be in [0, 1], got {self.pct3x3}")
+        if not 0.0 < self.squeeze_ratio <= 1.0:
+            raise ValueError(f"squeeze ratio SR must be in (0, 1], got {self.squeeze_ratio}")
+        if self.freq < 1 or width <= 0:
+            raise ValueError(f"freq must be >= 1 and width > 0, got freq={self.freq}, width={width}")
+        cfgs = []
+        for i in range(self.num_fire):
+            e = max(1, round((self.base_e + self.incr_e * (i // self.freq)) * width))
+            e3 = round(e * self.pct3x3)
+            cfgs.append((max(1, round(self.squeeze_ratio * e)), e - e3, e3))
+        return cfgs
+
+
+# Where the stem and the max pools go, per version. Fire modules are named fire2..fire9
+# and a max pool after layer L is named maxpool<number of L>, as in the paper's Table 1.
+#   stem: (filters, kernel, stride, padding);  pools_after: layer names
+VERSIONS = {
+    "1_0": dict(stem=(96, 7, 2, 0), pools_after=("conv1", "fire4", "fire8"),
+                paper_top1=57.5, paper_top5=80.3, source="arXiv:1602.07360 Table 1-2"),
+    "1_1": dict(stem=(64, 3, 2, 0), pools_after=("conv1", "fire3", "fire5"),
+                paper_top1=58.178, paper_top5=80.624, source="forresti/SqueezeNet v1.1; torchvision metadata"),
+}
+# The small-input stem keeps 28-64 px images from collapsing: a 3x3/1 conv (padding 1)
+# instead of the strided stem, so a 28 px input reaches fire9 at 3x3 (v1.1 pools:
+# 28 -> 14 -> 7 -> 3) rather than at 1x1, and a 32 px input at 4x4.
+SMALL_STEM = dict(kernel=3, stride=1, padding=1)
+BYPASS_KINDS = ("none", "simple", "complex")
+
+
+def build_stages(version: str = "1_0", bypass: str = "none", design: DesignSpace = DesignSpace(),
+                 width: float = 1.0, stem: str = "imagenet", in_chans: int = 3):
+    """The layer list of a SqueezeNet, as data.
+
+    Returns a list of tuples, one per stage:
+        (name, "conv", in_ch, out_ch, kernel, stride, padding, None)
+        (name, "pool", ch,    ch,     3,      2,      0,       None)
+        (name, "fire", in_ch, (squeeze, e1x1, e3x3), 0, 0, 0, bypass)
+    where bypass is None, "identity" (in == out channels; simple and complex) or
+    "conv" (a 1x1 conv shortcut where channels differ; complex only).
+    """
+    if version not in VERSIONS:
+        raise ValueError(f"unknown version '{version}', expected one of {sorted(VERSIONS)}")
+    if bypass not in BYPASS_KINDS:
+        raise ValueError(f"bypass must be one of {BYPASS_KINDS}, got '{bypass}'")
+    if stem not in ("imagenet", "small"):
+        raise ValueError(f"stem must be 'imagenet' or 'small', got '{stem}'")
+    v = VERSIONS[version]
+    filters, kernel, stride, padding = v["stem"]
+    filters = max(1, round(filters * width))
+    pools = set(v["pools_after"])
+    if stem == "small":
+        kernel, stride, padding = SMALL_STEM["kernel"], SMALL_STEM["stride"], SMALL_STEM["padding"]
+    stages = [("conv1", "conv", in_chans, filters, kernel, stride, padding, None)]
+    ch = filters
+    if "conv1" in pools:
+        stages.append(("maxpool1", "pool", ch, ch, 3, 2, 0, None))
+    for i, (s, e1, e3) in enumerate(design.fire_configs(width)):
+        name, out = f"fire{i + 2}", e1 + e3
+        kind = None
+        if bypass != "none":
+            kind = "identity" if out == ch else ("conv" if bypass == "complex" else None)
+        stages.append((name, "fire", ch, (s, e1, e3), 0, 0, 0, kind))
+        ch = out
+        if name in pools:
+            stages.append((f"maxpool{i + 2}", "pool", ch, ch, 3, 2, 0, None))
+    return stages
+
+
+class SqueezeNet(nn.Module):
+    """A SqueezeNet built from a stage list (see :func:`build_stages`).
+
+    Uniform interface: ``num_classes``, ``forward_features``, ``forward_head``,
+    ``reset_classifier``, ``get_classifier`` and ``default_cfg``. The classifier is
+    the paper's: dropout -> conv10 (1x1) -> ReLU -> global average pool. No FC layer.
+    """
+
+    def __init__(self, stages, num_classes: int = 1000, dropout: float = 0.5, batch_norm: bool = False):
+        super().__init__()
+        self.stages = stages
+        self.num_classes = num_classes
+        self.batch_norm = batch_norm
+        self.features = nn.ModuleDict()
+        self.bypass = nn.ModuleDict()
+        for name, kind, cin, cfg, k, s, p, shortcut in stages:
+            if kind == "conv":
+                self.features[name] = _conv_block(cin, cfg, k, s, p, batch_norm)
+            elif kind == "pool":
+                self.features[name] = nn.MaxPool2d(3, 2, ceil_mode=True)  # Caffe rounds up
+            else:
+                fire = Fire(cin, *cfg, batch_norm=batch_norm)
+                self.features[name] = fire
+                if shortcut == "identity":
+                    self.bypass[name] = nn.Identity()
+                elif shortcut == "conv":
+                    self.bypass[name] = nn.Conv2d(cin, fire.out_channels, 1)
+        self.num_features = _out_channels(stages)
+        self.drop_rate = dropout
+        self._build_classifier(num_classes)
+        self._init_weights()
+
+    def _build_classifier(self, num_classes: int):
+        self.classifier = nn.Sequential(OrderedDict([
+            ("dropout", nn.Dropout(p=self.drop_rate)),
+            ("conv10", nn.Conv2d(self.num_features, num_classes, 1)),
+            ("relu10", nn.ReLU(inplace=True)),
+            ("avgpool10", nn.AdaptiveAvgPool2d(1)),
+            ("flatten", nn.Flatten(1)),
+        ]))
+
+    def _init_weights(self):
+        # Caffe's "xavier" filler: U(-sqrt(3/fan_in), +sqrt(3/fan_in)), i.e. kaiming
+        # uniform with gain 1; conv10 gets N(0, 0.01); biases start at 0.
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_uniform_(m.weight, a=1.0)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+        self._init_classifier()
+
+    def _init_classifier(self):
+        conv10 = self.classifier.conv10
+        nn.init.normal_(conv10.weight, mean=0.0, std=0.01)
+        nn.init.zeros_(conv10.bias)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        for name, layer in self.features.items():
+            if name in self.bypass:
+                x = layer(x) + self.bypass[name](x)
+            else:
+                x = layer(x)
+        return x  # (B, num_features, H', W')
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        if pre_logits:
+            return x.mean((2, 3))
+        return self.classifier(x)  # (B, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def get_classifier(self) -> nn.Module:
+        return self.classifier.conv10
+
+    def reset_classifier(self, num_classes: int):
+        """Replace conv10 for ``num_classes`` outputs, initialised as the paper does."""
+        self.num_classes = num_classes
+        self.classifier.conv10 = nn.Conv2d(self.num_features, num_classes, 1)
+        self._init_classifier()
+
+    def profile_layers(self):
+        """(name, module) rows for the profiler, in the paper's Table 1 order."""
+        rows = []
+        for name, layer in self.features.items():
+            rows.append((name, layer))
+            if name in self.bypass and isinstance(self.bypass[name], nn.Conv2d):
+                rows.append((f"bypass_{name}", self.bypass[name]))
+        rows.append(("conv10", self.classifier.conv10))
+        rows.append(("avgpool10", self.classifier.avgpool10))
+        return rows
+
+
+def _out_channels(stages) -> int:
+    name, kind, cin, cfg, *_ = stages[-1]
+    return sum(cfg[1:]) if kind == "fire" else cfg
+
+
+def _create(version: str, bypass: str = "none", *, num_classes: int = 1000, in_chans: int = 3,
+            dropout: float = 0.5, batch_norm: bool = False, stem: str = "imagenet", width: float = 1.0,
+            base_e: int = 128, incr_e: int = 128, pct3x3: float = 0.5, freq: int = 2,
+            squeeze_ratio: float = 0.125, **unknown) -> SqueezeNet:
+    if unknown:
+        raise TypeError(f"unexpected option(s): {', '.join(sorted(unknown))}")
+    design = DesignSpace(base_e, incr_e, pct3x3, freq, squeeze_ratio)
+    stages = build_stages(version, bypass, design, width, stem, in_chans)
+    model = SqueezeNet(stages, num_classes=num_classes, dropout=dropout, batch_norm=batch_norm)
+    v = VERSIONS[version]
+    vanilla = design == DesignSpace() and width == 1.0 and bypass == "none" and stem == "imagenet"
+    model.model_kwargs = dict(
+        num_classes=num_classes, in_chans=in_chans, dropout=dropout, batch_norm=batch_norm, stem=stem,
+        width=width, **{k: val for k, val in asdict(design).items() if k != "num_fire"},
+    )
+    model.default_cfg = dict(
+        version=version, bypass=bypass, input_size=(in_chans, 224, 224),
+        mean=IMAGENET_MEAN, std=IMAGENET_STD, design=asdict(design), width=width, stem=stem,
+        paper_top1=v["paper_top1"] if vanilla else None,
+        paper_top5=v["paper_top5"] if vanilla else None,
+        source=v["source"],
+    )
+    return model
+
+
+# ----------------------------------------------------------------------------------
+# Registered builders: one per (version, macro-architecture). Design-space, width,
+# BN, stem and resolution variants are modifiers of these names (see registry.py).
+# ----------------------------------------------------------------------------------
+
+@register_model
+def squeezenet1_0(**kwargs) -> SqueezeNet:
+    """SqueezeNet v1.0, vanilla (paper Table 1)."""
+    return _create("1_0", "none", **kwargs)
+
+
+@register_model
+def squeezenet1_0_simple_bypass(**kwargs) -> SqueezeNet:
+    """v1.0 with identity shortcuts around fire3, fire5, fire7, fire9 (paper Table 3)."""
+    return _create("1_0", "simple", **kwargs)
+
+
+@register_model
+def squeezenet1_0_complex_bypass(**kwargs) -> SqueezeNet:
+    """v1.0 with simple bypass plus 1x1-conv shortcuts around fire2, 4, 6, 8."""
+    return _create("1_0", "complex", **kwargs)
+
+
+@register_model
+def squeezenet1_1(**kwargs) -> SqueezeNet:
+    """SqueezeNet v1.1: 64 3x3/2 stem filters, pools after conv1, fire3, fire5."""
+    return _create("1_1", "none", **kwargs)
+
+
+@register_model
+def squeezenet1_1_simple_bypass(**kwargs) -> SqueezeNet:
+    """v1.1 with identity shortcuts where Fire input and output channels agree."""
+    return _create("1_1", "simple", **kwargs)
+
+
+@register_model
+def squeezenet1_1_complex_bypass(**kwargs) -> SqueezeNet:
+    """v1.1 with simple bypass plus 1x1-conv shortcuts elsewhere."""
+    return _create("1_1", "complex", **kwargs)
+
+
+# ----------------------------------------------------------------------------------
+# torchvision weights
+# ----------------------------------------------------------------------------------
+
+TORCHVISION_URLS = {
+    "1_0": "https://download.pytorch.org/models/squeezenet1_0-b66bff10.pth",
+    "1_1": "https://download.pytorch.org/models/squeezenet1_1-b8a52dc0.pth",
+}
+
+
+def torchvision_key_map(model: SqueezeNet) -> dict[str, str]:
+    """Map torchvision's state-dict keys to ours, derived from the stage list.
+
+    torchvision's ``features`` is a flat Sequential: conv and its ReLU take two
+    indices, a pool or a Fire one; the final conv is ``classifier.1``.
+    """
+    if model.batch_norm or model.bypass:
+        raise SqueezeNetError("torchvision weights fit only vanilla models without BN; "
+                              "use squeezenet1_0 or squeezenet1_1")
+    mapping, idx = {}, 0
+    for name, kind, *_ in model.stages:
+        module = model.features[name]
+        if kind == "conv":
+            for p in ("weight", "bias"):
+                mapping[f"features.{idx}.{p}"] = f"features.{name}.conv.{p}"
+            idx += 2
+        else:
+            for k in module.state_dict():
+                mapping[f"features.{idx}.{k}"] = f"features.{name}.{k}"
+            idx += 1
+    for p in ("weight", "bias"):
+        mapping[f"classifier.1.{p}"] = f"classifier.conv10.{p}"
+    return mapping
+
+
+def load_torchvision_state_dict(model: SqueezeNet, state_dict: dict) -> SqueezeNet:
+    """Load a torchvision squeezenet1_0/1_1 state dict into our vanilla model.
+
+    Shapes are checked key by key, so a v1.1 file given to a v1.0 model, or a file
+    for another class count, fails with a one-line message instead of a torch error.
+    """
+    mapping = torchvision_key_map(model)
+    ours = model.state_dict()
+    missing = sorted(set(mapping) - set(state_dict))
+    if missing:
+        raise SqueezeNetError(f"not a torchvision SqueezeNet state dict: missing '{missing[0]}' "
+                              f"(and {len(missing) - 1} more keys)")
+    new = {}
+    for tv_key, our_key in mapping.items():
+        t = state_dict[tv_key]
+        if tuple(t.shape) != tuple(ours[our_key].shape):
+            raise SqueezeNetError(
+                f"weights do not fit this model: '{tv_key}' has shape {tuple(t.shape)}, the model "
+                f"expects {tuple(ours[our_key].shape)}; pick the matching version or num_classes")
+        new[our_key] = t
+    model.load_state_dict(new)
+    return model
+
+
+def load_torchvision_weights(model: SqueezeNet, path_or_url: str, progress: bool = True) -> SqueezeNet:
+    """Load torchvision's ImageNet checkpoint from a local file or a URL.
+
+    ``path_or_url`` may be a path to ``squeezenet1_0-b66bff10.pth`` or
+    ``squeezenet1_1-b8a52dc0.pth`` (or any torchvision SqueezeNet state dict), or an
+    http(s) URL, fetched with torch.hub's cache (see :data:`TORCHVISION_URLS`).
+    """
+    import os
+
+    if path_or_url.startswith(("http://", "https://")):
+        try:
+            sd = torch.hub.load_state_dict_from_url(path_or_url, progress=progress, weights_only=True,
+                                                    map_location="cpu")
+        except Exception as e:  # network errors come in many types
+            raise SqueezeNetError(f"could not download '{path_or_url}': {e}; download it elsewhere "
+                                  "and pass the local file") from e
+    else:
+        if not os.path.isfile(path_or_url):
+            raise SqueezeNetError(f"weights file not found: '{path_or_url}'")
+        try:
+            sd = torch.load(path_or_url, map_location="cpu", weights_only=True)
+        except Exception as e:
+            raise SqueezeNetError(f"cannot read weights file '{path_or_url}': not a torch checkpoint "
+                                  f"({type(e).__name__})") from e
+    if isinstance(sd, dict) and "model" in sd and isinstance(sd["model"], dict):
+        sd = sd["model"]
+    return load_torchvision_state_dict(model, sd)
+
+

@@ -1,0 +1,38 @@
+"""Numbers from outside the code, copied from the project's reference sheet
+(SqueezeNet paper arXiv:1602.07360 Tables 1-3 and section 5, the authors' Caffe
+release forresti/SqueezeNet, and torchvision/models/squeezenet.py)."""
+
+# Paper Table 1, SqueezeNet v1.0 at 227x227x3: (layer, output spatial size, channels, params)
+TABLE1 = [
+    ("conv1", 111, 96, 14_208),
+    ("maxpool1", 55, 96, 0),
+    ("fire2", 55, 128, 11_920),
+    ("fire3", 55, 128, 12_432),
+    ("fire4", 55, 256, 45_344),
+    ("maxpool4", 27, 256, 0),
+    ("fire5", 27, 256, 49_440),
+    ("fire6", 27, 384, 104_880),
+    ("fire7", 27, 384, 111_024),
+    ("fire8", 27, 512, 188_992),
+    ("maxpool8", 13, 512, 0),
+    ("fire9", 13, 512, 197_184),
+    ("conv10", 13, 1000, 513_000),
+    ("avgpool10", 1, 1000, 0),
+]
+TABLE1_TOTAL = 1_248_424
+# Table 1 s1x1 / e1x1 / e3x3 per Fire module
+TABLE1_FIRES = [(16, 64, 64), (16, 64, 64), (32, 128, 128), (32, 128, 128),
+                (48, 192, 192), (48, 192, 192), (64, 256, 256), (64, 256, 256)]
+
+# torchvision reference values (squeezenet.py weight metadata)
+TV_V10_PARAMS, TV_V10_GMACS = 1_248_424, 0.819
+TV_V11_PARAMS, TV_V11_GMACS = 1_235_496, 0.349
+
+# Complex bypass: four 1x1 bypass convs with bias, 96->128, 128->256, 256->384, 384->512
+COMPLEX_BYPASS_EXTRA = 96 * 128 + 128 + 128 * 256 + 256 + 256 * 384 + 384 + 384 * 512 + 512  # 341,248
+COMPLEX_BYPASS_TOTAL = 1_589_672
+PAPER_COMPLEX_BYPASS_MB = 7.7  # paper Table 3; does not follow from the architecture (see docs)
+
+# Section 5 SR sweep (1000 classes, fp32), sizes in MiB; the paper prints 4.8MB and ~19MB
+SR_SWEEP = {0.125: (1_248_424, 4.76), 0.25: (1_967_080, 7.50), 0.5: (3_404_392, 12.99),
+            0.75: (4_841_704, 18.47), 1.0: (6_279_016, 23.95)}

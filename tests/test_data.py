@@ -1,0 +1,131 @@
+"""Loaders on datasets the tests build: IDX files and ImageFolder trees."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from squeezenet import SqueezeNetError
+from squeezenet.data import (TensorDataset, augment_batch, augment_params, find_fashion_mnist, load_data, read_idx)
+
+from conftest import write_idx
+
+
+def test_idx_round_trip(tmp_path):
+    arr = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
+    write_idx(tmp_path / "x.gz", arr)
+    np.testing.assert_array_equal(read_idx(tmp_path / "x.gz"), arr)
+
+
+def test_corrupt_idx_is_a_clear_error(tmp_path):
+    p = tmp_path / "train-images-idx3-ubyte"
+    p.write_bytes(b"\x00\x00\x08\x03\x00\x00\x00\x05\x00\x00\x00\x1c\x00\x00\x00\x1cshort")
+    with pytest.raises(SqueezeNetError, match="corrupt IDX"):
+        read_idx(p)
+
+
+def test_fashion_mnist_from_data_dir(fmnist_dir):
+    s = load_data("fashion-mnist", str(fmnist_dir), download=False)
+    assert isinstance(s.train, TensorDataset)
+    assert s.train.images.shape == (512, 1, 28, 28) and s.train.images.dtype == torch.uint8
+    assert len(s.test) == 128 and s.spec.classes[9] == "Ankle boot"
+    assert s.spec.channels == 1 and s.spec.input_size == 28
+
+
+def test_torchvision_layout_is_found(tmp_path, fmnist_dir):
+    raw = tmp_path / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    for f in fmnist_dir.iterdir():
+        (raw / f.name).write_bytes(f.read_bytes())
+    files = find_fashion_mnist(str(tmp_path), download=False)
+    assert files["train_images"].parent == raw
+
+
+def test_missing_dataset_error(tmp_path, monkeypatch):
+    import squeezenet.data as d
+
+    monkeypatch.setattr(d, "DEBIAN_FASHION_MNIST", str(tmp_path / "nope"))
+    monkeypatch.setenv("SQUEEZENET_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(SqueezeNetError, match="apt-get install dataset-fashion-mnist"):
+        load_data("fashion-mnist", str(tmp_path / "empty"), download=False)
+
+
+def _tree(root, size=16, corrupt=True, empty=True):
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        for c, color in (("cat", 40), ("dog", 200)):
+            d = root / split / c
+            d.mkdir(parents=True)
+            for i in range(6):
+                a = np.clip(rng.normal(color, 10, (size, size, 3)), 0, 255).astype(np.uint8)
+                Image.fromarray(a).save(d / f"{i}.jpg")
+        if empty:
+            (root / split / "zebra").mkdir()
+    if corrupt:
+        good = (root / "train" / "cat" / "0.jpg").read_bytes()
+        (root / "train" / "cat" / "broken.jpg").write_bytes(good[: len(good) // 3])
+        (root / "train" / "dog" / "notes.jpg").write_bytes(b"this is not an image")
+
+
+def test_small_image_folder_skips_bad_files_and_keeps_empty_class(tmp_path, capsys):
+    _tree(tmp_path)
+    s = load_data(str(tmp_path), cache=False)
+    err = capsys.readouterr().err
+    assert "broken.jpg" in err and "notes.jpg" in err and "zebra" in err
+    assert s.spec.classes == ["cat", "dog", "zebra"]
+    assert s.train.images.shape == (12, 3, 16, 16)  # 14 files, 2 unreadable
+    assert sorted(s.train.labels.tolist()) == [0] * 6 + [1] * 6
+    # cat images are dark, dog images bright: the decode kept the pixels
+    cat = s.train.images[s.train.labels == 0].float().mean()
+    dog = s.train.images[s.train.labels == 1].float().mean()
+    assert cat < 60 < 180 < dog
+
+
+def test_folder_cache_is_reused(tmp_path, monkeypatch):
+    _tree(tmp_path / "d", corrupt=False, empty=False)
+    monkeypatch.setenv("SQUEEZENET_CACHE", str(tmp_path / "cache"))
+    a = load_data(str(tmp_path / "d"))
+    assert list((tmp_path / "cache" / "decoded").glob("folder-*.pt"))
+    b = load_data(str(tmp_path / "d"))
+    assert torch.equal(a.train.images, b.train.images)
+
+
+def test_folder_without_val_gets_a_split(tmp_path):
+    _tree(tmp_path, corrupt=False, empty=False)
+    import shutil
+
+    shutil.rmtree(tmp_path / "val")
+    s = load_data(str(tmp_path / "train"), val_fraction=0.25, cache=False)
+    assert len(s.train) + len(s.test) == 12 and len(s.test) == 3
+    assert any("held out" in n for n in s.notes)
+
+
+def test_large_image_folder_streams_and_skips_bad(tmp_path, capsys):
+    _tree(tmp_path, size=80, corrupt=True, empty=False)
+    s = load_data(str(tmp_path), input_size=72, cache=False)
+    assert not isinstance(s.train, TensorDataset) and s.spec.input_size == 72
+    from squeezenet.data import collate_skip_bad
+
+    loader = torch.utils.data.DataLoader(s.train, batch_size=20, collate_fn=collate_skip_bad)
+    x, y = next(iter(loader))
+    assert x.shape == (12, 3, 72, 72)
+    assert "broken.jpg" in capsys.readouterr().err
+
+
+def test_missing_folder_error(tmp_path):
+    with pytest.raises(SqueezeNetError, match="image folder not found"):
+        load_data(str(tmp_path / "nothing"))
+
+
+def test_augment_crop_and_flip_are_exact():
+    x = torch.arange(16, dtype=torch.uint8).view(1, 1, 4, 4)
+    # offset (dy, dx) = (pad, pad) is the identity crop; (0, 0) shifts right/down by pad
+    same = augment_batch(x, 1, torch.tensor([1]), torch.tensor([1]), torch.tensor([False]))
+    assert torch.equal(same, x)
+    shifted = augment_batch(x, 1, torch.tensor([0]), torch.tensor([0]), torch.tensor([False]))
+    assert shifted[0, 0, 0].tolist() == [0, 0, 0, 0] and shifted[0, 0, 1].tolist() == [0, 0, 1, 2]
+    flipped = augment_batch(x, 1, torch.tensor([1]), torch.tensor([1]), torch.tensor([True]))
+    assert torch.equal(flipped, x.flip(3))
+    g = torch.Generator().manual_seed(0)
+    dy, dx, flip = augment_params(1000, 2, g)
+    assert dy.min() == 0 and dy.max() == 4 and 400 < flip.sum() < 600

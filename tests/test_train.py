@@ -1,0 +1,197 @@
+"""Trainer: accuracy maths, checkpoints, resume equivalence, DDP equivalence, errors."""
+
+import json
+import os
+import socket
+
+import pytest
+import torch
+
+from squeezenet import SqueezeNetError, create_model
+from squeezenet.checkpoint import atomic_save, load_checkpoint, make_checkpoint, model_from_checkpoint
+from squeezenet.metrics import accuracy, topk_correct
+from squeezenet.train import TrainConfig, Trainer, lr_at
+
+TINY = "squeezenet1_1_small_bn_w0.25"
+
+
+def test_topk_hand_computed():
+    logits = torch.tensor([[0.1, 0.5, 0.2, 0.0, 0.0, 0.0, 0.3],   # target 1: top-1 hit
+                           [0.9, 0.1, 0.0, 0.0, 0.0, 0.0, 0.8],   # target 6: rank 2 -> top-5 hit
+                           [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6],   # target 0: rank 7 -> miss
+                           [0.3, 0.2, 0.1, 0.9, 0.8, 0.7, 0.6]])  # target 2: rank 7 -> miss
+    targets = torch.tensor([1, 6, 0, 2])
+    assert topk_correct(logits, targets, (1, 5)) == [1, 2]
+    assert accuracy(logits, targets, (1, 5)) == [25.0, 50.0]
+    assert topk_correct(logits[:, :3], torch.tensor([0, 0, 0, 0]), (1, 5)) == [2, 4]  # rows 2, 4 argmax 0; k > classes
+
+
+def test_lr_schedules():
+    cfg = TrainConfig(recipe="paper").resolved()
+    assert cfg.lr == 0.04 and cfg.momentum == 0.9 and cfg.weight_decay == 2e-4
+    assert lr_at(cfg, 0, 100, 10) == pytest.approx(0.04)
+    assert lr_at(cfg, 50, 100, 10) == pytest.approx(0.02)  # poly power 1 = linear to 0
+    fast = TrainConfig(recipe="fast", lr=1.0, warmup_epochs=1).resolved()
+    assert lr_at(fast, 4, 100, 10) == pytest.approx(0.5)  # warm-up 10 steps
+    assert lr_at(fast, 55, 100, 10) == pytest.approx(0.5)  # cosine midpoint
+
+
+def _cfg(tmp, fmnist_dir, **kw):
+    base = dict(model=TINY, data="fashion-mnist", data_dir=str(fmnist_dir), download=False, out=str(tmp),
+                epochs=2, batch_size=64, progress=False, workers=0, dropout=0.2, lr=0.05)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_train_writes_a_complete_run(tmp_path, fmnist_dir):
+    res = Trainer(_cfg(tmp_path, fmnist_dir, epochs=3, lr=0.1)).run()
+    for f in ("config.json", "last.pt", "best.pt", "metrics.csv", "metrics.jsonl", "curves.png", "confusion.png",
+              "report.md"):
+        assert (tmp_path / f).is_file(), f
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2, 3]
+    for k in ("train_loss", "test_top1", "test_top5", "lr", "img_per_s"):
+        assert k in rows[0]
+    # the bands are easy: a few epochs must learn them (chance is 10%)
+    assert res["best_top1"] > 50
+    report = (tmp_path / "report.md").read_text()
+    assert "curves.png" in report and "confusion.png" in report and "| fire9 |" in report
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    assert cfg["model"] == TINY and cfg["resolved_precision"] in ("fp32", "bf16")
+    # the checkpoint re-creates the model and evaluates the same as the reported top-1
+    from squeezenet.evaluate import evaluate_checkpoint
+
+    ev = evaluate_checkpoint(str(tmp_path / "last.pt"), data_dir=str(fmnist_dir), download=False)
+    assert ev["top1"] == pytest.approx(rows[-1]["test_top1"])
+
+
+def test_existing_run_is_not_overwritten(tmp_path, fmnist_dir):
+    Trainer(_cfg(tmp_path, fmnist_dir, epochs=1)).run()
+    before = (tmp_path / "last.pt").read_bytes()
+    with pytest.raises(SqueezeNetError, match="--resume"):
+        Trainer(_cfg(tmp_path, fmnist_dir, epochs=1)).run()
+    assert (tmp_path / "last.pt").read_bytes() == before
+
+
+def _weights(path):
+    return load_checkpoint(path)["state_dict"]
+
+
+def test_resume_after_interrupt_gives_identical_weights(tmp_path, fmnist_dir):
+    full = tmp_path / "full"
+    Trainer(_cfg(full, fmnist_dir)).run()
+
+    # Kill the run in the middle of epoch 2 with a Ctrl-C, then resume.
+    part = tmp_path / "part"
+    tr = Trainer(_cfg(part, fmnist_dir))
+    step, calls = tr.optimizer.step, {"n": 0}
+
+    def interrupting_step(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 11:  # 8 steps per epoch: this is step 3 of epoch 2
+            raise KeyboardInterrupt
+        return step(*a, **k)
+
+    tr.optimizer.step = interrupting_step
+    with pytest.raises(SqueezeNetError, match="--resume"):
+        tr.run()
+    ck = load_checkpoint(part / "last.pt")
+    assert (ck["epoch"], ck["step_in_epoch"]) == (1, 2)
+    Trainer(_cfg(part, fmnist_dir, resume=True)).run()
+    a, b = _weights(full / "last.pt"), _weights(part / "last.pt")
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_nan_loss_stops_with_step(tmp_path, fmnist_dir):
+    with pytest.raises(SqueezeNetError, match=r"loss became (nan|inf) at epoch 1 step \d+"):
+        Trainer(_cfg(tmp_path, fmnist_dir, lr=1e12, dropout=0.0, model_options={})).run()
+
+
+def test_atomic_save_survives_interrupted_write(tmp_path, monkeypatch):
+    path = tmp_path / "last.pt"
+    m = create_model(TINY, num_classes=10)
+    atomic_save(make_checkpoint(m, TINY), path)
+    import squeezenet.checkpoint as ck
+
+    real_save = torch.save
+
+    def dying_save(obj, f):
+        f.write(b"partial garbage")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(ck.torch, "save", dying_save)
+    with pytest.raises(OSError):
+        atomic_save(make_checkpoint(create_model(TINY, num_classes=3), TINY), path)
+    monkeypatch.setattr(ck.torch, "save", real_save)
+    restored = model_from_checkpoint(load_checkpoint(path))
+    assert restored.num_classes == 10
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temp file left behind
+
+
+class Evil:
+    def __reduce__(self):
+        return (os.system, ("echo pwned",))
+
+
+def test_checkpoints_load_weights_only(tmp_path):
+    bad = tmp_path / "evil.pt"
+    torch.save({"format": "squeezenet-checkpoint", "payload": Evil()}, bad)
+    with pytest.raises(SqueezeNetError, match="cannot load checkpoint"):
+        load_checkpoint(bad)
+
+
+def test_wrong_checkpoint_errors(tmp_path, fmnist_dir):
+    from squeezenet.evaluate import evaluate_checkpoint
+
+    p = tmp_path / "five.pt"
+    atomic_save(make_checkpoint(create_model(TINY, num_classes=5, in_chans=1), TINY), p)
+    with pytest.raises(SqueezeNetError, match="checkpoint is for 5 classes but the data has 10"):
+        evaluate_checkpoint(str(p), "fashion-mnist", str(fmnist_dir), download=False)
+    ck = make_checkpoint(create_model(TINY, num_classes=10, in_chans=1), TINY)
+    ck["model_name"] = "squeezenet1_0"  # weights of one architecture labelled as another
+    atomic_save(ck, p)
+    with pytest.raises(SqueezeNetError, match="do not fit 'squeezenet1_0'"):
+        evaluate_checkpoint(str(p), "fashion-mnist", str(fmnist_dir), download=False)
+    tv = tmp_path / "tv.pth"
+    torch.save(create_model("squeezenet1_1").state_dict(), tv)
+    with pytest.raises(SqueezeNetError, match="not a squeezenet checkpoint"):
+        load_checkpoint(tv)
+
+
+def test_resume_refuses_other_model(tmp_path, fmnist_dir):
+    Trainer(_cfg(tmp_path, fmnist_dir, epochs=1)).run()
+    with pytest.raises(SqueezeNetError, match="cannot resume"):
+        Trainer(_cfg(tmp_path, fmnist_dir, model="squeezenet1_0_small_bn_w0.25", resume=True)).run()
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank, world, port, cfg_dict):
+    os.environ.update(WORLD_SIZE=str(world), RANK=str(rank), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    Trainer(TrainConfig(**cfg_dict)).run()
+    torch.distributed.destroy_process_group()
+
+
+def test_ddp_two_gloo_processes_match_single_process(tmp_path, fmnist_dir):
+    import torch.multiprocessing as mp
+
+    common = dict(model="squeezenet1_1_small_w0.25", dropout=0.0, epochs=1, max_steps=4, lr=0.05, device="cpu")
+    single = _cfg(tmp_path / "single", fmnist_dir, **common)
+    torch.set_num_threads(1)
+    try:
+        Trainer(single).run()
+    finally:
+        torch.set_num_threads(2)
+    ddp_cfg = _cfg(tmp_path / "ddp", fmnist_dir, **common).__dict__
+    mp.start_processes(_ddp_worker, args=(2, _free_port(), ddp_cfg), nprocs=2, join=True, start_method="spawn")
+    a, b = _weights(tmp_path / "single" / "last.pt"), _weights(tmp_path / "ddp" / "last.pt")
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=1e-5, atol=1e-6)
+    assert load_checkpoint(tmp_path / "ddp" / "last.pt")["global_step"] == 4
