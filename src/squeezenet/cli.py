@@ -87,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "config.json, last.pt/best.pt, metrics.csv/jsonl, curves.png, confusion.png "
                                    "and report.md into --out. Under torchrun it runs DistributedDataParallel; "
                                    "--batch-size is then the global batch.")
-    p.add_argument("model", nargs="?", help="model name (default: squeezenet1_1_small_bn_w0.5)")
+    p.add_argument("model", nargs="?", help="model name (default: the demo recipe, configs/demo.toml)")
     _add_data_flags(p)
     p.add_argument("--config", help="TOML or JSON file with any of these options (flags win)")
     p.add_argument("--out", help="run folder (default runs/train)")
@@ -101,6 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weight-decay", "--wd", type=float)
     p.add_argument("--label-smoothing", type=float)
     p.add_argument("--dropout", type=float, help="dropout before conv10 (default 0.5)")
+    p.add_argument("--random-erasing", type=float, help="random-erasing probability per image (default 0)")
+    p.add_argument("--no-head-relu", dest="head_relu", action="store_const", const=False,
+                   help="drop the paper's ReLU after conv10 (avoids dead classes at high lr; see docs)")
     p.add_argument("--input-size", type=int, help="resize images to this size")
     p.add_argument("--seed", type=int)
     p.add_argument("--device", help="auto (default), cpu, cuda, cuda:N")
@@ -243,10 +246,17 @@ def _cmd_train(a):
     for k, v in vars(a).items():
         if k in ("command", "config") or v is None:
             continue
+        if k == "head_relu":
+            cfg.setdefault("model_options", {})["head_relu"] = v
+            continue
         if k == "download" and v is True:
             continue
         cfg[k] = v
     cfg.setdefault("out", "runs/train")
+    if "model" not in cfg:  # no model named: the demo recipe
+        from .train import DEMO_DEFAULTS
+
+        cfg = {**DEMO_DEFAULTS, **cfg, "model_options": {**DEMO_DEFAULTS["model_options"], **cfg.get("model_options", {})}}
     res = train(TrainConfig.from_dict(cfg))
     if res:
         print(f"best test top-1 {res['best_top1']:.2f}%, training time {res['train_time_s']:.0f} s, "

@@ -389,3 +389,29 @@ def augment_batch(x: torch.Tensor, pad: int, dy: torch.Tensor, dx: torch.Tensor,
         x = xp.permute(0, 2, 3, 1)[bi, iy[:, :, None], ix[:, None, :]]  # (B, H, W, C)
         return x.permute(0, 3, 1, 2)
     return torch.where(flip[:, None, None, None], x.flip(3), x)
+
+
+def erase_boxes(n: int, h: int, w: int, p: float, generator: torch.Generator,
+                area=(0.02, 0.25), ratio=(0.3, 3.3)) -> torch.Tensor:
+    """Random-erasing boxes (Zhong et al., 2017) as (n, 4) [y0, y1, x0, x1]; an empty
+    box (y0 == y1) for images that keep all their pixels."""
+    apply = torch.rand(n, generator=generator) < p
+    a = torch.empty(n).uniform_(*area, generator=generator) * h * w
+    r = torch.exp(torch.empty(n).uniform_(torch.log(torch.tensor(ratio[0])).item(),
+                                          torch.log(torch.tensor(ratio[1])).item(), generator=generator))
+    bh = torch.sqrt(a * r).round().clamp(1, h).long()
+    bw = torch.sqrt(a / r).round().clamp(1, w).long()
+    y0 = (torch.rand(n, generator=generator) * (h - bh + 1)).long()
+    x0 = (torch.rand(n, generator=generator) * (w - bw + 1)).long()
+    bh = torch.where(apply, bh, torch.zeros_like(bh))
+    return torch.stack([y0, y0 + bh, x0, x0 + bw], 1)
+
+
+def apply_erasing(x: torch.Tensor, boxes: torch.Tensor, value: int = 0) -> torch.Tensor:
+    """Set each image's box to ``value`` (uint8 (B, C, H, W) in, same out)."""
+    h, w = x.shape[-2:]
+    ys, xs = torch.arange(h)[None, :], torch.arange(w)[None, :]
+    iny = (ys >= boxes[:, 0:1]) & (ys < boxes[:, 1:2])  # (B, H)
+    inx = (xs >= boxes[:, 2:3]) & (xs < boxes[:, 3:4])  # (B, W)
+    m = (iny[:, :, None] & inx[:, None, :])[:, None]  # (B, 1, H, W)
+    return x.masked_fill(m, value)

@@ -28,12 +28,15 @@ import torch.distributed as dist
 from torch import nn
 
 from .checkpoint import atomic_save, load_checkpoint, make_checkpoint
-from .data import TensorDataset, augment_batch, augment_params, collate_skip_bad, load_data, normalize
+from .data import (TensorDataset, apply_erasing, augment_batch, augment_params, collate_skip_bad, erase_boxes,
+                   load_data, normalize)
 from .errors import SqueezeNetError
 from .metrics import evaluate, topk_correct
 from .registry import create_model
 
-DEFAULT_MODEL = "squeezenet1_1_small_bn_w0.5"
+DEFAULT_MODEL = "squeezenet1_1_simple_bypass_small_bn_w0.5_sr0.25"
+# What `squeezenet train` does with no model named (= configs/demo.toml).
+DEMO_DEFAULTS = dict(model=DEFAULT_MODEL, epochs=7, dropout=0.1, model_options={"head_relu": False})
 
 # The authors' Caffe solver (forresti/SqueezeNet solver.prototxt): SGD, lr 0.04,
 # linear ("poly", power 1) decay to 0, momentum 0.9, weight decay 2e-4.
@@ -64,6 +67,7 @@ class TrainConfig:
     nesterov: bool | None = None
     weight_decay: float | None = None
     label_smoothing: float | None = None
+    random_erasing: float = 0.0  # probability per image (small-image data)
     input_size: int | None = None
     dropout: float | None = None
     seed: int = 0
@@ -271,11 +275,15 @@ class Trainer:
                 # Draw augmentation for the whole global batch on every rank, then slice,
                 # so N processes see exactly what one process would.
                 dy, dx, flip = augment_params(bs, self.spec.pad, self.aug_gen)
+                if cfg.random_erasing > 0:
+                    boxes = erase_boxes(bs, ds.images.shape[2], ds.images.shape[3], cfg.random_erasing, self.aug_gen)
                 if step < self.step_in_epoch:
                     continue
                 sl = slice(self.dist.rank * local, (self.dist.rank + 1) * local)
                 idx = perm[step * bs:(step + 1) * bs][sl]
                 x = augment_batch(ds.images[idx], self.spec.pad, dy[sl], dx[sl], flip[sl])
+                if cfg.random_erasing > 0:
+                    x = apply_erasing(x, boxes[sl])
                 yield step, normalize(x, self.spec.mean, self.spec.std), ds.labels[idx]
         else:
             sampler = torch.utils.data.distributed.DistributedSampler(

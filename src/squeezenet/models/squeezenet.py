@@ -165,8 +165,10 @@ class SqueezeNet(nn.Module):
     the paper's: dropout -> conv10 (1x1) -> ReLU -> global average pool. No FC layer.
     """
 
-    def __init__(self, stages, num_classes: int = 1000, dropout: float = 0.5, batch_norm: bool = False):
+    def __init__(self, stages, num_classes: int = 1000, dropout: float = 0.5, batch_norm: bool = False,
+                 head_relu: bool = True):
         super().__init__()
+        self.head_relu = head_relu
         self.stages = stages
         self.num_classes = num_classes
         self.batch_norm = batch_norm
@@ -193,7 +195,10 @@ class SqueezeNet(nn.Module):
         self.classifier = nn.Sequential(OrderedDict([
             ("dropout", nn.Dropout(p=self.drop_rate)),
             ("conv10", nn.Conv2d(self.num_features, num_classes, 1)),
-            ("relu10", nn.ReLU(inplace=True)),
+            # The paper's ReLU on conv10. It can kill a class for good when a high early
+            # learning rate drives its conv10 output negative everywhere; head_relu=False
+            # (our small-data recipe) drops it. See docs/BENCHMARKS.md.
+            ("relu10", nn.ReLU(inplace=True) if self.head_relu else nn.Identity()),
             ("avgpool10", nn.AdaptiveAvgPool2d(1)),
             ("flatten", nn.Flatten(1)),
         ]))
@@ -259,18 +264,19 @@ def _out_channels(stages) -> int:
 
 
 def _create(version: str, bypass: str = "none", *, num_classes: int = 1000, in_chans: int = 3,
-            dropout: float = 0.5, batch_norm: bool = False, stem: str = "imagenet", width: float = 1.0,
+            dropout: float = 0.5, batch_norm: bool = False, head_relu: bool = True, stem: str = "imagenet",
+            width: float = 1.0,
             base_e: int = 128, incr_e: int = 128, pct3x3: float = 0.5, freq: int = 2,
             squeeze_ratio: float = 0.125, **unknown) -> SqueezeNet:
     if unknown:
         raise TypeError(f"unexpected option(s): {', '.join(sorted(unknown))}")
     design = DesignSpace(base_e, incr_e, pct3x3, freq, squeeze_ratio)
     stages = build_stages(version, bypass, design, width, stem, in_chans)
-    model = SqueezeNet(stages, num_classes=num_classes, dropout=dropout, batch_norm=batch_norm)
+    model = SqueezeNet(stages, num_classes=num_classes, dropout=dropout, batch_norm=batch_norm, head_relu=head_relu)
     v = VERSIONS[version]
-    vanilla = design == DesignSpace() and width == 1.0 and bypass == "none" and stem == "imagenet"
+    vanilla = design == DesignSpace() and width == 1.0 and bypass == "none" and stem == "imagenet" and head_relu
     model.model_kwargs = dict(
-        num_classes=num_classes, in_chans=in_chans, dropout=dropout, batch_norm=batch_norm, stem=stem,
+        num_classes=num_classes, in_chans=in_chans, dropout=dropout, batch_norm=batch_norm, head_relu=head_relu, stem=stem,
         width=width, **{k: val for k, val in asdict(design).items() if k != "num_fire"},
     )
     model.default_cfg = dict(
@@ -340,7 +346,7 @@ def torchvision_key_map(model: SqueezeNet) -> dict[str, str]:
     torchvision's ``features`` is a flat Sequential: conv and its ReLU take two
     indices, a pool or a Fire one; the final conv is ``classifier.1``.
     """
-    if model.batch_norm or model.bypass:
+    if model.batch_norm or model.bypass or not model.head_relu:
         raise SqueezeNetError("torchvision weights fit only vanilla models without BN; "
                               "use squeezenet1_0 or squeezenet1_1")
     mapping, idx = {}, 0

@@ -1,0 +1,147 @@
+"""``squeezenet compare``: SqueezeNet and its peers measured on this machine.
+
+For each model: parameters, MACs (multiply-accumulates of conv/linear at the given
+resolution), weight size at fp32 and int8 (params x 4 and x 1 bytes), batch-1 latency
+and batch-32 throughput on each backend (eager PyTorch fp32; ONNX Runtime fp32), and
+the published ImageNet top-1 with its source. Peers have random weights: latency does
+not depend on the values. Optional peers (timm) are skipped with a note when missing.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import SqueezeNetError
+from .peers import PEERS
+from .profiler import profile
+
+
+def _latency(fn, repeats: int, warmup: int = 3) -> float:
+    from .deploy.bench import _time
+
+    return float(np.median(_time(fn, warmup, repeats)))
+
+
+def compare(models=None, input_size: int = 224, backends=("eager", "ort"), repeats: int = 20,
+            out: str = "runs/compare", threads: int | None = None, batch_throughput: int = 32) -> dict:
+    from tqdm import tqdm
+
+    from .deploy.bench import machine_tag, make_runner
+    from .zoo import build_any
+
+    if threads:
+        torch.set_num_threads(threads)
+    published = {p[0]: p for p in PEERS}
+    names = models or [p[0] for p in PEERS]
+    bad = [b for b in backends if b not in ("eager", "ort", "ort-int8", "channels_last")]
+    if bad:
+        raise SqueezeNetError(f"compare backends are eager, channels_last, ort and ort-int8; got '{bad[0]}'")
+    rows, notes = [], []
+    for name in tqdm(names, desc="compare", leave=False):
+        try:
+            model, _ = build_any(name)
+        except SqueezeNetError as e:
+            if "optional dependency" in str(e):
+                notes.append(f"skipped {name}: {e}")
+                continue
+            raise
+        model.eval()
+        prof = profile(model, (3, input_size, input_size), name)
+        pub = published.get(name)
+        row = {"model": name, "label": pub[1] if pub else name, "params": prof.params, "macs": prof.macs,
+               "fp32_mib": prof.params * 4 / 2**20, "int8_mib": prof.params / 2**20,
+               "published_top1": pub[4] if pub else None, "top1_source": pub[5] if pub else "",
+               "published_mmacs": pub[3] if pub else None}
+        with tempfile.TemporaryDirectory() as tmp:
+            for b in backends:
+                try:
+                    f1 = make_runner(b, model, (3, input_size, input_size), 1, Path(tmp), threads)
+                    row[f"{b}_b1_ms"] = 1000 * _latency(f1, repeats)
+                    fb = make_runner(b, model, (3, input_size, input_size), batch_throughput, Path(tmp), threads)
+                    row[f"{b}_b{batch_throughput}_img_s"] = batch_throughput / _latency(fb, max(3, repeats // 5), 1)
+                except Exception as e:  # a backend that cannot run a peer is a note, not a crash
+                    notes.append(f"{name} on {b}: {type(e).__name__}: {str(e).splitlines()[0][:120]}")
+        rows.append(row)
+    if not rows:
+        raise SqueezeNetError("no model could be measured")
+    outd = Path(out)
+    outd.mkdir(parents=True, exist_ok=True)
+    tag = f"{machine_tag()}_torch{torch.__version__.split('+')[0]}_{input_size}px"
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    with open(outd / f"compare_{tag}.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=keys)
+        w.writeheader()
+        w.writerows(rows)
+    (outd / f"compare_{tag}.json").write_text(json.dumps({"rows": rows, "notes": notes}, indent=2))
+    table = _table(rows, backends, batch_throughput)
+    plots = _plots(rows, outd, tag, backends)
+    report = outd / "compare.md"
+    report.write_text(f"# Efficient CNNs on {machine_tag()} (torch {torch.__version__}), {input_size} px\n\n"
+                      "MACs = multiply-accumulates of conv/linear (BN, activations, pools excluded). Latency: median "
+                      "of repeated runs, batch 1; throughput: batch " + str(batch_throughput) + ". Random weights "
+                      "(speed does not depend on them). Top-1: published ImageNet figures, sources in the CSV.\n\n"
+                      f"{table}\n\n" + "".join(f"![{p.stem}]({p.name})\n\n" for p in plots) +
+                      "".join(f"- note: {n}\n" for n in notes))
+    return {"rows": rows, "notes": notes, "table": table, "report": str(report), "plots": [str(p) for p in plots]}
+
+
+def _table(rows, backends, bt) -> str:
+    head = ["model", "params (M)", "MMACs", "fp32 MiB", "int8 MiB", "top-1 (published)"]
+    for b in backends:
+        head += [f"{b} b1 ms", f"{b} b{bt} img/s"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [r["label"], f"{r['params'] / 1e6:.2f}", f"{r['macs'] / 1e6:.0f}", f"{r['fp32_mib']:.2f}",
+                 f"{r['int8_mib']:.2f}", f"{r['published_top1']}" if r["published_top1"] else "-"]
+        for b in backends:
+            cells += [f"{r[f'{b}_b1_ms']:.2f}" if f"{b}_b1_ms" in r else "-",
+                      f"{r[f'{b}_b{bt}_img_s']:.0f}" if f"{b}_b{bt}_img_s" in r else "-"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _plots(rows, outd: Path, tag: str, backends) -> list[Path]:
+    from .report import _plt
+
+    plt = _plt()
+    pts = [r for r in rows if r["published_top1"]]
+    paths = []
+    fig, ax = plt.subplots(figsize=(7, 5))
+    for r in pts:
+        ax.scatter(r["macs"] / 1e6, r["published_top1"], s=40 * r["params"] / 1e6, alpha=0.5)
+        ax.annotate(r["label"], (r["macs"] / 1e6, r["published_top1"]), fontsize=7, xytext=(4, 4),
+                    textcoords="offset points")
+    ax.set_xscale("log")
+    ax.set_xlabel("MMACs at 224 px (log)")
+    ax.set_ylabel("published ImageNet top-1 (%)")
+    ax.set_title("top-1 vs MACs (bubble area ~ params)")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    p = outd / f"compare_top1_vs_macs_{tag}.png"
+    fig.savefig(p, dpi=110)
+    plt.close(fig)
+    paths.append(p)
+    lat_key = next((f"{b}_b1_ms" for b in ("ort", "eager", *backends) if any(f"{b}_b1_ms" in r for r in pts)), None)
+    if lat_key:
+        fig, ax = plt.subplots(figsize=(7, 5))
+        for r in pts:
+            if lat_key in r:
+                ax.scatter(r[lat_key], r["published_top1"], s=40)
+                ax.annotate(r["label"], (r[lat_key], r["published_top1"]), fontsize=7, xytext=(4, 4),
+                            textcoords="offset points")
+        ax.set_xlabel(f"measured latency, batch 1, {lat_key.split('_b1')[0]} (ms)")
+        ax.set_ylabel("published ImageNet top-1 (%)")
+        ax.set_title("top-1 vs latency on this machine")
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        p = outd / f"compare_top1_vs_latency_{tag}.png"
+        fig.savefig(p, dpi=110)
+        plt.close(fig)
+        paths.append(p)
+    return paths

@@ -1,0 +1,136 @@
+"""``squeezenet sweep``: the paper's design-space exploration (section 5, Fig. 3).
+
+Over the squeeze ratio SR (pct3x3 = 0.5) and the fraction of 3x3 filters pct3x3
+(SR = 0.5), tabulate parameters, model size (MiB of fp32 weights, the paper's "MB")
+and MACs at 224 px for 1000 classes; with ``train_epochs`` also train every point on
+real data (small-input stem + BN by default) and plot accuracy against size. Each
+finished point is saved as JSON, so an interrupted sweep resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .errors import SqueezeNetError
+from .profiler import profile
+from .registry import create_model
+
+SR_GRID = [0.125, 0.25, 0.5, 0.75, 1.0]  # Fig. 3a
+PCT_GRID = [0.01, 0.125, 0.25, 0.5, 0.75, 0.99]  # Fig. 3b, at SR 0.5
+
+
+def sweep_points(sr=None, pct3x3=None) -> list[dict]:
+    pts = [{"axis": "SR", "sr": s, "pct3x3": 0.5} for s in (sr or SR_GRID)]
+    pts += [{"axis": "pct3x3", "sr": 0.5, "pct3x3": p} for p in (pct3x3 or PCT_GRID)]
+    for p in pts:
+        if not (0 < p["sr"] <= 1 and 0 <= p["pct3x3"] <= 1):
+            raise SqueezeNetError(f"SR must be in (0, 1] and pct3x3 in [0, 1]; got {p['sr']}, {p['pct3x3']}")
+    return pts
+
+
+def sweep(base: str = "squeezenet1_0", sr=None, pct3x3=None, train_epochs: int = 0, data: str = "fashion-mnist",
+          data_dir: str | None = None, download: bool = True, out: str = "runs/sweep", batch_size: int = 256,
+          train_model_options: str = "small,bn", seed: int = 0) -> dict:
+    from tqdm import tqdm
+
+    outd = Path(out)
+    (outd / "points").mkdir(parents=True, exist_ok=True)
+    rows = []
+    pts = sweep_points(sr, pct3x3)
+    for p in tqdm(pts, desc="sweep", leave=True):
+        name = f"{base}_sr{p['sr']}_pct{p['pct3x3']}"
+        done = outd / "points" / f"{p['axis']}_{name}.json"
+        if done.exists():
+            rows.append(json.loads(done.read_text()))
+            continue
+        prof = profile(create_model(name), (3, 224, 224))
+        row = {**p, "model": name, "params": prof.params, "size_mib": prof.params * 4 / 2**20, "macs": prof.macs}
+        if train_epochs > 0:
+            row.update(_train_point(name, train_model_options, train_epochs, data, data_dir, download,
+                                    outd / "runs" / f"{p['axis']}_{name}", batch_size, seed))
+        tmp = done.with_suffix(".tmp")
+        tmp.write_text(json.dumps(row, indent=2))
+        tmp.replace(done)
+        rows.append(row)
+    table = _table(rows, train_epochs > 0)
+    plots = _plot(rows, outd, train_epochs > 0)
+    report = outd / "sweep.md"
+    report.write_text("# Design-space sweep (paper section 5, Fig. 3)\n\n"
+                      f"Base {base}; sizes are MiB of fp32 weights for 1000 classes (the paper's \"MB\"); MACs = "
+                      "multiply-accumulates at 224 px." + (f" Accuracy: test top-1 after {train_epochs} epochs on "
+                                                         f"{data} ({train_model_options})." if train_epochs else "")
+                      + f"\n\n{table}\n\n" + "".join(f"![{p.stem}]({p.name})\n\n" for p in plots))
+    (outd / "sweep.json").write_text(json.dumps(rows, indent=2))
+    return {"rows": rows, "table": table, "report": str(report), "plots": [str(p) for p in plots]}
+
+
+def _train_point(name, options, epochs, data, data_dir, download, out: Path, batch_size, seed) -> dict:
+    from .train import Trainer, TrainConfig
+
+    mods = "".join(f"_{m.strip()}" for m in options.split(",") if m.strip())
+    cfg = TrainConfig(model=name + mods, data=data, data_dir=data_dir, download=download, out=str(out),
+                      epochs=epochs, batch_size=batch_size, seed=seed, progress=True,
+                      resume=(out / "last.pt").exists(), model_options={"head_relu": False})
+    res = Trainer(cfg).run()
+    return {"trained_model": name + mods, "top1": res["final"].get("test_top1"), "top5": res["final"].get("test_top5"),
+            "train_time_s": res["train_time_s"], "trained_params": sum(
+                p.numel() for p in create_model(name + mods, num_classes=10, in_chans=1).parameters())}
+
+
+def _table(rows, trained: bool) -> str:
+    head = "| axis | SR | pct3x3 | params | size (MiB fp32) | GMACs @224 |" + (" top-1 % | train s |" if trained else "")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in rows:
+        line = (f"| {r['axis']} | {r['sr']} | {r['pct3x3']} | {r['params']:,} | {r['size_mib']:.2f} | "
+                f"{r['macs'] / 1e9:.3f} |")
+        if trained:
+            line += f" {r.get('top1', float('nan')):.2f} | {r.get('train_time_s', 0):.0f} |"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def _plot(rows, outd: Path, trained: bool) -> list[Path]:
+    from .report import _plt
+
+    plt = _plt()
+    paths = []
+    for axis, key in (("SR", "sr"), ("pct3x3", "pct3x3")):
+        pts = [r for r in rows if r["axis"] == axis]
+        if not pts:
+            continue
+        fig, ax1 = plt.subplots(figsize=(6, 4))
+        xs = [r[key] for r in pts]
+        ax1.plot(xs, [r["size_mib"] for r in pts], "o-", label="size (MiB fp32)")
+        ax1.plot(xs, [r["macs"] / 1e8 for r in pts], "s--", label="MACs (x1e8) @224")
+        ax1.set_xlabel(axis)
+        ax1.set_ylabel("MiB / 1e8 MACs")
+        if trained and all(r.get("top1") is not None for r in pts):
+            ax2 = ax1.twinx()
+            ax2.plot(xs, [r["top1"] for r in pts], "^-", color="C3", label="test top-1 (%)")
+            ax2.set_ylabel("test top-1 (%)", color="C3")
+        ax1.legend(loc="upper left", fontsize=8)
+        ax1.grid(alpha=0.3)
+        ax1.set_title(f"design space: {axis} sweep")
+        fig.tight_layout()
+        p = outd / f"sweep_{axis}.png"
+        fig.savefig(p, dpi=110)
+        plt.close(fig)
+        paths.append(p)
+    if trained:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for r in rows:
+            if r.get("top1") is not None:
+                ax.scatter(r["size_mib"], r["top1"], c="C0" if r["axis"] == "SR" else "C1")
+                ax.annotate(f"{r['axis']}={r['sr'] if r['axis'] == 'SR' else r['pct3x3']}", (r["size_mib"], r["top1"]),
+                            fontsize=7, xytext=(3, 3), textcoords="offset points")
+        ax.set_xlabel("model size (MiB fp32, 1000 classes)")
+        ax.set_ylabel("test top-1 (%)")
+        ax.set_title("accuracy vs size")
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        p = outd / "sweep_accuracy_vs_size.png"
+        fig.savefig(p, dpi=110)
+        plt.close(fig)
+        paths.append(p)
+    return paths

@@ -1,0 +1,119 @@
+"""ONNX export parity, fp16, int8 accuracy, bench smoke test, serving path, errors."""
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("onnxruntime")
+import onnx  # noqa: E402
+
+from squeezenet import SqueezeNetError, create_model  # noqa: E402
+from squeezenet.deploy.export import convert_fp16, export_model_to_onnx, export_onnx  # noqa: E402
+from squeezenet.deploy.runtime import OnnxClassifier, open_session  # noqa: E402
+
+
+def _ort(path, x):
+    sess = open_session(path)
+    return sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
+
+
+def test_fp32_export_parity_and_ceil_mode(tmp_path):
+    torch.manual_seed(0)
+    m = create_model("squeezenet1_0").eval()
+    with torch.no_grad():  # make the logits large enough that a wrong pool would show
+        m.classifier.conv10.weight.mul_(20)
+    path = export_model_to_onnx(m, tmp_path / "v10.onnx", (3, 224, 224), dynamic_batch=True)
+    proto = onnx.load(str(path))
+    pools = [n for n in proto.graph.node if n.op_type == "MaxPool"]
+    assert len(pools) == 3
+    assert all(any(a.name == "ceil_mode" and a.i == 1 for a in n.attribute) for n in pools)
+    x = torch.randn(3, 3, 224, 224)  # 224: 109 -> 54 -> 26.5 -> ceil 27 differs from floor
+    with torch.no_grad():
+        ref = m(x).numpy()
+    assert abs(_ort(path, x) - ref).max() <= 1e-4
+
+
+def test_fp16_export_within_tolerance(tmp_path):
+    torch.manual_seed(0)
+    m = create_model("squeezenet1_1").eval()
+    with torch.no_grad():
+        m.classifier.conv10.weight.mul_(20)
+    p32 = export_model_to_onnx(m, tmp_path / "m.onnx", (3, 96, 96))
+    p16 = convert_fp16(p32, tmp_path / "m16.onnx")
+    assert p16.stat().st_size < 0.55 * p32.stat().st_size
+    x = torch.randn(1, 3, 96, 96)
+    ref = m(x).detach().numpy()
+    err = abs(_ort(p16, x) - ref).max() / abs(ref).max()
+    assert err < 1e-2  # fp16 has ~3 significant digits; stated tolerance 1% of max logit
+
+
+def test_export_cli_function_and_checkpoint_metadata(tmp_path, fmnist_dir):
+    from squeezenet.train import Trainer, TrainConfig
+
+    Trainer(TrainConfig(model="squeezenet1_1_small_bn_w0.25", data_dir=str(fmnist_dir), download=False,
+                        out=str(tmp_path / "run"), epochs=1, batch_size=64, progress=False, lr=0.1)).run()
+    r = export_onnx(checkpoint=str(tmp_path / "run" / "best.pt"), out=str(tmp_path / "m.onnx"), dynamic_batch=True)
+    assert r["max_abs_diff"] <= 1e-4 and r["input_shape"] == [1, 28, 28]
+    clf = OnnxClassifier(tmp_path / "m.onnx")
+    assert clf.classes[0] == "T-shirt/top"
+    from PIL import Image
+
+    img = tmp_path / "shirt.png"
+    Image.fromarray(np.full((40, 40), 200, np.uint8)).save(img)
+    preds = clf.predict([str(img)], topk=3)
+    assert len(preds[0]) == 3 and abs(sum(p for _, p in clf.predict([str(img)], topk=10)[0]) - 1) < 1e-5
+    with pytest.raises(SqueezeNetError, match="expects"):
+        clf.run(np.zeros((1, 3, 28, 28), np.float32))
+    with pytest.raises(SqueezeNetError, match="input size"):
+        export_onnx(checkpoint=str(tmp_path / "run" / "best.pt"), out=str(tmp_path / "x.onnx"), input_size=64)
+
+
+def test_corrupt_onnx_is_a_clear_error(tmp_path):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"\x08\x07garbage" * 10)
+    with pytest.raises(SqueezeNetError, match="cannot load ONNX model"):
+        OnnxClassifier(bad)
+    with pytest.raises(SqueezeNetError, match="not found"):
+        OnnxClassifier(tmp_path / "missing.onnx")
+
+
+def test_int8_quantization_keeps_accuracy(tmp_path, fmnist_dir):
+    """Train a small model on the band dataset, quantize with ORT (QDQ, per-channel),
+    and check top-1 drops by at most 1 point on the test split."""
+    from squeezenet.deploy.quantize import quantize
+    from squeezenet.train import Trainer, TrainConfig
+
+    Trainer(TrainConfig(model="squeezenet1_1_small_bn_w0.25", data_dir=str(fmnist_dir), download=False,
+                        out=str(tmp_path / "run"), epochs=4, batch_size=64, progress=False, lr=0.1,
+                        model_options={"head_relu": False})).run()
+    r = quantize(str(tmp_path / "run" / "best.pt"), data_dir=str(fmnist_dir), download=False, calib_size=128,
+                 backends=("ort-int8",))
+    rows = {row["backend"]: row for row in r["rows"]}
+    assert rows["eager-fp32"]["top1"] > 50
+    assert rows["ort-fp32"]["top1"] == pytest.approx(rows["eager-fp32"]["top1"])
+    assert rows["eager-fp32"]["top1"] - rows["ort-int8"]["top1"] <= 1.0
+    assert rows["ort-int8"]["size_vs_fp32"] <= 0.30 or rows["ort-int8"]["size_bytes"] < 60_000
+    assert r["layer_errors"] and all(e["relative_l2_error"] >= 0 for e in r["layer_errors"])
+
+
+def test_missing_calibration_set_error(tmp_path):
+    from squeezenet.deploy.quantize import calibration_batches
+    from squeezenet.data import DataSpec, TensorDataset
+
+    empty = TensorDataset(torch.zeros(0, 1, 28, 28, dtype=torch.uint8), torch.zeros(0, dtype=torch.int64), ["a"])
+    spec = DataSpec("x", ["a"], 1, 28, [0.5], [0.5])
+    with pytest.raises(SqueezeNetError, match="calibration set is empty"):
+        calibration_batches(empty, spec, 16)
+
+
+def test_bench_smoke(tmp_path):
+    from squeezenet.deploy.bench import bench
+
+    m = create_model("squeezenet1_1_w0.25", num_classes=10).eval()
+    r = bench(model=m, label="tiny", backends=["eager", "channels_last", "ort", "ort-int8"], batch_sizes=[1, 2],
+              input_size=32, repeats=2, warmup=1, out=str(tmp_path), min_time=0.0)
+    assert {row["backend"] for row in r["rows"]} == {"eager", "channels_last", "ort", "ort-int8"}
+    assert all(row["median_ms"] > 0 and row["gflops"] > 0 for row in r["rows"])
+    assert "tiny" in r["csv"] and "torch" in r["csv"]
+    with pytest.raises(SqueezeNetError, match="unknown backend"):
+        bench(model=m, label="tiny", backends=["tensorrt"], batch_sizes=[1], input_size=32, out=str(tmp_path))
