@@ -41,7 +41,7 @@ def test_summary_other_formats_and_peers():
 
 
 @pytest.mark.parametrize("args,needle", [
-    (["summary", "squeezenet1_o"], "did you mean squeezenet1_0"),
+    (["summary", "squeezenet1_o"], "did you mean squeezenet1_"),
     (["summary", "squeezenet1_0", "--input-size", "8"], "does not accept input"),
     (["eval", "--checkpoint", "missing.pt"], "checkpoint not found"),
     (["predict", "--checkpoint", "missing.pt", "x.png"], "checkpoint not found"),

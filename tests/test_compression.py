@@ -125,7 +125,7 @@ def test_masks_survive_finetuning():
 
 def test_centroid_finetuning_keeps_weights_shared():
     m = _tiny_model()
-    masks = compute_masks(m, density_plan(m, 0.5))
+    masks = compute_masks(m, density_plan(m, "paper"))
     apply_masks(m, masks)
     shared = share_weights(m, masks, 3)
     before = {n: s.centroids.clone() for n, s in shared.items()}

@@ -64,7 +64,7 @@ def test_export_cli_function_and_checkpoint_metadata(tmp_path, fmnist_dir):
     assert len(preds[0]) == 3 and abs(sum(p for _, p in clf.predict([str(img)], topk=10)[0]) - 1) < 1e-5
     with pytest.raises(SqueezeNetError, match="expects"):
         clf.run(np.zeros((1, 3, 28, 28), np.float32))
-    with pytest.raises(SqueezeNetError, match="input size"):
+    with pytest.raises(SqueezeNetError, match="trained at 28 px"):
         export_onnx(checkpoint=str(tmp_path / "run" / "best.pt"), out=str(tmp_path / "x.onnx"), input_size=64)
 
 
@@ -92,8 +92,23 @@ def test_int8_quantization_keeps_accuracy(tmp_path, fmnist_dir):
     assert rows["eager-fp32"]["top1"] > 50
     assert rows["ort-fp32"]["top1"] == pytest.approx(rows["eager-fp32"]["top1"])
     assert rows["eager-fp32"]["top1"] - rows["ort-int8"]["top1"] <= 1.0
-    assert rows["ort-int8"]["size_vs_fp32"] <= 0.30 or rows["ort-int8"]["size_bytes"] < 60_000
+    assert rows["ort-int8"]["size_bytes"] < rows["ort-fp32"]["size_bytes"]
     assert r["layer_errors"] and all(e["relative_l2_error"] >= 0 for e in r["layer_errors"])
+
+
+def test_int8_file_is_under_30_percent_of_fp32(tmp_path):
+    from squeezenet.deploy.quantize import quantize_onnx_int8
+
+    m = create_model("squeezenet1_1").eval()
+    p32 = export_model_to_onnx(m, tmp_path / "m.onnx", (3, 224, 224), dynamic_batch=True)
+    calib = [np.random.default_rng(0).standard_normal((2, 3, 224, 224)).astype(np.float32)]
+    q = quantize_onnx_int8(p32, tmp_path / "q.onnx", calib)
+    assert q.stat().st_size <= 0.30 * p32.stat().st_size
+    proto = onnx.load(str(q))
+    ops = {n.op_type for n in proto.graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops  # QDQ format
+    axes = [a.i for n in proto.graph.node if n.op_type == "DequantizeLinear" for a in n.attribute if a.name == "axis"]
+    assert axes  # per-channel weight scales carry an axis
 
 
 def test_missing_calibration_set_error(tmp_path):

@@ -374,16 +374,17 @@ def load_torchvision_state_dict(model: SqueezeNet, state_dict: dict) -> SqueezeN
     mapping = torchvision_key_map(model)
     ours = model.state_dict()
     missing = sorted(set(mapping) - set(state_dict))
-    if missing:
+    if len(missing) > len(mapping) // 2:
         raise SqueezeNetError(f"not a torchvision SqueezeNet state dict: missing '{missing[0]}' "
                               f"(and {len(missing) - 1} more keys)")
     new = {}
     for tv_key, our_key in mapping.items():
-        t = state_dict[tv_key]
-        if tuple(t.shape) != tuple(ours[our_key].shape):
+        t = state_dict.get(tv_key)
+        if t is None or tuple(t.shape) != tuple(ours[our_key].shape):
+            got = "is missing" if t is None else f"has shape {tuple(t.shape)}"
             raise SqueezeNetError(
-                f"weights do not fit this model: '{tv_key}' has shape {tuple(t.shape)}, the model "
-                f"expects {tuple(ours[our_key].shape)}; pick the matching version or num_classes")
+                f"weights do not fit this model: '{tv_key}' {got}, the model expects "
+                f"{tuple(ours[our_key].shape)}; pick the matching version (1_0 or 1_1) or num_classes")
         new[our_key] = t
     model.load_state_dict(new)
     return model
