@@ -3,8 +3,9 @@
 For each backend and batch size: median and p90 latency, throughput, achieved
 GFLOP/s (2 x MACs per image), the fraction of a large fp32 GEMM's GFLOP/s measured
 in the same run (a stand-in for the machine's peak), and the speed-up over plain
-eager fp32 NCHW (the usual torchvision way). Warm-up runs are discarded; the spread
-(p10-p90) is reported so instability is visible.
+eager fp32 NCHW (the usual torchvision way). Warm-up runs are discarded; backends are
+timed in alternating blocks so that drift in the machine's speed hits all of them
+alike; the spread (p10-p90) is reported so instability is visible.
 """
 
 from __future__ import annotations
@@ -144,15 +145,25 @@ def bench(model_name: str | None = None, checkpoint: str | None = None, backends
     from tqdm import tqdm
 
     with tempfile.TemporaryDirectory() as tmp:
-        jobs = [(b, bs) for b in backends for bs in batch_sizes]
-        for backend, bs in tqdm(jobs, desc="bench", leave=False):
-            fn = make_runner(backend, model, shape, bs, Path(tmp), threads)
-            t = np.asarray(_time(fn, warmup, repeats, min_time)) * 1000.0  # ms
-            med = float(np.median(t))
-            rows.append({"model": label, "backend": backend, "batch": bs, "input": shape[1],
-                         "median_ms": med, "p10_ms": float(np.percentile(t, 10)), "p90_ms": float(np.percentile(t, 90)),
-                         "spread_pct": 100 * float(np.percentile(t, 90) - np.percentile(t, 10)) / med,
-                         "img_per_s": bs / (med / 1000), "gflops": 2 * macs * bs / (med / 1000) / 1e9, "runs": len(t)})
+        for bs in tqdm(batch_sizes, desc="bench", leave=False):
+            fns = {b: make_runner(b, model, shape, bs, Path(tmp), threads) for b in backends}
+            # Time the backends in alternating blocks (3 rounds), so slow drift in the
+            # machine's speed hits every backend alike. Run-by-run interleaving is worse
+            # here: ORT's and torch's spinning thread pools then fight over the 2 cores.
+            times = {b: [] for b in backends}
+            rounds = 3
+            for _ in range(rounds):
+                for b, fn in fns.items():
+                    times[b] += _time(fn, warmup, max(1, repeats // rounds), min_time / rounds)
+            for backend in backends:
+                t = np.asarray(times[backend]) * 1000.0  # ms
+                med = float(np.median(t))
+                rows.append({"model": label, "backend": backend, "batch": bs, "input": shape[1],
+                             "median_ms": med, "p10_ms": float(np.percentile(t, 10)),
+                             "p90_ms": float(np.percentile(t, 90)),
+                             "spread_pct": 100 * float(np.percentile(t, 90) - np.percentile(t, 10)) / med,
+                             "img_per_s": bs / (med / 1000), "gflops": 2 * macs * bs / (med / 1000) / 1e9,
+                             "runs": len(t)})
     base = {r["batch"]: r["median_ms"] for r in rows if r["backend"] == "eager"}
     for r in rows:
         r["speedup_vs_eager"] = base[r["batch"]] / r["median_ms"]
