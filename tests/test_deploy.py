@@ -132,3 +132,26 @@ def test_bench_smoke(tmp_path):
     assert "tiny" in r["csv"] and "torch" in r["csv"]
     with pytest.raises(SqueezeNetError, match="unknown backend"):
         bench(model=m, label="tiny", backends=["tensorrt"], batch_sizes=[1], input_size=32, out=str(tmp_path))
+
+
+def test_serving_path_needs_no_torch(tmp_path):
+    """squeezenet.deploy.load runs an exported model with torch made unimportable."""
+    import subprocess
+    import sys
+
+    m = create_model("squeezenet1_1_w0.25", num_classes=3, in_chans=1).eval()
+    spec = {"name": "x", "classes": ["a", "b", "c"], "channels": 1, "input_size": 32, "mean": [0.5], "std": [0.25],
+            "small": True, "pad": 0}
+    path = export_model_to_onnx(m, tmp_path / "m.onnx", (1, 32, 32), dynamic_batch=True, metadata=spec)
+    from PIL import Image
+
+    Image.fromarray(np.full((50, 50), 128, np.uint8)).save(tmp_path / "img.png")
+    code = (
+        "import sys; sys.modules['torch'] = None\n"
+        "from squeezenet.deploy import load\n"
+        f"clf = load({str(path)!r})\n"
+        f"print(clf.predict([{str(tmp_path / 'img.png')!r}], topk=2))\n"
+        "assert 'torch' not in [k for k, v in sys.modules.items() if v is not None]\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("[[(")

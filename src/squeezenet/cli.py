@@ -44,6 +44,15 @@ def _int_list(s: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got '{s}'") from None
 
 
+def _float_list(s: str) -> list[float]:
+    if s.strip().lower() == "none":
+        return []
+    try:
+        return [float(v) for v in s.split(",") if v]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers or 'none', got '{s}'") from None
+
+
 def _str_list(s: str) -> list[str]:
     return [v.strip() for v in s.split(",") if v.strip()]
 
@@ -196,8 +205,10 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Tabulate and plot size and MACs over SR and pct3x3; with --train-epochs, "
                                    "train every point on real data. Interrupted sweeps resume.")
     p.add_argument("--base", default="squeezenet1_0")
-    p.add_argument("--sr", type=lambda s: [float(v) for v in s.split(",")], default=None)
-    p.add_argument("--pct3x3", type=lambda s: [float(v) for v in s.split(",")], default=None)
+    p.add_argument("--sr", type=_float_list, default=None,
+                   help="squeeze ratios (default 0.125,0.25,0.5,0.75,1.0; 'none' to skip the SR axis)")
+    p.add_argument("--pct3x3", type=_float_list, default=None,
+                   help="3x3 fractions at SR 0.5 (default 0.01,...,0.99; 'none' to skip)")
     p.add_argument("--train-epochs", type=int, default=0)
     _add_data_flags(p)
     p.add_argument("--train-model-options", default="small,bn", help="modifiers for trained points (default small,bn)")

@@ -21,8 +21,8 @@ PCT_GRID = [0.01, 0.125, 0.25, 0.5, 0.75, 0.99]  # Fig. 3b, at SR 0.5
 
 
 def sweep_points(sr=None, pct3x3=None) -> list[dict]:
-    pts = [{"axis": "SR", "sr": s, "pct3x3": 0.5} for s in (sr or SR_GRID)]
-    pts += [{"axis": "pct3x3", "sr": 0.5, "pct3x3": p} for p in (pct3x3 or PCT_GRID)]
+    pts = [{"axis": "SR", "sr": s, "pct3x3": 0.5} for s in (SR_GRID if sr is None else sr)]
+    pts += [{"axis": "pct3x3", "sr": 0.5, "pct3x3": p} for p in (PCT_GRID if pct3x3 is None else pct3x3)]
     for p in pts:
         if not (0 < p["sr"] <= 1 and 0 <= p["pct3x3"] <= 1):
             raise SqueezeNetError(f"SR must be in (0, 1] and pct3x3 in [0, 1]; got {p['sr']}, {p['pct3x3']}")
