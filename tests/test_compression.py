@@ -196,3 +196,23 @@ def test_paper_sizes_on_imagenet_shaped_v10(tmp_path):
     r8 = compress(model_name="squeezenet1_0", sparsity="paper", bits=8, out=str(tmp_path / "v8.sqz"))
     assert r8["file_bytes"] <= 660_000
     assert 0.33 < r6["density"] < 0.35  # Table 1: 421,098 / 1,248,424 = 0.337
+
+
+def test_compress_accepts_torchvision_checkpoint(tmp_path):
+    """The same command runs on torchvision's ImageNet checkpoint file (here one the test
+    writes with random weights), and the decoded model matches the shared weights."""
+    import torchvision
+
+    from squeezenet.compression.pipeline import compress
+
+    tv = torchvision.models.squeezenet1_1()
+    path = tmp_path / "squeezenet1_1-b8a52dc0.pth"
+    torch.save(tv.state_dict(), path)
+    r = compress(model_name="squeezenet1_1", weights=str(path), sparsity="paper", bits=6,
+                 out=str(tmp_path / "tv.sqz"))
+    assert r["lossless"] and "torchvision" in r["source"]
+    model, header = container.load_container(tmp_path / "tv.sqz")
+    # pruned positions are zero, kept conv1 weights are codebook values near the originals
+    w = model.features["conv1"].conv.weight
+    assert (w - tv.features[0].weight).abs().max() < 0.05
+    assert header["bits"] == 6

@@ -155,3 +155,31 @@ def test_serving_path_needs_no_torch(tmp_path):
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("[[(")
+
+
+def _real_fmnist_available():
+    from squeezenet.data import find_fashion_mnist
+
+    try:
+        find_fashion_mnist(None, download=False)
+        return True
+    except SqueezeNetError:
+        return False
+
+
+@pytest.mark.skipif(not _real_fmnist_available(),
+                    reason="real Fashion-MNIST not installed (make test installs dataset-fashion-mnist)")
+def test_int8_accuracy_on_real_fashion_mnist_subset(tmp_path):
+    """A small model trained briefly on real Fashion-MNIST (4,096 images), quantized to
+    int8 with ORT, evaluated on the first 2,000 real test images: within 1 pt of fp32."""
+    from squeezenet.deploy.quantize import quantize
+    from squeezenet.train import Trainer, TrainConfig
+
+    Trainer(TrainConfig(model="squeezenet1_1_small_bn_w0.25", out=str(tmp_path / "run"), epochs=2, batch_size=128,
+                        train_subset=4096, progress=False, lr=0.1, download=False,
+                        model_options={"head_relu": False})).run()
+    r = quantize(str(tmp_path / "run" / "best.pt"), download=False, calib_size=256, backends=("ort-int8",),
+                 eval_size=2000)
+    rows = {row["backend"]: row for row in r["rows"]}
+    assert rows["eager-fp32"]["top1"] > 60  # it learned real clothes, chance is 10%
+    assert abs(rows["eager-fp32"]["top1"] - rows["ort-int8"]["top1"]) <= 1.0

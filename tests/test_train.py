@@ -77,13 +77,14 @@ def _weights(path):
     return load_checkpoint(path)["state_dict"]
 
 
-def test_resume_after_interrupt_gives_identical_weights(tmp_path, fmnist_dir):
+@pytest.mark.parametrize("ema", [0.0, 0.99])
+def test_resume_after_interrupt_gives_identical_weights(tmp_path, fmnist_dir, ema):
     full = tmp_path / "full"
-    Trainer(_cfg(full, fmnist_dir)).run()
+    Trainer(_cfg(full, fmnist_dir, ema=ema)).run()
 
     # Kill the run in the middle of epoch 2 with a Ctrl-C, then resume.
     part = tmp_path / "part"
-    tr = Trainer(_cfg(part, fmnist_dir))
+    tr = Trainer(_cfg(part, fmnist_dir, ema=ema))
     step, calls = tr.optimizer.step, {"n": 0}
 
     def interrupting_step(*a, **k):
@@ -97,10 +98,22 @@ def test_resume_after_interrupt_gives_identical_weights(tmp_path, fmnist_dir):
         tr.run()
     ck = load_checkpoint(part / "last.pt")
     assert (ck["epoch"], ck["step_in_epoch"]) == (1, 2)
-    Trainer(_cfg(part, fmnist_dir, resume=True)).run()
-    a, b = _weights(full / "last.pt"), _weights(part / "last.pt")
-    for k in a:
-        assert torch.equal(a[k], b[k]), k
+    Trainer(_cfg(part, fmnist_dir, resume=True, ema=ema)).run()
+    for key in ("state_dict", "train_state_dict") if ema else ("state_dict",):
+        a, b = load_checkpoint(full / "last.pt")[key], load_checkpoint(part / "last.pt")[key]
+        for k in a:
+            assert torch.equal(a[k], b[k]), (key, k)
+
+
+def test_ema_weights_are_what_is_saved_and_evaluated(tmp_path, fmnist_dir):
+    res = Trainer(_cfg(tmp_path, fmnist_dir, ema=0.9, epochs=2, lr=0.1)).run()
+    ck = load_checkpoint(tmp_path / "last.pt")
+    ema, raw = ck["state_dict"], ck["train_state_dict"]
+    assert any(not torch.equal(ema[k], raw[k]) for k in ema if ema[k].is_floating_point())
+    from squeezenet.evaluate import evaluate_checkpoint
+
+    ev = evaluate_checkpoint(str(tmp_path / "last.pt"), data_dir=str(fmnist_dir), download=False)
+    assert ev["top1"] == pytest.approx(res["final"]["test_top1"])
 
 
 def test_nan_loss_stops_with_step(tmp_path, fmnist_dir):

@@ -111,6 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label-smoothing", type=float)
     p.add_argument("--dropout", type=float, help="dropout before conv10 (default 0.5)")
     p.add_argument("--random-erasing", type=float, help="random-erasing probability per image (default 0)")
+    p.add_argument("--ema", type=float, help="keep an EMA of the weights with this decay (e.g. 0.998) and "
+                                             "evaluate/save it")
     p.add_argument("--no-head-relu", dest="head_relu", action="store_const", const=False,
                    help="drop the paper's ReLU after conv10 (avoids dead classes at high lr; see docs)")
     p.add_argument("--input-size", type=int, help="resize images to this size")

@@ -68,6 +68,7 @@ class TrainConfig:
     weight_decay: float | None = None
     label_smoothing: float | None = None
     random_erasing: float = 0.0  # probability per image (small-image data)
+    ema: float = 0.0  # decay of an exponential moving average of the weights; 0 = off
     input_size: int | None = None
     dropout: float | None = None
     seed: int = 0
@@ -217,6 +218,14 @@ class Trainer:
         self.optimizer = torch.optim.SGD(param_groups(self.model, cfg.weight_decay), lr=cfg.lr,
                                          momentum=cfg.momentum, nesterov=cfg.nesterov)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.precision == "fp16")
+        self.ema = None
+        if cfg.ema > 0:
+            import copy
+
+            self.ema = copy.deepcopy(self.model).eval()
+            for p in self.ema.parameters():
+                p.requires_grad_(False)
+            self._ema_pairs = list(zip(self.ema.state_dict().values(), self.model.state_dict().values()))
         self.ddp = self.model
         if self.dist.world > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -232,9 +241,26 @@ class Trainer:
             raise SqueezeNetError(f"--batch-size {cfg.batch_size} must be divisible by the {self.dist.world} processes")
 
     # ------------------------------------------------------------------ state
+    @property
+    def eval_model(self) -> nn.Module:
+        """The weights that are evaluated and exported: the EMA when it is on."""
+        return self.ema if self.ema is not None else self.model
+
+    @torch.no_grad()
+    def update_ema(self):
+        # decay ramps up early on, as in timm's ModelEmaV2 warm-up
+        d = min(self.cfg.ema, (1 + self.global_step) / (10 + self.global_step))
+        for e, m in self._ema_pairs:
+            if e.dtype.is_floating_point:
+                e.lerp_(m, 1.0 - d)
+            else:
+                e.copy_(m)
+
     def state(self) -> dict:
+        extra = {"train_state_dict": {k: v.detach().cpu() for k, v in self.model.state_dict().items()}} \
+            if self.ema is not None else {}
         return make_checkpoint(
-            self.model, self.model_name, self.spec.to_dict(),
+            self.eval_model, self.model_name, self.spec.to_dict(), **extra,
             optimizer=self.optimizer.state_dict(), scaler=self.scaler.state_dict(),
             epoch=self.epoch, step_in_epoch=self.step_in_epoch, global_step=self.global_step,
             best_top1=self.best_top1, history=self.history, train_time=self.train_time,
@@ -252,7 +278,13 @@ class Trainer:
         if ckpt["model_name"] != self.model_name or ckpt["model_kwargs"] != self.model.model_kwargs:
             raise SqueezeNetError(f"cannot resume: {self.out}/last.pt is a '{ckpt['model_name']}' run, not "
                                   f"'{self.model_name}' with these options; use another --out")
-        self.model.load_state_dict(ckpt["state_dict"])
+        if self.ema is not None:
+            if "train_state_dict" not in ckpt:
+                raise SqueezeNetError("cannot resume with --ema: the run was started without it")
+            self.model.load_state_dict(ckpt["train_state_dict"])
+            self.ema.load_state_dict(ckpt["state_dict"])
+        else:
+            self.model.load_state_dict(ckpt.get("train_state_dict", ckpt["state_dict"]))
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scaler.load_state_dict(ckpt["scaler"])
         self.epoch, self.step_in_epoch = ckpt["epoch"], ckpt["step_in_epoch"]
@@ -336,6 +368,8 @@ class Trainer:
             self.scaler.scale(loss).backward()
             self.scaler.step(self.optimizer)
             self.scaler.update()
+            if self.ema is not None:
+                self.update_ema()
             self.step_in_epoch, self.global_step = step + 1, self.global_step + 1
             self._rng_at_step_start = None
             n = len(y)
@@ -426,7 +460,7 @@ class Trainer:
     def evaluate_epoch(self) -> dict:
         if not self.dist.main:
             return {}
-        m = evaluate(self.model, self.splits.test, self.spec, self.device, self.cfg.eval_batch_size,
+        m = evaluate(self.eval_model, self.splits.test, self.spec, self.device, self.cfg.eval_batch_size,
                      self.cfg.workers, channels_last=self.cfg.channels_last)
         self._last_confusion = m.pop("confusion")
         return {f"test_{k}": v for k, v in m.items() if k != "n"}
@@ -439,7 +473,7 @@ class Trainer:
         final = self.history[-1] if self.history else {}
         conf = getattr(self, "_last_confusion", None)
         if conf is None:
-            m = evaluate(self.model, self.splits.test, self.spec, self.device, self.cfg.eval_batch_size)
+            m = evaluate(self.eval_model, self.splits.test, self.spec, self.device, self.cfg.eval_batch_size)
             conf = m["confusion"]
         write_report(self.out, self, conf)
         return {"out": str(self.out), "best_top1": self.best_top1, "final": final,
