@@ -22,7 +22,8 @@ def test_forward_backward(name):
 
 @pytest.mark.parametrize("name", list_models())
 def test_onnx_export_matches_eager(name, tmp_path):
-    """Export route: torch.onnx.export (TorchScript-free dynamo exporter), run with ORT."""
+    """Export route (stated): torch.onnx.export with the TorchScript-based exporter, the
+    project default (dynamo=True is available as exporter="dynamo"); run with ONNX Runtime."""
     ort = pytest.importorskip("onnxruntime")
     from squeezenet.deploy.export import export_model_to_onnx
 
