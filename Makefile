@@ -40,5 +40,12 @@ test: setup data
 test-all: setup data
 	$(BIN)/python -m pytest -q -m "slow or not slow"
 
+# The speed figures of docs/BENCHMARKS.md (each prints its same-run baseline).
+bench: setup data
+	$(BIN)/python benchmarks/train_throughput.py --json runs/bench/train_throughput.json
+	$(BIN)/squeezenet bench squeezenet1_1 --backends eager,channels_last,ort,ort-tuned,ort-int8,ort-fp16 \
+		--batch-sizes 1,8,32 --threads 2 --repeats 45 --out runs/bench
+	$(BIN)/squeezenet compare --threads 2 --out runs/compare
+
 clean:
 	rm -rf $(VENV) runs build *.egg-info src/*.egg-info

@@ -111,37 +111,32 @@ def _plots(rows, outd: Path, tag: str, backends) -> list[Path]:
 
     plt = _plt()
     pts = [r for r in rows if r["published_top1"]]
-    paths = []
-    fig, ax = plt.subplots(figsize=(7, 5))
-    for r in pts:
-        ax.scatter(r["macs"] / 1e6, r["published_top1"], s=40 * r["params"] / 1e6, alpha=0.5)
-        ax.annotate(r["label"], (r["macs"] / 1e6, r["published_top1"]), fontsize=7, xytext=(4, 4),
-                    textcoords="offset points")
-    ax.set_xscale("log")
-    ax.set_xlabel("MMACs at 224 px (log)")
-    ax.set_ylabel("published ImageNet top-1 (%)")
-    ax.set_title("top-1 vs MACs (bubble area ~ params)")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    p = outd / f"compare_top1_vs_macs_{tag}.png"
-    fig.savefig(p, dpi=110)
-    plt.close(fig)
-    paths.append(p)
-    lat_key = next((f"{b}_b1_ms" for b in ("ort", "eager", *backends) if any(f"{b}_b1_ms" in r for r in pts)), None)
-    if lat_key:
+
+    def scatter(x_of, size_of, xlabel, title, name, log_x=False):
         fig, ax = plt.subplots(figsize=(7, 5))
         for r in pts:
-            if lat_key in r:
-                ax.scatter(r[lat_key], r["published_top1"], s=40)
-                ax.annotate(r["label"], (r[lat_key], r["published_top1"]), fontsize=7, xytext=(4, 4),
+            x = x_of(r)
+            if x is not None:
+                ax.scatter(x, r["published_top1"], s=size_of(r), alpha=0.6)
+                ax.annotate(r["label"], (x, r["published_top1"]), fontsize=7, xytext=(4, 4),
                             textcoords="offset points")
-        ax.set_xlabel(f"measured latency, batch 1, {lat_key.split('_b1')[0]} (ms)")
+        if log_x:
+            ax.set_xscale("log")
+        ax.set_xlabel(xlabel)
         ax.set_ylabel("published ImageNet top-1 (%)")
-        ax.set_title("top-1 vs latency on this machine")
+        ax.set_title(title)
         ax.grid(alpha=0.3)
         fig.tight_layout()
-        p = outd / f"compare_top1_vs_latency_{tag}.png"
-        fig.savefig(p, dpi=110)
+        path = outd / f"{name}_{tag}.png"
+        fig.savefig(path, dpi=110)
         plt.close(fig)
-        paths.append(p)
+        return path
+
+    paths = [scatter(lambda r: r["macs"] / 1e6, lambda r: 40 * r["params"] / 1e6, "MMACs at 224 px (log)",
+                     "top-1 vs MACs (bubble area ~ params)", "compare_top1_vs_macs", log_x=True)]
+    lat_key = next((f"{b}_b1_ms" for b in ("ort", "eager", *backends) if any(f"{b}_b1_ms" in r for r in pts)), None)
+    if lat_key:
+        paths.append(scatter(lambda r: r.get(lat_key), lambda r: 40,
+                             f"measured latency, batch 1, {lat_key.split('_b1')[0]} (ms)",
+                             "top-1 vs latency on this machine", "compare_top1_vs_latency"))
     return paths
