@@ -42,6 +42,7 @@ test-all: setup data
 
 # The speed figures of docs/BENCHMARKS.md (each prints its same-run baseline).
 bench: setup data
+	mkdir -p runs/bench
 	$(BIN)/python benchmarks/train_throughput.py --json runs/bench/train_throughput.json
 	$(BIN)/squeezenet bench squeezenet1_1 --backends eager,channels_last,ort,ort-tuned,ort-int8,ort-fp16 \
 		--batch-sizes 1,8,32 --threads 2 --repeats 45 --out runs/bench
