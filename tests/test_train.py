@@ -208,3 +208,25 @@ def test_ddp_two_gloo_processes_match_single_process(tmp_path, fmnist_dir):
     for k in a:
         torch.testing.assert_close(b[k], a[k], rtol=1e-5, atol=1e-6)
     assert load_checkpoint(tmp_path / "ddp" / "last.pt")["global_step"] == 4
+
+
+def test_training_on_a_large_image_folder(tmp_path):
+    """The streaming (DataLoader workers) path: an ImageFolder of 80 px images, with one
+    corrupt file, trains and evaluates end to end."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        for c, color in (("dark", 40), ("bright", 210)):
+            d = tmp_path / "imgs" / split / c
+            d.mkdir(parents=True)
+            for i in range(8):
+                Image.fromarray(np.clip(rng.normal(color, 15, (80, 80, 3)), 0, 255).astype(np.uint8)).save(d / f"{i}.png")
+    (tmp_path / "imgs" / "train" / "dark" / "bad.png").write_bytes(b"junk")
+    res = Trainer(TrainConfig(model="squeezenet1_1_bn_w0.25", data=str(tmp_path / "imgs"), input_size=64,
+                              out=str(tmp_path / "run"), epochs=8, batch_size=8, workers=1, progress=False, lr=0.1,
+                              model_options={"head_relu": False})).run()
+    assert res["final"]["test_top1"] >= 90.0 and (tmp_path / "run" / "report.md").is_file()
+    ck = load_checkpoint(tmp_path / "run" / "best.pt")
+    assert ck["data"]["classes"] == ["bright", "dark"] and ck["data"]["input_size"] == 64
