@@ -47,7 +47,7 @@ def preprocess_images(paths: list[str], spec: DataSpec) -> torch.Tensor:
         im = load_image(p, mode)
         if im.size != (spec.input_size, spec.input_size):
             im = im.resize((spec.input_size, spec.input_size))
-        a = np.asarray(im, dtype=np.uint8)
+        a = np.array(im, dtype=np.uint8)  # a writable copy
         out.append(torch.from_numpy(a[None] if a.ndim == 2 else a.transpose(2, 0, 1).copy()))
     return normalize(torch.stack(out), spec.mean, spec.std)
 
