@@ -283,7 +283,7 @@ def collate_skip_bad(batch):
     return torch.utils.data.default_collate(batch)
 
 
-def _split_indices(n: int, val_fraction: float, seed: int, labels) -> tuple[list[int], list[int]]:
+def _split_indices(n: int, val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
     g = torch.Generator().manual_seed(seed)
     perm = torch.randperm(n, generator=g).tolist()
     n_val = max(1, int(round(n * val_fraction)))
@@ -329,7 +329,7 @@ def _load_folder(root: Path, input_size, val_fraction, seed, grayscale, cache) -
         if val_classes != classes:
             raise SqueezeNetError(f"class folders of '{val_dir}' differ from '{train_dir}'")
     else:
-        tr, va = _split_indices(len(samples), val_fraction, seed, None)
+        tr, va = _split_indices(len(samples), val_fraction, seed)
         val_samples = [samples[i] for i in va]
         samples = [samples[i] for i in tr]
         notes.append(f"no val/ folder: held out {len(val_samples)} images ({val_fraction:.0%}, seed {seed}) for validation")
