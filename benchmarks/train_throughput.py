@@ -10,7 +10,9 @@ Same model, same batch size, same optimizer, data pipeline included, one run:
             bf16 autocast where the CPU has native bf16 (else fp32, as `train` does).
 
 Prints both img/s figures and the ratio. Usage:
-    python benchmarks/train_throughput.py [--model NAME] [--batch-size 256] [--steps 30]
+    python benchmarks/train_throughput.py [--model NAME] [--batch-size 128] [--steps 30]
+
+The model is built with the demo's options (no head ReLU, dropout 0.1) unless --model is given.
 """
 
 import argparse
@@ -23,7 +25,7 @@ from torchvision import transforms as T
 
 from squeezenet import create_model
 from squeezenet.data import augment_batch, augment_params, load_data, normalize
-from squeezenet.train import cpu_has_native_bf16, DEFAULT_MODEL
+from squeezenet.train import cpu_has_native_bf16, DEFAULT_MODEL, DEMO_DEFAULTS
 
 
 class PILDataset(torch.utils.data.Dataset):
@@ -63,13 +65,14 @@ def run_steps(model, batches, steps, warmup, autocast_dtype=None):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=DEFAULT_MODEL)
-    ap.add_argument("--batch-size", type=int, default=256)
+    ap.add_argument("--batch-size", type=int, default=DEMO_DEFAULTS["batch_size"])
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--json", help="write the figures here")
     a = ap.parse_args()
     s = load_data("fashion-mnist")
     spec, tr = s.spec, s.train
+    opts = dict(DEMO_DEFAULTS["model_options"], dropout=DEMO_DEFAULTS["dropout"]) if a.model == DEFAULT_MODEL else {}
     res = {"model": a.model, "batch_size": a.batch_size, "torch": torch.__version__, "threads": torch.get_num_threads(),
            "machine": platform.processor() or platform.machine()}
 
@@ -77,7 +80,7 @@ def main():
                     T.Normalize(spec.mean, spec.std)])
     for workers in (0, 2):
         torch.manual_seed(0)
-        model = create_model(a.model, num_classes=10, in_chans=1)
+        model = create_model(a.model, num_classes=10, in_chans=1, **opts)
         loader = torch.utils.data.DataLoader(PILDataset(tr.images, tr.labels, tf), batch_size=a.batch_size,
                                              shuffle=True, num_workers=workers, drop_last=True,
                                              persistent_workers=workers > 0)
@@ -94,14 +97,14 @@ def main():
                 yield normalize(x, spec.mean, spec.std).contiguous(memory_format=torch.channels_last), tr.labels[idx]
 
     torch.manual_seed(0)
-    model = create_model(a.model, num_classes=10, in_chans=1).to(memory_format=torch.channels_last)
+    model = create_model(a.model, num_classes=10, in_chans=1, **opts).to(memory_format=torch.channels_last)
     dtype = torch.bfloat16 if cpu_has_native_bf16() else None
     res["ours_precision"] = "bf16" if dtype else "fp32"
     res["ours_img_s"] = run_steps(model, tensor_batches(), a.steps, a.warmup, dtype)
     print(f"ours: uint8 tensors + batch augmentation + channels_last ({res['ours_precision']}): "
           f"{res['ours_img_s']:.0f} img/s", flush=True)
     torch.manual_seed(0)
-    model = create_model(a.model, num_classes=10, in_chans=1).to(memory_format=torch.channels_last)
+    model = create_model(a.model, num_classes=10, in_chans=1, **opts).to(memory_format=torch.channels_last)
     res["ours_bf16_forced_img_s"] = run_steps(model, tensor_batches(), max(5, a.steps // 3), a.warmup, torch.bfloat16)
     print(f"ours with bf16 autocast forced: {res['ours_bf16_forced_img_s']:.0f} img/s", flush=True)
     base = max(res["baseline_workers0_img_s"], res["baseline_workers2_img_s"])

@@ -111,6 +111,48 @@ def test_int8_file_is_under_30_percent_of_fp32(tmp_path):
     assert axes  # per-channel weight scales carry an axis
 
 
+def test_int8_graph_tuning_keeps_outputs(tmp_path):
+    """The three int8 graph edits: padding conv1's input channels computes the same fp32
+    outputs; after quantization every Concat input carries the Concat's own scale (so
+    QLinearConcat copies); shortened names leave the outputs bit-identical; and the tuned
+    model agrees with the untuned one to within int8 rounding."""
+    from squeezenet.deploy.quantize import compact_names, pad_first_conv_channels, quantize_onnx_int8
+
+    torch.manual_seed(0)
+    m = create_model("squeezenet1_1_w0.25", num_classes=10).eval()
+    p32 = export_model_to_onnx(m, tmp_path / "m.onnx", (3, 64, 64), dynamic_batch=True)
+    x = torch.randn(4, 3, 64, 64)
+    proto = onnx.load(str(p32))
+    assert pad_first_conv_channels(proto)
+    onnx.checker.check_model(proto)
+    onnx.save(proto, str(tmp_path / "padded.onnx"))
+    assert np.abs(_ort(tmp_path / "padded.onnx", x) - _ort(p32, x)).max() <= 1e-4
+    assert not pad_first_conv_channels(proto)  # already a multiple of 4
+
+    calib = [np.random.default_rng(0).standard_normal((16, 3, 64, 64)).astype(np.float32)]
+    plain = quantize_onnx_int8(p32, tmp_path / "plain.onnx", calib, tune=False)
+    tuned = quantize_onnx_int8(p32, tmp_path / "tuned.onnx", calib)
+    q = onnx.load(str(tuned))
+    onnx.checker.check_model(q)
+    producer = {o: n for n in q.graph.node for o in n.output}
+    concats = [n for n in q.graph.node if n.op_type == "Concat"]
+    assert len(concats) == 8
+    for c in concats:
+        out_q = next(n for n in q.graph.node if c.output[0] in n.input)
+        assert out_q.op_type == "QuantizeLinear"
+        assert {tuple(producer[i].input[1:3]) for i in c.input} == {tuple(out_q.input[1:3])}
+    assert tuned.stat().st_size < plain.stat().st_size
+    ref = _ort(p32, x)
+    scale = np.abs(ref).max()
+    assert np.abs(_ort(tuned, x) - ref).max() <= 0.1 * scale
+    assert np.abs(_ort(tuned, x) - _ort(plain, x)).max() <= 0.1 * scale
+
+    renamed = onnx.load(str(plain))
+    compact_names(renamed)
+    onnx.save(renamed, str(tmp_path / "renamed.onnx"))
+    assert np.array_equal(_ort(tmp_path / "renamed.onnx", x), _ort(plain, x))
+
+
 def test_missing_calibration_set_error(tmp_path):
     from squeezenet.deploy.quantize import calibration_batches
     from squeezenet.data import DataSpec, TensorDataset

@@ -176,6 +176,9 @@ def test_resume_refuses_other_model(tmp_path, fmnist_dir):
     Trainer(_cfg(tmp_path, fmnist_dir, epochs=1)).run()
     with pytest.raises(SqueezeNetError, match="cannot resume"):
         Trainer(_cfg(tmp_path, fmnist_dir, model="squeezenet1_0_small_bn_w0.25", resume=True)).run()
+    # same model, other schedule: splicing two different runs is refused, naming the change
+    with pytest.raises(SqueezeNetError, match=r"cannot resume: .*epochs 1 -> 2; batch_size 64 -> 32"):
+        Trainer(_cfg(tmp_path, fmnist_dir, epochs=2, batch_size=32, resume=True)).run()
 
 
 def _free_port():

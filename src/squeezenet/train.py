@@ -36,7 +36,7 @@ from .registry import create_model
 
 DEFAULT_MODEL = "squeezenet1_1_simple_bypass_small_bn_w0.5_sr0.25"
 # What `squeezenet train` does with no model named (= configs/demo.toml).
-DEMO_DEFAULTS = dict(model=DEFAULT_MODEL, epochs=7, dropout=0.1, model_options={"head_relu": False})
+DEMO_DEFAULTS = dict(model=DEFAULT_MODEL, epochs=8, batch_size=128, lr=0.1, dropout=0.1, model_options={"head_relu": False})
 
 # The authors' Caffe solver (forresti/SqueezeNet solver.prototxt): SGD, lr 0.04,
 # linear ("poly", power 1) decay to 0, momentum 0.9, weight decay 2e-4.
@@ -105,6 +105,13 @@ class TrainConfig:
         if unknown:
             raise SqueezeNetError(f"unknown training option(s): {', '.join(sorted(unknown))}")
         return cls(**d)
+
+
+# Settings that shape the optimisation: resuming with any of them changed would silently
+# splice two different runs, so it is refused (the model itself is checked separately).
+RESUME_MUST_MATCH = ("data", "epochs", "batch_size", "recipe", "lr", "schedule", "warmup_epochs", "momentum",
+                     "nesterov", "weight_decay", "label_smoothing", "random_erasing", "ema", "input_size",
+                     "dropout", "seed", "train_subset")
 
 
 def lr_at(cfg: TrainConfig, step: int, total: int, steps_per_epoch: int) -> float:
@@ -278,6 +285,12 @@ class Trainer:
         if ckpt["model_name"] != self.model_name or ckpt["model_kwargs"] != self.model.model_kwargs:
             raise SqueezeNetError(f"cannot resume: {self.out}/last.pt is a '{ckpt['model_name']}' run, not "
                                   f"'{self.model_name}' with these options; use another --out")
+        saved = ckpt.get("config") or {}
+        changed = [f"{k} {saved[k]!r} -> {getattr(self.cfg, k)!r}" for k in RESUME_MUST_MATCH
+                   if k in saved and saved[k] != getattr(self.cfg, k)]
+        if changed:
+            raise SqueezeNetError(f"cannot resume: {self.out}/last.pt was trained with other settings "
+                                  f"({'; '.join(changed)}); resume with the run's own settings or use another --out")
         if self.ema is not None:
             if "train_state_dict" not in ckpt:
                 raise SqueezeNetError("cannot resume with --ema: the run was started without it")

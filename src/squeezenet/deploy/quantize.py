@@ -52,20 +52,126 @@ def calibration_batches(train, spec: DataSpec, n: int, batch: int = 32, seed: in
     return [x.numpy() for x, _ in iterate_eval(sub, spec, batch)]
 
 
-def quantize_onnx_int8(fp32_path, out_path, calib: list[np.ndarray], per_channel: bool = True) -> Path:
-    """Static int8 QDQ quantization of an fp32 ONNX file."""
+def quantize_onnx_int8(fp32_path, out_path, calib: list[np.ndarray], per_channel: bool = True,
+                       tune: bool = True) -> Path:
+    """Static int8 QDQ quantization of an fp32 ONNX file.
+
+    With ``tune`` (the default) three graph edits make the int8 model faster and smaller
+    without changing what it computes beyond rounding (docs/BENCHMARKS.md, section 3):
+    the first conv's input channels are zero-padded to a multiple of 4 (ONNX Runtime's
+    u8s8 kernel runs a 4-channel conv1 about 2x faster than a 3-channel one), every
+    Concat's inputs are given the Concat's output scale so the fused QLinearConcat is a
+    copy instead of a requantization, and initializer and node names are shortened.
+    """
+    onnx = require("onnx", "onnx")
     require("onnxruntime", "onnx")
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    pre = Path(out_path).with_suffix(".pre.onnx")
-    quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
-    name = open_session(pre).get_inputs()[0].name
-    quantize_static(str(pre), str(out_path), _Calibration(calib, name), quant_format=QuantFormat.QDQ,
-                    per_channel=per_channel, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                    calibrate_method=CalibrationMethod.MinMax)
-    pre.unlink(missing_ok=True)
-    return Path(out_path)
+    out_path = Path(out_path)
+    src = Path(fp32_path)
+    padded = out_path.with_suffix(".pad.onnx")
+    pre = out_path.with_suffix(".pre.onnx")
+    try:
+        if tune:
+            proto = onnx.load(str(src))
+            if pad_first_conv_channels(proto):
+                onnx.save(proto, str(padded))
+                src = padded
+        quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+        name = open_session(pre).get_inputs()[0].name
+        quantize_static(str(pre), str(out_path), _Calibration(calib, name), quant_format=QuantFormat.QDQ,
+                        per_channel=per_channel, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        calibrate_method=CalibrationMethod.MinMax)
+        if tune:
+            q = onnx.load(str(out_path))
+            share_concat_scales(q)
+            compact_names(q)
+            onnx.save(q, str(out_path))
+    finally:
+        pre.unlink(missing_ok=True)
+        padded.unlink(missing_ok=True)
+    return out_path
+
+
+def pad_first_conv_channels(proto, multiple: int = 4) -> bool:
+    """Zero-pad the graph input's channels (and the first conv's weights) to ``multiple``.
+
+    The padded channels meet zero weights, so the conv computes the same values. Only
+    done where the graph input feeds exactly one Conv with a 4-D weight initializer.
+    Returns whether the graph changed."""
+    from onnx import helper, numpy_helper
+
+    g = proto.graph
+    inp = g.input[0].name
+    users = [n for n in g.node if inp in n.input]
+    inits = {t.name: t for t in g.initializer}
+    if len(users) != 1 or users[0].op_type != "Conv" or users[0].input[1] not in inits:
+        return False
+    conv = users[0]
+    w = numpy_helper.to_array(inits[conv.input[1]])
+    if w.ndim != 4 or w.shape[1] % multiple == 0:
+        return False
+    extra = multiple - w.shape[1] % multiple
+    w = np.concatenate([w, np.zeros((w.shape[0], extra, *w.shape[2:]), w.dtype)], axis=1)
+    inits[conv.input[1]].CopyFrom(numpy_helper.from_array(w, conv.input[1]))
+    pads = numpy_helper.from_array(np.array([0, 0, 0, 0, 0, extra, 0, 0], np.int64), "input_channel_pads")
+    g.initializer.append(pads)
+    padded = inp + "_channel_padded"
+    conv.input[0] = padded
+    g.node.insert(0, helper.make_node("Pad", [inp, pads.name], [padded], mode="constant", name="pad_input_channels"))
+    return True
+
+
+def share_concat_scales(proto) -> int:
+    """Give every quantized Concat input the Concat output's scale and zero point.
+
+    The inputs then need no requantization: ONNX Runtime's fused QLinearConcat copies.
+    The cost is precision on the input with the narrower range (for a Fire module,
+    one expand branch's ReLU output is stored with the wider branch's step). Returns
+    the number of inputs changed."""
+    g = proto.graph
+    producer = {o: n for n in g.node for o in n.output}
+    consumers: dict[str, list] = {}
+    for n in g.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    changed = 0
+    for n in g.node:
+        after = consumers.get(n.output[0], []) if n.op_type == "Concat" else []
+        if len(after) != 1 or after[0].op_type != "QuantizeLinear":
+            continue
+        scale, zero = after[0].input[1], after[0].input[2]
+        for i in n.input:
+            dq = producer.get(i)
+            qn = producer.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
+            if qn is None or qn.op_type != "QuantizeLinear":
+                continue
+            for node in [qn] + [c for c in consumers.get(qn.output[0], []) if c.op_type == "DequantizeLinear"]:
+                node.input[1], node.input[2] = scale, zero
+            changed += 1
+    return changed
+
+
+def compact_names(proto) -> None:
+    """Shorten initializer names and drop node names (optional in ONNX); activations keep
+    their names so per-layer debugging still works. Saves ~30 KB in a QDQ SqueezeNet."""
+    g = proto.graph
+    used = {i for n in g.node for i in n.input}
+    keep = [t for t in g.initializer if t.name in used]  # scales orphaned by share_concat_scales
+    del g.initializer[:]
+    g.initializer.extend(keep)
+    rename = {t.name: f"c{i}" for i, t in enumerate(g.initializer)}
+    for t in g.initializer:
+        t.name = rename[t.name]
+    for n in g.node:
+        n.name = ""
+        for k, i in enumerate(n.input):
+            if i in rename:
+                n.input[k] = rename[i]
+    graph_inputs = [v for v in g.input if v.name not in rename]
+    del g.input[:]
+    g.input.extend(graph_inputs)
 
 
 def ort_logits_fn(path):
