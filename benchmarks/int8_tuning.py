@@ -1,0 +1,124 @@
+"""What the int8 graph edits of `quantize_onnx_int8(tune=True)` and other tweaks buy at batch 1.
+
+squeezenet1_1 at 224 px, ONNX Runtime with 2 intra-op threads, eager PyTorch fp32 timed in
+the same run (3 alternating rounds). Variants: plain QDQ (u8 activations, s8 per-channel
+weights); + only conv1's input channels zero-padded 3 -> 4; all edits (padding, Concat
+inputs sharing the Concat's scale, short names: what `quantize` and `bench` ship); then, on
+top of that, other
+things one might try: ORT's set_denormal_as_zero, dynamic_block_base, thread affinity, 3
+threads on the 2 cores, per-tensor weights, int8 (s8) activations. Also prints file sizes.
+
+With --profile it also prints ONNX Runtime's own per-operator kernel time (enable_profiling,
+mean over 100 runs) for the plain, padded and shipped int8 models and for fp32.
+
+Usage: python benchmarks/int8_tuning.py [--rounds 3] [--profile]
+"""
+
+import argparse
+import json
+import tempfile
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+from onnxruntime.quantization.shape_inference import quant_pre_process
+
+from squeezenet import create_model
+from squeezenet.deploy.bench import _time
+from squeezenet.deploy.export import export_model_to_onnx
+from squeezenet.deploy.quantize import (_Calibration, compact_names, pad_first_conv_channels, quantize_onnx_int8,
+                                        share_concat_scales)
+
+
+def profile_ops(path, x, tmp, runs: int = 100) -> str:
+    """Mean kernel microseconds per inference, by operator type."""
+    so = ort.SessionOptions()
+    so.intra_op_num_threads, so.inter_op_num_threads = 2, 1
+    so.enable_profiling, so.profile_file_prefix = True, str(tmp / "prof")
+    s = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    for _ in range(runs):
+        s.run(None, {"input": x})
+    events = [e for e in json.load(open(s.end_profiling()))
+              if e.get("cat") == "Node" and e["name"].endswith("_kernel_time")]
+    by_op = defaultdict(float)
+    for e in events:
+        by_op[e["args"]["op_name"]] += e["dur"] / runs
+    ops = ", ".join(f"{k} {v:.0f}" for k, v in sorted(by_op.items(), key=lambda kv: -kv[1]))
+    return f"total {sum(by_op.values()):.0f} us: {ops}"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--profile", action="store_true", help="print ORT per-operator kernel times")
+    a = ap.parse_args()
+    torch.manual_seed(0)
+    model = create_model("squeezenet1_1").eval()
+    shape = (3, 224, 224)
+    tmp = Path(tempfile.mkdtemp())
+    fp32 = export_model_to_onnx(model, tmp / "fp32.onnx", shape, dynamic_batch=True)
+    calib = [np.random.default_rng(0).standard_normal((8, *shape)).astype(np.float32)]
+
+    def qdq(src, dst, per_channel=True, activations=QuantType.QUInt8, edits=False):
+        pre = tmp / "pre.onnx"
+        quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+        quantize_static(str(pre), str(dst), _Calibration(calib, "input"), quant_format=QuantFormat.QDQ,
+                        per_channel=per_channel, activation_type=activations, weight_type=QuantType.QInt8,
+                        calibrate_method=CalibrationMethod.MinMax)
+        if edits:
+            q = onnx.load(str(dst))
+            share_concat_scales(q)
+            compact_names(q)
+            onnx.save(q, str(dst))
+        return dst
+
+    plain = quantize_onnx_int8(fp32, tmp / "plain.onnx", calib, tune=False)
+    p = onnx.load(str(fp32))
+    pad_first_conv_channels(p)
+    onnx.save(p, str(tmp / "fp32_padded.onnx"))
+    padded = qdq(tmp / "fp32_padded.onnx", tmp / "padded.onnx")
+    tuned = quantize_onnx_int8(fp32, tmp / "tuned.onnx", calib)
+    per_tensor = qdq(tmp / "fp32_padded.onnx", tmp / "per_tensor.onnx", per_channel=False, edits=True)
+    s8 = qdq(tmp / "fp32_padded.onnx", tmp / "s8.onnx", activations=QuantType.QInt8, edits=True)
+    variants = {"ort fp32": (fp32, {}), "int8 plain QDQ": (plain, {}), "int8 + conv1 padded to 4 ch": (padded, {}),
+                "int8 all edits (shipped)": (tuned, {}),
+                "  + denormal-as-zero": (tuned, {"session.set_denormal_as_zero": "1"}),
+                "  + dynamic_block_base=4": (tuned, {"session.dynamic_block_base": "4"}),
+                "  + thread affinity": (tuned, {"session.intra_op_thread_affinities": "2"}),
+                "  + 3 threads": (tuned, {"threads": "3"}),
+                "  per-tensor weights": (per_tensor, {}),
+                "  s8 activations": (s8, {})}
+    x = np.random.default_rng(1).standard_normal((1, *shape)).astype(np.float32)
+    if a.profile:
+        for name in ("ort fp32", "int8 plain QDQ", "int8 + conv1 padded to 4 ch",
+                     "int8 all edits (shipped)"):
+            print(f"{name}: {profile_ops(variants[name][0], x, tmp)}")
+    sessions = {}
+    for name, (path, cfg) in variants.items():
+        so = ort.SessionOptions()
+        cfg = dict(cfg)
+        so.intra_op_num_threads, so.inter_op_num_threads = int(cfg.pop("threads", 2)), 1
+        for k, v in cfg.items():
+            so.add_session_config_entry(k, v)
+        sessions[name] = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    times = defaultdict(list)
+    xt = torch.from_numpy(x)
+    for _ in range(a.rounds):
+        with torch.no_grad():
+            times["eager fp32"] += _time(lambda: model(xt), 5, 30, 1.0)
+        for name, s in sessions.items():
+            times[name] += _time(lambda: s.run(None, {"input": x}), 10, 60, 1.0)
+    eager = float(np.median(times["eager fp32"]))
+    print(f"{'variant':50s} {'median ms':>9s} {'vs eager':>9s} {'file bytes':>11s}")
+    for name, t in times.items():
+        path = variants.get(name, (None,))[0]
+        size = f"{Path(path).stat().st_size:,}" if path else "-"
+        print(f"{name:50s} {1000 * float(np.median(t)):9.2f} {eager / float(np.median(t)):8.2f}x {size:>11s}")
+
+
+if __name__ == "__main__":
+    main()
