@@ -14,15 +14,10 @@ import argparse
 import tempfile
 from pathlib import Path
 
-import onnx
-from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-from onnxruntime.quantization.shape_inference import quant_pre_process
-
 from squeezenet.checkpoint import load_checkpoint, model_from_checkpoint
 from squeezenet.data import load_data
 from squeezenet.deploy.export import export_model_to_onnx
-from squeezenet.deploy.quantize import (_Calibration, calibration_batches, ort_logits_fn, pad_first_conv_channels,
-                                        quantize_onnx_int8)
+from squeezenet.deploy.quantize import calibration_batches, ort_logits_fn, quantize_onnx_int8
 from squeezenet.metrics import evaluate
 
 
@@ -38,24 +33,12 @@ def main():
     shape = (spec.channels, spec.input_size, spec.input_size)
     fp32 = export_model_to_onnx(model, tmp / "fp32.onnx", shape, dynamic_batch=True)
     calib = calibration_batches(splits.train, spec, 512)
-    p = onnx.load(str(fp32))
-    pad_first_conv_channels(p)
-    onnx.save(p, str(tmp / "fp32_padded.onnx"))
-
-    def q(src, name, weights=QuantType.QInt8, **kw):
-        pre, dst = tmp / "pre.onnx", tmp / f"{name}.onnx"
-        quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
-        quantize_static(str(pre), str(dst), _Calibration(calib, "input"), quant_format=QuantFormat.QDQ,
-                        per_channel=True, activation_type=QuantType.QUInt8, weight_type=weights,
-                        calibrate_method=CalibrationMethod.MinMax, **kw)
-        return dst
-
     variants = {
         "fp32 (ORT)": fp32,
-        "u8s8 plain": q(fp32, "plain"),
-        "u8s8 reduce_range": q(fp32, "reduce_range", reduce_range=True),
-        "u8s8 conv1 padded to 4 channels": q(tmp / "fp32_padded.onnx", "padded"),
-        "u8u8": q(fp32, "u8u8", weights=QuantType.QUInt8),
+        "u8s8 plain": quantize_onnx_int8(fp32, tmp / "plain.onnx", calib, tune=False),
+        "u8s8 reduce_range": quantize_onnx_int8(fp32, tmp / "rr.onnx", calib, tune=False, reduce_range=True),
+        "u8s8 conv1 padded to 4 channels": quantize_onnx_int8(fp32, tmp / "pad.onnx", calib, tune=False, pad_input=True),
+        "u8u8": quantize_onnx_int8(fp32, tmp / "u8u8.onnx", calib, tune=False, weights="u8"),
         "shipped (padding + shared concat scales + short names)": quantize_onnx_int8(fp32, tmp / "shipped.onnx", calib),
     }
     print(f"checkpoint {a.checkpoint}: {ck['model_name']}, {len(splits.test)} test images")

@@ -21,17 +21,13 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
-import onnx
 import onnxruntime as ort
 import torch
-from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from squeezenet import create_model
 from squeezenet.deploy.bench import _time
 from squeezenet.deploy.export import export_model_to_onnx
-from squeezenet.deploy.quantize import (_Calibration, compact_names, pad_first_conv_channels, quantize_onnx_int8,
-                                        share_concat_scales)
+from squeezenet.deploy.quantize import quantize_onnx_int8
 
 
 def profile_ops(path, x, tmp, runs: int = 100) -> str:
@@ -63,27 +59,11 @@ def main():
     fp32 = export_model_to_onnx(model, tmp / "fp32.onnx", shape, dynamic_batch=True)
     calib = [np.random.default_rng(0).standard_normal((8, *shape)).astype(np.float32)]
 
-    def qdq(src, dst, per_channel=True, activations=QuantType.QUInt8, edits=False):
-        pre = tmp / "pre.onnx"
-        quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
-        quantize_static(str(pre), str(dst), _Calibration(calib, "input"), quant_format=QuantFormat.QDQ,
-                        per_channel=per_channel, activation_type=activations, weight_type=QuantType.QInt8,
-                        calibrate_method=CalibrationMethod.MinMax)
-        if edits:
-            q = onnx.load(str(dst))
-            share_concat_scales(q)
-            compact_names(q)
-            onnx.save(q, str(dst))
-        return dst
-
     plain = quantize_onnx_int8(fp32, tmp / "plain.onnx", calib, tune=False)
-    p = onnx.load(str(fp32))
-    pad_first_conv_channels(p)
-    onnx.save(p, str(tmp / "fp32_padded.onnx"))
-    padded = qdq(tmp / "fp32_padded.onnx", tmp / "padded.onnx")
+    padded = quantize_onnx_int8(fp32, tmp / "padded.onnx", calib, tune=False, pad_input=True)
     tuned = quantize_onnx_int8(fp32, tmp / "tuned.onnx", calib)
-    per_tensor = qdq(tmp / "fp32_padded.onnx", tmp / "per_tensor.onnx", per_channel=False, edits=True)
-    s8 = qdq(tmp / "fp32_padded.onnx", tmp / "s8.onnx", activations=QuantType.QInt8, edits=True)
+    per_tensor = quantize_onnx_int8(fp32, tmp / "per_tensor.onnx", calib, per_channel=False)
+    s8 = quantize_onnx_int8(fp32, tmp / "s8.onnx", calib, activations="s8")
     variants = {"ort fp32": (fp32, {}), "int8 plain QDQ": (plain, {}), "int8 + conv1 padded to 4 ch": (padded, {}),
                 "int8 all edits (shipped)": (tuned, {}),
                 "  + denormal-as-zero": (tuned, {"session.set_denormal_as_zero": "1"}),

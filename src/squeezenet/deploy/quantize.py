@@ -53,7 +53,8 @@ def calibration_batches(train, spec: DataSpec, n: int, batch: int = 32, seed: in
 
 
 def quantize_onnx_int8(fp32_path, out_path, calib: list[np.ndarray], per_channel: bool = True,
-                       tune: bool = True) -> Path:
+                       tune: bool = True, pad_input: bool | None = None, activations: str = "u8",
+                       weights: str = "s8", reduce_range: bool = False) -> Path:
     """Static int8 QDQ quantization of an fp32 ONNX file.
 
     With ``tune`` (the default) three graph edits (docs/BENCHMARKS.md, sections 3-4): the
@@ -61,19 +62,24 @@ def quantize_onnx_int8(fp32_path, out_path, calib: list[np.ndarray], per_channel
     saturation in ONNX Runtime's u8s8 kernels on CPUs without VNNI (see
     :func:`pad_first_conv_channels`); every Concat's inputs are given the Concat's output
     scale, so the fused QLinearConcat needs no per-input rescaling; and initializer and
-    node names are shortened.
+    node names are shortened. ``pad_input`` (default: ``tune``) switches the padding
+    alone; ``activations``/``weights`` ("u8" or "s8") and ``reduce_range`` are ONNX
+    Runtime's options, for the comparisons in benchmarks/.
     """
     onnx = require("onnx", "onnx")
     require("onnxruntime", "onnx")
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    types = {"u8": QuantType.QUInt8, "s8": QuantType.QInt8}
+    if activations not in types or weights not in types:
+        raise SqueezeNetError(f"int8 types are 'u8' or 's8', got activations={activations!r} weights={weights!r}")
     out_path = Path(out_path)
     src = Path(fp32_path)
     padded = out_path.with_suffix(".pad.onnx")
     pre = out_path.with_suffix(".pre.onnx")
     try:
-        if tune:
+        if tune if pad_input is None else pad_input:
             proto = onnx.load(str(src))
             if pad_first_conv_channels(proto):
                 onnx.save(proto, str(padded))
@@ -81,8 +87,8 @@ def quantize_onnx_int8(fp32_path, out_path, calib: list[np.ndarray], per_channel
         quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
         name = open_session(pre).get_inputs()[0].name
         quantize_static(str(pre), str(out_path), _Calibration(calib, name), quant_format=QuantFormat.QDQ,
-                        per_channel=per_channel, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        calibrate_method=CalibrationMethod.MinMax)
+                        per_channel=per_channel, activation_type=types[activations], weight_type=types[weights],
+                        reduce_range=reduce_range, calibrate_method=CalibrationMethod.MinMax)
         if tune:
             q = onnx.load(str(out_path))
             share_concat_scales(q)
