@@ -109,7 +109,8 @@ def pad_first_conv_channels(proto, multiple: int = 4) -> bool:
     activations, and with 1 or 3 input channels each pair holds two real taps, which
     saturate; padded, a real channel is paired with a zero one (fully for 1 channel, half
     the pairs for 3). Measured on the demo model: int8 top-1 92.01% -> 92.60% (fp32 92.59%).
-    Only done where the graph input feeds exactly one Conv with a 4-D weight initializer.
+    Only done where the graph input feeds exactly one ungrouped Conv with a 4-D weight
+    initializer.
     Returns whether the graph changed."""
     from onnx import helper, numpy_helper
 
@@ -120,6 +121,8 @@ def pad_first_conv_channels(proto, multiple: int = 4) -> bool:
     if len(users) != 1 or users[0].op_type != "Conv" or users[0].input[1] not in inits:
         return False
     conv = users[0]
+    if any(a.name == "group" and a.i != 1 for a in conv.attribute):  # grouped: channels can't grow
+        return False
     w = numpy_helper.to_array(inits[conv.input[1]])
     if w.ndim != 4 or w.shape[1] % multiple == 0:
         return False
