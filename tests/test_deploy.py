@@ -1,5 +1,7 @@
 """ONNX export parity, fp16, int8 accuracy, bench smoke test, serving path, errors."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -164,7 +166,10 @@ def test_bench_smoke(tmp_path):
               input_size=32, repeats=2, warmup=1, out=str(tmp_path), min_time=0.0)
     assert {row["backend"] for row in r["rows"]} == {"eager", "channels_last", "ort", "ort-int8"}
     assert all(row["median_ms"] > 0 and row["gflops"] > 0 for row in r["rows"])
-    assert "tiny" in r["csv"] and "torch" in r["csv"]
+    import onnxruntime
+    name = Path(r["csv"]).name  # model, backends, machine, torch and ORT versions
+    assert name.startswith("bench_tiny_eager+channels_last+ort+ort-int8_") and "_torch" in name
+    assert name.endswith(f"_ort{onnxruntime.__version__}.csv") and Path(r["csv"]).with_suffix(".png").exists()
     with pytest.raises(SqueezeNetError, match="unknown backend"):
         bench(model=m, label="tiny", backends=["tensorrt"], batch_sizes=[1], input_size=32, out=str(tmp_path))
 

@@ -52,6 +52,23 @@ def _time(fn, warmup: int, repeats: int, min_time: float = 0.0) -> list[float]:
     return times
 
 
+def _ort_version() -> str | None:
+    try:
+        import onnxruntime
+
+        return onnxruntime.__version__
+    except ImportError:
+        return None
+
+
+def bench_tag(label: str, backends) -> str:
+    """``<model>_<backend+backend...>_<machine>_torch<ver>[_ort<ver>]``: what a result file was measured with."""
+    tag = f"{label}_{'+'.join(backends)}_{machine_tag()}_torch{torch.__version__.split('+')[0]}"
+    if any(b.startswith("ort") for b in backends) and _ort_version():
+        tag += f"_ort{_ort_version()}"
+    return tag
+
+
 def machine_tag() -> str:
     cpu = platform.processor() or platform.machine()
     try:
@@ -123,7 +140,7 @@ def _nograd(m, x):
 def bench(model_name: str | None = None, checkpoint: str | None = None, backends=("eager", "ort", "ort-int8"),
           batch_sizes=(1, 8, 32), input_size: int | None = None, threads: int | None = None, repeats: int = 30,
           warmup: int = 5, out: str = "runs/bench", min_time: float = 0.5, model=None, label: str | None = None) -> dict:
-    """Benchmark; writes ``<out>/bench_<model>_<machine>_torch<ver>.csv`` and ``.png``."""
+    """Benchmark; writes ``<out>/bench_<tag>.csv``, ``.json`` and ``.png`` (see :func:`bench_tag`)."""
     from .export import load_model_and_spec
 
     if model is None:
@@ -168,7 +185,7 @@ def bench(model_name: str | None = None, checkpoint: str | None = None, backends
     for r in rows:
         r["speedup_vs_eager"] = base[r["batch"]] / r["median_ms"]
         r["pct_of_gemm_peak"] = 100 * r["gflops"] / peak
-    tag = f"{label}_{machine_tag()}_torch{torch.__version__.split('+')[0]}"
+    tag = bench_tag(label, backends)
     outd = Path(out)
     outd.mkdir(parents=True, exist_ok=True)
     csv_path = outd / f"bench_{tag}.csv"
@@ -177,7 +194,7 @@ def bench(model_name: str | None = None, checkpoint: str | None = None, backends
         w.writeheader()
         w.writerows(rows)
     meta = {"gemm_gflops": peak, "macs": macs, "threads": torch.get_num_threads(), "machine": machine_tag(),
-            "torch": torch.__version__}
+            "torch": torch.__version__, "backends": list(backends), "onnxruntime": _ort_version()}
     (outd / f"bench_{tag}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
     png = outd / f"bench_{tag}.png"
     _plot(rows, png, label, meta)
