@@ -124,6 +124,13 @@ def test_int8_graph_tuning_keeps_outputs(tmp_path):
     m = create_model("squeezenet1_1_w0.25", num_classes=10).eval()
     p32 = export_model_to_onnx(m, tmp_path / "m.onnx", (3, 64, 64), dynamic_batch=True)
     x = torch.randn(4, 3, 64, 64)
+    proto = onnx.load(str(p32))
+    assert pad_first_conv_channels(proto)
+    onnx.checker.check_model(proto)
+    onnx.save(proto, str(tmp_path / "padded.onnx"))
+    assert np.abs(_ort(tmp_path / "padded.onnx", x) - _ort(p32, x)).max() <= 1e-4
+    assert not pad_first_conv_channels(proto)  # already a multiple of 4
+
     calib = [np.random.default_rng(0).standard_normal((16, 3, 64, 64)).astype(np.float32)]
     plain = quantize_onnx_int8(p32, tmp_path / "plain.onnx", calib, tune=False)
     tuned = quantize_onnx_int8(p32, tmp_path / "tuned.onnx", calib)

@@ -233,3 +233,16 @@ def test_training_on_a_large_image_folder(tmp_path):
     assert res["final"]["test_top1"] >= 90.0 and (tmp_path / "run" / "report.md").is_file()
     ck = load_checkpoint(tmp_path / "run" / "best.pt")
     assert ck["data"]["classes"] == ["bright", "dark"] and ck["data"]["input_size"] == 64
+
+
+def test_demo_defaults_match_configs_demo_toml():
+    """`squeezenet train` with no model and `make demo` (configs/demo.toml) are the same recipe:
+    the installed package cannot read the repository's configs/, so it carries DEMO_DEFAULTS."""
+    import tomllib
+    from dataclasses import asdict
+    from pathlib import Path
+
+    from squeezenet.train import DEMO_DEFAULTS
+
+    toml = tomllib.loads((Path(__file__).parents[1] / "configs" / "demo.toml").read_text())
+    assert asdict(TrainConfig.from_dict(toml).resolved()) == asdict(TrainConfig.from_dict(DEMO_DEFAULTS).resolved())

@@ -64,9 +64,8 @@ def _ort_version() -> str | None:
 def bench_tag(label: str, backends) -> str:
     """``<model>_<backend+backend...>_<machine>_torch<ver>[_ort<ver>]``: what a result file was measured with."""
     tag = f"{label}_{'+'.join(backends)}_{machine_tag()}_torch{torch.__version__.split('+')[0]}"
-    if any(b.startswith("ort") for b in backends) and _ort_version():
-        tag += f"_ort{_ort_version()}"
-    return tag
+    ort_version = _ort_version() if any(b.startswith("ort") for b in backends) else None
+    return f"{tag}_ort{ort_version}" if ort_version else tag
 
 
 def machine_tag() -> str:

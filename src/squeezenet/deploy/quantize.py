@@ -140,8 +140,8 @@ def pad_first_conv_channels(proto, multiple: int = 4) -> bool:
 def share_concat_scales(proto) -> int:
     """Give every quantized Concat input the Concat output's scale and zero point.
 
-    The inputs then need no rescaling in ONNX Runtime's fused QLinearConcat (measured:
-    0.41-0.45 ms instead of 0.48-0.66 ms per squeezenet1_1 inference at 224 px).
+    The inputs then need no rescaling in ONNX Runtime's fused QLinearConcat (squeezenet1_1
+    at 224 px, batch 1: 629 -> 266 us of QLinearConcat per inference; docs/BENCHMARKS.md).
     The cost is precision on the input with the narrower range (for a Fire module,
     one expand branch's ReLU output is stored with the wider branch's step). Returns
     the number of inputs changed."""
