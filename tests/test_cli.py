@@ -65,6 +65,9 @@ def test_train_eval_predict_end_to_end(tmp_path, fmnist_dir):
     assert cfg["epochs"] == 1 and cfg["batch_size"] == 64
     r = cli("eval", "--checkpoint", str(out / "last.pt"), "--data-dir", str(fmnist_dir), "--no-download")
     assert "top-1" in r.stdout and (out / "last.pt.eval.json").is_file()
+    r = cli("eval", "--checkpoint", str(out / "last.pt"), "--data-dir", str(fmnist_dir), "--no-download",
+            "--tta", "flip", "--out", str(tmp_path / "tta.json"))
+    assert "flip TTA" in r.stdout and json.loads((tmp_path / "tta.json").read_text())["tta"] == "flip"
     from PIL import Image
     import numpy as np
 

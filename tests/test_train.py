@@ -246,3 +246,31 @@ def test_demo_defaults_match_configs_demo_toml():
 
     toml = tomllib.loads((Path(__file__).parents[1] / "configs" / "demo.toml").read_text())
     assert asdict(TrainConfig.from_dict(toml).resolved()) == asdict(TrainConfig.from_dict(DEMO_DEFAULTS).resolved())
+
+
+def test_flip_tta_averages_the_mirrored_logits():
+    """tta='flip' scores (f(x) + f(mirror x)) / 2, computed here by hand; a mirror-symmetric
+    model gives exactly its plain result, an asymmetric one changes."""
+    from squeezenet.data import DataSpec, TensorDataset
+    from squeezenet.metrics import evaluate
+
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (40, 1, 8, 8), dtype=torch.uint8, generator=g)
+    labels = torch.randint(0, 3, (40,), generator=g)
+    spec = DataSpec(name="toy", classes=["a", "b", "c"], channels=1, input_size=8, mean=[0.5], std=[0.25])
+    w = torch.randn(3, 64, generator=g)
+    asym = lambda x: x.flatten(1) @ w.T  # noqa: E731
+    x = (images.float() / 255 - 0.5) / 0.25
+    avg = (asym(x) + asym(x.flip(-1))) / 2
+    by_hand = 100.0 * float((avg.argmax(1) == labels).float().mean())
+    plain_by_hand = 100.0 * float((asym(x).argmax(1) == labels).float().mean())
+    ds = TensorDataset(images, labels, spec.classes)
+    got = evaluate(None, ds, spec, batch_size=16, predict_fn=asym, tta="flip")
+    assert got["top1"] == pytest.approx(by_hand)
+    assert got["loss"] == pytest.approx(float(torch.nn.functional.cross_entropy(avg, labels)), rel=1e-5)
+    assert evaluate(None, ds, spec, batch_size=16, predict_fn=asym)["top1"] == pytest.approx(plain_by_hand)
+    assert by_hand != plain_by_hand  # the asymmetric model is really changed by TTA
+    sym = lambda x: asym(x) + asym(x.flip(-1))  # noqa: E731
+    assert evaluate(None, ds, spec, predict_fn=sym, tta="flip")["top1"] == evaluate(None, ds, spec, predict_fn=sym)["top1"]
+    with pytest.raises(ValueError, match="unknown test-time augmentation"):
+        evaluate(None, ds, spec, predict_fn=sym, tta="rotate")

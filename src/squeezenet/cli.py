@@ -135,6 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_flags(p, default=None)
     p.add_argument("--out", help="JSON file to write (default: <checkpoint>.eval.json)")
     p.add_argument("--batch-size", type=int, default=1000)
+    p.add_argument("--tta", choices=["flip"], help="test-time augmentation: average each image's logits with its "
+                                                   "horizontal mirror's (reported separately from plain accuracy)")
 
     p = sub.add_parser("predict", help="top-5 classes for images",
                        description="Print the top-5 classes with names for each image.")
@@ -279,8 +281,9 @@ def _cmd_train(a):
 def _cmd_eval(a):
     from .evaluate import evaluate_checkpoint
 
-    r = evaluate_checkpoint(a.checkpoint, a.data, a.data_dir, a.download, a.batch_size, a.out)
-    print(f"{r['model']} on {r['data']} ({r['n']} images): top-1 {r['top1']:.2f}%, top-5 {r['top5']:.2f}%, "
+    r = evaluate_checkpoint(a.checkpoint, a.data, a.data_dir, a.download, a.batch_size, a.out, a.tta)
+    tta = f", {a.tta} TTA" if a.tta else ""
+    print(f"{r['model']} on {r['data']} ({r['n']} images{tta}): top-1 {r['top1']:.2f}%, top-5 {r['top5']:.2f}%, "
           f"loss {r['loss']:.4f}; written to {r['json']}")
 
 

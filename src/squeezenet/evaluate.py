@@ -14,8 +14,12 @@ from .metrics import evaluate
 
 
 def evaluate_checkpoint(checkpoint: str, data: str | None = None, data_dir: str | None = None,
-                        download: bool = True, batch_size: int = 1000, out: str | None = None) -> dict:
-    """Top-1/top-5/loss of a checkpoint on a dataset's test split; writes a JSON."""
+                        download: bool = True, batch_size: int = 1000, out: str | None = None,
+                        tta: str | None = None) -> dict:
+    """Top-1/top-5/loss of a checkpoint on a dataset's test split; writes a JSON.
+
+    ``tta="flip"``: average each image's logits with its mirror's (see :func:`metrics.evaluate`).
+    """
     ckpt = load_checkpoint(checkpoint)
     spec_d = ckpt.get("data") or {}
     data = data or spec_d.get("name", "fashion-mnist")
@@ -26,8 +30,8 @@ def evaluate_checkpoint(checkpoint: str, data: str | None = None, data_dir: str 
     spec = splits.spec
     if spec_d.get("mean"):  # normalise as in training
         spec.mean, spec.std = spec_d["mean"], spec_d["std"]
-    m = evaluate(model, splits.test, spec, batch_size=batch_size)
-    res = {"model": ckpt["model_name"], "checkpoint": str(checkpoint), "data": spec.name, "n": m["n"],
+    m = evaluate(model, splits.test, spec, batch_size=batch_size, tta=tta)
+    res = {"model": ckpt["model_name"], "checkpoint": str(checkpoint), "data": spec.name, "tta": tta, "n": m["n"],
            "top1": m["top1"], "top5": m["top5"], "loss": m["loss"], "confusion": m["confusion"],
            "classes": spec.classes}
     path = Path(out) if out else Path(str(checkpoint) + ".eval.json")

@@ -41,18 +41,25 @@ def iterate_eval(dataset, spec, batch_size: int = 1000, workers: int = 0, channe
 
 @torch.no_grad()
 def evaluate(model, dataset, spec, device="cpu", batch_size: int = 500, workers: int = 0,
-             channels_last: bool = False, predict_fn=None) -> dict:
+             channels_last: bool = False, predict_fn=None, tta: str | None = None) -> dict:
     """Loss, top-1, top-5 and the confusion matrix (rows = true class) on a dataset.
 
     ``predict_fn(x) -> logits`` replaces ``model`` when given (e.g. an ONNX session).
+    ``tta="flip"`` averages the logits of each image and its horizontal mirror (test-time
+    augmentation; the training augmentation flips too, so both views are in-distribution).
     """
+    if tta not in (None, "flip"):
+        raise ValueError(f"unknown test-time augmentation '{tta}'; use 'flip' or none")
     n_cls = len(spec.classes)
     conf = torch.zeros(n_cls, n_cls, dtype=torch.int64)
     loss_sum, hits, n = 0.0, [0, 0], 0
     if model is not None:
         model.eval()
     for x, y in iterate_eval(dataset, spec, batch_size, workers, channels_last):
-        logits = predict_fn(x) if predict_fn else model(x.to(device)).float().cpu()
+        run = predict_fn or (lambda v: model(v.to(device)).float().cpu())
+        logits = run(x)
+        if tta == "flip":
+            logits = (logits + run(x.flip(-1))) / 2
         loss_sum += float(torch.nn.functional.cross_entropy(logits, y, reduction="sum"))
         for i, c in enumerate(topk_correct(logits, y)):
             hits[i] += c
