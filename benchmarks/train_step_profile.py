@@ -5,8 +5,10 @@
 2. A torch.profiler table of 5 steps at --profile-batch, by operator (self CPU time).
 3. The same step with the stem's max pool moved before its BN/ReLU (BN and ReLU then run at
    14x14 instead of 28x28), an idea measured and not adopted: see docs/BENCHMARKS.md.
+4. With --by-shape, the profile grouped by input shape, and the share of the step spent in
+   operators on full-resolution (28x28) tensors: the stem's conv, BN, ReLU and max pool.
 
-Usage: python benchmarks/train_step_profile.py [--rounds 6] [--profile-batch 256]
+Usage: python benchmarks/train_step_profile.py [--rounds 6] [--profile-batch 256] [--by-shape]
 """
 
 import argparse
@@ -58,6 +60,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=6)
     ap.add_argument("--profile-batch", type=int, default=256)
+    ap.add_argument("--by-shape", action="store_true", help="also group the profile by input shape")
     a = ap.parse_args()
     runs = {f"batch {b}": Stepper(b) for b in (64, 128, 256)}
     runs["batch 128, stem pool before BN/ReLU"] = Stepper(128, pool_first=True)
@@ -75,6 +78,18 @@ def main():
         for _ in range(5):
             s.step()
     print(p.key_averages().table(sort_by="self_cpu_time_total", row_limit=12, max_name_column_width=40))
+    if a.by_shape:
+        s = Stepper(a.profile_batch)
+        with profile(record_shapes=True) as p:
+            for _ in range(5):
+                s.step()
+        groups = p.key_averages(group_by_input_shape=True)
+        print(groups.table(sort_by="self_cpu_time_total", row_limit=20, max_name_column_width=40,
+                           max_shapes_column_width=60))
+        total = sum(e.self_cpu_time_total for e in groups)
+        full = sum(e.self_cpu_time_total for e in groups
+                   if any(len(sh) == 4 and sh[2:] == [28, 28] for sh in (e.input_shapes or [])))
+        print(f"operators on 28x28 tensors (the stem): {100 * full / total:.1f}% of the step's self CPU time")
 
 
 if __name__ == "__main__":
