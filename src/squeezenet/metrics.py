@@ -55,8 +55,8 @@ def evaluate(model, dataset, spec, device="cpu", batch_size: int = 500, workers:
     loss_sum, hits, n = 0.0, [0, 0], 0
     if model is not None:
         model.eval()
+    run = predict_fn or (lambda v: model(v.to(device)).float().cpu())
     for x, y in iterate_eval(dataset, spec, batch_size, workers, channels_last):
-        run = predict_fn or (lambda v: model(v.to(device)).float().cpu())
         logits = run(x)
         if tta == "flip":
             logits = (logits + run(x.flip(-1))) / 2
