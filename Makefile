@@ -30,7 +30,7 @@ data:
 # The main job: train the default model on Fashion-MNIST and write a report. A second
 # `make demo` resumes (or, if finished, just re-reports) the run instead of overwriting it.
 demo: setup data
-	$(BIN)/squeezenet train --config configs/demo.toml --out $(DEMO_OUT) \
+	$(BIN)/squeezenet train --config demo --out $(DEMO_OUT) \
 		$$( [ -f $(DEMO_OUT)/last.pt ] && echo --resume )
 	@echo "report: $(DEMO_OUT)/report.md"
 

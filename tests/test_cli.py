@@ -43,8 +43,8 @@ def test_summary_other_formats_and_peers():
 @pytest.mark.parametrize("args,needle", [
     (["summary", "squeezenet1_o"], "did you mean squeezenet1_"),
     (["summary", "squeezenet1_0", "--input-size", "8"], "does not accept input"),
-    (["eval", "--checkpoint", "missing.pt"], "checkpoint not found"),
-    (["predict", "--checkpoint", "missing.pt", "x.png"], "checkpoint not found"),
+    (["eval", "--checkpoint", "missing.pt"], "model file not found"),
+    (["predict", "--checkpoint", "missing.pt", "x.png"], "model file not found"),
     (["compress", "--model", "squeezenet1_0", "--bits", "12"], "--bits must be between 1 and 8"),
     (["bench", "squeezenet1_1", "--backends", "tensorrt"], "unknown backend"),
 ])

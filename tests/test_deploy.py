@@ -73,8 +73,10 @@ def test_export_cli_function_and_checkpoint_metadata(tmp_path, fmnist_dir):
 def test_corrupt_onnx_is_a_clear_error(tmp_path):
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"\x08\x07garbage" * 10)
-    with pytest.raises(SqueezeNetError, match="cannot load ONNX model"):
+    with pytest.raises(SqueezeNetError, match="carries no squeezenet integrity digest"):
         OnnxClassifier(bad)
+    with pytest.raises(SqueezeNetError, match="cannot load ONNX model"):
+        OnnxClassifier(bad, verify=False)
     with pytest.raises(SqueezeNetError, match="not found"):
         OnnxClassifier(tmp_path / "missing.onnx")
 

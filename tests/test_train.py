@@ -38,18 +38,18 @@ def test_lr_schedules():
 
 def _cfg(tmp, fmnist_dir, **kw):
     base = dict(model=TINY, data="fashion-mnist", data_dir=str(fmnist_dir), download=False, out=str(tmp),
-                epochs=2, batch_size=64, progress=False, workers=0, dropout=0.2, lr=0.05)
+                epochs=2, batch_size=64, progress=False, workers=0, dropout=0.2, lr=0.05, precision="fp32")
     base.update(kw)
     return TrainConfig(**base)
 
 
 def test_train_writes_a_complete_run(tmp_path, fmnist_dir):
-    res = Trainer(_cfg(tmp_path, fmnist_dir, epochs=3, lr=0.1)).run()
+    res = Trainer(_cfg(tmp_path, fmnist_dir, epochs=8, lr=0.1)).run()
     for f in ("config.json", "last.pt", "best.pt", "metrics.csv", "metrics.jsonl", "curves.png", "confusion.png",
               "report.md"):
         assert (tmp_path / f).is_file(), f
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-    assert [r["epoch"] for r in rows] == [1, 2, 3]
+    assert [r["epoch"] for r in rows] == list(range(1, 9))
     for k in ("train_loss", "test_top1", "test_top5", "lr", "img_per_s"):
         assert k in rows[0]
     # the bands are easy: a few epochs must learn them (chance is 10%)
@@ -57,7 +57,8 @@ def test_train_writes_a_complete_run(tmp_path, fmnist_dir):
     report = (tmp_path / "report.md").read_text()
     assert "curves.png" in report and "confusion.png" in report and "| fire9 |" in report
     cfg = json.loads((tmp_path / "config.json").read_text())
-    assert cfg["model"] == TINY and cfg["resolved_precision"] in ("fp32", "bf16")
+    assert cfg["model"] == TINY and json.loads((tmp_path / "run.json").read_text())["resolved_precision"] == "fp32"
+    assert TrainConfig.from_dict(cfg) == Trainer(_cfg(tmp_path, fmnist_dir, epochs=8, lr=0.1)).cfg  # round trip
     # the checkpoint re-creates the model and evaluates the same as the reported top-1
     from squeezenet.evaluate import evaluate_checkpoint
 
@@ -134,7 +135,7 @@ def test_atomic_save_survives_interrupted_write(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(ck.torch, "save", dying_save)
-    with pytest.raises(OSError):
+    with pytest.raises(SqueezeNetError, match="cannot write .*last.pt.*disk full"):
         atomic_save(make_checkpoint(create_model(TINY, num_classes=3), TINY), path)
     monkeypatch.setattr(ck.torch, "save", real_save)
     restored = model_from_checkpoint(load_checkpoint(path))
@@ -158,13 +159,18 @@ def test_wrong_checkpoint_errors(tmp_path, fmnist_dir):
     from squeezenet.evaluate import evaluate_checkpoint
 
     p = tmp_path / "five.pt"
-    atomic_save(make_checkpoint(create_model(TINY, num_classes=5, in_chans=1), TINY), p)
-    with pytest.raises(SqueezeNetError, match="checkpoint is for 5 classes but the data has 10"):
+    five = dict(name="fashion-mnist", classes=list("abcde"), channels=1, input_size=28, mean=[0.3], std=[0.3])
+    atomic_save(make_checkpoint(create_model(TINY, num_classes=5, in_chans=1), TINY, five), p)
+    with pytest.raises(SqueezeNetError, match=r"the data's classes \(T-shirt/top, .*\) differ from .* \(a, b, c, d"):
         evaluate_checkpoint(str(p), "fashion-mnist", str(fmnist_dir), download=False)
+    with pytest.raises(SqueezeNetError, match="--map-by-index needs as many classes as the model has \\(5\\)"):
+        evaluate_checkpoint(str(p), "fashion-mnist", str(fmnist_dir), download=False, map_by_index=True)
     ck = make_checkpoint(create_model(TINY, num_classes=10, in_chans=1), TINY)
     ck["model_name"] = "squeezenet1_0"  # weights of one architecture labelled as another
-    atomic_save(ck, p)
-    with pytest.raises(SqueezeNetError, match="do not fit 'squeezenet1_0'"):
+    from squeezenet.checkpoint import seal
+
+    atomic_save(seal(ck), p)
+    with pytest.raises(SqueezeNetError, match="'squeezenet1_0' expects"):
         evaluate_checkpoint(str(p), "fashion-mnist", str(fmnist_dir), download=False)
     tv = tmp_path / "tv.pth"
     torch.save(create_model("squeezenet1_1").state_dict(), tv)
@@ -235,17 +241,19 @@ def test_training_on_a_large_image_folder(tmp_path):
     assert ck["data"]["classes"] == ["bright", "dark"] and ck["data"]["input_size"] == 64
 
 
-def test_demo_defaults_match_configs_demo_toml():
-    """`squeezenet train` with no model and `make demo` (configs/demo.toml) are the same recipe:
-    the installed package cannot read the repository's configs/, so it carries DEMO_DEFAULTS."""
-    import tomllib
-    from dataclasses import asdict
-    from pathlib import Path
+def test_named_demo_config_is_what_train_without_a_model_runs():
+    """`squeezenet train` with no model and `make demo` (`--config demo`) are one recipe:
+    TrainConfig's defaults overridden by squeezenet/configs/demo.toml, the only copy."""
+    from squeezenet.cli import build_parser, train_settings
+    from squeezenet.config import load_config_file
 
-    from squeezenet.train import DEMO_DEFAULTS
-
-    toml = tomllib.loads((Path(__file__).parents[1] / "configs" / "demo.toml").read_text())
-    assert asdict(TrainConfig.from_dict(toml).resolved()) == asdict(TrainConfig.from_dict(DEMO_DEFAULTS).resolved())
+    a = build_parser().parse_args(["train"])
+    b = build_parser().parse_args(["train", "--config", "demo"])
+    assert train_settings(a) == train_settings(b) == load_config_file("demo")
+    cfg = TrainConfig.from_dict(train_settings(a))
+    assert (cfg.epochs, cfg.batch_size, cfg.lr, cfg.dropout, cfg.head_relu) == (8, 128, 0.1, 0.1, False)
+    c = build_parser().parse_args(["train", "--epochs", "3", "--no-head-relu", "squeezenet1_1_small"])
+    assert train_settings(c) == {"epochs": 3, "head_relu": False, "model": "squeezenet1_1_small"}
 
 
 def test_flip_tta_averages_the_mirrored_logits():
@@ -272,5 +280,5 @@ def test_flip_tta_averages_the_mirrored_logits():
     assert by_hand != plain_by_hand  # the asymmetric model is really changed by TTA
     sym = lambda x: asym(x) + asym(x.flip(-1))  # noqa: E731
     assert evaluate(None, ds, spec, predict_fn=sym, tta="flip")["top1"] == evaluate(None, ds, spec, predict_fn=sym)["top1"]
-    with pytest.raises(ValueError, match="unknown test-time augmentation"):
+    with pytest.raises(SqueezeNetError, match="unknown test-time augmentation"):
         evaluate(None, ds, spec, predict_fn=sym, tta="rotate")

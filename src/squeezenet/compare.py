@@ -45,7 +45,7 @@ def compare(models=None, input_size: int = 224, backends=("eager", "ort"), repea
     rows, notes = [], []
     for name in tqdm(names, desc="compare", leave=False):
         try:
-            model, _ = build_any(name)
+            model = build_any(name).model
         except SqueezeNetError as e:
             if "optional dependency" in str(e):
                 notes.append(f"skipped {name}: {e}")

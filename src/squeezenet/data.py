@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from .errors import SqueezeNetError
+from .spec import DataSpec  # noqa: F401  (re-exported: data specs live in spec.py)
 
 FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                          "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
@@ -79,22 +80,25 @@ class TensorDataset:
     def image_size(self) -> int:
         return self.images.shape[-1]
 
+    def subset(self, n_or_index) -> "TensorDataset":
+        """The first ``n`` images (an int) or those at the given indices (a tensor)."""
+        if isinstance(n_or_index, int):
+            n_or_index = slice(0, n_or_index)
+        return TensorDataset(self.images[n_or_index], self.labels[n_or_index], self.classes)
 
-@dataclass
-class DataSpec:
-    """What a model trained on this data needs to know at inference time."""
+    def relabel(self, mapping: list[int], classes: list[str]) -> "TensorDataset":
+        """Labels mapped through ``mapping`` (old index -> new index), new class names."""
+        return TensorDataset(self.images, torch.tensor(mapping, dtype=torch.int64)[self.labels], list(classes))
 
-    name: str
-    classes: list[str]
-    channels: int
-    input_size: int
-    mean: list[float]
-    std: list[float]
-    small: bool = True
-    pad: int = 0
+    def resized(self, size: int) -> "TensorDataset":
+        """Every image resized to ``size`` px with the resize that inference uses."""
+        if self.image_size == size and self.images.shape[-2] == size:
+            return self
+        from .imageio import resize_array
 
-    def to_dict(self) -> dict:
-        return dict(self.__dict__)
+        x = self.images.numpy()
+        out = np.stack([resize_array(a, size) for a in x]) if len(x) else np.zeros((0, x.shape[1], size, size), np.uint8)
+        return TensorDataset(torch.from_numpy(out), self.labels, self.classes)
 
 
 @dataclass
@@ -199,21 +203,18 @@ def scan_folder(root: Path) -> tuple[list[tuple[str, int]], list[str]]:
         samples += [(str(p), i) for p in files]
     if not samples:
         raise SqueezeNetError(f"no images found under '{root}'")
+    if len(classes) == 1:
+        print(f"warning: '{root}' has a single class folder ({classes[0]}); a classifier needs at least two "
+              "(expected <root>/<class>/<image>)", file=sys.stderr)
     return samples, classes
 
 
 def load_image(path: str, mode: str = "RGB"):
-    """Open an image fully (so truncation is caught here) or raise SqueezeNetError."""
-    from PIL import Image, UnidentifiedImageError
+    """Open an image fully (so truncation is caught here) or raise SqueezeNetError; the
+    bit depth is respected (see :mod:`squeezenet.imageio`)."""
+    from .imageio import open_image
 
-    try:
-        with Image.open(path) as im:
-            im.load()
-            return im.convert(mode)
-    except FileNotFoundError as e:
-        raise SqueezeNetError(f"image not found: '{path}'") from e
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
-        raise SqueezeNetError(f"cannot read image '{path}': corrupt or not an image ({e})") from e
+    return open_image(path, mode)
 
 
 def _probe_size(samples, mode) -> tuple[int, int]:
@@ -232,22 +233,23 @@ def _decode_folder(samples, classes, size: int, mode: str, cache: Path | None) -
     if path and path.is_file():
         d = torch.load(path, weights_only=True)
         return TensorDataset(d["images"], d["labels"], d["classes"])
-    from tqdm import tqdm
+    from .imageio import image_to_array
+    from .progress import progress
 
     imgs, labels = [], []
-    for p, y in tqdm(samples, desc="decoding images", leave=False, disable=len(samples) < 2000):
+    for p, y in progress(samples, "decoding images", min_total=2000):
         try:
-            im = load_image(p, mode)
+            imgs.append(image_to_array(p, 1 if mode == "L" else 3, size))
         except SqueezeNetError as e:
             print(f"warning: skipping {e}", file=sys.stderr)
             continue
-        if im.size != (size, size):
-            im = im.resize((size, size))
-        a = np.asarray(im, dtype=np.uint8)
-        imgs.append(a[None] if a.ndim == 2 else a.transpose(2, 0, 1))
         labels.append(y)
     if not imgs:
         raise SqueezeNetError("every image in the folder was unreadable")
+    empty = [c for i, c in enumerate(classes) if i not in set(labels)]
+    if empty:
+        print(f"warning: class folder(s) {', '.join(empty)} have no readable images; the model will still have "
+              "an output for each", file=sys.stderr)
     ds = TensorDataset(torch.from_numpy(np.stack(imgs)), torch.tensor(labels, dtype=torch.int64), classes)
     if path:
         from .checkpoint import atomic_save
@@ -266,6 +268,12 @@ class FolderDataset(torch.utils.data.Dataset):
 
     def __len__(self):
         return len(self.samples)
+
+    def with_transform(self, transform) -> "FolderDataset":
+        return FolderDataset(self.samples, self.classes, transform, self.mode)
+
+    def relabel(self, mapping: list[int], classes: list[str]) -> "FolderDataset":
+        return FolderDataset([(p, mapping[y]) for p, y in self.samples], list(classes), self.transform, self.mode)
 
     def __getitem__(self, i):
         path, y = self.samples[i]
@@ -312,9 +320,12 @@ def load_data(data: str = "fashion-mnist", data_dir: str | None = None, input_si
         train, test = load_cifar(name, data_dir, download)
     else:
         return _load_folder(Path(data), input_size, val_fraction, seed, grayscale, cache)
+    if input_size and input_size != train.image_size:  # what training sees is what inference gets
+        notes.append(f"images resized from {train.image_size} to {input_size} px (Pillow bilinear)")
+        train, test = train.resized(input_size), test.resized(input_size)
     mean, std = _mean_std(train.images)
     size = train.image_size
-    spec = DataSpec(name, train.classes, train.channels, input_size or size, mean, std, True,
+    spec = DataSpec(name, train.classes, train.channels, size, mean, std, True,
                     pad=2 if size <= 28 else 4)
     return Splits(train, test, spec, notes)
 
@@ -358,6 +369,48 @@ def _load_folder(root: Path, input_size, val_fraction, seed, grayscale, cache) -
     spec = DataSpec(f"folder:{root.name}", classes, ch, size, mean, std, small=False)
     return Splits(FolderDataset(samples, classes, train_tf, mode), FolderDataset(val_samples, classes, test_tf, mode),
                   spec, notes)
+
+
+# --------------------------------------------------------------- training batches
+
+def tensor_batches(ds: TensorDataset, spec: DataSpec, batch_size: int, seed: int, epoch: int,
+                   aug_gen: torch.Generator, start_step: int = 0, rank: int = 0, world: int = 1,
+                   random_erasing: float = 0.0):
+    """Yield (step, normalised inputs, labels) of one epoch for this rank, from
+    ``start_step`` on. Augmentation is drawn for the whole global batch on every rank
+    and then sliced, so N processes see exactly what one process would, and a resumed
+    epoch redraws the skipped steps to stay on the same random stream."""
+    steps = len(ds) // batch_size
+    if steps == 0:
+        raise SqueezeNetError(f"--batch-size {batch_size} is larger than the {len(ds)} training images")
+    perm = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed * 7919 + epoch))
+    local = batch_size // world
+    sl = slice(rank * local, (rank + 1) * local)
+    for step in range(steps):
+        dy, dx, flip = augment_params(batch_size, spec.pad, aug_gen)
+        if random_erasing > 0:
+            boxes = erase_boxes(batch_size, ds.images.shape[2], ds.images.shape[3], random_erasing, aug_gen)
+        if step < start_step:
+            continue
+        idx = perm[step * batch_size:(step + 1) * batch_size][sl]
+        x = augment_batch(ds.images[idx], spec.pad, dy[sl], dx[sl], flip[sl])
+        if random_erasing > 0:
+            x = apply_erasing(x, boxes[sl])
+        yield step, normalize(x, spec.mean, spec.std), ds.labels[idx]
+
+
+def loader_batches(ds, batch_size: int, seed: int, epoch: int, workers: int, start_step: int = 0, rank: int = 0,
+                   world: int = 1):
+    """The streaming (large-image) counterpart: DataLoader workers, bad files dropped."""
+    sampler = torch.utils.data.distributed.DistributedSampler(ds, world, rank, shuffle=True, seed=seed,
+                                                              drop_last=True)
+    sampler.set_epoch(epoch)
+    loader = torch.utils.data.DataLoader(ds, batch_size=batch_size // world, sampler=sampler, num_workers=workers,
+                                         collate_fn=collate_skip_bad, drop_last=True, persistent_workers=False)
+    for step, batch in enumerate(loader):
+        if step < start_step or batch is None:
+            continue
+        yield step, batch[0], batch[1]
 
 
 # --------------------------------------------------------------- per-batch augmentation
@@ -415,3 +468,51 @@ def apply_erasing(x: torch.Tensor, boxes: torch.Tensor, value: int = 0) -> torch
     inx = (xs >= boxes[:, 2:3]) & (xs < boxes[:, 3:4])  # (B, W)
     m = (iny[:, :, None] & inx[:, None, :])[:, None]  # (B, 1, H, W)
     return x.masked_fill(m, value)
+
+
+# ------------------------------------------------------------- data for a trained model
+
+def load_data_for(spec: DataSpec, data: str | None = None, data_dir: str | None = None, download: bool = True,
+                  map_by_index: bool = False, where: str = "the model") -> Splits:
+    """The splits of ``data`` (default: the dataset the model was trained on) prepared
+    exactly as training prepared them: the model's input size, channels and mean/std.
+
+    Class names are compared with the model's: the same names in another order are
+    remapped to the model's indices; different names are refused unless
+    ``map_by_index`` (then class i of the data is scored as output i).
+    """
+    name = data or spec.name
+    if not data and (not name or name.startswith("folder:") or name == "unknown"):
+        folder = f" '{name[7:]}'" if name.startswith("folder:") else ""
+        raise SqueezeNetError(f"{where} was trained on an image folder{folder}; pass that folder (train/ and val/ "
+                              "inside) with --data PATH")
+    splits = load_data(name, data_dir, spec.input_size, download=download, grayscale=spec.channels == 1)
+    got = splits.spec
+    if got.channels != spec.channels:
+        raise SqueezeNetError(f"{where} takes {spec.channels}-channel images but '{name}' has {got.channels}")
+    if got.classes != spec.classes:
+        if sorted(got.classes) == sorted(spec.classes) and len(set(got.classes)) == len(got.classes):
+            mapping = [spec.classes.index(c) for c in got.classes]
+            splits.notes.append("the data's class order differs from the model's; labels remapped by name")
+        elif map_by_index:
+            if len(got.classes) != len(spec.classes):
+                raise SqueezeNetError(f"--map-by-index needs as many classes as the model has ({len(spec.classes)}); "
+                                      f"'{name}' has {len(got.classes)}")
+            mapping = list(range(len(got.classes)))
+            splits.notes.append("class names differ from the model's; scored by index (--map-by-index)")
+        else:
+            raise SqueezeNetError(f"the data's classes ({_few(got.classes)}) differ from {where}'s ({_few(spec.classes)});"
+                                  " evaluate on the data it was trained on, or pass --map-by-index to score class i "
+                                  "as output i")
+        splits.train = splits.train.relabel(mapping, spec.classes)
+        splits.test = splits.test.relabel(mapping, spec.classes)
+    for n in splits.notes:
+        print(f"note: {n}", file=sys.stderr)
+    import dataclasses
+
+    splits.spec = dataclasses.replace(spec, classes=list(spec.classes))
+    return splits
+
+
+def _few(names: list[str], n: int = 4) -> str:
+    return ", ".join(names[:n]) + (f", ... ({len(names)} in all)" if len(names) > n else "")

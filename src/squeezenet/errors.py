@@ -9,6 +9,14 @@ problem and the fix on one line.
 class SqueezeNetError(Exception):
     """A user error with a one-line, actionable message."""
 
+    exit_code = 2
+
+
+class Interrupted(SqueezeNetError):
+    """Ctrl-C, after the work was saved; the shell's convention is exit code 130."""
+
+    exit_code = 130
+
 
 def require(module_name: str, extra: str):
     """Import an optional dependency or raise a one-line install hint."""

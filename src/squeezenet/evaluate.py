@@ -1,90 +1,79 @@
-"""``squeezenet eval`` and ``squeezenet predict``."""
+"""``squeezenet eval`` and ``squeezenet predict``: any model file, preprocessed exactly
+as in training (one image decoder, :mod:`squeezenet.imageio`; the recorded data spec)."""
 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from .checkpoint import load_checkpoint, model_from_checkpoint
-from .data import DataSpec, load_data, load_image, normalize
+from .artifacts import load_model_file
+from .data import load_data_for
 from .errors import SqueezeNetError
+from .files import atomic_write_text, ensure_writable_file
+from .imageio import image_to_array
 from .metrics import evaluate
+from .spec import DataSpec
 
 
 def evaluate_checkpoint(checkpoint: str, data: str | None = None, data_dir: str | None = None,
                         download: bool = True, batch_size: int = 1000, out: str | None = None,
-                        tta: str | None = None) -> dict:
-    """Top-1/top-5/loss of a checkpoint on a dataset's test split; writes a JSON.
+                        tta: str | None = None, map_by_index: bool = False, verify: bool = True) -> dict:
+    """Top-1/top-5/loss of a model file (.pt, .sqz or .onnx) on a dataset's test split;
+    writes a JSON (its folder is checked first, before the evaluation runs).
 
     ``tta="flip"``: average each image's logits with its mirror's (see :func:`metrics.evaluate`).
     """
-    ckpt = load_checkpoint(checkpoint)
-    spec_d = ckpt.get("data") or {}
-    data = data or spec_d.get("name", "fashion-mnist")
-    if data.startswith("folder:"):
-        raise SqueezeNetError("this checkpoint was trained on an image folder; pass its path with --data")
-    splits = load_data(data, data_dir, spec_d.get("input_size"), download=download)
-    model = model_from_checkpoint(ckpt, expect_classes=len(splits.spec.classes), expect_channels=splits.spec.channels)
+    if batch_size < 1:
+        raise SqueezeNetError(f"--batch-size must be >= 1, got {batch_size}")
+    path = ensure_writable_file(Path(out) if out else Path(str(checkpoint) + ".eval.json"))
+    mf = load_model_file(checkpoint, verify)
+    for n in mf.notes:
+        print(f"note: {n}", file=sys.stderr)
+    splits = load_data_for(mf.need_spec(), data, data_dir, download, map_by_index, where=f"'{checkpoint}'")
     spec = splits.spec
-    if spec_d.get("mean"):  # normalise as in training
-        spec.mean, spec.std = spec_d["mean"], spec_d["std"]
-    m = evaluate(model, splits.test, spec, batch_size=batch_size, tta=tta)
-    res = {"model": ckpt["model_name"], "checkpoint": str(checkpoint), "data": spec.name, "tta": tta, "n": m["n"],
+    m = evaluate(None, splits.test, spec, batch_size=batch_size, tta=tta, predict_fn=mf.logits)
+    res = {"model": mf.name, "checkpoint": str(checkpoint), "data": splits.spec.name, "tta": tta, "n": m["n"],
            "top1": m["top1"], "top5": m["top5"], "loss": m["loss"], "confusion": m["confusion"],
-           "classes": spec.classes}
-    path = Path(out) if out else Path(str(checkpoint) + ".eval.json")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(res, indent=2))
+           "classes": spec.classes, "map_by_index": map_by_index}
+    atomic_write_text(path, json.dumps(res, indent=2))
     res["json"] = str(path)
     return res
 
 
-def preprocess_images(paths: list[str], spec: DataSpec) -> torch.Tensor:
-    """Load images as the model was trained: mode, size, normalisation. (B, C, H, W)."""
-    import numpy as np
+def preprocess_images(images, spec: DataSpec) -> torch.Tensor:
+    """Paths (or bytes) -> the normalised (B, C, H, W) batch training saw."""
+    from .data import normalize
 
-    mode = "L" if spec.channels == 1 else "RGB"
-    out = []
-    for p in paths:
-        im = load_image(p, mode)
-        if im.size != (spec.input_size, spec.input_size):
-            im = im.resize((spec.input_size, spec.input_size))
-        a = np.array(im, dtype=np.uint8)  # a writable copy
-        out.append(torch.from_numpy(a[None] if a.ndim == 2 else a.transpose(2, 0, 1).copy()))
-    return normalize(torch.stack(out), spec.mean, spec.std)
+    arrays = [image_to_array(p, spec.channels, spec.input_size) for p in images]
+    return normalize(torch.from_numpy(np.stack(arrays)), spec.mean, spec.std)
 
 
-def load_predictor(path: str):
+def load_predictor(path: str, verify: bool = True):
     """(logits_fn, DataSpec) for a .pt checkpoint, a .sqz container or an .onnx file."""
-    if str(path).endswith(".onnx"):
-        from .deploy.runtime import OnnxClassifier
-
-        clf = OnnxClassifier(path)
-        return (lambda x: torch.from_numpy(clf.run(x.numpy()))), DataSpec(**clf.spec)
-    if str(path).endswith(".sqz"):
-        from .compression.container import load_container
-
-        model, meta = load_container(path)
-        spec = meta.get("data") or {}
-    else:
-        ckpt = load_checkpoint(path)
-        model, spec = model_from_checkpoint(ckpt), ckpt.get("data") or {}
-    if not spec:
-        raise SqueezeNetError(f"'{path}' has no data description (classes, input size); it was not trained "
-                              "with `squeezenet train`")
-    model.eval()
-    return (lambda x: model(x)), DataSpec(**spec)
+    mf = load_model_file(path, verify)
+    for n in mf.notes:
+        print(f"note: {n}", file=sys.stderr)
+    return mf.logits, mf.need_spec()
 
 
 @torch.no_grad()
-def predict(checkpoint: str, images: list[str], topk: int = 5) -> list[tuple[str, list[tuple[str, float]]]]:
+def predict(checkpoint: str, images: list[str], topk: int = 5, verify: bool = True
+            ) -> list[tuple[str, list[tuple[str, float]]]]:
     """Top-k (class name, probability) for each image."""
-    fn, spec = load_predictor(checkpoint)
+    if topk < 1:
+        raise SqueezeNetError(f"--topk must be >= 1, got {topk}")
+    fn, spec = load_predictor(checkpoint, verify)
     x = preprocess_images(images, spec)
-    probs = torch.softmax(fn(x).float(), 1)
+    logits = fn(x).float()
+    if not torch.isfinite(logits).all():
+        raise SqueezeNetError(f"'{checkpoint}' produced NaN/inf outputs; its weights are broken")
+    probs = torch.softmax(logits, 1)
     k = min(topk, probs.shape[1])
     top = probs.topk(k, 1)
-    return [(p, [(spec.classes[int(i)], float(v)) for v, i in zip(top.values[j], top.indices[j])])
+    return [(p if isinstance(p, str) else "<bytes>",
+             [(spec.classes[int(i)], float(v)) for v, i in zip(top.values[j], top.indices[j])])
             for j, p in enumerate(images)]

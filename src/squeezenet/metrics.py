@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from .data import TensorDataset, collate_skip_bad, normalize
+from .errors import SqueezeNetError
 
 
 def topk_correct(logits: torch.Tensor, targets: torch.Tensor, ks=(1, 5)) -> list[int]:
@@ -49,7 +50,9 @@ def evaluate(model, dataset, spec, device="cpu", batch_size: int = 500, workers:
     augmentation; the training augmentation flips too, so both views are in-distribution).
     """
     if tta not in (None, "flip"):
-        raise ValueError(f"unknown test-time augmentation '{tta}'; use 'flip' or none")
+        raise SqueezeNetError(f"unknown test-time augmentation '{tta}'; use 'flip' or none")
+    if batch_size < 1:
+        raise SqueezeNetError(f"evaluation batch size must be >= 1, got {batch_size}")
     n_cls = len(spec.classes)
     conf = torch.zeros(n_cls, n_cls, dtype=torch.int64)
     loss_sum, hits, n = 0.0, [0, 0], 0
@@ -60,10 +63,15 @@ def evaluate(model, dataset, spec, device="cpu", batch_size: int = 500, workers:
         logits = run(x)
         if tta == "flip":
             logits = (logits + run(x.flip(-1))) / 2
+        if not torch.isfinite(logits).all():
+            raise SqueezeNetError("the model produced NaN/inf outputs; its weights are broken (a diverged run?); "
+                                  "use an earlier checkpoint")
         loss_sum += float(torch.nn.functional.cross_entropy(logits, y, reduction="sum"))
         for i, c in enumerate(topk_correct(logits, y)):
             hits[i] += c
         conf += torch.bincount(y * n_cls + logits.argmax(1), minlength=n_cls * n_cls).view(n_cls, n_cls)
         n += len(y)
+    if n == 0:
+        raise SqueezeNetError("no images were evaluated (the test split is empty or every image was unreadable)")
     return {"loss": loss_sum / max(n, 1), "top1": 100.0 * hits[0] / max(n, 1),
             "top5": 100.0 * hits[1] / max(n, 1), "n": n, "confusion": conf.tolist()}

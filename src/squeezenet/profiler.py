@@ -126,7 +126,8 @@ def profile(model: nn.Module, input_size=(3, 224, 224), model_name: str | None =
     for name, m in layers:
         hooks.append(m.register_forward_hook(
             lambda mod, inp, out, name=name: shapes.__setitem__(name, list(out.shape))))
-    x = torch.zeros(input_size)
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    x = torch.zeros(input_size, device=device)
     try:
         with FlopCounterMode(display=False) as counter:
             model(x)

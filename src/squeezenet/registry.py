@@ -71,17 +71,21 @@ def parse_model_name(name: str) -> ParsedName:
             break
         if m.group(1):
             key, conv = MODIFIERS[m.group(1)]
-            if key in overrides:
-                break
-            overrides[key] = conv(m.group(2))
+            mod, value = f"_{m.group(1)}", conv(m.group(2))
         elif m.group(3):
-            overrides["batch_norm"] = True
+            key, mod, value = "batch_norm", "_bn", True
         elif m.group(4):
-            overrides["stem"] = "small"
+            key, mod, value = "stem", "_small", "small"
         else:
-            if input_size is not None:
-                break
-            input_size = int(m.group(5))
+            key, mod, value = "input_size", "_<resolution>", int(m.group(5))
+            if not 16 <= value <= 2048:
+                raise SqueezeNetError(f"resolution {value} in '{name}' is outside 16-2048 px")
+        if key in overrides or (key == "input_size" and input_size is not None):
+            raise SqueezeNetError(f"modifier '{mod}' appears twice in '{name}'; give each modifier once")
+        if key == "input_size":
+            input_size = value
+        else:
+            overrides[key] = value
         rest = rest[: m.start()]
     if rest not in _REGISTRY:
         close = difflib.get_close_matches(name, list(_REGISTRY), n=3, cutoff=0.5)
@@ -125,8 +129,11 @@ def _ensure_loaded():
 def explain_name(name: str) -> dict:
     """What a model name says: family, version, macro-architecture, design space,
     width, BN, stem and resolution, plus the resulting Fire configuration."""
+    import torch
+
     parsed = parse_model_name(name)
-    model = create_model(name)
+    with torch.device("meta"):  # counts without allocating weights
+        model = create_model(name)
     cfg = model.default_cfg
     design = cfg["design"]
     version = cfg["version"].replace("_", ".")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 
 
@@ -55,54 +56,87 @@ def plot_confusion(conf: list[list[int]], classes: list[str], path: Path):
     plt.close(fig)
 
 
-def write_report(out: Path, trainer, confusion) -> Path:
+@dataclass
+class RunSummary:
+    """What a finished (or stopped) run reports; built by the Trainer."""
+
+    model_name: str
+    cfg: object  # TrainConfig
+    spec: object  # DataSpec
+    device: str
+    precision: str
+    world: int
+    train_time: float
+    history: list
+    best_top1: float | None  # None: no epoch finished
+    final: dict  # the last evaluation (test_top1, test_top5, test_loss)
+    global_step: int
+    stopped_early: bool
+    peak_rss_mib: float
+    confusion: list
+    files: list = field(default_factory=list)
+
+
+def _pct(v) -> str:
+    return f"{v:.2f}%" if isinstance(v, (int, float)) and v == v else "not evaluated"
+
+
+def write_report(out: Path, run: RunSummary, model) -> Path:
     """Write curves.png, confusion.png, confusion.json and report.md into ``out``."""
+    from .files import atomic_write_text
     from .profiler import profile
 
-    hist, cfg, spec = trainer.history, trainer.cfg, trainer.spec
+    hist, cfg, spec = run.history, run.cfg, run.spec
+    files = set(run.files)
     if hist:
         plot_curves(hist, out / "curves.png")
-    plot_confusion(confusion, spec.classes, out / "confusion.png")
-    (out / "confusion.json").write_text(json.dumps({"classes": spec.classes, "matrix": confusion}))
-    prof = profile(trainer.model.float().to("cpu") if trainer.device.type != "cpu" else trainer.model,
-                   (spec.channels, spec.input_size, spec.input_size), trainer.model_name)
-    if trainer.device.type != "cpu":
-        trainer.model.to(trainer.device)
-    last = hist[-1] if hist else {}
+        files.add("curves.png")
+    plot_confusion(run.confusion, spec.classes, out / "confusion.png")
+    atomic_write_text(out / "confusion.json", json.dumps({"classes": spec.classes, "matrix": run.confusion}))
+    files |= {"confusion.png", "confusion.json", "report.md"}
+    cpu_model = model.float().to("cpu") if run.device != "cpu" else model
+    prof = profile(cpu_model, (spec.channels, spec.input_size, spec.input_size), run.model_name)
+    if run.device != "cpu":
+        model.to(run.device)
+    last = run.final or {}
+    stop = (f"stopped by --max-steps after {run.global_step} steps" + ("" if hist else ", before the first epoch "
+            "ended: the figures below evaluate the weights at that point") if run.stopped_early else "")
     lines = [
-        f"# Training report: {trainer.model_name} on {spec.name}",
+        f"# Training report: {run.model_name} on {spec.name}",
         "",
-        f"- device: {trainer.device}, precision: {trainer.precision}, channels_last: {cfg.channels_last}, "
-        f"processes: {trainer.dist.world}",
+        f"- device: {run.device}, precision: {run.precision}, channels_last: {cfg.channels_last}, "
+        f"processes: {run.world}",
         f"- recipe: {cfg.recipe} (lr {cfg.lr}, {cfg.schedule}, warm-up {cfg.warmup_epochs} epochs, momentum "
         f"{cfg.momentum}, nesterov {cfg.nesterov}, weight decay {cfg.weight_decay}, label smoothing "
-        f"{cfg.label_smoothing}), batch {cfg.batch_size}, epochs {cfg.epochs}, seed {cfg.seed}",
-        f"- training time (set-up and evaluation excluded): {trainer.train_time:.1f} s; peak RSS "
-        f"{last.get('peak_rss_mib', 0):.0f} MiB",
+        f"{cfg.label_smoothing}), batch {cfg.batch_size}, epochs {len(hist)} of {cfg.epochs}, seed {cfg.seed}",
+        f"- input: {spec.channels} x {spec.input_size} x {spec.input_size} px, mean {spec.mean}, std {spec.std}",
+        f"- training time (set-up and evaluation excluded): {run.train_time:.1f} s; peak RSS {run.peak_rss_mib:.0f} MiB",
+    ] + ([f"- {stop}"] if stop else []) + [
         "",
         "## Result",
         "",
         "| metric | value |",
         "|---|---|",
-        f"| final test top-1 | {last.get('test_top1', float('nan')):.2f}% |",
-        f"| final test top-5 | {last.get('test_top5', float('nan')):.2f}% |",
-        f"| best test top-1 | {trainer.best_top1:.2f}% |",
+        f"| final test top-1 | {_pct(last.get('test_top1'))} |",
+        f"| final test top-5 | {_pct(last.get('test_top5'))} |",
+        f"| best test top-1 (per epoch) | {_pct(run.best_top1) if run.best_top1 is not None else 'no epoch finished'} |",
         f"| final test loss | {last.get('test_loss', float('nan')):.4f} |",
         "",
-        "![curves](curves.png)",
-        "",
+    ] + (["![curves](curves.png)", ""] if hist else []) + [
         "![confusion matrix](confusion.png)",
         "",
-        "## Per epoch",
-        "",
-        "| epoch | train loss | train top-1 | test loss | test top-1 | test top-5 | lr (end) | img/s |",
-        "|---|---|---|---|---|---|---|---|",
     ]
-    for h in hist:
-        lines.append(f"| {h['epoch']} | {h['train_loss']:.4f} | {h['train_top1']:.2f} | {h.get('test_loss', 0):.4f} | "
-                     f"{h.get('test_top1', 0):.2f} | {h.get('test_top5', 0):.2f} | {h['lr']:.4g} | {h['img_per_s']:.0f} |")
-    lines += ["", "Files: [config.json](config.json), [metrics.csv](metrics.csv), [metrics.jsonl](metrics.jsonl), "
-              "`last.pt`, `best.pt`.", "", "## Model summary", "", prof.format("markdown"), ""]
+    if hist:
+        lines += ["## Per epoch", "",
+                  "| epoch | train loss | train top-1 | test loss | test top-1 | test top-5 | lr (end) | img/s |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for h in hist:
+            lines.append(f"| {h['epoch']} | {h['train_loss']:.4f} | {h['train_top1']:.2f} | {h.get('test_loss', 0):.4f} | "
+                         f"{h.get('test_top1', 0):.2f} | {h.get('test_top5', 0):.2f} | {h['lr']:.4g} | {h['img_per_s']:.0f} |")
+        lines.append("")
+    links = [f"[{f}]({f})" if f.endswith((".json", ".csv", ".jsonl", ".png")) else f"`{f}`" for f in sorted(files)
+             if f != "report.md"]
+    lines += ["Files: " + ", ".join(links) + ".", "", "## Model summary", "", prof.format("markdown"), ""]
     path = out / "report.md"
-    path.write_text("\n".join(lines))
+    atomic_write_text(path, "\n".join(lines))
     return path

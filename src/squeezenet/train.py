@@ -4,7 +4,8 @@
 held as uint8 tensors and augmented per batch; every random draw is derived from the
 seed and the epoch, and the RNG states are stored in each checkpoint, so a run killed
 at any step and resumed with ``--resume`` ends with the same weights as an
-uninterrupted run (on CPU, same thread count).
+uninterrupted run (on CPU, same thread count). A run folder is locked while a run
+writes to it (:class:`squeezenet.files.RunLock`).
 
 Precision: ``auto`` picks bf16 autocast on CUDA GPUs with bf16 (fp16 + GradScaler
 otherwise) and on CPUs with native bf16 (AVX512-BF16 or AMX); on other CPUs it keeps
@@ -20,92 +21,23 @@ import os
 import resource
 import sys
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
-from .checkpoint import atomic_save, load_checkpoint, make_checkpoint
-from .data import (TensorDataset, apply_erasing, augment_batch, augment_params, collate_skip_bad, erase_boxes,
-                   load_data, normalize)
-from .errors import SqueezeNetError
+from .checkpoint import check_resume, load_checkpoint, make_checkpoint
+from .config import DEFAULT_MODEL, RECIPES, TrainConfig  # noqa: F401  (re-exported)
+from .data import TensorDataset, load_data, loader_batches, tensor_batches
+from .ema import ModelEma
+from .errors import Interrupted, SqueezeNetError
+from .files import RunLock, atomic_write_text, ensure_writable_dir
 from .metrics import evaluate, topk_correct
+from .progress import Progress
 from .registry import create_model
-
-DEFAULT_MODEL = "squeezenet1_1_simple_bypass_small_bn_w0.5_sr0.25"
-# What `squeezenet train` does with no model named (= configs/demo.toml).
-DEMO_DEFAULTS = dict(model=DEFAULT_MODEL, epochs=8, batch_size=128, lr=0.1, dropout=0.1, model_options={"head_relu": False})
-
-# The authors' Caffe solver (forresti/SqueezeNet solver.prototxt): SGD, lr 0.04,
-# linear ("poly", power 1) decay to 0, momentum 0.9, weight decay 2e-4.
-RECIPES = {
-    "paper": dict(lr=0.04, schedule="poly", warmup_epochs=0.0, momentum=0.9, nesterov=False,
-                  weight_decay=2e-4, label_smoothing=0.0),
-    # Chosen by measurement on Fashion-MNIST (docs/BENCHMARKS.md): higher peak lr with
-    # linear warm-up, cosine decay, Nesterov, label smoothing 0.1, no decay on BN/bias.
-    "fast": dict(lr=0.2, schedule="cosine", warmup_epochs=1.0, momentum=0.9, nesterov=True,
-                 weight_decay=5e-4, label_smoothing=0.1),
-}
-
-
-@dataclass
-class TrainConfig:
-    model: str = DEFAULT_MODEL
-    data: str = "fashion-mnist"
-    data_dir: str | None = None
-    download: bool = True
-    out: str = "runs/train"
-    epochs: int = 10
-    batch_size: int = 256  # global batch, split across torchrun processes
-    recipe: str = "fast"
-    lr: float | None = None
-    schedule: str | None = None
-    warmup_epochs: float | None = None
-    momentum: float | None = None
-    nesterov: bool | None = None
-    weight_decay: float | None = None
-    label_smoothing: float | None = None
-    random_erasing: float = 0.0  # probability per image (small-image data)
-    ema: float = 0.0  # decay of an exponential moving average of the weights; 0 = off
-    input_size: int | None = None
-    dropout: float | None = None
-    seed: int = 0
-    device: str = "auto"
-    precision: str = "auto"
-    channels_last: bool = True
-    workers: int = 2
-    val_fraction: float = 0.1
-    weights: str | None = None
-    resume: bool = False
-    max_steps: int | None = None
-    train_subset: int | None = None
-    eval_batch_size: int = 1000
-    progress: bool = True
-    threads: int | None = None
-    model_options: dict = field(default_factory=dict)
-
-    def resolved(self) -> "TrainConfig":
-        if self.recipe not in RECIPES:
-            raise SqueezeNetError(f"unknown recipe '{self.recipe}'; use one of {', '.join(RECIPES)}")
-        for k, v in RECIPES[self.recipe].items():
-            if getattr(self, k) is None:
-                setattr(self, k, v)
-        if self.schedule not in ("poly", "cosine", "constant"):
-            raise SqueezeNetError(f"unknown schedule '{self.schedule}'; use poly, cosine or constant")
-        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
-            raise SqueezeNetError("--epochs, --batch-size and --lr must be positive")
-        return self
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
-        names = {f.name for f in fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise SqueezeNetError(f"unknown training option(s): {', '.join(sorted(unknown))}")
-        return cls(**d)
-
 
 # Settings that shape the optimisation: resuming with any of them changed would silently
 # splice two different runs, so it is refused (the model itself is checked separately).
@@ -142,8 +74,6 @@ def resolve_device(device: str, local_rank: int = 0) -> torch.device:
         if not torch.cuda.is_available():
             raise SqueezeNetError("--device cuda was asked for but no CUDA GPU is available; use --device cpu")
         return torch.device("cuda", local_rank if device == "cuda" else int(device.split(":")[1]))
-    if device != "cpu":
-        raise SqueezeNetError(f"unknown device '{device}'; use auto, cpu or cuda")
     return torch.device("cpu")
 
 
@@ -152,8 +82,6 @@ def resolve_precision(precision: str, device: torch.device) -> str:
         if device.type == "cuda":
             return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
         return "bf16" if cpu_has_native_bf16() else "fp32"
-    if precision not in ("fp32", "bf16", "fp16"):
-        raise SqueezeNetError(f"unknown precision '{precision}'; use auto, fp32, bf16 or fp16")
     if precision == "fp16" and device.type == "cpu":
         raise SqueezeNetError("fp16 training needs a CUDA GPU; use --precision bf16 or fp32 on CPU")
     return precision
@@ -194,74 +122,86 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
 
 
+def model_options(cfg: TrainConfig) -> dict:
+    opts = dict(cfg.model_options)
+    if cfg.dropout is not None:
+        opts["dropout"] = cfg.dropout
+    if cfg.head_relu is not None:
+        opts["head_relu"] = cfg.head_relu
+    return opts
+
+
+def check_input_size(name: str, opts: dict, size: int, channels: int = 3) -> None:
+    """Refuse an input size the model cannot take, before any data is read (a
+    forward pass on the meta device: shapes only, no memory)."""
+    with torch.device("meta"):
+        model = create_model(name, num_classes=2, in_chans=channels, **opts)
+        try:
+            model.eval()(torch.empty(1, channels, size, size))
+        except RuntimeError as e:
+            raise SqueezeNetError(f"'{name}' cannot take {size} px images ({str(e).splitlines()[0][:100]}); "
+                                  "use a larger --input-size (or the _small stem for 28-64 px)") from e
+
+
 class Trainer:
-    """One training run. Use :func:`train` unless you need the pieces."""
+    """One training run. Use :func:`train` unless you need the pieces.
+
+    ``after_step`` holds callables ``f(trainer)`` run after every optimizer step (the
+    compression fine-tune re-applies its masks there)."""
 
     def __init__(self, cfg: TrainConfig, model: nn.Module | None = None, splits=None):
-        self.cfg = cfg.resolved()
+        self.cfg = cfg = cfg.resolved()
         self.dist = setup_distributed(cfg.device)
         self.device = resolve_device(cfg.device, self.dist.local_rank)
         self.precision = resolve_precision(cfg.precision, self.device)
+        if cfg.batch_size % self.dist.world:
+            raise SqueezeNetError(f"--batch-size {cfg.batch_size} must be divisible by the {self.dist.world} processes")
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
+        if model is None and cfg.input_size:
+            check_input_size(cfg.model, model_options(cfg), cfg.input_size)
+        self.out = Path(cfg.out)
+        if self.dist.main:
+            ensure_writable_dir(self.out)
         self.splits = splits or load_data(cfg.data, cfg.data_dir, cfg.input_size, cfg.val_fraction, cfg.seed,
                                           cfg.download)
         self.spec = self.splits.spec
         if cfg.train_subset and isinstance(self.splits.train, TensorDataset):
-            t = self.splits.train
-            self.splits.train = TensorDataset(t.images[:cfg.train_subset], t.labels[:cfg.train_subset], t.classes)
+            self.splits.train = self.splits.train.subset(cfg.train_subset)
         torch.manual_seed(cfg.seed)
         if model is None:
-            opts = dict(cfg.model_options)
-            if cfg.dropout is not None:
-                opts["dropout"] = cfg.dropout
-            model = create_model(cfg.model, num_classes=len(self.spec.classes), in_chans=self.spec.channels, **opts)
+            check_input_size(cfg.model, model_options(cfg), self.spec.input_size, self.spec.channels)
+            model = create_model(cfg.model, num_classes=len(self.spec.classes), in_chans=self.spec.channels,
+                                 **model_options(cfg))
             if cfg.weights:
                 model = _init_from_weights(model, cfg.weights, len(self.spec.classes))
         self.model_name = cfg.model
-        self.model = model.to(self.device)
         self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
-        self.model = self.model.to(memory_format=self.memory_format)
+        self.model = model.to(self.device).to(memory_format=self.memory_format)
         self.optimizer = torch.optim.SGD(param_groups(self.model, cfg.weight_decay), lr=cfg.lr,
                                          momentum=cfg.momentum, nesterov=cfg.nesterov)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.precision == "fp16")
-        self.ema = None
-        if cfg.ema > 0:
-            import copy
-
-            self.ema = copy.deepcopy(self.model).eval()
-            for p in self.ema.parameters():
-                p.requires_grad_(False)
-            self._ema_pairs = list(zip(self.ema.state_dict().values(), self.model.state_dict().values()))
+        self.ema = ModelEma(self.model, cfg.ema) if cfg.ema > 0 else None
         self.ddp = self.model
         if self.dist.world > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.ddp = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
-        self.out = Path(cfg.out)
+        self.after_step: list[Callable[["Trainer"], None]] = []
         self.history: list[dict] = []
         self.epoch, self.step_in_epoch, self.global_step, self.best_top1 = 0, 0, 0, -1.0
         self.train_time = 0.0
+        self.stopped_early = False  # by --max-steps
+        self.final_eval: dict | None = None
         self.aug_gen = torch.Generator()
         self.rng_resume = None
         self._rng_at_step_start = None
-        if self.cfg.batch_size % self.dist.world:
-            raise SqueezeNetError(f"--batch-size {cfg.batch_size} must be divisible by the {self.dist.world} processes")
+        self._buffers_at_step_start = None
 
     # ------------------------------------------------------------------ state
     @property
     def eval_model(self) -> nn.Module:
         """The weights that are evaluated and exported: the EMA when it is on."""
-        return self.ema if self.ema is not None else self.model
-
-    @torch.no_grad()
-    def update_ema(self):
-        # decay ramps up early on, as in timm's ModelEmaV2 warm-up
-        d = min(self.cfg.ema, (1 + self.global_step) / (10 + self.global_step))
-        for e, m in self._ema_pairs:
-            if e.dtype.is_floating_point:
-                e.lerp_(m, 1.0 - d)
-            else:
-                e.copy_(m)
+        return self.ema.module if self.ema is not None else self.model
 
     def state(self) -> dict:
         extra = {"train_state_dict": {k: v.detach().cpu() for k, v in self.model.state_dict().items()}} \
@@ -273,29 +213,26 @@ class Trainer:
             best_top1=self.best_top1, history=self.history, train_time=self.train_time,
             # an interrupted step is redone on resume, so store the RNG as it was when it began
             rng={"torch": self._rng_at_step_start if self._rng_at_step_start is not None else torch.get_rng_state()},
-            config=asdict(self.cfg), torch_version=str(torch.__version__),
+            config=self.cfg.to_dict(), torch_version=str(torch.__version__),
         )
 
     def save(self, name: str = "last.pt"):
         if self.dist.main:
+            from .files import atomic_save
+
             atomic_save(self.state(), self.out / name)
 
     def resume(self):
-        ckpt = load_checkpoint(self.out / "last.pt")
-        if ckpt["model_name"] != self.model_name or ckpt["model_kwargs"] != self.model.model_kwargs:
-            raise SqueezeNetError(f"cannot resume: {self.out}/last.pt is a '{ckpt['model_name']}' run, not "
-                                  f"'{self.model_name}' with these options; use another --out")
-        saved = ckpt.get("config") or {}
-        changed = [f"{k} {saved[k]!r} -> {getattr(self.cfg, k)!r}" for k in RESUME_MUST_MATCH
-                   if k in saved and saved[k] != getattr(self.cfg, k)]
-        if changed:
-            raise SqueezeNetError(f"cannot resume: {self.out}/last.pt was trained with other settings "
-                                  f"({'; '.join(changed)}); resume with the run's own settings or use another --out")
+        path = self.out / "last.pt"
+        if not path.is_file():
+            raise SqueezeNetError(f"nothing to resume: '{path}' does not exist; drop --resume to start the run")
+        ckpt = load_checkpoint(path)
+        check_resume(ckpt, self.model_name, self.model.model_kwargs, self.cfg.to_dict(), RESUME_MUST_MATCH, path)
         if self.ema is not None:
             if "train_state_dict" not in ckpt:
                 raise SqueezeNetError("cannot resume with --ema: the run was started without it")
             self.model.load_state_dict(ckpt["train_state_dict"])
-            self.ema.load_state_dict(ckpt["state_dict"])
+            self.ema.module.load_state_dict(ckpt["state_dict"])
         else:
             self.model.load_state_dict(ckpt.get("train_state_dict", ckpt["state_dict"]))
         self.optimizer.load_state_dict(ckpt["optimizer"])
@@ -310,97 +247,90 @@ class Trainer:
         """Yield (step, inputs, labels) for this rank, for the rest of the epoch."""
         cfg, ds = self.cfg, self.splits.train
         if isinstance(ds, TensorDataset):
-            bs = cfg.batch_size
-            steps = len(ds) // bs
-            if steps == 0:
-                raise SqueezeNetError(f"--batch-size {bs} is larger than the {len(ds)} training images")
-            perm = torch.randperm(len(ds), generator=torch.Generator().manual_seed(cfg.seed * 7919 + epoch))
-            local = bs // self.dist.world
-            for step in range(steps):
-                # Draw augmentation for the whole global batch on every rank, then slice,
-                # so N processes see exactly what one process would.
-                dy, dx, flip = augment_params(bs, self.spec.pad, self.aug_gen)
-                if cfg.random_erasing > 0:
-                    boxes = erase_boxes(bs, ds.images.shape[2], ds.images.shape[3], cfg.random_erasing, self.aug_gen)
-                if step < self.step_in_epoch:
-                    continue
-                sl = slice(self.dist.rank * local, (self.dist.rank + 1) * local)
-                idx = perm[step * bs:(step + 1) * bs][sl]
-                x = augment_batch(ds.images[idx], self.spec.pad, dy[sl], dx[sl], flip[sl])
-                if cfg.random_erasing > 0:
-                    x = apply_erasing(x, boxes[sl])
-                yield step, normalize(x, self.spec.mean, self.spec.std), ds.labels[idx]
-        else:
-            sampler = torch.utils.data.distributed.DistributedSampler(
-                ds, self.dist.world, self.dist.rank, shuffle=True, seed=cfg.seed, drop_last=True)
-            sampler.set_epoch(epoch)
-            loader = torch.utils.data.DataLoader(ds, batch_size=cfg.batch_size // self.dist.world, sampler=sampler,
-                                                 num_workers=cfg.workers, collate_fn=collate_skip_bad,
-                                                 drop_last=True, persistent_workers=False)
-            for step, batch in enumerate(loader):
-                if step < self.step_in_epoch or batch is None:
-                    continue
-                yield step, batch[0], batch[1]
+            return tensor_batches(ds, self.spec, cfg.batch_size, cfg.seed, epoch, self.aug_gen, self.step_in_epoch,
+                                  self.dist.rank, self.dist.world, cfg.random_erasing)
+        return loader_batches(ds, cfg.batch_size, cfg.seed, epoch, cfg.workers, self.step_in_epoch,
+                              self.dist.rank, self.dist.world)
 
     def steps_per_epoch(self) -> int:
-        ds = self.splits.train
-        if isinstance(ds, TensorDataset):
-            return len(ds) // self.cfg.batch_size
-        return len(ds) // self.cfg.batch_size
+        return len(self.splits.train) // self.cfg.batch_size
 
     def autocast(self):
         if self.precision == "fp32":
             return torch.autocast(self.device.type, enabled=False)
         return torch.autocast(self.device.type, dtype=torch.bfloat16 if self.precision == "bf16" else torch.float16)
 
-    def train_epoch(self, epoch: int, bar) -> dict:
-        cfg = self.cfg
-        spe = self.steps_per_epoch()
-        total = cfg.epochs * spe
+    def train_step(self, x, y, lr: float, crit) -> tuple[torch.Tensor, torch.Tensor]:
+        for g in self.optimizer.param_groups:
+            g["lr"] = lr
+        x = x.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
+        y = y.to(self.device, non_blocking=True)
+        with self.autocast():
+            logits = self.ddp(x)
+            loss = crit(logits.float(), y)
+        if not torch.isfinite(loss):
+            raise SqueezeNetError(
+                f"loss became {loss.item()} at epoch {self.epoch + 1} step {self.step_in_epoch + 1} (global step "
+                f"{self.global_step + 1}); lower --lr or try --recipe paper. Last good checkpoint: "
+                f"{self.out / 'last.pt'}")
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return logits, loss
+
+    def train_epoch(self, epoch: int) -> dict:
+        cfg, spe = self.cfg, self.steps_per_epoch()
         crit = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+        bar = Progress(spe, f"epoch {epoch + 1}/{cfg.epochs}", self.step_in_epoch) if cfg.progress and self.dist.main \
+            else None
         self.ddp.train()
-        loss_sum, correct, seen, t0 = 0.0, 0, 0, time.perf_counter()
-        for step, x, y in self.batches(epoch):
-            self._rng_at_step_start = torch.get_rng_state()
-            # BN running stats change in forward; keep them to undo an interrupted step
-            self._buffers_at_step_start = [b.detach().clone() for b in self.model.buffers()]
-            lr = lr_at(cfg, self.global_step, total, spe)
-            for g in self.optimizer.param_groups:
-                g["lr"] = lr
-            x = x.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
-            y = y.to(self.device, non_blocking=True)
-            with self.autocast():
-                logits = self.ddp(x)
-                loss = crit(logits.float(), y)
-            if not torch.isfinite(loss):
-                raise SqueezeNetError(
-                    f"loss became {loss.item()} at epoch {epoch + 1} step {step + 1} (global step "
-                    f"{self.global_step + 1}); lower --lr or try --recipe paper. Last good checkpoint: "
-                    f"{self.out / 'last.pt'}")
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            if self.ema is not None:
-                self.update_ema()
-            self.step_in_epoch, self.global_step = step + 1, self.global_step + 1
-            self._rng_at_step_start = None
-            n = len(y)
-            loss_sum += loss.item() * n
-            correct += topk_correct(logits.detach().float(), y, (1,))[0]
-            seen += n
+        loss_sum, correct, seen, lr, t0 = 0.0, 0, 0, 0.0, time.perf_counter()
+        try:
+            for step, x, y in self.batches(epoch):
+                self._rng_at_step_start = torch.get_rng_state()
+                # BN running stats change in forward; keep them to undo an interrupted step
+                self._buffers_at_step_start = [b.detach().clone() for b in self.model.buffers()]
+                lr = lr_at(cfg, self.global_step, cfg.epochs * spe, spe)
+                logits, loss = self.train_step(x, y, lr, crit)
+                if self.ema is not None:
+                    self.ema.update(self.global_step)
+                self.step_in_epoch, self.global_step = step + 1, self.global_step + 1
+                self._rng_at_step_start = None
+                loss_sum += loss.item() * len(y)
+                correct += topk_correct(logits.detach().float(), y.to(logits.device), (1,))[0]
+                seen += len(y)
+                for hook in self.after_step:
+                    hook(self)
+                if bar is not None:
+                    rate = seen * self.dist.world / (time.perf_counter() - t0)
+                    bar.update(1, loss=f"{loss_sum / seen:.3f}", acc=f"{100 * correct / seen:.1f}", lr=f"{lr:.3g}",
+                               img_s=f"{rate:.0f}")
+                if cfg.max_steps and self.global_step >= cfg.max_steps and self.step_in_epoch < spe:
+                    self.stopped_early = True
+                    break
+        finally:
             if bar is not None:
-                rate = seen * self.dist.world / (time.perf_counter() - t0)
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{100 * correct / seen:.1f}",
-                                lr=f"{lr:.3g}", img_s=f"{rate:.0f}", refresh=False)
-            if cfg.max_steps and self.global_step >= cfg.max_steps:
-                break
+                bar.close()
         dt = time.perf_counter() - t0
         return {"train_loss": loss_sum / max(seen, 1), "train_top1": 100.0 * correct / max(seen, 1),
-                "lr": lr if seen else 0.0, "img_per_s": seen * self.dist.world / max(dt, 1e-9), "epoch_time_s": dt}
+                "lr": lr, "img_per_s": seen * self.dist.world / max(dt, 1e-9), "epoch_time_s": dt}
+
+    def seed_epoch(self, epoch: int) -> None:
+        if self.rng_resume is not None and self.step_in_epoch > 0:
+            torch.set_rng_state(self.rng_resume["torch"])
+        else:
+            torch.manual_seed(self.cfg.seed * 104729 + epoch)
+        self.aug_gen.manual_seed(self.cfg.seed * 104729 + epoch)
+        self.rng_resume = None
 
     def run(self) -> dict:
+        if not self.dist.main:
+            return self._run()
+        with RunLock(self.out):
+            return self._run()
+
+    def _run(self) -> dict:
         cfg = self.cfg
         if cfg.resume:
             self.resume()
@@ -408,67 +338,62 @@ class Trainer:
             raise SqueezeNetError(f"'{self.out}' already holds a run; pass --resume to continue it or "
                                   "choose another --out (nothing was overwritten)")
         if self.dist.main:
-            self.out.mkdir(parents=True, exist_ok=True)
-            (self.out / "config.json").write_text(json.dumps(
-                {**asdict(cfg), "resolved_precision": self.precision, "device": str(self.device),
-                 "world_size": self.dist.world, "data_spec": self.spec.to_dict()}, indent=2))
-            for note in self.splits.notes:
-                print(f"note: {note}", file=sys.stderr)
-        from tqdm import tqdm
-
-        spe = self.steps_per_epoch()
+            self._write_config()
         try:
-            while self.epoch < cfg.epochs:
-                epoch = self.epoch
-                if self.rng_resume is not None and self.step_in_epoch > 0:
-                    torch.set_rng_state(self.rng_resume["torch"])
-                    self.aug_gen.manual_seed(cfg.seed * 104729 + epoch)
-                else:
-                    torch.manual_seed(cfg.seed * 104729 + epoch)
-                    self.aug_gen.manual_seed(cfg.seed * 104729 + epoch)
-                self.rng_resume = None
-                bar = (tqdm(total=spe, initial=self.step_in_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}",
-                            leave=True, dynamic_ncols=True, file=sys.stderr)
-                       if cfg.progress and self.dist.main else None)
+            while self.epoch < cfg.epochs and not self.stopped_early:
+                self.seed_epoch(self.epoch)
                 t0 = time.perf_counter()
                 try:
-                    row = self.train_epoch(epoch, bar)
+                    row = self.train_epoch(self.epoch)
                 finally:
                     self.train_time += time.perf_counter() - t0
-                    if bar is not None:
-                        bar.close()
-                if self.step_in_epoch < spe:  # stopped mid-epoch by --max-steps: keep it resumable
+                if self.stopped_early:  # mid-epoch, by --max-steps: keep it resumable
                     self.save("last.pt")
                     break
-                row.update(self.evaluate_epoch())
-                row.update(epoch=epoch + 1, train_time_s=self.train_time, peak_rss_mib=peak_rss_mib())
-                self.history.append(row)
-                self.epoch, self.step_in_epoch = epoch + 1, 0
-                improved = row.get("test_top1", -1) > self.best_top1
-                if improved:
-                    self.best_top1 = row["test_top1"]
-                self.save("last.pt")
-                if improved:
-                    self.save("best.pt")
-                if self.dist.main:
-                    _write_metrics(self.out, self.history)
-                    print(f"epoch {epoch + 1}: train loss {row['train_loss']:.4f}, test top-1 "
-                          f"{row['test_top1']:.2f}% top-5 {row['test_top5']:.2f}%, {row['img_per_s']:.0f} img/s",
-                          file=sys.stderr)
+                self.end_epoch(row)
                 if cfg.max_steps and self.global_step >= cfg.max_steps:
+                    self.stopped_early = self.epoch < cfg.epochs
                     break
         except KeyboardInterrupt:
-            if self._rng_at_step_start is not None:  # undo the half-done step's BN updates
-                with torch.no_grad():
-                    for b, saved in zip(self.model.buffers(), self._buffers_at_step_start):
-                        b.copy_(saved)
+            self._undo_partial_step()
             self.save("last.pt")
-            raise SqueezeNetError(f"interrupted at epoch {self.epoch + 1} step {self.step_in_epoch}; checkpoint saved "
-                                  f"to {self.out / 'last.pt'}; continue with --resume --out {self.out}") from None
+            raise Interrupted(f"interrupted at epoch {self.epoch + 1} step {self.step_in_epoch}; checkpoint saved to "
+                              f"{self.out / 'last.pt'}; continue with: squeezenet train --resume --out {self.out}"
+                              ) from None
         result = self.finish()
         if self.dist.world > 1:
             dist.barrier()
         return result
+
+    def _write_config(self) -> None:
+        atomic_write_text(self.out / "config.json", json.dumps(self.cfg.to_dict(), indent=2))
+        atomic_write_text(self.out / "run.json", json.dumps(
+            {"resolved_precision": self.precision, "device": str(self.device), "world_size": self.dist.world,
+             "torch_version": str(torch.__version__), "data_spec": self.spec.to_dict()}, indent=2))
+        for note in self.splits.notes:
+            print(f"note: {note}", file=sys.stderr)
+
+    def _undo_partial_step(self) -> None:
+        if self._rng_at_step_start is not None and self._buffers_at_step_start is not None:
+            with torch.no_grad():
+                for b, saved in zip(self.model.buffers(), self._buffers_at_step_start):
+                    b.copy_(saved)
+
+    def end_epoch(self, row: dict) -> None:
+        row.update(self.evaluate_epoch())
+        row.update(epoch=self.epoch + 1, train_time_s=self.train_time, peak_rss_mib=peak_rss_mib())
+        self.history.append(row)
+        self.epoch, self.step_in_epoch = self.epoch + 1, 0
+        improved = row.get("test_top1", -1) > self.best_top1
+        if improved:
+            self.best_top1 = row["test_top1"]
+        self.save("last.pt")
+        if improved:
+            self.save("best.pt")
+        if self.dist.main:
+            _write_metrics(self.out, self.history)
+            print(f"epoch {row['epoch']}: train loss {row['train_loss']:.4f}, test top-1 {row['test_top1']:.2f}% "
+                  f"top-5 {row['test_top5']:.2f}%, {row['img_per_s']:.0f} img/s", file=sys.stderr)
 
     def evaluate_epoch(self) -> dict:
         if not self.dist.main:
@@ -481,23 +406,31 @@ class Trainer:
     def finish(self) -> dict:
         if not self.dist.main:
             return {}
-        from .report import write_report
+        from .report import RunSummary, write_report
 
-        final = self.history[-1] if self.history else {}
         conf = getattr(self, "_last_confusion", None)
-        if conf is None:
-            m = evaluate(self.eval_model, self.splits.test, self.spec, self.device, self.cfg.eval_batch_size)
-            conf = m["confusion"]
-        write_report(self.out, self, conf)
-        return {"out": str(self.out), "best_top1": self.best_top1, "final": final,
-                "train_time_s": self.train_time, "peak_rss_mib": peak_rss_mib()}
+        if not self.history:  # stopped before an epoch ended: evaluate what there is, once
+            m = evaluate(self.eval_model, self.splits.test, self.spec, self.device, self.cfg.eval_batch_size,
+                         self.cfg.workers, channels_last=self.cfg.channels_last)
+            conf = m.pop("confusion")
+            self.final_eval = {f"test_{k}": v for k, v in m.items() if k != "n"}
+        final = self.history[-1] if self.history else dict(self.final_eval)
+        summary = RunSummary(
+            model_name=self.model_name, cfg=self.cfg, spec=self.spec, device=str(self.device),
+            precision=self.precision, world=self.dist.world, train_time=self.train_time, history=self.history,
+            best_top1=self.best_top1 if self.history else None, final=final, global_step=self.global_step,
+            stopped_early=self.stopped_early, peak_rss_mib=peak_rss_mib(), confusion=conf,
+            files=sorted(p.name for p in self.out.iterdir() if p.is_file() and not p.name.startswith(".")))
+        write_report(self.out, summary, self.eval_model)
+        return {"out": str(self.out), "best_top1": summary.best_top1, "final": final, "epochs_done": self.epoch,
+                "global_step": self.global_step, "stopped_early": self.stopped_early,
+                "train_time_s": self.train_time, "peak_rss_mib": summary.peak_rss_mib}
 
 
 def _init_from_weights(model, path: str, num_classes: int):
     from .models.squeezenet import load_torchvision_weights
 
-    keep = model.num_classes
-    if keep != 1000:
+    if model.num_classes != 1000:
         model.reset_classifier(1000)
     load_torchvision_weights(model, path)
     if num_classes != 1000:
@@ -507,15 +440,14 @@ def _init_from_weights(model, path: str, num_classes: int):
 
 def _write_metrics(out: Path, history: list[dict]):
     import csv
+    import io
 
-    with open(out / "metrics.jsonl", "w") as f:
-        for row in history:
-            f.write(json.dumps(row) + "\n")
-    keys = list(history[0].keys())
-    with open(out / "metrics.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=keys)
-        w.writeheader()
-        w.writerows(history)
+    atomic_write_text(out / "metrics.jsonl", "".join(json.dumps(row) + "\n" for row in history))
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(history[0].keys()))
+    w.writeheader()
+    w.writerows(history)
+    atomic_write_text(out / "metrics.csv", buf.getvalue())
 
 
 def train(cfg: TrainConfig) -> dict:

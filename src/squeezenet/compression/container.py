@@ -110,6 +110,10 @@ def encode_model(model, shared: dict, model_name: str, model_kwargs: dict, data_
     return body + hashlib.sha256(body).digest(), rows
 
 
+MAX_HEADER_BYTES = 16 * 1024 * 1024  # decompressed JSON header
+MAX_TENSOR_ELEMENTS = 64 * 1024 * 1024
+
+
 def _read(path) -> tuple[dict, bytes]:
     p = Path(path)
     if not p.is_file():
@@ -124,11 +128,108 @@ def _read(path) -> tuple[dict, bytes]:
     version, hlen = struct.unpack("<HI", body[4:10])
     if version > VERSION:
         raise SqueezeNetError(f"'{path}' is container version {version}; this squeezenet reads up to {VERSION}; upgrade")
-    header = json.loads(zlib.decompress(body[10:10 + hlen]))
-    return header, body[10 + hlen:]
+    if version < 1:
+        raise SqueezeNetError(f"'{path}': header field 'version' is {version}, not a valid container version")
+    if 10 + hlen > len(body):
+        raise SqueezeNetError(f"'{path}': header length {hlen} runs past the end of the file ({len(body)} bytes)")
+    try:
+        d = zlib.decompressobj()
+        raw = d.decompress(body[10:10 + hlen], MAX_HEADER_BYTES)
+        if d.unconsumed_tail:
+            raise SqueezeNetError(f"'{path}': the header decompresses to more than {MAX_HEADER_BYTES:,} bytes")
+        header = json.loads(raw)
+    except (zlib.error, ValueError, RecursionError) as e:
+        raise SqueezeNetError(f"'{path}': the header is not valid compressed JSON ({type(e).__name__})") from e
+    payload = body[10 + hlen:]
+    _check_header(header, payload, f"'{path}'")
+    return header, payload
 
 
-def decode_state_dict(header: dict, payload: bytes) -> dict:
+def _is_int(v, lo=0, hi=None) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= lo and (hi is None or v <= hi)
+
+
+def _check_header(h, payload: bytes, where: str) -> None:
+    """Every field a decoder reads, checked against the file before anything is allocated."""
+    def bad(field, want, tensor=None):
+        at = f"tensor '{tensor}' " if tensor is not None else ""
+        return SqueezeNetError(f"{where}: {at}field '{field}' {want}; the container was edited or is damaged")
+
+    payload_len = len(payload)
+    if not isinstance(h, dict) or h.get("format") != "squeezenet-sqz":
+        raise bad("format", "is not 'squeezenet-sqz'")
+    if not isinstance(h.get("model_name"), str):
+        raise bad("model_name", "is not a model name")
+    if not isinstance(h.get("model_kwargs"), dict):
+        raise bad("model_kwargs", "is not a table of options")
+    if not isinstance(h.get("data", {}), dict):
+        raise bad("data", "is not a table")
+    if not isinstance(h.get("tensors"), list) or not h["tensors"]:
+        raise bad("tensors", "is not a non-empty list")
+    seen = set()
+
+    def ref(t, field, key, nbytes=None):
+        r = t.get(field)
+        if not (isinstance(r, list) and len(r) == 2 and _is_int(r[0]) and _is_int(r[1]) and r[0] + r[1] <= payload_len):
+            raise bad(field, f"is not an [offset, length] inside the {payload_len:,}-byte payload", key)
+        if nbytes is not None and r[1] != nbytes:
+            raise bad(field, f"has {r[1]} bytes, {nbytes} expected", key)
+
+    def lengths(t, field, key, n):
+        ref(t, field, key, n)
+        off, _ = t[field]
+        return np.frombuffer(payload, np.uint8, n, off)
+
+    for t in h["tensors"]:
+        key = t.get("key") if isinstance(t, dict) else None
+        if not isinstance(key, str) or key in seen:
+            raise bad("key", "is missing or repeated")
+        seen.add(key)
+        shape = t.get("shape")
+        if not isinstance(shape, list) or len(shape) > 8 or not all(_is_int(v, 0, MAX_TENSOR_ELEMENTS) for v in shape):
+            raise bad("shape", "is not a list of sizes", key)
+        size = int(np.prod(shape)) if shape else 1
+        if size > MAX_TENSOR_ELEMENTS:
+            raise bad("shape", f"holds {size:,} elements (limit {MAX_TENSOR_ELEMENTS:,})", key)
+        if t.get("kind") == "raw":
+            if t.get("dtype") not in ("<f4", "<i8"):
+                raise bad("dtype", "is not <f4 or <i8", key)
+            ref(t, "data", key, size * np.dtype(t["dtype"]).itemsize)
+        elif t.get("kind") == "shared":
+            if not _is_int(t.get("bits"), 1, 8):
+                raise bad("bits", "is not between 1 and 8", key)
+            k = t.get("k")
+            if not _is_int(k, 1, 1 << t["bits"]):
+                raise bad("k", f"is not between 1 and {1 << t['bits']}", key)
+            ref(t, "codebook", key, 4 * k)
+            if not _is_int(t.get("count"), 0, size):
+                raise bad("count", f"is not between 0 and {size}", key)
+            _check_lengths(lengths(t, "w_lengths", key, k), bad, "w_lengths", key)
+            ref(t, "w_stream", key)
+            if "g_stream" in t:
+                ib = t.get("index_bits")
+                if not _is_int(ib, 1, 8):
+                    raise bad("index_bits", "is not between 1 and 8", key)
+                if not _is_int(t.get("g_count"), 0, size):
+                    raise bad("g_count", f"is not between 0 and {size}", key)
+                _check_lengths(lengths(t, "g_lengths", key, 1 << ib), bad, "g_lengths", key)
+                ref(t, "g_stream", key)
+            elif t["count"] != size:
+                raise bad("count", f"is {t['count']} but a dense tensor has {size} values", key)
+        else:
+            raise bad("kind", "is not 'raw' or 'shared'", t.get("key"))
+
+
+def _check_lengths(ln: np.ndarray, bad, field, key) -> None:
+    ln = ln.astype(np.int64)
+    if ln.max(initial=0) > encoding.MAX_CODE_LEN:
+        raise bad(field, f"has a code longer than {encoding.MAX_CODE_LEN} bits", key)
+    used = ln[ln > 0]
+    if used.size == 0 or float(np.sum(2.0 ** -used)) > 1.0:
+        raise bad(field, "is not a valid prefix code", key)
+
+
+def decode_state_dict(header: dict, payload: bytes, where: str = "container") -> dict:
     def get(ref):
         off, n = ref
         return payload[off:off + n]
@@ -140,30 +241,44 @@ def decode_state_dict(header: dict, payload: bytes) -> dict:
             arr = np.frombuffer(get(t["data"]), dtype=t["dtype"]).reshape(shape)
             sd[t["key"]] = torch.from_numpy(arr.copy())
             continue
-        codebook = np.frombuffer(get(t["codebook"]), dtype="<f4")
-        w_len = np.frombuffer(get(t["w_lengths"]), dtype=np.uint8).astype(np.int64)
-        labels = encoding.huffman_decode(get(t["w_stream"]), w_len, t["count"])
-        size = int(np.prod(shape))
-        if "g_stream" in t:
-            g_len = np.frombuffer(get(t["g_lengths"]), dtype=np.uint8).astype(np.int64)
-            gaps = encoding.huffman_decode(get(t["g_stream"]), g_len, t["g_count"])
-            mask = encoding.decode_relative(gaps, t["index_bits"], size)
-        else:
-            mask = np.ones(size, dtype=bool)
-        w = np.zeros(size, dtype=np.float32)
-        w[mask] = codebook[labels]
-        sd[t["key"]] = torch.from_numpy(w.reshape(shape))
+        try:
+            sd[t["key"]] = torch.from_numpy(_decode_shared(t, get, shape))
+        except (ValueError, IndexError, OverflowError, MemoryError) as e:
+            raise SqueezeNetError(f"{where}: tensor '{t['key']}' does not decode ({str(e).splitlines()[0][:80]}); "
+                                  "the container was edited or is damaged") from e
     return sd
+
+
+def _decode_shared(t: dict, get, shape) -> np.ndarray:
+    codebook = np.frombuffer(get(t["codebook"]), dtype="<f4")
+    w_len = np.frombuffer(get(t["w_lengths"]), dtype=np.uint8).astype(np.int64)
+    labels = encoding.huffman_decode(get(t["w_stream"]), w_len, t["count"])
+    if labels.size and labels.max() >= len(codebook):
+        raise ValueError("a cluster index points past the codebook")
+    size = int(np.prod(shape))
+    if "g_stream" in t:
+        g_len = np.frombuffer(get(t["g_lengths"]), dtype=np.uint8).astype(np.int64)
+        gaps = encoding.huffman_decode(get(t["g_stream"]), g_len, t["g_count"])
+        mask = encoding.decode_relative(gaps, t["index_bits"], size)
+    else:
+        mask = np.ones(size, dtype=bool)
+    if int(mask.sum()) != len(labels):
+        raise ValueError(f"{int(mask.sum())} kept weights but {len(labels)} cluster indices")
+    w = np.zeros(size, dtype=np.float32)
+    w[mask] = codebook[labels]
+    return w.reshape(shape)
 
 
 def load_container(path):
     """(model, header) from a .sqz file; the model is an ordinary nn.Module."""
     from ..registry import create_model
 
+    from ..checkpoint import check_finite, load_state_dict_checked
+
     header, payload = _read(path)
+    where = f"'{path}'"
     model = create_model(header["model_name"], **header["model_kwargs"])
-    try:
-        model.load_state_dict(decode_state_dict(header, payload))
-    except (RuntimeError, KeyError, ValueError) as e:
-        raise SqueezeNetError(f"'{path}' does not decode to a '{header['model_name']}': {str(e).splitlines()[0]}") from e
+    sd = decode_state_dict(header, payload, where)
+    check_finite(sd, where)
+    load_state_dict_checked(model, sd, header["model_name"], where)
     return model.eval(), header

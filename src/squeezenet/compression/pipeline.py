@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import torch
 
 from ..errors import SqueezeNetError
+from ..files import atomic_write_bytes, atomic_write_text, ensure_writable_file
 from . import container
 from .prune import apply_masks, compute_masks, density_plan, hold_masks
 from .share import hold_sharing, refresh_centroids, share_weights
@@ -17,30 +17,23 @@ ALEXNET_BYTES = 240e6  # paper Table 2: AlexNet 240 MB
 
 
 def _finetune(model, model_name, data, data_dir, download, epochs: float, lr: float, batch_size: int, out: Path,
-              hooks_fn, post_step, tag: str):
+              hooks_fn, post_step, tag: str, input_size: int | None = None):
     """Fine-tune with the project's trainer; ``hooks_fn`` installs gradient hooks,
     ``post_step`` runs after every optimizer step (re-applying masks/sharing)."""
     from ..train import Trainer, TrainConfig
 
     whole = max(1, int(epochs + 0.999))
+    if (out / tag / "last.pt").exists():  # a previous compress run: start this stage afresh
+        for f in (out / tag).glob("*.pt"):
+            f.unlink()
     cfg = TrainConfig(model=model_name, data=data, data_dir=data_dir, download=download, out=str(out / tag),
                       epochs=whole, batch_size=batch_size, lr=lr, warmup_epochs=0.0, schedule="cosine",
-                      label_smoothing=0.0, progress=True)
+                      label_smoothing=0.0, input_size=input_size)
     tr = Trainer(cfg, model=model)
     if epochs < whole:
         tr.cfg.max_steps = max(1, int(epochs * tr.steps_per_epoch()))
     handles = hooks_fn(tr.model)
-    step = tr.optimizer.step
-
-    def wrapped(*a, **k):
-        r = step(*a, **k)
-        post_step(tr.model)
-        return r
-
-    tr.optimizer.step = wrapped
-    if (out / tag / "last.pt").exists():  # a previous compress run: start this stage afresh
-        for f in (out / tag).glob("*.pt"):
-            f.unlink()
+    tr.after_step.append(lambda t: post_step(t.model))
     try:
         tr.run()
     finally:
@@ -53,18 +46,26 @@ def _finetune(model, model_name, data, data_dir, download, epochs: float, lr: fl
 def compress(model_name: str | None = None, checkpoint: str | None = None, weights: str | None = None,
              sparsity="paper", bits: int = 6, finetune_epochs: float = 0.0, data: str | None = None,
              data_dir: str | None = None, download: bool = True, out: str | None = None, lr: float = 0.01,
-             batch_size: int = 256, seed: int = 0, evaluate_data: bool = True) -> dict:
+             batch_size: int = 256, seed: int = 0, evaluate_data: bool = True, map_by_index: bool = False,
+             verify: bool = True) -> dict:
     """Deep Compression of a model or checkpoint into a .sqz container plus a report."""
     if bool(model_name) == bool(checkpoint):
         raise SqueezeNetError("give --model NAME or --checkpoint FILE (exactly one)")
+    if not 1 <= bits <= 8:
+        raise SqueezeNetError(f"--bits must be between 1 and 8 (the paper uses 6 or 8), got {bits}")
+    if finetune_epochs < 0 or lr <= 0 or batch_size < 1:
+        raise SqueezeNetError("--finetune-epochs must be >= 0, --lr > 0 and --batch-size >= 1")
     torch.manual_seed(seed)
     spec = None
     if checkpoint:
-        from ..checkpoint import load_checkpoint, model_from_checkpoint
+        from ..artifacts import load_model_file
 
-        ckpt = load_checkpoint(checkpoint)
-        model, model_name, spec = model_from_checkpoint(ckpt), ckpt["model_name"], ckpt.get("data") or None
-        data = data or (spec or {}).get("name")
+        mf = load_model_file(checkpoint, verify, need_torch=True, command="compress")
+        model, model_name, spec = mf.model, mf.name, mf.spec
+        if spec is not None and spec.name.startswith("folder:") and not data and (finetune_epochs > 0 or evaluate_data):
+            raise SqueezeNetError(f"'{checkpoint}' was trained on image folder '{spec.name[7:]}'; pass that folder "
+                                  "with --data PATH (it is needed for evaluation and fine-tuning)")
+        data = data or (spec.name if spec else None)
         source = f"checkpoint {checkpoint}"
     else:
         from ..registry import create_model
@@ -76,24 +77,24 @@ def compress(model_name: str | None = None, checkpoint: str | None = None, weigh
 
             load_torchvision_weights(model, weights)
             source = f"torchvision weights {weights}"
-    if not 1 <= bits <= 8:
-        raise SqueezeNetError(f"--bits must be between 1 and 8 (the paper uses 6 or 8), got {bits}")
     if finetune_epochs > 0 and not data:
         raise SqueezeNetError("fine-tuning needs --data (a dataset name or ImageFolder path)")
     model = model.eval().float()
-    path = Path(out) if out else Path(f"{model_name}_{sparsity}_{bits}bit.sqz")
+    path = ensure_writable_file(Path(out) if out else Path(f"{model_name}_{sparsity}_{bits}bit.sqz"))
     work = path.with_suffix("")
     work = work.parent / (work.name + "_work")
     acc = {}
+    splits = None
 
     def eval_now(tag):
+        nonlocal splits
         if data and evaluate_data:
-            from ..data import load_data
+            from ..data import load_data, load_data_for
             from ..metrics import evaluate
 
-            splits = load_data(data, data_dir, (spec or {}).get("input_size"), download=download)
-            if spec and spec.get("mean"):
-                splits.spec.mean, splits.spec.std = spec["mean"], spec["std"]
+            if splits is None:
+                splits = (load_data_for(spec, data, data_dir, download, map_by_index, where=f"'{checkpoint}'")
+                          if spec is not None else load_data(data, data_dir, download=download))
             acc[tag] = evaluate(model, splits.test, splits.spec)["top1"]
 
     eval_now("original")
@@ -103,7 +104,8 @@ def compress(model_name: str | None = None, checkpoint: str | None = None, weigh
     eval_now("pruned")
     if finetune_epochs > 0:
         model, _, _ = _finetune(model, model_name, data, data_dir, download, finetune_epochs, lr, batch_size, work,
-                                lambda m: hold_masks(m, masks), lambda m: apply_masks(m, masks), "prune_finetune")
+                                lambda m: hold_masks(m, masks), lambda m: apply_masks(m, masks), "prune_finetune",
+                                spec.input_size if spec else None)
         apply_masks(model, masks)
         model.eval()
         eval_now("pruned_finetuned")
@@ -111,16 +113,15 @@ def compress(model_name: str | None = None, checkpoint: str | None = None, weigh
     eval_now("shared")
     if finetune_epochs > 0:
         model, _, _ = _finetune(model, model_name, data, data_dir, download, finetune_epochs, lr / 10, batch_size,
-                                work, lambda m: hold_sharing(m, shared), lambda m: None, "centroid_finetune")
+                                work, lambda m: hold_sharing(m, shared), lambda m: None, "centroid_finetune",
+                                spec.input_size if spec else None)
         model.eval()
         refresh_centroids(model, shared)
         eval_now("shared_finetuned")
-    blob, rows = container.encode_model(model, shared, model_name, dict(model.model_kwargs), spec,
+    blob, rows = container.encode_model(model, shared, model_name, dict(model.model_kwargs),
+                                        spec.to_dict() if spec is not None else None,
                                         {"bits": bits, "sparsity": str(sparsity), "source": source})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(blob)
-    os.replace(tmp, path)
+    atomic_write_bytes(path, blob)
     # Lossless check: the decoded model must equal the shared-weight model exactly.
     decoded, _ = container.load_container(path)
     ref_sd, dec_sd = model.state_dict(), decoded.state_dict()
@@ -140,8 +141,8 @@ def compress(model_name: str | None = None, checkpoint: str | None = None, weigh
            "accuracy": acc, "layers": rows, "lossless": lossless}
     res["table"] = _table(res)
     report = path.with_suffix(".md")
-    report.write_text(_report_md(res))
-    path.with_suffix(".json").write_text(json.dumps({k: v for k, v in res.items() if k != "table"}, indent=2))
+    atomic_write_text(report, _report_md(res))
+    atomic_write_text(path.with_suffix(".json"), json.dumps({k: v for k, v in res.items() if k != "table"}, indent=2))
     res["report"] = str(report)
     return res
 

@@ -9,38 +9,73 @@ from pathlib import Path
 import torch
 
 from ..errors import SqueezeNetError, require
-from .runtime import META_KEY, open_session
+from ..files import atomic_write_bytes, ensure_writable_file
+from .runtime import DIGEST_KEY, META_KEY, _PLACEHOLDER, open_session, stamp_digest
+
+DEFAULT_OPSET = 18
 
 
-def export_model_to_onnx(model: torch.nn.Module, path, input_shape=(3, 224, 224), opset: int = 17,
+def finalize_onnx(proto, path, metadata: dict | None = None, keep_metadata_from=None) -> Path:
+    """Write ``proto`` to ``path`` atomically with our metadata (the data spec, when
+    given or copied from ``keep_metadata_from``) and the integrity digest."""
+    if keep_metadata_from is not None and metadata is None:
+        metadata = read_metadata(keep_metadata_from)
+    keep = [(e.key, e.value) for e in proto.metadata_props if e.key not in (META_KEY, DIGEST_KEY)]
+    del proto.metadata_props[:]
+    for k, v in keep:
+        e = proto.metadata_props.add()
+        e.key, e.value = k, v
+    if metadata:
+        e = proto.metadata_props.add()
+        e.key, e.value = META_KEY, json.dumps(metadata)
+    e = proto.metadata_props.add()
+    e.key, e.value = DIGEST_KEY, _PLACEHOLDER.decode()
+    atomic_write_bytes(path, stamp_digest(proto.SerializeToString()))
+    return Path(path)
+
+
+def read_metadata(path) -> dict | None:
+    onnx = require("onnx", "onnx")
+    for e in onnx.load(str(path), load_external_data=False).metadata_props:
+        if e.key == META_KEY:
+            return json.loads(e.value)
+    return None
+
+
+def export_model_to_onnx(model: torch.nn.Module, path, input_shape=(3, 224, 224), opset: int = DEFAULT_OPSET,
                          dynamic_batch: bool = False, metadata: dict | None = None, exporter: str = "torchscript",
                          batch: int = 1) -> Path:
     """Export ``model`` (eval mode, fp32) to ``path``; the graph input is ``input``
     (B, C, H, W) and the output ``logits``. ``exporter`` is ``torchscript`` (the
     fast tracing exporter) or ``dynamo`` (torch.export based)."""
     onnx = require("onnx", "onnx")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = ensure_writable_file(path)
+    tmp = path.with_name(f".{path.name}.export.tmp")
     model = model.eval().float().to(memory_format=torch.contiguous_format)
     x = torch.randn(batch, *input_shape)
     axes = {"input": {0: "batch"}, "logits": {0: "batch"}} if dynamic_batch else None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if exporter == "dynamo":
-            torch.onnx.export(model, (x,), str(path), dynamo=True, external_data=False, opset_version=max(opset, 18),
+            torch.onnx.export(model, (x,), str(tmp), dynamo=True, external_data=False, opset_version=max(opset, 18),
                               input_names=["input"], output_names=["logits"],
                               dynamic_shapes={"x": {0: torch.export.Dim("batch")}} if dynamic_batch else None,
                               verbose=False)
         else:
-            torch.onnx.export(model, (x,), str(path), dynamo=False, opset_version=opset, input_names=["input"],
-                              output_names=["logits"], dynamic_axes=axes, do_constant_folding=True)
-    proto = onnx.load(str(path))
+            try:
+                torch.onnx.export(model, (x,), str(tmp), dynamo=False, opset_version=opset, input_names=["input"],
+                                  output_names=["logits"], dynamic_axes=axes, do_constant_folding=True)
+            except OSError as e:
+                from ..files import disk_error
+
+                tmp.unlink(missing_ok=True)
+                raise disk_error(e, path) from e
+    try:
+        proto = onnx.load(str(tmp))
+    finally:
+        tmp.unlink(missing_ok=True)
     onnx.checker.check_model(proto)
-    if metadata:
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = META_KEY, json.dumps(metadata)
-        onnx.save(proto, str(path))
-    return path
+    return finalize_onnx(proto, path, metadata)
 
 
 def convert_fp16(src, dst) -> Path:
@@ -58,8 +93,7 @@ def convert_fp16(src, dst) -> Path:
     wrapped.topological_sort()  # the converter appends its input casts at the end
     half = wrapped.model
     onnx.checker.check_model(half)
-    onnx.save(half, str(dst))
-    return Path(dst)
+    return finalize_onnx(half, dst, keep_metadata_from=src)
 
 
 def max_abs_diff_vs_eager(model, path, inputs: torch.Tensor) -> float:
@@ -71,41 +105,44 @@ def max_abs_diff_vs_eager(model, path, inputs: torch.Tensor) -> float:
     return float(abs(out - ref).max())
 
 
-def load_model_and_spec(model_name: str | None, checkpoint: str | None, input_size: int | None = None):
-    """(model, model label, (C, H, W), data spec dict or None) from a name or checkpoint."""
+def load_model_and_spec(model_name: str | None, checkpoint: str | None, input_size: int | None = None,
+                        verify: bool = True):
+    """(model, model label, (C, H, W), data spec dict or None) from a name or a model file."""
     if bool(model_name) == bool(checkpoint):
         raise SqueezeNetError("give a model name or --checkpoint (exactly one)")
     if checkpoint:
-        if str(checkpoint).endswith(".sqz"):
-            from ..compression.container import load_container
+        from ..artifacts import load_model_file
 
-            model, meta = load_container(checkpoint)
-            spec, label = meta.get("data") or None, meta["model_name"]
-        else:
-            from ..checkpoint import load_checkpoint, model_from_checkpoint
-
-            ckpt = load_checkpoint(checkpoint)
-            model, spec, label = model_from_checkpoint(ckpt), ckpt.get("data") or None, ckpt["model_name"]
+        mf = load_model_file(checkpoint, verify, need_torch=True, command="export")
+        model, label = mf.model, mf.name
+        spec = mf.spec.to_dict() if mf.spec is not None else None
+        if spec and input_size and input_size != spec["input_size"]:
+            raise SqueezeNetError(f"the model was trained at {spec['input_size']} px; drop --input-size "
+                                  f"{input_size} or retrain at that size")
         size = input_size or (spec or {}).get("input_size") or 224
         chans = model.model_kwargs.get("in_chans", 3)
-        if spec and input_size and input_size != spec["input_size"]:
-            raise SqueezeNetError(f"checkpoint was trained at {spec['input_size']} px; drop --input-size "
-                                  f"{input_size} or retrain at that size")
     else:
         from ..zoo import build_any
 
-        model, (chans, native) = build_any(model_name)
-        size, spec, label = input_size or native, None, model_name
+        built = build_any(model_name)
+        model, chans, size, spec, label = built.model, built.in_chans, input_size or built.input_size, None, model_name
     return model.eval(), label, (chans, size, size), spec
 
 
 def export_onnx(model_name: str | None = None, checkpoint: str | None = None, out: str | None = None,
-                opset: int = 17, dynamic_batch: bool = False, fp16: bool = False, input_size: int | None = None,
-                exporter: str = "torchscript") -> dict:
+                opset: int = DEFAULT_OPSET, dynamic_batch: bool = False, fp16: bool = False,
+                input_size: int | None = None, exporter: str = "torchscript", verify: bool = True) -> dict:
     """Export a model or checkpoint to ONNX and verify it. Returns paths, sizes, diffs."""
-    model, label, shape, spec = load_model_and_spec(model_name, checkpoint, input_size)
     if out is None:
-        out = str(Path(checkpoint).with_suffix(".onnx")) if checkpoint else f"{label}.onnx"
+        out = str(Path(checkpoint).with_suffix(".onnx")) if checkpoint else f"{model_name}.onnx"
+    ensure_writable_file(out)
+    model, label, shape, spec = load_model_and_spec(model_name, checkpoint, input_size, verify)
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, *shape))
+    except RuntimeError as e:
+        raise SqueezeNetError(f"'{label}' cannot take input {shape} ({str(e).splitlines()[0][:100]}); "
+                              "choose another --input-size") from e
     path = export_model_to_onnx(model, out, shape, opset, dynamic_batch, spec, exporter)
     torch.manual_seed(0)
     x = torch.randn(4 if dynamic_batch else 1, *shape)

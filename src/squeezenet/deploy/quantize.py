@@ -17,15 +17,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..checkpoint import load_checkpoint, model_from_checkpoint
-from ..data import DataSpec, TensorDataset, load_data
+from ..data import DataSpec, FolderDataset, TensorDataset, load_data_for
 from ..errors import SqueezeNetError, require
+from ..files import atomic_write_text, ensure_writable_dir
 from ..metrics import evaluate, iterate_eval
-from .export import convert_fp16, export_model_to_onnx
+from .export import convert_fp16, export_model_to_onnx, finalize_onnx
 from .runtime import open_session
 
 
-class _Calibration:
+class Calibration:
     """ONNX Runtime CalibrationDataReader over preprocessed batches."""
 
     def __init__(self, batches, input_name):
@@ -38,15 +38,21 @@ class _Calibration:
         pass
 
 
-def calibration_batches(train, spec: DataSpec, n: int, batch: int = 32, seed: int = 0) -> list[np.ndarray]:
-    """``n`` training images, chosen with a seed, preprocessed as for evaluation."""
+def calibration_batches(train, spec: DataSpec, n: int, batch: int = 32, seed: int = 0,
+                        eval_transform=None) -> list[np.ndarray]:
+    """``n`` training images, chosen with a seed, preprocessed as for evaluation (for
+    streamed image folders: ``eval_transform``, the test split's resize + centre crop,
+    never the training augmentation)."""
     if n < 1 or len(train) == 0:
         raise SqueezeNetError("calibration set is empty; pass --data with training images and --calib-size >= 1")
     g = torch.Generator().manual_seed(seed)
     idx = torch.randperm(len(train), generator=g)[:n]
     if isinstance(train, TensorDataset):
-        sub = TensorDataset(train.images[idx], train.labels[idx], train.classes)
-        return [x.numpy() for x, _ in iterate_eval(sub, spec, batch)]
+        return [x.numpy() for x, _ in iterate_eval(train.subset(idx), spec, batch)]
+    if isinstance(train, FolderDataset):
+        if eval_transform is None:
+            raise SqueezeNetError("internal error: calibration on an image folder needs the evaluation transform")
+        train = train.with_transform(eval_transform)
     sub = torch.utils.data.Subset(train, idx.tolist())
     sub.classes = train.classes
     return [x.numpy() for x, _ in iterate_eval(sub, spec, batch)]
@@ -86,14 +92,14 @@ def quantize_onnx_int8(fp32_path, out_path, calib: list[np.ndarray], per_channel
                 src = padded
         quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
         name = open_session(pre).get_inputs()[0].name
-        quantize_static(str(pre), str(out_path), _Calibration(calib, name), quant_format=QuantFormat.QDQ,
+        quantize_static(str(pre), str(out_path), Calibration(calib, name), quant_format=QuantFormat.QDQ,
                         per_channel=per_channel, activation_type=types[activations], weight_type=types[weights],
                         reduce_range=reduce_range, calibrate_method=CalibrationMethod.MinMax)
+        q = onnx.load(str(out_path))
         if tune:
-            q = onnx.load(str(out_path))
             share_concat_scales(q)
             compact_names(q)
-            onnx.save(q, str(out_path))
+        finalize_onnx(q, out_path, keep_metadata_from=fp32_path)
     finally:
         pre.unlink(missing_ok=True)
         padded.unlink(missing_ok=True)
@@ -221,7 +227,7 @@ def pt2e_int8(model, calib: list[np.ndarray], example: torch.Tensor):
     return convert_pt2e(prepared)
 
 
-def layer_errors(model, qpath, fp32_path, batch: np.ndarray, top: int = 5) -> list[dict]:
+def layer_errors(qpath, fp32_path, batch: np.ndarray, top: int = 5) -> list[dict]:
     """Relative L2 error of each quantized activation against the fp32 model.
 
     In the QDQ graph every quantized activation T reappears as
@@ -266,26 +272,23 @@ def _file_size(p) -> int:
 
 def quantize(checkpoint: str, data: str | None = None, data_dir: str | None = None, download: bool = True,
              calib_size: int = 512, out: str | None = None, backends=("ort-int8", "ort-fp16", "pt2e-int8"),
-             eval_size: int | None = None) -> dict:
+             eval_size: int | None = None, map_by_index: bool = False, verify: bool = True) -> dict:
     """Quantize a trained checkpoint; evaluate every backend on the test split."""
-    ckpt = load_checkpoint(checkpoint)
-    spec_d = ckpt.get("data") or {}
-    data = data or spec_d.get("name")
-    if not data or data.startswith("folder:"):
-        raise SqueezeNetError("calibration needs training images: pass --data (dataset name or ImageFolder path)")
-    splits = load_data(data, data_dir, spec_d.get("input_size"), download=download)
-    spec = splits.spec
-    if spec_d.get("mean"):
-        spec.mean, spec.std = spec_d["mean"], spec_d["std"]
-    model = model_from_checkpoint(ckpt, len(spec.classes), spec.channels).eval()
+    from ..artifacts import load_model_file
+
+    unknown = [b for b in backends if b not in ("ort-int8", "ort-fp16", "pt2e-int8")]
+    if unknown:
+        raise SqueezeNetError(f"unknown quantize backend '{unknown[0]}'; use ort-int8, ort-fp16 or pt2e-int8")
+    out = ensure_writable_dir(Path(out) if out else Path(checkpoint).parent / "quantized")
+    mf = load_model_file(checkpoint, verify, need_torch=True, command="quantize")
+    splits = load_data_for(mf.need_spec(), data, data_dir, download, map_by_index, where=f"'{checkpoint}'")
+    spec, spec_d, model = splits.spec, mf.spec.to_dict(), mf.model
     test = splits.test
     if eval_size and isinstance(test, TensorDataset):
-        test = TensorDataset(test.images[:eval_size], test.labels[:eval_size], test.classes)
-    out = Path(out) if out else Path(checkpoint).parent / "quantized"
-    out.mkdir(parents=True, exist_ok=True)
+        test = test.subset(eval_size)
     shape = (spec.channels, spec.input_size, spec.input_size)
     fp32 = export_model_to_onnx(model, out / "model_fp32.onnx", shape, dynamic_batch=True, metadata=spec_d or None)
-    calib = calibration_batches(splits.train, spec, calib_size)
+    calib = calibration_batches(splits.train, spec, calib_size, eval_transform=getattr(splits.test, "transform", None))
     rows = []
 
     def add(name, path, fn):
@@ -301,7 +304,7 @@ def quantize(checkpoint: str, data: str | None = None, data_dir: str | None = No
     if "ort-int8" in backends:
         q = quantize_onnx_int8(fp32, out / "model_int8.onnx", calib)
         add("ort-int8", q, ort_logits_fn(q))
-        errors = layer_errors(model, q, fp32, calib[0])
+        errors = layer_errors(q, fp32, calib[0])
     if "ort-fp16" in backends:
         h = convert_fp16(fp32, out / "model_fp16.onnx")
         add("ort-fp16", h, ort_logits_fn(h))
@@ -325,9 +328,9 @@ def quantize(checkpoint: str, data: str | None = None, data_dir: str | None = No
     err_md = "\n".join(["| tensor | relative L2 error (int8 vs fp32) |", "|---|---|"] +
                        [f"| {e['tensor']} | {e['relative_l2_error']:.4f} |" for e in errors])
     report = out / "quantize_report.md"
-    report.write_text(f"# Quantization report: {ckpt['model_name']} on {spec.name}\n\n"
+    atomic_write_text(report, f"# Quantization report: {mf.name} on {spec.name}\n\n"
                       f"Calibration: {calib_size} training images (MinMax). Test images: {len(test)}.\n\n"
                       f"{table}\n\n## Layers that lose most (int8)\n\n{err_md}\n\n" +
                       "".join(f"- note: {n}\n" for n in notes))
-    (out / "quantize_report.json").write_text(json.dumps({"rows": rows, "layer_errors": errors, "notes": notes}, indent=2))
+    atomic_write_text(out / "quantize_report.json", json.dumps({"rows": rows, "layer_errors": errors, "notes": notes}, indent=2))
     return {"rows": rows, "table": table, "layer_errors": errors, "notes": notes, "report": str(report)}

@@ -1,11 +1,18 @@
 """Serve an exported SqueezeNet without PyTorch: numpy + pillow + onnxruntime.
 
-The .onnx files written by ``squeezenet export`` carry the preprocessing (classes,
-input size, channels, mean/std) in their metadata under the key ``squeezenet``, so::
+The .onnx files written by ``squeezenet export`` / ``quantize`` carry the preprocessing
+(classes, input size, channels, mean/std) in their metadata under the key
+``squeezenet``, and a SHA-256 of the file under ``squeezenet.sha256``::
 
     from squeezenet.deploy import load
     clf = load("model.onnx")
     clf.predict(["shoe.png"])   # [[("Sneaker", 0.93), ...]]
+
+Integrity: the digest is computed over the file's bytes with the digest's own 64 hex
+characters zeroed, so it checks every byte that ONNX Runtime reads. Loading refuses a
+file whose digest does not match, or that has none, unless ``verify=False`` (for
+foreign ONNX files). Images are decoded by :mod:`squeezenet.imageio`, the same code
+training used.
 
 Install footprint: ``pip install squeezenet[serve]`` brings onnxruntime, numpy and
 pillow (about 60 MB) and no torch; import only ``squeezenet.deploy``.
@@ -13,14 +20,23 @@ pillow (about 60 MB) and no torch; import only ``squeezenet.deploy``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import sys
 
 import numpy as np
 
 from ..errors import SqueezeNetError
+from ..imageio import image_to_array, normalize_array
+from ..spec import IMAGENET_MEAN, IMAGENET_STD, DataSpec
 
 META_KEY = "squeezenet"
+DIGEST_KEY = "squeezenet.sha256"
+# StringStringEntryProto as protobuf writes it: key (field 1), then value (field 2, 64 bytes)
+_DIGEST_PATTERN = b"\x0a" + bytes([len(DIGEST_KEY)]) + DIGEST_KEY.encode() + b"\x12\x40"
+_PLACEHOLDER = b"0" * 64
+MAX_ONNX_BYTES = 2 * 1024 ** 3  # protobuf's own limit
 
 
 def session_options(threads: int | None = None, tuned: bool = True):
@@ -37,39 +53,104 @@ def session_options(threads: int | None = None, tuned: bool = True):
     return so
 
 
-def open_session(path: str | os.PathLike, threads: int | None = None, tuned: bool = True):
-    """An ORT CPU session, or a one-line error for a missing or corrupt file."""
+def _digest_offset(data: bytes) -> int | None:
+    i = data.find(_DIGEST_PATTERN)
+    if i < 0 or data.find(_DIGEST_PATTERN, i + 1) >= 0 or i + len(_DIGEST_PATTERN) + 64 > len(data):
+        return None
+    return i + len(_DIGEST_PATTERN)
+
+
+def file_digest(data: bytes, offset: int) -> str:
+    return hashlib.sha256(data[:offset] + _PLACEHOLDER + data[offset + 64:]).hexdigest()
+
+
+def stamp_digest(data: bytes) -> bytes:
+    """Fill in the digest of an ONNX file saved with a placeholder digest entry."""
+    off = _digest_offset(data)
+    if off is None:
+        raise SqueezeNetError("internal error: the ONNX file has no single digest placeholder")
+    return data[:off] + file_digest(data, off).encode() + data[off + 64:]
+
+
+def verify_digest(data: bytes, path) -> None:
+    off = _digest_offset(data)
+    if off is None:
+        raise SqueezeNetError(f"'{path}' carries no squeezenet integrity digest (not exported by squeezenet, or "
+                              "damaged); pass --skip-integrity-check (verify=False) to load a foreign file")
+    if data[off:off + 64] != file_digest(data, off).encode():
+        raise SqueezeNetError(f"'{path}' is corrupted (integrity digest mismatch); export it again")
+
+
+def read_onnx(path, verify: bool = True) -> bytes:
+    """The bytes of an ONNX file, integrity-checked, or a one-line error."""
+    path = str(path)
+    if not os.path.isfile(path):
+        raise SqueezeNetError(f"ONNX file not found: '{path}'")
+    if os.path.getsize(path) > MAX_ONNX_BYTES:
+        raise SqueezeNetError(f"'{path}' is larger than 2 GiB; not a model this tool exports")
+    with open(path, "rb") as f:
+        data = f.read()
+    if verify:
+        verify_digest(data, path)
+    return data
+
+
+def open_session(path, threads: int | None = None, tuned: bool = True, verify: bool = False):
+    """An ORT CPU session, or a one-line error for a missing, corrupt or (with
+    ``verify``) tampered file. Internal temporary files are opened unverified."""
     try:
         import onnxruntime as ort
     except ImportError as e:
         raise SqueezeNetError("onnxruntime is missing; `pip install 'squeezenet[serve]'`") from e
-    path = str(path)
-    if not os.path.isfile(path):
-        raise SqueezeNetError(f"ONNX file not found: '{path}'")
+    data = read_onnx(path, verify)
     try:
-        return ort.InferenceSession(path, session_options(threads, tuned), providers=["CPUExecutionProvider"])
-    except Exception as e:
+        return ort.InferenceSession(data, session_options(threads, tuned), providers=["CPUExecutionProvider"])
+    except Exception as e:  # ORT raises its own exception types for bad graphs
         msg = str(e).splitlines()[0][:200]
         raise SqueezeNetError(f"cannot load ONNX model '{path}': corrupt or not an ONNX file ({msg})") from e
 
 
 class OnnxClassifier:
-    """An exported classifier plus its preprocessing."""
+    """An exported classifier plus its preprocessing.
 
-    def __init__(self, path, threads: int | None = None):
+    ``verify=False`` loads a file without our digest; a file without our metadata gets
+    defaults (input size and channels from the graph, ImageNet mean/std, class
+    indices as names), listed in ``notes``.
+    """
+
+    def __init__(self, path, threads: int | None = None, verify: bool = True):
         self.path = str(path)
-        self.session = open_session(path, threads)
-        meta = self.session.get_modelmeta().custom_metadata_map
-        self.spec = json.loads(meta[META_KEY]) if META_KEY in meta else None
+        self.session = open_session(path, threads, verify=verify)
         inp = self.session.get_inputs()[0]
         self.input_name, self.input_shape = inp.name, inp.shape  # e.g. ['batch', 1, 28, 28]
         self.input_type = np.float16 if "float16" in inp.type else np.float32
+        self.notes: list[str] = []
+        self.spec = self._read_spec()
+
+    def _read_spec(self) -> DataSpec:
+        meta = self.session.get_modelmeta().custom_metadata_map
+        n_out = self.session.get_outputs()[0].shape[-1]
+        shape = self.input_shape
+        chans = shape[1] if len(shape) == 4 and isinstance(shape[1], int) else None
+        where = f"'{self.path}' metadata"
+        if META_KEY in meta:
+            try:
+                d = json.loads(meta[META_KEY])
+            except ValueError as e:
+                raise SqueezeNetError(f"{where}: the '{META_KEY}' entry is not valid JSON ({e})") from e
+            return DataSpec.from_dict(d, where, n_out if isinstance(n_out, int) else None, chans)
+        size = shape[2] if len(shape) == 4 and isinstance(shape[2], int) else None
+        if chans not in (1, 3) or size is None or not isinstance(n_out, int):
+            raise SqueezeNetError(f"'{self.path}' has no squeezenet metadata and its input {shape} is not a fixed "
+                                  "(B, 1|3, H, W) image; preprocess yourself and call run()")
+        self.notes.append(f"'{self.path}' has no squeezenet metadata (classes, mean/std): using ImageNet mean/std, "
+                          f"{size} px from the graph and class indices as names")
+        mean, std = (IMAGENET_MEAN, IMAGENET_STD) if chans == 3 else ([0.449], [0.226])
+        return DataSpec("unknown", [f"class {i}" for i in range(n_out)], chans, size, list(mean), list(std))
 
     @property
     def classes(self) -> list[str]:
-        if not self.spec:
-            return [str(i) for i in range(self.session.get_outputs()[0].shape[-1])]
-        return self.spec["classes"]
+        return self.spec.classes
 
     def run(self, x: np.ndarray) -> np.ndarray:
         """Logits for a preprocessed (B, C, H, W) float batch."""
@@ -80,35 +161,32 @@ class OnnxClassifier:
         if isinstance(want[0], int) and want[0] != x.shape[0]:
             raise SqueezeNetError(f"model was exported for batch {want[0]}, got {x.shape[0]}; "
                                   "re-export with --dynamic-batch")
-        return self.session.run(None, {self.input_name: x.astype(self.input_type, copy=False)})[0].astype(np.float32)
+        if x.shape[0] == 0:
+            raise SqueezeNetError("no images to run")
+        out = self.session.run(None, {self.input_name: x.astype(self.input_type, copy=False)})[0].astype(np.float32)
+        if not np.isfinite(out).all():
+            raise SqueezeNetError(f"'{self.path}' produced NaN/inf outputs; its weights are broken, export it again")
+        return out
 
-    def preprocess(self, paths: list[str]) -> np.ndarray:
-        from PIL import Image, UnidentifiedImageError
+    def preprocess(self, images) -> np.ndarray:
+        """Paths (or encoded bytes) -> the normalised (B, C, H, W) batch training saw."""
+        s = self.spec
+        arrays = [image_to_array(p, s.channels, s.input_size) for p in images]
+        return normalize_array(np.stack(arrays), s.mean, s.std)
 
-        if not self.spec:
-            raise SqueezeNetError(f"'{self.path}' has no squeezenet metadata; preprocess yourself and call run()")
-        size, ch = self.spec["input_size"], self.spec["channels"]
-        mean = np.asarray(self.spec["mean"], np.float32).reshape(1, -1, 1, 1)
-        std = np.asarray(self.spec["std"], np.float32).reshape(1, -1, 1, 1)
-        out = []
-        for p in paths:
-            try:
-                with Image.open(p) as im:
-                    im = im.convert("L" if ch == 1 else "RGB").resize((size, size))
-            except FileNotFoundError as e:
-                raise SqueezeNetError(f"image not found: '{p}'") from e
-            except (UnidentifiedImageError, OSError, ValueError) as e:
-                raise SqueezeNetError(f"cannot read image '{p}': corrupt or not an image") from e
-            a = np.asarray(im, np.float32) / 255.0
-            out.append(a[None] if a.ndim == 2 else a.transpose(2, 0, 1))
-        return ((np.stack(out) - mean) / std).astype(np.float32)
-
-    def predict(self, paths: list[str], topk: int = 5) -> list[list[tuple[str, float]]]:
-        logits = self.run(self.preprocess(paths))
+    def predict(self, images, topk: int = 5) -> list[list[tuple[str, float]]]:
+        if topk < 1:
+            raise SqueezeNetError(f"topk must be >= 1, got {topk}")
+        logits = self.run(self.preprocess(images))
         e = np.exp(logits - logits.max(1, keepdims=True))
         probs = e / e.sum(1, keepdims=True)
         res = []
         for row in probs:
-            idx = np.argsort(-row)[:topk]
+            idx = np.argsort(-row, kind="stable")[:topk]
             res.append([(self.classes[i], float(row[i])) for i in idx])
         return res
+
+
+def warn_notes(clf) -> None:
+    for n in getattr(clf, "notes", []):
+        print(f"note: {n}", file=sys.stderr)

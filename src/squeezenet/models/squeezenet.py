@@ -263,6 +263,34 @@ def _out_channels(stages) -> int:
     return sum(cfg[1:]) if kind == "fire" else cfg
 
 
+# Bounds that keep a name or a hand-edited file from asking for absurd allocations.
+BOUNDS = {"num_classes": (1, 100_000), "in_chans": (1, 16), "width": (0.01, 4.0), "base_e": (1, 2048),
+          "incr_e": (0, 2048), "freq": (1, 8), "dropout": (0.0, 0.999)}
+MAX_PARAMS = 200_000_000
+
+
+def _check_bounds(**values):
+    for k, v in values.items():
+        lo, hi = BOUNDS[k]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not lo <= v <= hi or v != v:
+            raise ValueError(f"{k} must be between {lo} and {hi}, got {v!r}")
+        if isinstance(lo, int) and isinstance(hi, int) and not isinstance(v, int):
+            raise ValueError(f"{k} must be an integer, got {v!r}")
+
+
+def estimate_params(stages, num_classes: int) -> int:
+    """Parameter count from the stage list alone (weights, no biases/BN): a bound
+    checked before anything is allocated."""
+    n, ch = 0, 0
+    for _, kind, cin, cfg, k, *_ in stages:
+        if kind == "conv":
+            n, ch = n + cin * cfg * k * k, cfg
+        elif kind == "fire":
+            s, e1, e3 = cfg
+            n, ch = n + cin * s + s * e1 + 9 * s * e3 + cin * (e1 + e3), e1 + e3
+    return n + ch * num_classes
+
+
 def _create(version: str, bypass: str = "none", *, num_classes: int = 1000, in_chans: int = 3,
             dropout: float = 0.5, batch_norm: bool = False, head_relu: bool = True, stem: str = "imagenet",
             width: float = 1.0,
@@ -270,8 +298,14 @@ def _create(version: str, bypass: str = "none", *, num_classes: int = 1000, in_c
             squeeze_ratio: float = 0.125, **unknown) -> SqueezeNet:
     if unknown:
         raise TypeError(f"unexpected option(s): {', '.join(sorted(unknown))}")
+    _check_bounds(num_classes=num_classes, in_chans=in_chans, dropout=dropout, width=width, base_e=base_e,
+                  incr_e=incr_e, freq=freq)
     design = DesignSpace(base_e, incr_e, pct3x3, freq, squeeze_ratio)
     stages = build_stages(version, bypass, design, width, stem, in_chans)
+    n = estimate_params(stages, num_classes)
+    if n > MAX_PARAMS:
+        raise ValueError(f"this configuration has about {n / 1e6:,.0f} M parameters (limit {MAX_PARAMS / 1e6:.0f} M); "
+                         "lower the width or base_e/incr_e")
     model = SqueezeNet(stages, num_classes=num_classes, dropout=dropout, batch_norm=batch_norm, head_relu=head_relu)
     v = VERSIONS[version]
     vanilla = design == DesignSpace() and width == 1.0 and bypass == "none" and stem == "imagenet" and head_relu

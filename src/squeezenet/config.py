@@ -1,0 +1,256 @@
+"""Training settings: the one place each is defined.
+
+Every field of :class:`TrainConfig` carries its type, default, help text and check.
+From it come the ``squeezenet train`` flags (:func:`add_train_arguments`), the
+validation of config files (TOML/JSON) and of flags alike (:meth:`TrainConfig.validate`,
+run before any data is read), and the ``config.json`` saved in every run folder, which
+loads back with :meth:`TrainConfig.from_dict`. Named configs (``--config demo``) are
+TOML files in ``squeezenet/configs/`` that override the defaults; ``make demo`` uses
+``demo``, and ``squeezenet train`` with no model does too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+from .errors import SqueezeNetError
+
+DEFAULT_MODEL = "squeezenet1_1_simple_bypass_small_bn_w0.5_sr0.25"
+CONFIG_DIR = Path(__file__).parent / "configs"
+
+# The authors' Caffe solver (forresti/SqueezeNet solver.prototxt): SGD, lr 0.04,
+# linear ("poly", power 1) decay to 0, momentum 0.9, weight decay 2e-4.
+RECIPES = {
+    "paper": dict(lr=0.04, schedule="poly", warmup_epochs=0.0, momentum=0.9, nesterov=False,
+                  weight_decay=2e-4, label_smoothing=0.0),
+    # Chosen by measurement on Fashion-MNIST (docs/BENCHMARKS.md): higher peak lr with
+    # linear warm-up, cosine decay, Nesterov, label smoothing 0.1, no decay on BN/bias.
+    "fast": dict(lr=0.2, schedule="cosine", warmup_epochs=1.0, momentum=0.9, nesterov=True,
+                 weight_decay=5e-4, label_smoothing=0.1),
+}
+
+
+# ------------------------------------------------------------------ checks
+# Each returns None when the value is acceptable, else what is wrong with it.
+
+def _finite(v):
+    return None if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else "a finite number"
+
+
+def positive(v):
+    return _finite(v) or (None if v > 0 else "> 0")
+
+
+def non_negative(v):
+    return _finite(v) or (None if v >= 0 else ">= 0")
+
+
+def probability(v):
+    return _finite(v) or (None if 0 <= v < 1 else "in [0, 1)")
+
+
+def fraction_open(v):
+    return _finite(v) or (None if 0 < v < 1 else "in (0, 1)")
+
+
+def integer(v):
+    return None if isinstance(v, int) and not isinstance(v, bool) else "an integer"
+
+
+def positive_int(v):
+    return integer(v) or (None if v >= 1 else ">= 1")
+
+
+def non_negative_int(v):
+    return integer(v) or (None if v >= 0 else ">= 0")
+
+
+def input_size(v):
+    return integer(v) or (None if 8 <= v <= 2048 else "between 8 and 2048 px")
+
+
+def one_of(*choices):
+    def check(v):
+        return None if v in choices else f"one of {', '.join(map(str, choices))}"
+    return check
+
+
+def opt(default, help: str, check=None, *, flag: str | None = None, short: str | None = None, cli: bool = True,
+        choices=None):
+    """A setting: default, help, check; ``cli=False`` keeps it out of the flags."""
+    meta = dict(help=help, check=check, flag=flag, short=short, cli=cli, choices=choices)
+    if isinstance(default, (dict, list)):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class TrainConfig:
+    model: str = opt(DEFAULT_MODEL, "model name (see `squeezenet list`)", cli=False)
+    data: str = opt("fashion-mnist", "fashion-mnist, cifar10, cifar100, or an ImageFolder path "
+                    "(train/<class>/*.jpg, val/<class>/*.jpg)")
+    data_dir: str | None = opt(None, "where named datasets live (Fashion-MNIST IDX files, CIFAR batches)")
+    download: bool = opt(True, "try torchvision's downloader when the data is not found")
+    out: str = opt("runs/train", "run folder (one writer at a time; it is locked while training)")
+    epochs: int = opt(10, "training epochs", positive_int)
+    batch_size: int = opt(256, "global batch size (split across torchrun processes)", positive_int, short="-b")
+    recipe: str = opt("fast", "optimisation recipe: fast, or paper (the authors' Caffe solver); sets the defaults "
+                      "of lr, schedule, warm-up, momentum, nesterov, weight decay and label smoothing",
+                      one_of(*RECIPES), choices=list(RECIPES))
+    lr: float | None = opt(None, "peak learning rate (default: the recipe's: fast 0.2, paper 0.04)", positive)
+    schedule: str | None = opt(None, "learning-rate schedule (default: the recipe's)",
+                               one_of("cosine", "poly", "constant"), choices=["cosine", "poly", "constant"])
+    warmup_epochs: float | None = opt(None, "linear warm-up epochs (default: the recipe's)", non_negative)
+    momentum: float | None = opt(None, "SGD momentum (default 0.9)", probability)
+    nesterov: bool | None = opt(None, "Nesterov momentum (default: the recipe's)")
+    weight_decay: float | None = opt(None, "weight decay on conv/linear weights (default: the recipe's)",
+                                     non_negative, flag="--weight-decay", short="--wd")
+    label_smoothing: float | None = opt(None, "label smoothing (default: the recipe's)", probability)
+    random_erasing: float = opt(0.0, "random-erasing probability per image (small-image data)",
+                                lambda v: _finite(v) or (None if 0 <= v <= 1 else "in [0, 1]"))
+    ema: float = opt(0.0, "keep an exponential moving average of the weights with this decay (e.g. 0.998) and "
+                     "evaluate/save it; 0 = off", probability)
+    input_size: int | None = opt(None, "train (and record) at this image size in px; images are resized",
+                                 input_size)
+    dropout: float | None = opt(None, "dropout before the classifier (default: the model's, 0.5 for SqueezeNet)",
+                                probability)
+    head_relu: bool | None = opt(None, "keep the paper's ReLU after conv10 (default: the model's, on); "
+                                 "--no-head-relu avoids dead classes at high lr (see docs)")
+    seed: int = opt(0, "random seed (data order, augmentation, initialisation)", non_negative_int)
+    device: str = opt("auto", "auto, cpu, cuda or cuda:N",
+                      lambda v: None if isinstance(v, str) and (v in ("auto", "cpu", "cuda") or
+                                                                (v.startswith("cuda:") and v[5:].isdigit()))
+                      else "auto, cpu, cuda or cuda:N")
+    precision: str = opt("auto", "auto (bf16 where the hardware has it, else fp32), fp32, bf16 or fp16 (GPU)",
+                         one_of("auto", "fp32", "bf16", "fp16"), choices=["auto", "fp32", "bf16", "fp16"])
+    channels_last: bool = opt(True, "channels_last memory format (faster on CPU)")
+    workers: int = opt(2, "DataLoader workers for large-image data", non_negative_int, short="-j")
+    val_fraction: float = opt(0.1, "share of an ImageFolder without val/ held out for validation", fraction_open)
+    weights: str | None = opt(None, "start from torchvision ImageNet weights (file or URL); conv10 is reset")
+    resume: bool = opt(False, "continue the run in --out from its last.pt, with the run's own settings")
+    max_steps: int | None = opt(None, "stop after this many optimizer steps (smoke tests)", positive_int)
+    train_subset: int | None = opt(None, "use only the first N training images", positive_int)
+    eval_batch_size: int = opt(1000, "evaluation batch size", positive_int)
+    progress: bool = opt(True, "progress bars on a terminal (plain lines elsewhere)")
+    threads: int | None = opt(None, "torch intra-op threads", positive_int)
+    model_options: dict = opt({}, "extra model constructor options", cli=False)
+
+    def validate(self) -> "TrainConfig":
+        """Check every value; raise one line naming the first bad setting and the fix."""
+        for f in fields(self):
+            v = getattr(self, f.name)
+            check = f.metadata.get("check")
+            if v is None or check is None:
+                continue
+            problem = check(v)
+            if problem:
+                raise SqueezeNetError(f"{_flag(f)} must be {problem}, got {v!r}")
+        if not isinstance(self.model, str) or not self.model:
+            raise SqueezeNetError("model must be a model name; see `squeezenet list`")
+        if not isinstance(self.model_options, dict):
+            raise SqueezeNetError("model_options must be a table of model options")
+        return self
+
+    def resolved(self) -> "TrainConfig":
+        """A validated copy with the recipe's values filled in where none was given."""
+        self.validate()
+        fill = {k: v for k, v in RECIPES[self.recipe].items() if getattr(self, k) is None}
+        return dataclasses.replace(self, **fill, model_options=dict(self.model_options))
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        names = {f.name for f in fields(cls)}
+        d = dict(d)
+        opts = d.get("model_options") or {}
+        if isinstance(opts, dict) and "head_relu" in opts and "head_relu" not in d:  # older config files
+            d["head_relu"] = opts.pop("head_relu")
+            d["model_options"] = opts
+        unknown = set(d) - names
+        if unknown:
+            raise SqueezeNetError(f"unknown training option(s): {', '.join(sorted(unknown))}; see "
+                                  "`squeezenet train --help`")
+        return cls(**d).validate()
+
+
+def _flag(f) -> str:
+    return f.metadata.get("flag") or ("--" + f.name.replace("_", "-") if f.metadata.get("cli", True) else f.name)
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per TrainConfig field (default None: only what is given overrides)."""
+    import typing
+
+    hints = typing.get_type_hints(TrainConfig)
+    for f in fields(TrainConfig):
+        meta = f.metadata
+        if not meta.get("cli", True):
+            continue
+        names = [_flag(f)] + ([meta["short"]] if meta.get("short") else [])
+        default = f.default if f.default is not dataclasses.MISSING else None
+        helptext = meta["help"] + ("" if default is None or "default" in meta["help"] else f" (default: {default})")
+        helptext = helptext.replace("%", "%%")
+        base = [t for t in typing.get_args(hints[f.name]) if t is not type(None)] or [hints[f.name]]
+        kind = base[0]
+        if kind is bool:
+            parser.add_argument(*names, dest=f.name, action=argparse.BooleanOptionalAction, default=None,
+                                help=helptext)
+        else:
+            parser.add_argument(*names, dest=f.name, type=_typed(kind, _flag(f)), default=None, help=helptext,
+                                choices=meta.get("choices"), metavar=None if meta.get("choices") else f.name.upper())
+
+
+def _typed(kind, flag):
+    def convert(s):
+        try:
+            return kind(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{flag} expects {'an integer' if kind is int else 'a number'}, "
+                                             f"got '{s}'") from None
+    convert.__name__ = kind.__name__
+    return convert
+
+
+def load_config_file(path: str) -> dict:
+    """A TOML/JSON file of settings, or a named config (``demo``, ``long``)."""
+    p = Path(path)
+    if not p.is_file() and (CONFIG_DIR / f"{path}.toml").is_file():
+        p = CONFIG_DIR / f"{path}.toml"
+    if not p.is_file():
+        named = ", ".join(sorted(q.stem for q in CONFIG_DIR.glob("*.toml")))
+        raise SqueezeNetError(f"config file not found: '{path}' (named configs: {named})")
+    try:
+        text = p.read_text()
+        if p.suffix == ".json":
+            d = json.loads(text)
+        else:
+            import tomllib
+
+            d = tomllib.loads(text)
+    except Exception as e:  # any parse error is the file's fault
+        raise SqueezeNetError(f"cannot parse config file '{path}': {str(e).splitlines()[0]}") from e
+    if not isinstance(d, dict):
+        raise SqueezeNetError(f"config file '{path}' must hold a table of settings")
+    return d
+
+
+def run_config(run_dir: str | Path) -> dict:
+    """The settings a run folder was trained with (its config.json)."""
+    p = Path(run_dir) / "config.json"
+    try:
+        d = json.loads(p.read_text())
+    except FileNotFoundError:
+        raise SqueezeNetError(f"'{run_dir}' has no config.json; is it a squeezenet run folder?") from None
+    except (OSError, ValueError) as e:
+        raise SqueezeNetError(f"cannot read '{p}': {e}; pass the run's settings explicitly") from e
+    if not isinstance(d, dict):
+        raise SqueezeNetError(f"'{p}' is not a settings table")
+    names = {f.name for f in fields(TrainConfig)}
+    return {k: v for k, v in d.items() if k in names}
