@@ -8,7 +8,7 @@ from PIL import Image
 from squeezenet import SqueezeNetError
 from squeezenet.data import (TensorDataset, augment_batch, augment_params, find_fashion_mnist, load_data, read_idx)
 
-from conftest import write_idx
+from helpers import write_idx
 
 
 def test_idx_round_trip(tmp_path):

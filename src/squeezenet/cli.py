@@ -206,8 +206,8 @@ def _cmd_train(a):
     from .train import train
 
     cfg = TrainConfig.from_dict(train_settings(a))
-    progress.enable(cfg.progress)
-    res = train(cfg)
+    with progress.enabled(cfg.progress):
+        res = train(cfg)
     if not res:
         return
     final = res["final"].get("test_top1")

@@ -6,6 +6,7 @@ A log file or a pipe never receives carriage-return redraws; ``enable(False)``
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 
@@ -15,6 +16,17 @@ _ENABLED = True
 def enable(on: bool) -> None:
     global _ENABLED
     _ENABLED = bool(on)
+
+
+@contextlib.contextmanager
+def enabled(on: bool):
+    """Progress output on or off for the duration of a block."""
+    before = _ENABLED
+    enable(on)
+    try:
+        yield
+    finally:
+        enable(before)
 
 
 def _tty() -> bool:

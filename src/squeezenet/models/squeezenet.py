@@ -282,12 +282,12 @@ def estimate_params(stages, num_classes: int) -> int:
     """Parameter count from the stage list alone (weights, no biases/BN): a bound
     checked before anything is allocated."""
     n, ch = 0, 0
-    for _, kind, cin, cfg, k, *_ in stages:
+    for _, kind, cin, cfg, k, _, _, shortcut in stages:
         if kind == "conv":
             n, ch = n + cin * cfg * k * k, cfg
         elif kind == "fire":
             s, e1, e3 = cfg
-            n, ch = n + cin * s + s * e1 + 9 * s * e3 + cin * (e1 + e3), e1 + e3
+            n, ch = n + cin * s + s * e1 + 9 * s * e3 + (cin * (e1 + e3) if shortcut == "conv" else 0), e1 + e3
     return n + ch * num_classes
 
 
