@@ -6,8 +6,9 @@ training, evaluation and every inference path see the same pixels:
 
 - the real bit depth is respected: 16-bit images (``I;16``, ``I``) are scaled by
   65535, not clipped at 255, and float images (``F``) in [0, 1] are scaled by 255;
-- palette, CMYK, YCbCr, LAB, HSV and alpha images are converted to L or RGB as
-  Pillow defines it (alpha is dropped, as torchvision's ImageFolder loader does);
+- palette, CMYK, YCbCr, HSV and alpha images are converted to L or RGB as Pillow
+  defines it (alpha is dropped, as torchvision's ImageFolder loader does); LAB goes
+  through a colour-managed LAB -> sRGB transform;
 - decompression bombs (more than ``MAX_PIXELS`` pixels), truncated files and
   non-images raise :class:`SqueezeNetError` with the path, never a Pillow traceback;
 - resizing is Pillow's bilinear filter (antialiased when shrinking), the same in every
@@ -45,6 +46,11 @@ def _to_8bit(im):
         return Image.fromarray(np.clip(np.rint(a * scale), 0, 255).astype(np.uint8), "L")
     if im.mode == "PA" or (im.mode == "P" and "transparency" in im.info):
         return im.convert("RGBA")
+    if im.mode == "LAB":  # CIE L*a*b*: a colour-managed conversion, as Pillow has no direct one
+        from PIL import ImageCms
+
+        lab, srgb = ImageCms.createProfile("LAB"), ImageCms.createProfile("sRGB")
+        return ImageCms.applyTransform(im, ImageCms.buildTransform(lab, srgb, "LAB", "RGB"))
     return im
 
 
@@ -57,7 +63,8 @@ def open_image(src, mode: str = "RGB"):
     if isinstance(src, (bytes, bytearray, memoryview)):
         src = io.BytesIO(bytes(src))
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings():  # damaged-metadata chatter is not the user's concern
+            warnings.simplefilter("ignore")
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(src) as im:
                 if im.width * im.height > MAX_PIXELS:
