@@ -18,12 +18,21 @@ def cli(*args, check=True):
     return r
 
 
+COMMANDS = ("list", "explain", "summary", "train", "eval", "predict", "export", "quantize", "bench", "compress",
+            "compare", "sweep")
+
+
 def test_help_lists_every_command():
     out = cli("--help").stdout
-    for c in ("list", "explain", "summary", "train", "eval", "predict", "export", "quantize", "bench", "compress",
-              "compare", "sweep"):
-        assert c in out
-    assert "--resume" in cli("train", "--help").stdout
+    listed = [ln.split()[0] for ln in out.split("positional arguments:")[1].split("options:")[0].splitlines()
+              if ln.startswith("    ") and ln.split()]
+    assert listed == list(COMMANDS)
+    from squeezenet.cli import build_parser
+
+    sub = build_parser()._subparsers._group_actions[0].choices
+    for c in COMMANDS:  # every command has its own help with a description
+        assert sub[c].description and sub[c].format_help().startswith(f"usage: squeezenet {c}")
+    assert "--resume" in sub["train"].format_help() and "--skip-integrity-check" in sub["predict"].format_help()
 
 
 def test_summary_json_schema():
@@ -73,8 +82,11 @@ def test_train_eval_predict_end_to_end(tmp_path, fmnist_dir):
 
     img = tmp_path / "x.png"
     Image.fromarray(np.zeros((28, 28), np.uint8)).save(img)
-    r = cli("predict", "--checkpoint", str(out / "last.pt"), str(img))
-    assert "Ankle boot" in r.stdout or "T-shirt/top" in r.stdout or "%" in r.stdout
+    r = cli("predict", "--checkpoint", str(out / "last.pt"), str(img), "--topk", "3")
+    from squeezenet.evaluate import predict
+
+    (_, want), = predict(str(out / "last.pt"), [str(img)], topk=3)
+    assert r.stdout.splitlines() == [str(img)] + [f"  {p * 100:6.2f}%  {name}" for name, p in want]
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"not a png")
     r = cli("predict", "--checkpoint", str(out / "last.pt"), str(bad), check=False)

@@ -108,3 +108,16 @@ def test_compare_smoke_skips_missing_optional_peer(tmp_path, monkeypatch):
     assert all(row["eager_b1_ms"] > 0 for row in r["rows"])
     assert (tmp_path / "compare.md").is_file()
     assert any("skipped timm:ghostnet_100" in n for n in r["notes"])
+
+
+def test_sweep_counts_the_parameters_of_the_model_it_trained(tmp_path):
+    """Trained points report the parameters of the model trained on *this* data (2 RGB
+    classes here), not of a 10-class grayscale one."""
+    from helpers import make_image_folder
+    from squeezenet import create_model
+
+    make_image_folder(tmp_path / "pets", ("cat", "dog"), n=8)
+    r = sweep(sr=[0.125], pct3x3=[], train_epochs=1, data=str(tmp_path / "pets"), out=str(tmp_path / "s"),
+              batch_size=4, base="squeezenet1_1")
+    want = sum(p.numel() for p in create_model("squeezenet1_1_sr0.125_small_bn", num_classes=2).parameters())
+    assert r["rows"][0]["trained_params"] == want

@@ -86,15 +86,15 @@ def test_resume_after_interrupt_gives_identical_weights(tmp_path, fmnist_dir, em
     # Kill the run in the middle of epoch 2 with a Ctrl-C, then resume.
     part = tmp_path / "part"
     tr = Trainer(_cfg(part, fmnist_dir, ema=ema))
-    step, calls = tr.optimizer.step, {"n": 0}
+    calls = {"n": 0}
 
-    def interrupting_step(*a, **k):
-        calls["n"] += 1
-        if calls["n"] == 11:  # 8 steps per epoch: this is step 3 of epoch 2
-            raise KeyboardInterrupt
-        return step(*a, **k)
+    def interrupt_after_forward(module, inputs, output):  # mid-step: BN statistics already moved
+        if module.training:
+            calls["n"] += 1
+            if calls["n"] == 11:  # 8 steps per epoch: this is step 3 of epoch 2
+                raise KeyboardInterrupt
 
-    tr.optimizer.step = interrupting_step
+    tr.model.register_forward_hook(interrupt_after_forward)
     with pytest.raises(SqueezeNetError, match="--resume"):
         tr.run()
     ck = load_checkpoint(part / "last.pt")
@@ -282,3 +282,52 @@ def test_flip_tta_averages_the_mirrored_logits():
     assert evaluate(None, ds, spec, predict_fn=sym, tta="flip")["top1"] == evaluate(None, ds, spec, predict_fn=sym)["top1"]
     with pytest.raises(SqueezeNetError, match="unknown test-time augmentation"):
         evaluate(None, ds, spec, predict_fn=sym, tta="rotate")
+
+
+def test_an_epoch_cut_short_by_unreadable_batches_is_still_an_epoch(tmp_path, fmnist_dir, monkeypatch):
+    """A last batch lost to unreadable images must not end the run as if --max-steps stopped it."""
+    real = Trainer.batches
+
+    def lose_last_batch(self, epoch):
+        return (b for b in real(self, epoch) if b[0] < self.steps_per_epoch() - 1)
+
+    monkeypatch.setattr(Trainer, "batches", lose_last_batch)
+    res = Trainer(_cfg(tmp_path, fmnist_dir, epochs=3)).run()
+    assert res["epochs_done"] == 3 and not res["stopped_early"] and res["best_top1"] is not None
+
+
+def test_after_step_hooks_run_after_every_optimizer_step(tmp_path, fmnist_dir):
+    tr = Trainer(_cfg(tmp_path, fmnist_dir, epochs=1))
+    seen = []
+    tr.after_step.append(lambda t: seen.append(t.global_step))
+    tr.run()
+    assert seen == list(range(1, tr.steps_per_epoch() + 1))
+
+
+def test_calibration_on_an_image_folder_uses_evaluation_preprocessing(tmp_path):
+    """int8 calibration images are resized and centre-cropped like the test split, never
+    randomly cropped and flipped like training images."""
+    import numpy as np
+    from PIL import Image
+
+    from squeezenet.data import load_data
+    from squeezenet.deploy.quantize import calibration_batches
+
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        for c in ("a", "b"):
+            d = tmp_path / "imgs" / split / c
+            d.mkdir(parents=True)
+            for i in range(4):
+                Image.fromarray(rng.integers(0, 256, (90, 120, 3), dtype=np.uint8)).save(d / f"{i}.png")
+    splits = load_data(str(tmp_path / "imgs"), input_size=72)
+    kw = dict(eval_transform=splits.test.transform)
+    first = calibration_batches(splits.train, splits.spec, 6, batch=6, **kw)[0]
+    again = calibration_batches(splits.train, splits.spec, 6, batch=6, **kw)[0]
+    np.testing.assert_array_equal(first, again)  # deterministic: no random augmentation
+    g = torch.Generator().manual_seed(0)
+    idx = torch.randperm(len(splits.train), generator=g)[:6].tolist()
+    from squeezenet.data import load_image
+
+    want = np.stack([splits.test.transform(load_image(splits.train.samples[i][0])).numpy() for i in idx])
+    np.testing.assert_allclose(first, want, rtol=0, atol=1e-6)

@@ -71,11 +71,11 @@ def _train_point(name, options, epochs, data, data_dir, download, out: Path, bat
     mods = "".join(f"_{m.strip()}" for m in options.split(",") if m.strip())
     cfg = TrainConfig(model=name + mods, data=data, data_dir=data_dir, download=download, out=str(out),
                       epochs=epochs, batch_size=batch_size, seed=seed, progress=True,
-                      resume=(out / "last.pt").exists(), model_options={"head_relu": False})
-    res = Trainer(cfg).run()
+                      resume=(out / "last.pt").exists(), head_relu=False)
+    tr = Trainer(cfg)
+    res = tr.run()
     return {"trained_model": name + mods, "top1": res["final"].get("test_top1"), "top5": res["final"].get("test_top5"),
-            "train_time_s": res["train_time_s"], "trained_params": sum(
-                p.numel() for p in create_model(name + mods, num_classes=10, in_chans=1).parameters())}
+            "train_time_s": res["train_time_s"], "trained_params": sum(p.numel() for p in tr.model.parameters())}
 
 
 def _table(rows, trained: bool) -> str:

@@ -87,7 +87,3 @@ def hold_masks(model: nn.Module, masks: dict[str, torch.Tensor]) -> list:
         m = mask.to(mods[n].weight.dtype)
         handles.append(mods[n].weight.register_hook(lambda g, m=m: g * m))
     return handles
-
-
-def layer_density(model: nn.Module) -> dict[str, float]:
-    return {n: float((m.weight != 0).float().mean()) for n, m in prunable(model)}
