@@ -8,7 +8,7 @@ import torchvision
 
 from squeezenet import SqueezeNetError, create_model, profile
 from squeezenet.peers import PEERS
-from squeezenet.registry import explain_name
+from squeezenet.factory import explain_name
 from squeezenet.sweep import sweep
 
 from reference import SR_SWEEP

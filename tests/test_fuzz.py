@@ -54,7 +54,7 @@ def files(tmp_path_factory):
     from squeezenet.checkpoint import make_checkpoint
     from squeezenet.compression.pipeline import compress
     from squeezenet.files import atomic_save
-    from squeezenet.registry import create_model
+    from squeezenet.factory import create_model
 
     d = tmp_path_factory.mktemp("fuzz")
     torch.manual_seed(0)

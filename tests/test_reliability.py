@@ -160,7 +160,7 @@ def test_every_single_bit_flip_of_an_onnx_file_is_refused(tmp_path):
     pytest.importorskip("onnxruntime")
     from squeezenet.deploy.export import export_model_to_onnx
     from squeezenet.deploy.runtime import OnnxClassifier
-    from squeezenet.registry import create_model
+    from squeezenet.factory import create_model
 
     path = export_model_to_onnx(create_model(TINY, num_classes=10, in_chans=1), tmp_path / "m.onnx", (1, 28, 28),
                                 metadata=dict(name="x", classes=[str(i) for i in range(10)], channels=1,
@@ -424,7 +424,7 @@ def test_every_command_is_covered_by_the_bad_flag_table():
 
 def test_absurd_names_answer_at_once_without_allocating():
     from squeezenet.models.squeezenet import estimate_params
-    from squeezenet.registry import create_model, explain_name
+    from squeezenet.factory import create_model, explain_name
 
     info = explain_name("squeezenet1_0_w4")  # 13.6 M params, built on the meta device
     assert info["params_1000_classes"].startswith("13,610,728")

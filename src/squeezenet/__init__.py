@@ -10,8 +10,8 @@ __version__ = "0.1.0"
 from .errors import SqueezeNetError  # noqa: F401
 
 _LAZY = {
-    "create_model": "registry", "list_models": "registry", "parse_model_name": "registry",
-    "explain_name": "registry", "profile": "profiler",
+    "create_model": "factory", "list_models": "factory", "parse_model_name": "factory",
+    "explain_name": "factory", "profile": "profiler",
 }
 
 

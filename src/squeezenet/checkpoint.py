@@ -167,7 +167,7 @@ def check_finite(state_dict: dict, where) -> None:
 def model_from_checkpoint(ckpt: dict, expect_classes: int | None = None, expect_channels: int | None = None,
                           where: str = "checkpoint"):
     """Rebuild the model a checkpoint was trained as and load its weights."""
-    from .registry import create_model
+    from .factory import create_model
 
     kwargs = dict(ckpt["model_kwargs"])
     if expect_classes is not None and kwargs.get("num_classes") != expect_classes:

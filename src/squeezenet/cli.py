@@ -111,7 +111,7 @@ def add_list_parser(sub):
 
 
 def _cmd_list(a):
-    from .registry import explain_name, list_models
+    from .factory import explain_name, list_models
 
     names = list_models(a.pattern)
     if not names:
@@ -132,7 +132,7 @@ def add_explain_parser(sub):
 
 
 def _cmd_explain(a):
-    from .registry import explain_name
+    from .factory import explain_name
 
     for k, v in explain_name(a.name).items():
         print(f"{k:>14}: {v}")

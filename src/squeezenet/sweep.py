@@ -14,7 +14,7 @@ from pathlib import Path
 
 from .errors import SqueezeNetError
 from .profiler import profile
-from .registry import create_model
+from .factory import create_model
 
 SR_GRID = [0.125, 0.25, 0.5, 0.75, 1.0]  # Fig. 3a
 PCT_GRID = [0.01, 0.125, 0.25, 0.5, 0.75, 0.99]  # Fig. 3b, at SR 0.5

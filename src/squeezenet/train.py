@@ -37,7 +37,7 @@ from .errors import Interrupted, SqueezeNetError
 from .files import RunLock, atomic_write_text, ensure_writable_dir
 from .metrics import evaluate, topk_correct
 from .progress import Progress
-from .registry import create_model
+from .factory import create_model
 
 # Settings that shape the optimisation: resuming with any of them changed would silently
 # splice two different runs, so it is refused (the model itself is checked separately).

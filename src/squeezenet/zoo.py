@@ -9,7 +9,7 @@ from typing import NamedTuple
 import torch
 
 from .errors import SqueezeNetError
-from .registry import create_model, is_model
+from .factory import create_model, is_model
 
 
 class Built(NamedTuple):

@@ -271,7 +271,7 @@ def _decode_shared(t: dict, get, shape) -> np.ndarray:
 
 def load_container(path):
     """(model, header) from a .sqz file; the model is an ordinary nn.Module."""
-    from ..registry import create_model
+    from ..factory import create_model
 
     from ..checkpoint import check_finite, load_state_dict_checked
 

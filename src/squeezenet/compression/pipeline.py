@@ -68,7 +68,7 @@ def compress(model_name: str | None = None, checkpoint: str | None = None, weigh
         data = data or (spec.name if spec else None)
         source = f"checkpoint {checkpoint}"
     else:
-        from ..registry import create_model
+        from ..factory import create_model
 
         model = create_model(model_name)
         source = f"initialised weights (seed {seed})"

@@ -325,7 +325,7 @@ def _create(version: str, bypass: str = "none", *, num_classes: int = 1000, in_c
 
 # ----------------------------------------------------------------------------------
 # Registered builders: one per (version, macro-architecture). Design-space, width,
-# BN, stem and resolution variants are modifiers of these names (see registry.py).
+# BN, stem and resolution variants are modifiers of these names (see factory.py).
 # ----------------------------------------------------------------------------------
 
 @register_model

@@ -1,0 +1,152 @@
+"""Building models by name: ``list_models(pattern)``, ``create_model(name, **overrides)``,
+``parse_model_name`` and ``explain_name`` (the registry itself is :mod:`squeezenet.registry`).
+
+A name is a registered base name optionally followed by modifiers, so that the name
+says what the model is (family, version, macro-architecture, design-space setting,
+width, stem and resolution)::
+
+    squeezenet1_1_simple_bypass_w0.5_bn_160
+    ^ registered base name      ^ width ^BN ^ input resolution
+
+Modifiers (any order, each at most once):
+
+    ``_sr<x>``     squeeze ratio SR            (design space, paper section 5)
+    ``_pct<x>``    fraction of 3x3 expand filters pct3x3
+    ``_w<x>``      width multiplier on every channel count
+    ``_bn``        BatchNorm after every conv except the classifier
+    ``_small``     small-input stem for 28-64 px images
+    ``_<N>``       native input resolution N px (metadata used by profile/bench/compare)
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import re
+from dataclasses import dataclass, field
+
+from . import models  # noqa: F401  (importing the models package registers every builder)
+from .errors import SqueezeNetError
+from .registry import _REGISTRY
+
+MODIFIERS = {
+    "sr": ("squeeze_ratio", float),
+    "pct": ("pct3x3", float),
+    "w": ("width", float),
+}
+_MOD_RE = re.compile(r"_(sr|pct|w)(\d+(?:\.\d+)?)$|_(bn)$|_(small)$|_(\d{2,4})$")
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    """Registered base names matching a shell-style pattern, sorted."""
+    return sorted(n for n in _REGISTRY if fnmatch.fnmatch(n, pattern))
+
+
+@dataclass
+class ParsedName:
+    base: str
+    overrides: dict = field(default_factory=dict)
+    input_size: int | None = None
+
+
+def parse_model_name(name: str) -> ParsedName:
+    """Split ``name`` into a registered base name and keyword overrides."""
+    if not isinstance(name, str) or not name:
+        raise SqueezeNetError("model name must be a non-empty string; see `squeezenet list`")
+    rest, overrides, input_size = name, {}, None
+    while rest not in _REGISTRY:
+        m = _MOD_RE.search(rest)
+        if not m:
+            break
+        if m.group(1):
+            key, conv = MODIFIERS[m.group(1)]
+            mod, value = f"_{m.group(1)}", conv(m.group(2))
+        elif m.group(3):
+            key, mod, value = "batch_norm", "_bn", True
+        elif m.group(4):
+            key, mod, value = "stem", "_small", "small"
+        else:
+            key, mod, value = "input_size", "_<resolution>", int(m.group(5))
+            if not 16 <= value <= 2048:
+                raise SqueezeNetError(f"resolution {value} in '{name}' is outside 16-2048 px")
+        if key in overrides or (key == "input_size" and input_size is not None):
+            raise SqueezeNetError(f"modifier '{mod}' appears twice in '{name}'; give each modifier once")
+        if key == "input_size":
+            input_size = value
+        else:
+            overrides[key] = value
+        rest = rest[: m.start()]
+    if rest not in _REGISTRY:
+        close = difflib.get_close_matches(name, list(_REGISTRY), n=3, cutoff=0.5)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise SqueezeNetError(
+            f"unknown model '{name}'{hint} (run `squeezenet list` for all names)"
+        )
+    return ParsedName(rest, overrides, input_size)
+
+
+def create_model(name: str, **overrides):
+    """Build a model by name. Keyword overrides win over modifiers in the name."""
+    parsed = parse_model_name(name)
+    kwargs = {**parsed.overrides, **overrides}
+    try:
+        model = _REGISTRY[parsed.base](**kwargs)
+    except TypeError as e:
+        raise SqueezeNetError(f"bad option for model '{name}': {e}") from e
+    except ValueError as e:
+        raise SqueezeNetError(f"bad configuration for model '{name}': {e}") from e
+    if parsed.input_size is not None and hasattr(model, "default_cfg"):
+        model.default_cfg["input_size"] = (model.default_cfg["input_size"][0], parsed.input_size, parsed.input_size)
+    if hasattr(model, "default_cfg"):
+        model.default_cfg["name"] = name
+    return model
+
+
+def is_model(name: str) -> bool:
+    try:
+        parse_model_name(name)
+        return True
+    except SqueezeNetError:
+        return False
+
+
+def explain_name(name: str) -> dict:
+    """What a model name says: family, version, macro-architecture, design space,
+    width, BN, stem and resolution, plus the resulting Fire configuration."""
+    import torch
+
+    parsed = parse_model_name(name)
+    with torch.device("meta"):  # counts without allocating weights
+        model = create_model(name)
+    cfg = model.default_cfg
+    design = cfg["design"]
+    version = cfg["version"].replace("_", ".")
+    bypass = {"none": "vanilla", "simple": "simple bypass (identity shortcuts)",
+              "complex": "complex bypass (identity + 1x1-conv shortcuts)"}[cfg["bypass"]]
+    ds = (f"base_e {design['base_e']}, incr_e {design['incr_e']}, pct3x3 {design['pct3x3']}, "
+          f"freq {design['freq']}, SR {design['squeeze_ratio']}")
+    fires = ", ".join(f"{s}/{e1}/{e3}" for _, kind, _, (s, e1, e3), *_ in
+                      [st for st in model.stages if st[1] == "fire"])
+    res = cfg["input_size"][1]
+    params = sum(p.numel() for p in model.parameters())
+    summary = f"SqueezeNet v{version}, {bypass}, width {cfg['width']}x, {res} px"
+    if parsed.overrides.get("batch_norm"):
+        summary += ", BatchNorm"
+    if cfg["stem"] == "small":
+        summary += ", small-input stem"
+    if {"squeeze_ratio", "pct3x3"} & set(parsed.overrides):
+        summary += f", SR {design['squeeze_ratio']}, pct3x3 {design['pct3x3']}"
+    return {
+        "name": name,
+        "family": "SqueezeNet (Iandola et al., arXiv:1602.07360)",
+        "version": f"v{version}",
+        "macro": bypass,
+        "design_space": ds,
+        "width": f"{cfg['width']}x",
+        "batch_norm": bool(parsed.overrides.get("batch_norm", False)),
+        "stem": cfg["stem"] + (" (3x3/1 conv for 28-64 px inputs)" if cfg["stem"] == "small" else ""),
+        "resolution": f"{res} px" + ("" if parsed.input_size else " (default)"),
+        "fire_s1x1/e1x1/e3x3": fires,
+        "params_1000_classes": f"{params:,} ({params * 4 / 2**20:.2f} MiB fp32)",
+        "summary": summary,
+    }
