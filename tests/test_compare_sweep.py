@@ -13,7 +13,7 @@ from squeezenet.sweep import sweep
 
 from reference import SR_SWEEP
 
-TV_PEERS = [p[0][3:] for p in PEERS if p[0].startswith("tv:")] + ["squeezenet1_0", "squeezenet1_1"]
+TV_PEERS = [p.name[3:] for p in PEERS if p.name.startswith("tv:")] + ["squeezenet1_0", "squeezenet1_1"]
 
 
 @pytest.mark.parametrize("name", TV_PEERS)

@@ -55,7 +55,7 @@ def test_v11_layout():
     m = create_model("squeezenet1_1")
     conv1 = m.features["conv1"].conv
     assert (conv1.out_channels, conv1.kernel_size, conv1.stride) == (64, (3, 3), (2, 2))
-    pools = [n for n, kind, *_ in m.stages if kind == "pool"]
+    pools = [st.name for st in m.stages if st.kind == "pool"]
     assert pools == ["maxpool1", "maxpool3", "maxpool5"]
 
 

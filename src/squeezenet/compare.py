@@ -37,8 +37,8 @@ def compare(models=None, input_size: int = 224, backends=("eager", "ort"), repea
 
     if threads:
         torch.set_num_threads(threads)
-    published = {p[0]: p for p in PEERS}
-    names = models or [p[0] for p in PEERS]
+    published = {p.name: p for p in PEERS}
+    names = models or [p.name for p in PEERS]
     bad = [b for b in backends if b not in ("eager", "ort", "ort-int8", "channels_last")]
     if bad:
         raise SqueezeNetError(f"compare backends are eager, channels_last, ort and ort-int8; got '{bad[0]}'")
@@ -54,10 +54,10 @@ def compare(models=None, input_size: int = 224, backends=("eager", "ort"), repea
         model.eval()
         prof = profile(model, (3, input_size, input_size), name)
         pub = published.get(name)
-        row = {"model": name, "label": pub[1] if pub else name, "params": prof.params, "macs": prof.macs,
+        row = {"model": name, "label": pub.label if pub else name, "params": prof.params, "macs": prof.macs,
                "fp32_mib": prof.params * 4 / 2**20, "int8_mib": prof.params / 2**20,
-               "published_top1": pub[4] if pub else None, "top1_source": pub[5] if pub else "",
-               "published_mmacs": pub[3] if pub else None}
+               "published_top1": pub.top1 if pub else None, "top1_source": pub.source if pub else "",
+               "published_mmacs": pub.mmacs if pub else None}
         with tempfile.TemporaryDirectory() as tmp:
             for b in backends:
                 try:

@@ -125,8 +125,7 @@ def explain_name(name: str) -> dict:
               "complex": "complex bypass (identity + 1x1-conv shortcuts)"}[cfg["bypass"]]
     ds = (f"base_e {design['base_e']}, incr_e {design['incr_e']}, pct3x3 {design['pct3x3']}, "
           f"freq {design['freq']}, SR {design['squeeze_ratio']}")
-    fires = ", ".join(f"{s}/{e1}/{e3}" for _, kind, _, (s, e1, e3), *_ in
-                      [st for st in model.stages if st[1] == "fire"])
+    fires = ", ".join("/".join(map(str, st.out)) for st in model.stages if st.kind == "fire")
     res = cfg["input_size"][1]
     params = sum(p.numel() for p in model.parameters())
     summary = f"SqueezeNet v{version}, {bypass}, width {cfg['width']}x, {res} px"

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import asdict, dataclass
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -23,7 +24,7 @@ from torch import nn
 from ..errors import SqueezeNetError
 from ..registry import register_model
 
-__all__ = ["Fire", "SqueezeNet", "DesignSpace", "build_stages", "load_torchvision_state_dict"]
+__all__ = ["Fire", "SqueezeNet", "DesignSpace", "Stage", "build_stages", "load_torchvision_state_dict"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -118,14 +119,31 @@ SMALL_STEM = dict(kernel=3, stride=1, padding=1)
 BYPASS_KINDS = ("none", "simple", "complex")
 
 
+class Stage(NamedTuple):
+    """One row of a SqueezeNet's layer list."""
+
+    name: str  # conv1, maxpool1, fire2, ... as in the paper's Table 1
+    kind: str  # "conv", "pool" or "fire"
+    in_ch: int
+    out: int | tuple[int, int, int]  # filters (conv), channels (pool), (squeeze, e1x1, e3x3) (fire)
+    kernel: int = 0
+    stride: int = 0
+    padding: int = 0
+    shortcut: str | None = None  # fire only: None, "identity" or "conv"
+
+    @property
+    def out_channels(self) -> int:
+        return sum(self.out[1:]) if self.kind == "fire" else self.out
+
+
 def build_stages(version: str = "1_0", bypass: str = "none", design: DesignSpace = DesignSpace(),
                  width: float = 1.0, stem: str = "imagenet", in_chans: int = 3):
     """The layer list of a SqueezeNet, as data.
 
-    Returns a list of tuples, one per stage:
-        (name, "conv", in_ch, out_ch, kernel, stride, padding, None)
-        (name, "pool", ch,    ch,     3,      2,      0,       None)
-        (name, "fire", in_ch, (squeeze, e1x1, e3x3), 0, 0, 0, bypass)
+    Returns a list of :class:`Stage` records, one per layer:
+        Stage(name, "conv", in_ch, out_ch, kernel, stride, padding)
+        Stage(name, "pool", ch,    ch,     3,      2,      0)
+        Stage(name, "fire", in_ch, (squeeze, e1x1, e3x3), shortcut=bypass)
     where bypass is None, "identity" (in == out channels; simple and complex) or
     "conv" (a 1x1 conv shortcut where channels differ; complex only).
     """
@@ -141,19 +159,19 @@ def build_stages(version: str = "1_0", bypass: str = "none", design: DesignSpace
     pools = set(v["pools_after"])
     if stem == "small":
         kernel, stride, padding = SMALL_STEM["kernel"], SMALL_STEM["stride"], SMALL_STEM["padding"]
-    stages = [("conv1", "conv", in_chans, filters, kernel, stride, padding, None)]
+    stages = [Stage("conv1", "conv", in_chans, filters, kernel, stride, padding)]
     ch = filters
     if "conv1" in pools:
-        stages.append(("maxpool1", "pool", ch, ch, 3, 2, 0, None))
+        stages.append(Stage("maxpool1", "pool", ch, ch, 3, 2, 0))
     for i, (s, e1, e3) in enumerate(design.fire_configs(width)):
         name, out = f"fire{i + 2}", e1 + e3
         kind = None
         if bypass != "none":
             kind = "identity" if out == ch else ("conv" if bypass == "complex" else None)
-        stages.append((name, "fire", ch, (s, e1, e3), 0, 0, 0, kind))
+        stages.append(Stage(name, "fire", ch, (s, e1, e3), shortcut=kind))
         ch = out
         if name in pools:
-            stages.append((f"maxpool{i + 2}", "pool", ch, ch, 3, 2, 0, None))
+            stages.append(Stage(f"maxpool{i + 2}", "pool", ch, ch, 3, 2, 0))
     return stages
 
 
@@ -174,19 +192,19 @@ class SqueezeNet(nn.Module):
         self.batch_norm = batch_norm
         self.features = nn.ModuleDict()
         self.bypass = nn.ModuleDict()
-        for name, kind, cin, cfg, k, s, p, shortcut in stages:
-            if kind == "conv":
-                self.features[name] = _conv_block(cin, cfg, k, s, p, batch_norm)
-            elif kind == "pool":
-                self.features[name] = nn.MaxPool2d(3, 2, ceil_mode=True)  # Caffe rounds up
+        for st in stages:
+            if st.kind == "conv":
+                self.features[st.name] = _conv_block(st.in_ch, st.out, st.kernel, st.stride, st.padding, batch_norm)
+            elif st.kind == "pool":
+                self.features[st.name] = nn.MaxPool2d(3, 2, ceil_mode=True)  # Caffe rounds up
             else:
-                fire = Fire(cin, *cfg, batch_norm=batch_norm)
-                self.features[name] = fire
-                if shortcut == "identity":
-                    self.bypass[name] = nn.Identity()
-                elif shortcut == "conv":
-                    self.bypass[name] = nn.Conv2d(cin, fire.out_channels, 1)
-        self.num_features = _out_channels(stages)
+                fire = Fire(st.in_ch, *st.out, batch_norm=batch_norm)
+                self.features[st.name] = fire
+                if st.shortcut == "identity":
+                    self.bypass[st.name] = nn.Identity()
+                elif st.shortcut == "conv":
+                    self.bypass[st.name] = nn.Conv2d(st.in_ch, fire.out_channels, 1)
+        self.num_features = stages[-1].out_channels
         self.drop_rate = dropout
         self._build_classifier(num_classes)
         self._init_weights()
@@ -258,11 +276,6 @@ class SqueezeNet(nn.Module):
         return rows
 
 
-def _out_channels(stages) -> int:
-    name, kind, cin, cfg, *_ = stages[-1]
-    return sum(cfg[1:]) if kind == "fire" else cfg
-
-
 # Bounds that keep a name or a hand-edited file from asking for absurd allocations.
 BOUNDS = {"num_classes": (1, 100_000), "in_chans": (1, 16), "width": (0.01, 4.0), "base_e": (1, 2048),
           "incr_e": (0, 2048), "freq": (1, 8), "dropout": (0.0, 0.999)}
@@ -281,14 +294,14 @@ def _check_bounds(**values):
 def estimate_params(stages, num_classes: int) -> int:
     """Parameter count from the stage list alone (weights, no biases/BN): a bound
     checked before anything is allocated."""
-    n, ch = 0, 0
-    for _, kind, cin, cfg, k, _, _, shortcut in stages:
-        if kind == "conv":
-            n, ch = n + cin * cfg * k * k, cfg
-        elif kind == "fire":
-            s, e1, e3 = cfg
-            n, ch = n + cin * s + s * e1 + 9 * s * e3 + (cin * (e1 + e3) if shortcut == "conv" else 0), e1 + e3
-    return n + ch * num_classes
+    n = 0
+    for st in stages:
+        if st.kind == "conv":
+            n += st.in_ch * st.out * st.kernel ** 2
+        elif st.kind == "fire":
+            s, e1, e3 = st.out
+            n += st.in_ch * s + s * e1 + 9 * s * e3 + (st.in_ch * (e1 + e3) if st.shortcut == "conv" else 0)
+    return n + stages[-1].out_channels * num_classes
 
 
 def _create(version: str, bypass: str = "none", *, num_classes: int = 1000, in_chans: int = 3,
@@ -384,9 +397,9 @@ def torchvision_key_map(model: SqueezeNet) -> dict[str, str]:
         raise SqueezeNetError("torchvision weights fit only vanilla models without BN; "
                               "use squeezenet1_0 or squeezenet1_1")
     mapping, idx = {}, 0
-    for name, kind, *_ in model.stages:
-        module = model.features[name]
-        if kind == "conv":
+    for st in model.stages:
+        name, module = st.name, model.features[st.name]
+        if st.kind == "conv":
             for p in ("weight", "bias"):
                 mapping[f"features.{idx}.{p}"] = f"features.{name}.conv.{p}"
             idx += 2
