@@ -17,7 +17,7 @@ from squeezenet.compression.pipeline import compress
 from squeezenet.data import load_data
 from squeezenet.metrics import evaluate
 from squeezenet.checkpoint import load_checkpoint, model_from_checkpoint
-from squeezenet.report import _plt
+from squeezenet.render import pyplot
 
 
 def main():
@@ -54,7 +54,7 @@ def main():
         print(f"fine-tuned density {r['sparsity']} bits {r['bits']}: {r['file_bytes']:,} bytes  top-1 {top1:.2f}")
     (out / "compression_sweep.json").write_text(json.dumps({"fp32_top1": base, "checkpoint_bytes": ckpt_bytes,
                                                             "rows": rows}, indent=2))
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for d in dict.fromkeys(r["density"] for r in rows if not r["finetuned"]):
         pts = [r for r in rows if r["density"] == d and not r["finetuned"]]

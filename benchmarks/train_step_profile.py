@@ -19,12 +19,15 @@ import torch
 from torch import nn
 
 from squeezenet import create_model
-from squeezenet.train import DEFAULT_MODEL, DEMO_DEFAULTS
+from squeezenet.config import DEFAULT_MODEL, TrainConfig, load_config_file
+from squeezenet.train import model_options
+
+DEMO = TrainConfig.from_dict(load_config_file("demo"))
 
 
 def make_model(pool_first: bool = False) -> nn.Module:
     torch.manual_seed(0)
-    opts = dict(DEMO_DEFAULTS["model_options"], dropout=DEMO_DEFAULTS["dropout"])
+    opts = model_options(DEMO)
     m = create_model(DEFAULT_MODEL, num_classes=10, in_chans=1, **opts)
     if pool_first:
         c = m.features["conv1"]

@@ -25,7 +25,10 @@ from torchvision import transforms as T
 
 from squeezenet import create_model
 from squeezenet.data import augment_batch, augment_params, load_data, normalize
-from squeezenet.train import cpu_has_native_bf16, DEFAULT_MODEL, DEMO_DEFAULTS
+from squeezenet.config import DEFAULT_MODEL, TrainConfig, load_config_file
+from squeezenet.train import cpu_has_native_bf16, model_options
+
+DEMO = TrainConfig.from_dict(load_config_file("demo"))
 
 
 class PILDataset(torch.utils.data.Dataset):
@@ -65,14 +68,14 @@ def run_steps(model, batches, steps, warmup, autocast_dtype=None):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=DEFAULT_MODEL)
-    ap.add_argument("--batch-size", type=int, default=DEMO_DEFAULTS["batch_size"])
+    ap.add_argument("--batch-size", type=int, default=DEMO.batch_size)
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--json", help="write the figures here")
     a = ap.parse_args()
     s = load_data("fashion-mnist")
     spec, tr = s.spec, s.train
-    opts = dict(DEMO_DEFAULTS["model_options"], dropout=DEMO_DEFAULTS["dropout"]) if a.model == DEFAULT_MODEL else {}
+    opts = model_options(DEMO) if a.model == DEFAULT_MODEL else {}
     res = {"model": a.model, "batch_size": a.batch_size, "torch": torch.__version__, "threads": torch.get_num_threads(),
            "machine": platform.processor() or platform.machine()}
 

@@ -19,13 +19,14 @@ import torch
 
 from .errors import SqueezeNetError
 from .peers import PEERS
+from .render import markdown_table, pyplot, save_figure
 from .profiler import profile
 
 
 def _latency(fn, repeats: int, warmup: int = 3) -> float:
-    from .deploy.bench import _time
+    from .deploy.bench import time_calls
 
-    return float(np.median(_time(fn, warmup, repeats)))
+    return float(np.median(time_calls(fn, warmup, repeats)))
 
 
 def compare(models=None, input_size: int = 224, backends=("eager", "ort"), repeats: int = 20,
@@ -92,24 +93,19 @@ def compare(models=None, input_size: int = 224, backends=("eager", "ort"), repea
 
 
 def _table(rows, backends, bt) -> str:
-    head = ["model", "params (M)", "MMACs", "fp32 MiB", "int8 MiB", "top-1 (published)"]
+    def num(key, fmt):
+        return lambda r: format(r[key], fmt) if r.get(key) is not None else "-"
+
+    cols = [("model", "label"), ("params (M)", lambda r: f"{r['params'] / 1e6:.2f}"),
+            ("MMACs", lambda r: f"{r['macs'] / 1e6:.0f}"), ("fp32 MiB", num("fp32_mib", ".2f")),
+            ("int8 MiB", num("int8_mib", ".2f")), ("top-1 (published)", lambda r: r["published_top1"] or "-")]
     for b in backends:
-        head += [f"{b} b1 ms", f"{b} b{bt} img/s"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in rows:
-        cells = [r["label"], f"{r['params'] / 1e6:.2f}", f"{r['macs'] / 1e6:.0f}", f"{r['fp32_mib']:.2f}",
-                 f"{r['int8_mib']:.2f}", f"{r['published_top1']}" if r["published_top1"] else "-"]
-        for b in backends:
-            cells += [f"{r[f'{b}_b1_ms']:.2f}" if f"{b}_b1_ms" in r else "-",
-                      f"{r[f'{b}_b{bt}_img_s']:.0f}" if f"{b}_b{bt}_img_s" in r else "-"]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        cols += [(f"{b} b1 ms", num(f"{b}_b1_ms", ".2f")), (f"{b} b{bt} img/s", num(f"{b}_b{bt}_img_s", ".0f"))]
+    return markdown_table(rows, cols)
 
 
 def _plots(rows, outd: Path, tag: str, backends) -> list[Path]:
-    from .report import _plt
-
-    plt = _plt()
+    plt = pyplot()
     pts = [r for r in rows if r["published_top1"]]
 
     def scatter(x_of, size_of, xlabel, title, name, log_x=False):
@@ -126,11 +122,7 @@ def _plots(rows, outd: Path, tag: str, backends) -> list[Path]:
         ax.set_ylabel("published ImageNet top-1 (%)")
         ax.set_title(title)
         ax.grid(alpha=0.3)
-        fig.tight_layout()
-        path = outd / f"{name}_{tag}.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        return path
+        return save_figure(fig, outd / f"{name}_{tag}.png")
 
     paths = [scatter(lambda r: r["macs"] / 1e6, lambda r: 40 * r["params"] / 1e6, "MMACs at 224 px (log)",
                      "top-1 vs MACs (bubble area ~ params)", "compare_top1_vs_macs", log_x=True)]

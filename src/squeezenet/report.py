@@ -6,18 +6,11 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+from .render import markdown_table, pyplot, save_figure
 
 
 def plot_curves(history: list[dict], path: Path):
-    plt = _plt()
+    plt = pyplot()
     ep = [h["epoch"] for h in history]
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
     a.plot(ep, [h["train_loss"] for h in history], "o-", label="train")
@@ -27,15 +20,13 @@ def plot_curves(history: list[dict], path: Path):
     b.plot(ep, [h["train_top1"] for h in history], "o-", label="train top-1 (augmented)")
     b.plot(ep, [h.get("test_top1") for h in history], "s-", label="test top-1")
     b.set_xlabel("epoch"), b.set_ylabel("accuracy (%)"), b.legend(), b.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def plot_confusion(conf: list[list[int]], classes: list[str], path: Path):
     import numpy as np
 
-    plt = _plt()
+    plt = pyplot()
     c = np.asarray(conf, dtype=float)
     norm = c / np.maximum(c.sum(1, keepdims=True), 1)
     n = len(classes)
@@ -51,9 +42,7 @@ def plot_confusion(conf: list[list[int]], classes: list[str], path: Path):
                         color="white" if norm[i, j] > 0.5 else "black")
     fig.colorbar(im, ax=ax, fraction=0.046, label="fraction of true class")
     ax.set_title("confusion matrix (%, rows = true class)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 @dataclass
@@ -75,6 +64,14 @@ class RunSummary:
     peak_rss_mib: float
     confusion: list
     files: list = field(default_factory=list)
+
+
+EPOCH_COLUMNS = [
+    ("epoch", "epoch"), ("train loss", lambda h: f"{h['train_loss']:.4f}"), ("train top-1", lambda h: f"{h['train_top1']:.2f}"),
+    ("test loss", lambda h: f"{h['test_loss']:.4f}"), ("test top-1", lambda h: f"{h['test_top1']:.2f}"),
+    ("test top-5", lambda h: f"{h['test_top5']:.2f}"), ("lr (end)", lambda h: f"{h['lr']:.4g}"),
+    ("img/s", lambda h: f"{h['img_per_s']:.0f}"),
+]
 
 
 def _pct(v) -> str:
@@ -127,13 +124,7 @@ def write_report(out: Path, run: RunSummary, model) -> Path:
         "",
     ]
     if hist:
-        lines += ["## Per epoch", "",
-                  "| epoch | train loss | train top-1 | test loss | test top-1 | test top-5 | lr (end) | img/s |",
-                  "|---|---|---|---|---|---|---|---|"]
-        for h in hist:
-            lines.append(f"| {h['epoch']} | {h['train_loss']:.4f} | {h['train_top1']:.2f} | {h.get('test_loss', 0):.4f} | "
-                         f"{h.get('test_top1', 0):.2f} | {h.get('test_top5', 0):.2f} | {h['lr']:.4g} | {h['img_per_s']:.0f} |")
-        lines.append("")
+        lines += ["## Per epoch", "", markdown_table(hist, EPOCH_COLUMNS), ""]
     links = [f"[{f}]({f})" if f.endswith((".json", ".csv", ".jsonl", ".png")) else f"`{f}`" for f in sorted(files)
              if f != "report.md"]
     lines += ["Files: " + ", ".join(links) + ".", "", "## Model summary", "", prof.format("markdown"), ""]

@@ -15,6 +15,7 @@ from pathlib import Path
 from .errors import SqueezeNetError
 from .profiler import profile
 from .factory import create_model
+from .render import markdown_table, pyplot, save_figure
 
 SR_GRID = [0.125, 0.25, 0.5, 0.75, 1.0]  # Fig. 3a
 PCT_GRID = [0.01, 0.125, 0.25, 0.5, 0.75, 0.99]  # Fig. 3b, at SR 0.5
@@ -79,21 +80,16 @@ def _train_point(name, options, epochs, data, data_dir, download, out: Path, bat
 
 
 def _table(rows, trained: bool) -> str:
-    head = "| axis | SR | pct3x3 | params | size (MiB fp32) | GMACs @224 |" + (" top-1 % | train s |" if trained else "")
-    lines = [head, "|" + "---|" * (head.count("|") - 1)]
-    for r in rows:
-        line = (f"| {r['axis']} | {r['sr']} | {r['pct3x3']} | {r['params']:,} | {r['size_mib']:.2f} | "
-                f"{r['macs'] / 1e9:.3f} |")
-        if trained:
-            line += f" {r.get('top1', float('nan')):.2f} | {r.get('train_time_s', 0):.0f} |"
-        lines.append(line)
-    return "\n".join(lines)
+    cols = [("axis", "axis"), ("SR", "sr"), ("pct3x3", "pct3x3"), ("params", lambda r: f"{r['params']:,}"),
+            ("size (MiB fp32)", lambda r: f"{r['size_mib']:.2f}"), ("GMACs @224", lambda r: f"{r['macs'] / 1e9:.3f}")]
+    if trained:
+        cols += [("top-1 %", lambda r: f"{r['top1']:.2f}" if r.get("top1") is not None else "-"),
+                 ("train s", lambda r: f"{r.get('train_time_s', 0):.0f}")]
+    return markdown_table(rows, cols)
 
 
 def _plot(rows, outd: Path, trained: bool) -> list[Path]:
-    from .report import _plt
-
-    plt = _plt()
+    plt = pyplot()
     paths = []
     for axis, key in (("SR", "sr"), ("pct3x3", "pct3x3")):
         pts = [r for r in rows if r["axis"] == axis]
@@ -112,11 +108,7 @@ def _plot(rows, outd: Path, trained: bool) -> list[Path]:
         ax1.legend(loc="upper left", fontsize=8)
         ax1.grid(alpha=0.3)
         ax1.set_title(f"design space: {axis} sweep")
-        fig.tight_layout()
-        p = outd / f"sweep_{axis}.png"
-        fig.savefig(p, dpi=110)
-        plt.close(fig)
-        paths.append(p)
+        paths.append(save_figure(fig, outd / f"sweep_{axis}.png"))
     if trained:
         fig, ax = plt.subplots(figsize=(6, 4))
         for r in rows:
@@ -128,9 +120,5 @@ def _plot(rows, outd: Path, trained: bool) -> list[Path]:
         ax.set_ylabel("test top-1 (%)")
         ax.set_title("accuracy vs size")
         ax.grid(alpha=0.3)
-        fig.tight_layout()
-        p = outd / "sweep_accuracy_vs_size.png"
-        fig.savefig(p, dpi=110)
-        plt.close(fig)
-        paths.append(p)
+        paths.append(save_figure(fig, outd / "sweep_accuracy_vs_size.png"))
     return paths

@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from ..errors import SqueezeNetError
+from ..render import markdown_table
 from ..files import atomic_write_bytes, atomic_write_text, ensure_writable_file
 from . import container
 from .prune import apply_masks, compute_masks, density_plan, hold_masks
@@ -147,21 +148,25 @@ def compress(model_name: str | None = None, checkpoint: str | None = None, weigh
     return res
 
 
+LAYER_COLUMNS = [
+    ("layer", "layer"), ("params", lambda r: f"{r['params']:,}"), ("density", lambda r: f"{r['density']:.2f}"),
+    ("bits", "bits"), ("idx bits", lambda r: r["index_bits"] or "-"), ("fp32 bytes", lambda r: f"{r['bytes_fp32']:,}"),
+    ("before Huffman", lambda r: f"{r['bytes_before_huffman']:,}"),
+    ("after Huffman", lambda r: f"{r['bytes_after_huffman']:,}"),
+]
+
+
 def _table(res) -> str:
-    lines = ["| layer | params | density | bits | idx bits | fp32 bytes | before Huffman | after Huffman |",
-             "|---|---|---|---|---|---|---|---|"]
-    for r in res["layers"]:
-        if r["bits"] == 32 and r["params"] < 64:
-            continue  # tiny raw tensors (BN counters) are in the totals
-        lines.append(f"| {r['layer']} | {r['params']:,} | {r['density']:.2f} | {r['bits']} | {r['index_bits'] or '-'} | "
-                     f"{r['bytes_fp32']:,} | {r['bytes_before_huffman']:,} | {r['bytes_after_huffman']:,} |")
-    lines.append(f"| **total** | {res['params']:,} | {res['density']:.3f} | | | {res['fp32_bytes']:,} | "
-                 f"{res['payload_bytes_before_huffman']:,} | {res['payload_bytes_after_huffman']:,} |")
-    return "\n".join(lines)
+    rows = [r for r in res["layers"] if not (r["bits"] == 32 and r["params"] < 64)]  # BN counters: in the totals
+    total = {"layer": "**total**", "params": res["params"], "density": res["density"], "bits": "", "index_bits": "",
+             "bytes_fp32": res["fp32_bytes"], "bytes_before_huffman": res["payload_bytes_before_huffman"],
+             "bytes_after_huffman": res["payload_bytes_after_huffman"]}
+    return markdown_table(rows + [total], LAYER_COLUMNS)
 
 
 def _report_md(res) -> str:
-    acc = "\n".join(f"| {k} | {v:.2f} |" for k, v in res["accuracy"].items())
+    acc = markdown_table([{"stage": k, "top1": f"{v:.2f}"} for k, v in res["accuracy"].items()],
+                         [("stage", "stage"), ("top-1", "top1")])
     return (f"# Deep Compression report: {res['model']}\n\n"
             f"Source: {res['source']}. Sparsity: {res['sparsity']}, weights: {res['bits']} bits (k-means, linear init).\n\n"
             f"- container: `{Path(res['path']).name}`, {res['file_bytes']:,} bytes "
@@ -170,5 +175,5 @@ def _report_md(res) -> str:
             f"vs AlexNet's 240 MB: {res['ratio_alexnet']:.0f}x\n"
             f"- payload before Huffman {res['payload_bytes_before_huffman']:,} bytes, after {res['payload_bytes_after_huffman']:,}\n"
             f"- decoded model equals the shared-weight model exactly: {res['lossless']}\n\n"
-            + (f"## Accuracy (test top-1 %)\n\n| stage | top-1 |\n|---|---|\n{acc}\n\n" if acc else "")
+            + (f"## Accuracy (test top-1 %)\n\n{acc}\n\n" if res["accuracy"] else "")
             + f"## Per layer\n\n{res['table']}\n")

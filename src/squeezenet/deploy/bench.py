@@ -23,6 +23,7 @@ import torch
 
 from ..errors import SqueezeNetError
 from ..profiler import profile
+from ..render import markdown_table, pyplot, save_figure
 
 BACKENDS = ("eager", "channels_last", "compile", "ort", "ort-tuned", "ort-int8", "ort-fp16")
 
@@ -38,7 +39,7 @@ def gemm_gflops(n: int = 1024, repeats: int = 10) -> float:
     return 2 * n ** 3 * repeats / (time.perf_counter() - t) / 1e9
 
 
-def _time(fn, warmup: int, repeats: int, min_time: float = 0.0) -> list[float]:
+def time_calls(fn, warmup: int, repeats: int, min_time: float = 0.0) -> list[float]:
     for _ in range(warmup):
         fn()
     times = []
@@ -170,7 +171,7 @@ def bench(model_name: str | None = None, checkpoint: str | None = None, backends
             rounds = 3
             for _ in range(rounds):
                 for b, fn in fns.items():
-                    times[b] += _time(fn, warmup, max(1, repeats // rounds), min_time / rounds)
+                    times[b] += time_calls(fn, warmup, max(1, repeats // rounds), min_time / rounds)
             for backend in backends:
                 t = np.asarray(times[backend]) * 1000.0  # ms
                 med = float(np.median(t))
@@ -197,20 +198,21 @@ def bench(model_name: str | None = None, checkpoint: str | None = None, backends
     (outd / f"bench_{tag}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
     png = outd / f"bench_{tag}.png"
     _plot(rows, png, label, meta)
-    table = [f"{label} @ {shape[1]} px, {macs / 1e6:.0f} MMACs/img; fp32 GEMM peak in this run: {peak:.1f} GFLOP/s; "
-             f"torch threads {meta['threads']}",
-             "| backend | batch | median ms | p10-p90 ms | img/s | GFLOP/s | % GEMM peak | speed-up vs eager |",
-             "|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        table.append(f"| {r['backend']} | {r['batch']} | {r['median_ms']:.2f} | {r['p10_ms']:.2f}-{r['p90_ms']:.2f} | "
-                     f"{r['img_per_s']:.1f} | {r['gflops']:.1f} | {r['pct_of_gemm_peak']:.0f}% | {r['speedup_vs_eager']:.2f}x |")
-    return {"rows": rows, "meta": meta, "table": "\n".join(table), "csv": str(csv_path), "png": str(png)}
+    table = (f"{label} @ {shape[1]} px, {macs / 1e6:.0f} MMACs/img; fp32 GEMM peak in this run: {peak:.1f} GFLOP/s; "
+             f"torch threads {meta['threads']}\n" + markdown_table(rows, TABLE_COLUMNS))
+    return {"rows": rows, "meta": meta, "table": table, "csv": str(csv_path), "png": str(png)}
+
+
+TABLE_COLUMNS = [
+    ("backend", "backend"), ("batch", "batch"), ("median ms", lambda r: f"{r['median_ms']:.2f}"),
+    ("p10-p90 ms", lambda r: f"{r['p10_ms']:.2f}-{r['p90_ms']:.2f}"), ("img/s", lambda r: f"{r['img_per_s']:.1f}"),
+    ("GFLOP/s", lambda r: f"{r['gflops']:.1f}"), ("% GEMM peak", lambda r: f"{r['pct_of_gemm_peak']:.0f}%"),
+    ("speed-up vs eager", lambda r: f"{r['speedup_vs_eager']:.2f}x"),
+]
 
 
 def _plot(rows, path, label, meta):
-    from ..report import _plt
-
-    plt = _plt()
+    plt = pyplot()
     backends = list(dict.fromkeys(r["backend"] for r in rows))
     batches = sorted({r["batch"] for r in rows})
     fig, ax = plt.subplots(figsize=(8, 4))
@@ -223,6 +225,4 @@ def _plot(rows, path, label, meta):
     ax.set_ylabel("speed-up over eager fp32 (x)")
     ax.set_title(f"{label} on {meta['machine']} (torch {meta['torch'].split('+')[0]})", fontsize=9)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)

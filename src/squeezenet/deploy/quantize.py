@@ -21,6 +21,7 @@ from ..data import DataSpec, FolderDataset, TensorDataset, load_data_for
 from ..errors import SqueezeNetError, require
 from ..files import atomic_write_text, ensure_writable_dir
 from ..metrics import evaluate, iterate_eval
+from ..render import markdown_table
 from .export import convert_fp16, export_model_to_onnx, finalize_onnx
 from .runtime import open_session
 
@@ -319,14 +320,13 @@ def quantize(checkpoint: str, data: str | None = None, data_dir: str | None = No
     for r in rows:
         r["delta_top1"] = r["top1"] - base
         r["size_vs_fp32"] = (r["size_bytes"] / fp32_size) if r["size_bytes"] else None
-    table = ["| backend | top-1 % | top-5 % | Δ top-1 (pt) | file bytes | size vs fp32 |", "|---|---|---|---|---|---|"]
-    for r in rows:
-        size = f"{r['size_bytes']:,}" if r["size_bytes"] else "-"
-        ratio = f"{100 * r['size_vs_fp32']:.1f}%" if r["size_vs_fp32"] else "-"
-        table.append(f"| {r['backend']} | {r['top1']:.2f} | {r['top5']:.2f} | {r['delta_top1']:+.2f} | {size} | {ratio} |")
-    table = "\n".join(table)
-    err_md = "\n".join(["| tensor | relative L2 error (int8 vs fp32) |", "|---|---|"] +
-                       [f"| {e['tensor']} | {e['relative_l2_error']:.4f} |" for e in errors])
+    table = markdown_table(rows, [
+        ("backend", "backend"), ("top-1 %", lambda r: f"{r['top1']:.2f}"), ("top-5 %", lambda r: f"{r['top5']:.2f}"),
+        ("Δ top-1 (pt)", lambda r: f"{r['delta_top1']:+.2f}"),
+        ("file bytes", lambda r: f"{r['size_bytes']:,}" if r["size_bytes"] else "-"),
+        ("size vs fp32", lambda r: f"{100 * r['size_vs_fp32']:.1f}%" if r["size_vs_fp32"] else "-")])
+    err_md = markdown_table(errors, [("tensor", "tensor"), ("relative L2 error (int8 vs fp32)",
+                                                            lambda e: f"{e['relative_l2_error']:.4f}")])
     report = out / "quantize_report.md"
     atomic_write_text(report, f"# Quantization report: {mf.name} on {spec.name}\n\n"
                       f"Calibration: {calib_size} training images (MinMax). Test images: {len(test)}.\n\n"

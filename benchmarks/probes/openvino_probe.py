@@ -8,7 +8,7 @@ convolutions in int8). Eager PyTorch fp32 is timed in the same run, in alternati
 
 OpenVINO is not a dependency of this project: `pip install openvino` first.
 
-Usage: python benchmarks/openvino_probe.py [--rounds 3] [--repeats 20] [--model squeezenet1_1]
+Usage: python benchmarks/probes/openvino_probe.py [--rounds 3] [--repeats 20] [--model squeezenet1_1]
 """
 
 import argparse
@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from squeezenet.deploy.bench import _time, make_runner, machine_tag
+from squeezenet.deploy.bench import make_runner, machine_tag, time_calls
 from squeezenet.deploy.export import load_model_and_spec
 
 
@@ -47,7 +47,7 @@ def main():
         times = {b: [] for b in fns}
         for _ in range(a.rounds):
             for b, fn in fns.items():
-                times[b] += _time(fn, 5, a.repeats, 0.3)
+                times[b] += time_calls(fn, 5, a.repeats, 0.3)
     print(f"{label} @ {shape[1]} px, batch 1, {machine_tag()}, torch {torch.__version__}, openvino {ov.__version__}")
     base = float(np.median(times["eager"]))
     for b, t in times.items():

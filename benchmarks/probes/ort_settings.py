@@ -3,7 +3,7 @@
 Times one fp32 and one int8 (QDQ, per-channel) export of the model under ORT's
 defaults and under variations: intra-op threads, spinning, graph optimisation level,
 execution mode. Eager PyTorch fp32 is measured in the same run as the baseline.
-Usage: python benchmarks/ort_settings.py [--model squeezenet1_1] [--input-size 224]
+Usage: python benchmarks/probes/ort_settings.py [--model squeezenet1_1] [--input-size 224]
 """
 
 import argparse
@@ -15,13 +15,13 @@ import onnxruntime as ort
 import torch
 
 from squeezenet import create_model
-from squeezenet.deploy.bench import _time
+from squeezenet.deploy.bench import time_calls
 from squeezenet.deploy.export import export_model_to_onnx
 from squeezenet.deploy.quantize import quantize_onnx_int8
 
 
 def med_ms(fn, repeats=60):
-    return 1000 * float(np.median(_time(fn, 10, repeats, 1.0)))
+    return 1000 * float(np.median(time_calls(fn, 10, repeats, 1.0)))
 
 
 def main():

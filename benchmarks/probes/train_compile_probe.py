@@ -1,6 +1,6 @@
 """Does torch.compile speed up the training step here? Eager channels_last vs compiled,
 same model, batch and optimizer, synthetic batches, one run.
-Usage: python benchmarks/train_compile_probe.py [--model NAME] [--batch-size 256]
+Usage: python benchmarks/probes/train_compile_probe.py [--model NAME] [--batch-size 256]
 """
 
 import argparse

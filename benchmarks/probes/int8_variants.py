@@ -2,7 +2,7 @@
 
 QDQ vs QOperator, uint8/int8 vs uint8/uint8, per-channel vs per-tensor, and leaving
 conv1 / conv10 in fp32, for squeezenet1_1 at 224 px with 2 intra-op threads; the fp32
-ORT model is timed in the same run. Usage: python benchmarks/int8_variants.py
+ORT model is timed in the same run. Usage: python benchmarks/probes/int8_variants.py
 """
 
 import tempfile
@@ -16,9 +16,9 @@ from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from squeezenet import create_model
-from squeezenet.deploy.bench import _time
+from squeezenet.deploy.bench import time_calls
 from squeezenet.deploy.export import export_model_to_onnx
-from squeezenet.deploy.quantize import _Calibration
+from squeezenet.deploy.quantize import Calibration
 
 
 def main():
@@ -37,14 +37,14 @@ def main():
         so.intra_op_num_threads, so.inter_op_num_threads = 2, 1
         s = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
         n = s.get_inputs()[0].name
-        return 1000 * float(np.median(_time(lambda: s.run(None, {n: x}), 10, 60, 1.0)))
+        return 1000 * float(np.median(time_calls(lambda: s.run(None, {n: x}), 10, 60, 1.0)))
 
     def q(name, **kw):
         out = tmp / (name.replace("/", "_").replace(" ", "_").replace(",", "") + ".onnx")
         args = dict(quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QUInt8,
                     weight_type=QuantType.QInt8)
         args.update(kw)
-        quantize_static(str(pre), str(out), _Calibration(calib, "input"), **args)
+        quantize_static(str(pre), str(out), Calibration(calib, "input"), **args)
         print(f"{name:40s} {ms(out):6.2f} ms", flush=True)
 
     print(f"{'fp32':40s} {ms(p):6.2f} ms")

@@ -11,7 +11,7 @@ threads on the 2 cores, per-tensor weights, int8 (s8) activations. Also prints f
 With --profile it also prints ONNX Runtime's own per-operator kernel time (enable_profiling,
 mean over 100 runs) for the plain, padded and shipped int8 models and for fp32.
 
-Usage: python benchmarks/int8_tuning.py [--rounds 3] [--profile]
+Usage: python benchmarks/probes/int8_tuning.py [--rounds 3] [--profile]
 """
 
 import argparse
@@ -25,7 +25,7 @@ import onnxruntime as ort
 import torch
 
 from squeezenet import create_model
-from squeezenet.deploy.bench import _time
+from squeezenet.deploy.bench import time_calls
 from squeezenet.deploy.export import export_model_to_onnx
 from squeezenet.deploy.quantize import quantize_onnx_int8
 
@@ -89,9 +89,9 @@ def main():
     xt = torch.from_numpy(x)
     for _ in range(a.rounds):
         with torch.no_grad():
-            times["eager fp32"] += _time(lambda: model(xt), 5, 30, 1.0)
+            times["eager fp32"] += time_calls(lambda: model(xt), 5, 30, 1.0)
         for name, s in sessions.items():
-            times[name] += _time(lambda: s.run(None, {"input": x}), 10, 60, 1.0)
+            times[name] += time_calls(lambda: s.run(None, {"input": x}), 10, 60, 1.0)
     eager = float(np.median(times["eager fp32"]))
     print(f"{'variant':50s} {'median ms':>9s} {'vs eager':>9s} {'file bytes':>11s}")
     for name, t in times.items():

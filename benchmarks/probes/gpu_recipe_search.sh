@@ -2,7 +2,7 @@
 # Recipe search on a lent CUDA machine: many `squeezenet train` jobs side by side on
 # one GPU (the GPU only speeds the search up; the chosen demo recipe is then timed on
 # the 2-core CPU). Round 1 and round 2 results are in docs/BENCHMARKS.md.
-# Usage: DATA_DIR=path/to/fashion-mnist OUT=out_dir bash benchmarks/gpu_recipe_search.sh [round]
+# Usage: DATA_DIR=path/to/fashion-mnist OUT=out_dir bash benchmarks/probes/gpu_recipe_search.sh [round]
 set -u
 export PYTHONPATH=src PYTHONUNBUFFERED=1
 OUT=${OUT:-runs/gpu}

@@ -7,7 +7,7 @@ the full test split: plain u8s8; u8s8 with reduce_range (7-bit weights: ORT's do
 fix); u8s8 with conv1's input channels zero-padded to 4; u8u8 (no int16 pairing); and what
 `squeezenet quantize` ships (padding + shared concat scales + short names).
 
-Usage: python benchmarks/int8_accuracy.py [--checkpoint runs/demo/best.pt]
+Usage: python benchmarks/probes/int8_accuracy.py [--checkpoint runs/demo/best.pt]
 """
 
 import argparse
