@@ -97,7 +97,7 @@ def test_compare_smoke_skips_missing_optional_peer(tmp_path, monkeypatch):
 
     def no_timm(module, extra):
         if module == "timm":
-            raise SqueezeNetError("optional dependency 'timm' is missing; install it with `pip install 'squeezenet[peers]'`")
+            raise SqueezeNetError("optional dependency 'timm' is missing; install it with `pip install 'squeezenet-toolkit[peers]'`")
         return real(module, extra)
 
     monkeypatch.setattr(errors, "require", no_timm)

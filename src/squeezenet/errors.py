@@ -27,5 +27,5 @@ def require(module_name: str, extra: str):
     except ImportError as e:  # pragma: no cover - depends on the environment
         raise SqueezeNetError(
             f"optional dependency '{module_name}' is missing; install it with "
-            f"`pip install 'squeezenet[{extra}]'`"
+            f"`pip install 'squeezenet-toolkit[{extra}]'`"
         ) from e

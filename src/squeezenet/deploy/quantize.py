@@ -217,7 +217,7 @@ def pt2e_int8(model, calib: list[np.ndarray], example: torch.Tensor):
                 X86InductorQuantizer, get_default_x86_inductor_quantization_config)
         except ImportError as e:
             raise SqueezeNetError("PT2E quantization needs torchao with this torch: "
-                                  "`pip install 'squeezenet[pt2e]'`") from e
+                                  "`pip install 'squeezenet-toolkit[pt2e]'`") from e
     batch = torch.export.Dim("batch", min=1, max=4096)
     gm = export(model.eval(), (example.repeat(2, 1, 1, 1),), dynamic_shapes={"x": {0: batch}}).module()
     q = X86InductorQuantizer().set_global(get_default_x86_inductor_quantization_config())

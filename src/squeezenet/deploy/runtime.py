@@ -14,7 +14,7 @@ file whose digest does not match, or that has none, unless ``verify=False`` (for
 foreign ONNX files). Images are decoded by :mod:`squeezenet.imageio`, the same code
 training used.
 
-Install footprint: ``pip install squeezenet[serve]`` brings onnxruntime, numpy and
+Install footprint: ``pip install squeezenet-toolkit[serve]`` brings onnxruntime, numpy and
 pillow (about 60 MB) and no torch; import only ``squeezenet.deploy``.
 """
 
@@ -101,7 +101,7 @@ def open_session(path, threads: int | None = None, tuned: bool = True, verify: b
     try:
         import onnxruntime as ort
     except ImportError as e:
-        raise SqueezeNetError("onnxruntime is missing; `pip install 'squeezenet[serve]'`") from e
+        raise SqueezeNetError("onnxruntime is missing; `pip install 'squeezenet-toolkit[serve]'`") from e
     data = read_onnx(path, verify)
     try:
         return ort.InferenceSession(data, session_options(threads, tuned), providers=["CPUExecutionProvider"])
