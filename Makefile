@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 FMNIST := /usr/share/datasets/fashion-mnist
 DEMO_OUT ?= runs/demo
 
-.PHONY: setup data demo test test-all bench clean
+.PHONY: setup data demo test bench clean
 
 setup: $(STAMP)
 
@@ -36,9 +36,6 @@ demo: setup data
 
 test: setup data
 	$(BIN)/python -m pytest -q
-
-test-all: setup data
-	$(BIN)/python -m pytest -q -m "slow or not slow"
 
 # The speed figures of docs/BENCHMARKS.md (each prints its same-run baseline).
 bench: setup data
