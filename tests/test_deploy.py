@@ -232,3 +232,17 @@ def test_int8_accuracy_on_real_fashion_mnist_subset(tmp_path):
     rows = {row["backend"]: row for row in r["rows"]}
     assert rows["eager-fp32"]["top1"] > 60  # it learned real clothes, chance is 10%
     assert abs(rows["eager-fp32"]["top1"] - rows["ort-int8"]["top1"]) <= 1.0
+
+
+def test_one_default_opset_everywhere(tmp_path):
+    """The CLI, export_onnx and export_model_to_onnx export the same opset by default."""
+    import inspect
+
+    from squeezenet.cli import build_parser
+    from squeezenet.deploy.export import DEFAULT_OPSET
+
+    cli_default = build_parser().parse_args(["export", "squeezenet1_1"]).opset
+    fn_defaults = {inspect.signature(f).parameters["opset"].default for f in (export_onnx, export_model_to_onnx)}
+    assert {cli_default} == fn_defaults == {DEFAULT_OPSET}
+    path = export_model_to_onnx(create_model("squeezenet1_1_small_w0.25"), tmp_path / "m.onnx", (3, 32, 32))
+    assert {o.version for o in onnx.load(str(path)).opset_import if o.domain in ("", "ai.onnx")} == {DEFAULT_OPSET}
