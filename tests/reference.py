@@ -36,3 +36,11 @@ PAPER_COMPLEX_BYPASS_MB = 7.7  # paper Table 3; does not follow from the archite
 # Section 5 SR sweep (1000 classes, fp32), sizes in MiB; the paper prints 4.8MB and ~19MB
 SR_SWEEP = {0.125: (1_248_424, 4.76), 0.25: (1_967_080, 7.50), 0.5: (3_404_392, 12.99),
             0.75: (4_841_704, 18.47), 1.0: (6_279_016, 23.95)}
+
+# ShuffleNet V1 (Zhang et al. 2017, arXiv:1707.01083) Table 1 at 224 px, width 1x: stage 2/3/4 output
+# channels and "complexity (MFLOPs)", which counts the convolutions' multiply-adds (the FC is excluded).
+SHUFFLENET_V1_CHANNELS = {1: (144, 288, 576), 2: (200, 400, 800), 3: (240, 480, 960), 4: (272, 544, 1088),
+                          8: (384, 768, 1536)}
+SHUFFLENET_V1_MMACS = {1: 143, 2: 140, 3: 137, 4: 133, 8: 137}
+# The authors' release (megvii-model/ShuffleNet-Series, ShuffleNetV1/README): 1.0x parameters in millions
+SHUFFLENET_V1_RELEASE_PARAMS_M = {3: 1.9, 8: 2.4}

@@ -119,6 +119,8 @@ def explain_name(name: str) -> dict:
     with torch.device("meta"):  # counts without allocating weights
         model = create_model(name)
     cfg = model.default_cfg
+    if cfg.get("family") == "shufflenet_v1":
+        return _explain_shufflenet_v1(name, parsed, model)
     design = cfg["design"]
     version = cfg["version"].replace("_", ".")
     bypass = {"none": "vanilla", "simple": "simple bypass (identity shortcuts)",
@@ -147,5 +149,29 @@ def explain_name(name: str) -> dict:
         "resolution": f"{res} px" + ("" if parsed.input_size else " (default)"),
         "fire_s1x1/e1x1/e3x3": fires,
         "params_1000_classes": f"{params:,} ({params * 4 / 2**20:.2f} MiB fp32)",
+        "summary": summary,
+    }
+
+
+def _explain_shufflenet_v1(name: str, parsed: ParsedName, model) -> dict:
+    from .profiler import profile
+
+    cfg = model.default_cfg
+    res = cfg["input_size"][1]
+    prof = profile(model, cfg["input_size"], name)
+    fc = model.fc.in_features * model.fc.out_features
+    chans = "/".join(str(u.out_ch) for u in model.units if u.stride == 2)
+    summary = f"ShuffleNet V1 {cfg['width']}x (g={cfg['groups']}), {res} px"
+    return {
+        "name": name,
+        "family": "ShuffleNet V1 (Zhang et al., arXiv:1707.01083)",
+        "groups": f"g={cfg['groups']} (pointwise group convolutions + channel shuffle)",
+        "width": f"{cfg['width']}x" + ("" if "width" in parsed.overrides else " (default)"),
+        "stages": f"conv1 {model.conv1.conv.out_channels} -> stage2/3/4 {chans} channels, 4/8/4 units",
+        "resolution": f"{res} px" + ("" if parsed.input_size else " (default)"),
+        "params_1000_classes": f"{prof.params:,} ({prof.params * 4 / 2**20:.2f} MiB fp32)",
+        "macs": f"{prof.macs / 1e6:.1f} M with the FC layer, {(prof.macs - fc) / 1e6:.1f} M without "
+                f"(paper Table 1 counts the convolutions: {cfg['paper_mmacs'] or '-'} M)",
+        "published_top1": f"{cfg['paper_top1']}% (arXiv:1707.01083 Table 5)" if cfg["paper_top1"] else "-",
         "summary": summary,
     }

@@ -143,6 +143,19 @@ def check_input_size(name: str, opts: dict, size: int, channels: int = 3) -> Non
                                   "use a larger --input-size (or the _small stem for 28-64 px)") from e
 
 
+def _check_forward(model: nn.Module, name: str, spec) -> None:
+    """One eval-mode forward at the data's size before training (no state changes)."""
+    was = model.training
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(1, spec.channels, spec.input_size, spec.input_size))
+    except RuntimeError as e:
+        raise SqueezeNetError(f"'{name}' cannot take {spec.input_size} px images ({str(e).splitlines()[0][:100]}); "
+                              "use a larger --input-size (or the _small stem for 28-64 px)") from e
+    finally:
+        model.train(was)
+
+
 class Trainer:
     """One training run. Use :func:`train` unless you need the pieces.
 
@@ -170,9 +183,9 @@ class Trainer:
             self.splits.train = self.splits.train.subset(cfg.train_subset)
         torch.manual_seed(cfg.seed)
         if model is None:
-            check_input_size(cfg.model, model_options(cfg), self.spec.input_size, self.spec.channels)
             model = create_model(cfg.model, num_classes=len(self.spec.classes), in_chans=self.spec.channels,
                                  **model_options(cfg))
+            _check_forward(model, cfg.model, self.spec)
             if cfg.weights:
                 model = _init_from_weights(model, cfg.weights, len(self.spec.classes))
         self.model_name = cfg.model

@@ -1,4 +1,4 @@
-"""Model definitions. Importing this package registers every builder."""
+"""Model definitions, one file per family. Importing this package registers every builder."""
 
 from .squeezenet import (  # noqa: F401
     DesignSpace,
@@ -9,3 +9,4 @@ from .squeezenet import (  # noqa: F401
     load_torchvision_state_dict,
     load_torchvision_weights,
 )
+from .shufflenet_v1 import ShuffleNetV1, ShuffleUnit, channel_shuffle  # noqa: F401

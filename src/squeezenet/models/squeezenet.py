@@ -327,7 +327,7 @@ def _create(version: str, bypass: str = "none", *, num_classes: int = 1000, in_c
         width=width, **{k: val for k, val in asdict(design).items() if k != "num_fire"},
     )
     model.default_cfg = dict(
-        version=version, bypass=bypass, input_size=(in_chans, 224, 224),
+        family="squeezenet", version=version, bypass=bypass, input_size=(in_chans, 224, 224),
         mean=IMAGENET_MEAN, std=IMAGENET_STD, design=asdict(design), width=width, stem=stem,
         paper_top1=v["paper_top1"] if vanilla else None,
         paper_top5=v["paper_top5"] if vanilla else None,
