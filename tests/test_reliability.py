@@ -388,6 +388,7 @@ BAD_FLAGS = [
     (["summary", "squeezenet1_0", "--num-classes", "0"], "expected an integer >= 1"),
     (["summary", "squeezenet1_0", "--input-size", "0"], "expected a size between 8 and 2048"),
     (["summary", "squeezenet1_0_bn_bn"], "modifier '_bn' appears twice"),
+    (["summary", "squeezenet1_0", "--count", "flops"], "unknown count option 'flops'"),
     (["explain", "squeezenet1_0_w1000"], "width must be between"),
     (["explain", "squeezenet1_0_sr0"], "squeeze ratio SR must be in (0, 1]"),
     (["explain", "squeezenet1_0_9999"], "outside 16-2048 px"),

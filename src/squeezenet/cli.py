@@ -142,12 +142,16 @@ def add_summary_parser(sub):
     p = sub.add_parser("summary", help="per-layer params, MACs and output shapes",
                        description="Per-layer output shape, parameters and MACs (multiply-accumulates of conv/"
                                    "linear) with totals and fp32/fp16/int8 sizes. Works for our models and "
-                                   "torchvision/timm names (tv:NAME, timm:NAME). No weights are allocated.")
+                                   "torchvision/timm names (tv:NAME, timm:NAME), at the model's native resolution "
+                                   "(torchvision: its weights' crop size). No weights are allocated.")
     p.add_argument("model")
     p.add_argument("--input-size", type=image_size, help="square input size in px (default: the model's native size)")
     p.add_argument("--in-chans", type=channels, help="input channels (default 3)")
     p.add_argument("--num-classes", type=positive_int, help="classes (default 1000)")
     p.add_argument("--format", choices=["table", "markdown", "csv", "json"], default="table")
+    p.add_argument("--count", type=_str_list, default=[],
+                   help="also count bn, act, pool and/or add (comma-separated; 1 MAC per element op). Default: "
+                        "conv/linear/matmul and attention only, as torchvision and the papers")
     p.set_defaults(func=_cmd_summary)
 
 
@@ -157,7 +161,7 @@ def _cmd_summary(a):
 
     built = build_any(a.model, num_classes=a.num_classes, in_chans=a.in_chans, meta=True)
     size = a.input_size or built.input_size
-    print(profile(built.model, (a.in_chans or built.in_chans, size, size), a.model).format(a.format))
+    print(profile(built.model, (a.in_chans or built.in_chans, size, size), a.model, extra=a.count).format(a.format))
 
 
 # ------------------------------------------------------------------ train

@@ -1,10 +1,19 @@
 """Per-layer parameters, multiply-accumulates (MACs) and output shapes of any model.
 
-MACs are multiply-accumulates of convolutions and linear/matmul ops only, counted by
-``torch.utils.flop_counter.FlopCounterMode`` (which reports 2 FLOPs per MAC; we halve
-it). BatchNorm, ReLU, pooling and additions are not counted, as in torchvision's
-"GFLOPS" metadata and the papers the peers cite. Model size is parameters times bytes
-per element (4 fp32, 2 fp16, 1 int8), ignoring quantization scales and buffers.
+The convention, stated wherever a count is printed: MACs are multiply-accumulates of
+convolutions, linear layers and matrix products, attention included, counted by
+``torch.utils.flop_counter.FlopCounterMode`` (2 FLOPs per MAC; we halve it), and
+FLOPs = 2 x MACs. That is torchvision's ``_ops`` metadata and what the papers report
+(many say "FLOPs" and mean multiply-adds). BatchNorm, activations, pooling and
+element-wise additions are left out unless asked for (``extra=("bn", "act", "pool",
+"add")``); each such element operation then counts as one MAC, as fvcore and ptflops
+count them. Attention is counted on every path: PyTorch's fused MultiheadAttention
+fast path is switched off while profiling (it hides the attention products from the
+counter) and the CPU flash-attention kernel gets the standard SDPA formula.
+
+Model size is parameters times bytes per element (4 fp32, 2 fp16, 1 int8), ignoring
+quantization scales and buffers. Models built on the meta device (no weights) are
+profiled without allocating anything.
 """
 
 from __future__ import annotations
@@ -12,6 +21,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -20,8 +30,20 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from .errors import SqueezeNetError
 
-MAC_CONVENTION = "MACs = multiply-accumulates of conv/linear layers (1 MAC = 2 FLOPs); BN, ReLU, pool, add excluded"
+EXTRAS = {"bn": "BatchNorm", "act": "activations", "pool": "pooling", "add": "element-wise adds"}
 MIB = 1024 * 1024
+
+
+def convention(extra=()) -> str:
+    """The counting convention, in words, for a set of extras."""
+    kept = [EXTRAS[e] for e in EXTRAS if e in extra]
+    left = [EXTRAS[e] for e in EXTRAS if e not in extra]
+    s = "MACs = multiply-accumulates of conv/linear/matmul, attention included" + (
+        f", plus {', '.join(kept)} (1 MAC per element op)" if kept else "")
+    return s + "; FLOPs = 2 x MACs" + (f"; {', '.join(left)} not counted" if left else "")
+
+
+MAC_CONVENTION = convention()
 
 
 @dataclass
@@ -42,6 +64,15 @@ class Profile:
     layers: list[LayerStats] = field(default_factory=list)
     params: int = 0
     macs: int = 0
+    extra: tuple = ()
+
+    @property
+    def flops(self) -> int:
+        return 2 * self.macs
+
+    @property
+    def convention(self) -> str:
+        return convention(self.extra)
 
     @property
     def size_bytes(self) -> dict[str, int]:
@@ -51,31 +82,32 @@ class Profile:
         return {
             "model": self.model_name,
             "input_size": self.input_size,
-            "convention": MAC_CONVENTION,
+            "convention": self.convention,
+            "counted": ["conv", "linear", "matmul", "attention", *self.extra],
             "layers": [asdict(layer) for layer in self.layers],
-            "total": {"params": self.params, "macs": self.macs, "size_bytes": self.size_bytes,
+            "total": {"params": self.params, "macs": self.macs, "flops": self.flops, "size_bytes": self.size_bytes,
                       "size_mib": {k: v / MIB for k, v in self.size_bytes.items()}},
         }
 
     def format(self, fmt: str = "table") -> str:
         if fmt == "json":
             return json.dumps(self.to_dict(), indent=2)
-        header = ["layer", "type", "output", "params", "params %", "MACs", "MACs %"]
+        header = ["layer", "type", "output", "params", "params %", "MACs", "FLOPs", "MACs %"]
         rows = [[s.name, s.kind, "x".join(map(str, s.output_shape[1:])), f"{s.params:,}",
-                 f"{s.params_pct:.1f}", f"{s.macs:,}", f"{s.macs_pct:.1f}"] for s in self.layers]
-        total = ["total", "", "", f"{self.params:,}", "100.0", f"{self.macs:,}", "100.0"]
+                 f"{s.params_pct:.1f}", f"{s.macs:,}", f"{2 * s.macs:,}", f"{s.macs_pct:.1f}"] for s in self.layers]
+        total = ["total", "", "", f"{self.params:,}", "100.0", f"{self.macs:,}", f"{self.flops:,}", "100.0"]
         if fmt == "csv":
             buf = io.StringIO()
             w = csv.writer(buf)
-            w.writerow(["name", "kind", "output_shape", "params", "params_pct", "macs", "macs_pct"])
+            w.writerow(["name", "kind", "output_shape", "params", "params_pct", "macs", "flops", "macs_pct"])
             for s in self.layers:
                 w.writerow([s.name, s.kind, "x".join(map(str, s.output_shape)), s.params,
-                            f"{s.params_pct:.3f}", s.macs, f"{s.macs_pct:.3f}"])
-            w.writerow(["total", "", "", self.params, "100", self.macs, "100"])
+                            f"{s.params_pct:.3f}", s.macs, 2 * s.macs, f"{s.macs_pct:.3f}"])
+            w.writerow(["total", "", "", self.params, "100", self.macs, self.flops, "100"])
             return buf.getvalue()
         sizes = ", ".join(f"{k} {v / MIB:.2f} MiB" for k, v in self.size_bytes.items())
         footer = (f"{self.model_name} @ {'x'.join(map(str, self.input_size))}: {self.params:,} params, "
-                  f"{self.macs / 1e9:.3f} GMACs; weights {sizes}\n{MAC_CONVENTION}")
+                  f"{self.macs / 1e9:.3f} GMACs = {self.flops / 1e9:.3f} GFLOPs; weights {sizes}\n{self.convention}")
         if fmt == "markdown":
             lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
             lines += ["| " + " | ".join(r) + " |" for r in rows + [total]]
@@ -106,17 +138,82 @@ def _kind(m: nn.Module) -> str:
     return type(m).__name__ if not isinstance(m, nn.Sequential) else type(m[0]).__name__
 
 
+def _first(shape):
+    """The first output's shape (ops like batch_norm return a tuple)."""
+    return shape[0] if shape and isinstance(shape[0], (tuple, list, torch.Size)) else shape
+
+
+def _per_element(*args, out_shape=None, **kwargs) -> int:
+    return 2 * math.prod(_first(out_shape))  # FlopCounterMode counts FLOPs: 1 MAC = 2
+
+
+def _tensor_add(a, b=None, *args, out_shape=None, **kwargs) -> int:
+    return _per_element(out_shape=out_shape) if isinstance(b, torch.Size) else 0  # x + y, not x + 1
+
+
+def _pool(x, *args, out_shape=None, **kwargs) -> int:
+    """Each output element reads a window: the kernel (args[0]) or, adaptive, in/out area."""
+    out = _first(out_shape)
+    k = args[0] if args else 1
+    if isinstance(k, (list, tuple)) and len(k) == 2 and tuple(k) == tuple(out[-2:]):  # adaptive: output size
+        window = max(1, (x[-1] * x[-2]) // max(1, out[-1] * out[-2]))
+    else:
+        k = list(k) if isinstance(k, (list, tuple)) else [k]
+        window = math.prod(k * 2 if len(k) == 1 else k)
+    return 2 * math.prod(out) * window
+
+
+def _mean(x, dims=None, *args, out_shape=None, **kwargs) -> int:
+    """x.mean(dims): global average pooling as PyTorch dispatches AdaptiveAvgPool2d(1)."""
+    return 2 * math.prod(x) if dims else 0
+
+
+def _sdpa_cpu(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    from torch.utils.flop_counter import sdpa_flop_count
+
+    return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+EXTRA_OPS = {  # aten op names per extra, counted one MAC per element op
+    "bn": ["_native_batch_norm_legit_no_training", "_native_batch_norm_legit", "native_batch_norm",
+           "native_layer_norm", "native_group_norm"],
+    "act": ["relu", "relu_", "hardtanh", "hardtanh_", "hardswish", "hardswish_", "hardsigmoid", "hardsigmoid_",
+            "sigmoid", "sigmoid_", "silu", "silu_", "gelu", "gelu_", "tanh", "tanh_", "elu", "elu_", "mish",
+            "mish_", "leaky_relu", "leaky_relu_", "clamp_min", "clamp_min_"],
+    "pool": ["max_pool2d", "max_pool2d_with_indices", "avg_pool2d", "adaptive_avg_pool2d", "_adaptive_avg_pool2d",
+             "adaptive_max_pool2d", "mean"],
+    "add": ["add", "add_"],
+}
+
+
+def _mapping(extra) -> dict:
+    aten = torch.ops.aten
+    table = {aten._scaled_dot_product_flash_attention_for_cpu: _sdpa_cpu}
+    for e in extra:
+        formula = {"pool": _pool, "add": _tensor_add}.get(e, _per_element)
+        for name in EXTRA_OPS[e]:
+            if hasattr(aten, name):
+                table[getattr(aten, name)] = _mean if name == "mean" else formula
+    return table
+
+
 @torch.no_grad()
-def profile(model: nn.Module, input_size=(3, 224, 224), model_name: str | None = None) -> Profile:
+def profile(model: nn.Module, input_size=(3, 224, 224), model_name: str | None = None, extra=()) -> Profile:
     """Profile ``model`` on one input of ``input_size`` (C, H, W) or (B, C, H, W).
 
     Returns a :class:`Profile` with per-layer output shape, parameters and MACs (and
-    their share of the total) plus totals and fp32/fp16/int8 weight sizes.
+    their share of the total) plus totals and fp32/fp16/int8 weight sizes. ``extra``
+    adds BatchNorm ("bn"), activations ("act"), pooling ("pool") and element-wise adds
+    ("add") to the count; see the module docstring for the convention.
     """
     if len(input_size) == 3:
         input_size = (1, *input_size)
     if len(input_size) != 4 or min(input_size) < 1:
         raise SqueezeNetError(f"input size must be (C, H, W), got {tuple(input_size)}")
+    unknown = set(extra) - set(EXTRAS)
+    if unknown:
+        raise SqueezeNetError(f"unknown count option '{sorted(unknown)[0]}'; use {', '.join(EXTRAS)}")
+    extra = tuple(e for e in EXTRAS if e in extra)
     model_name = model_name or getattr(model, "default_cfg", {}).get("name", type(model).__name__)
     was_training = model.training
     model.eval()
@@ -128,20 +225,24 @@ def profile(model: nn.Module, input_size=(3, 224, 224), model_name: str | None =
             lambda mod, inp, out, name=name: shapes.__setitem__(name, list(out.shape))))
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     x = torch.zeros(input_size, device=device)
+    counter = FlopCounterMode(custom_mapping=_mapping(extra), display=False)
+    fast = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)  # the fused path hides attention from the counter
     try:
-        with FlopCounterMode(display=False) as counter:
+        with counter:
             model(x)
     except RuntimeError as e:
         msg = str(e).splitlines()[0]
         raise SqueezeNetError(f"model does not accept input {tuple(input_size)}: {msg}; "
                               "check --input-size and the number of input channels") from e
     finally:
+        torch.backends.mha.set_fastpath_enabled(fast)
         for h in hooks:
             h.remove()
         model.train(was_training)
     counts = counter.get_flop_counts()
     root = type(model).__name__
-    prof = Profile(model_name, list(input_size[1:]))
+    prof = Profile(model_name, list(input_size[1:]), extra=extra)
     for name, m in layers:
         flops = sum(counts.get(f"{root}.{fqn[id(m)]}", {}).values())
         prof.layers.append(LayerStats(name, _kind(m), shapes.get(name, []),

@@ -19,12 +19,63 @@ class Built(NamedTuple):
 
 
 def build_any(name: str, num_classes: int | None = None, in_chans: int | None = None, meta: bool = False) -> Built:
-    """The model called ``name`` with random weights (no hub), in eval mode.
+    """The model called ``name`` with random weights (no hub), in eval mode, and its
+    native resolution (torchvision: its default weights' crop size; timm: its
+    pretrained config; ours: the name's ``_<N>`` or 224). torchvision models are built
+    with their default weights' configuration (classes, image size), never downloaded.
 
-    ``meta=True`` builds it on the meta device: shapes and counts without allocating
-    any weights (``summary``/``explain`` of any size answer at once)."""
-    with torch.device("meta") if meta else contextlib.nullcontext():
+    ``meta=True`` puts every weight on the meta device: shapes and counts without
+    allocating anything (``summary``/``explain`` of any size answer at once)."""
+    with meta_weights() if meta else contextlib.nullcontext():
         return _build(name, num_classes, in_chans)
+
+
+@contextlib.contextmanager
+def meta_weights():
+    """Every parameter and buffer a module registers goes to the meta device; code that
+    computes with ordinary tensors while building (RegNet's widths) still works."""
+    from torch import nn
+
+    reg_p, reg_b = nn.Module.register_parameter, nn.Module.register_buffer
+
+    def param(self, name, p):
+        reg_p(self, name, p)
+        if p is not None:
+            self._parameters[name] = type(p)(p.to("meta"), requires_grad=p.requires_grad)
+
+    def buffer(self, name, t, persistent=True):
+        reg_b(self, name, t.to("meta") if isinstance(t, torch.Tensor) else t, persistent)
+
+    nn.Module.register_parameter, nn.Module.register_buffer = param, buffer
+    try:
+        yield
+    finally:
+        nn.Module.register_parameter, nn.Module.register_buffer = reg_p, reg_b
+
+
+@contextlib.contextmanager
+def _weights_config_only():
+    """Build a torchvision model with ``weights=...`` (its classes, image size, ...)
+    without fetching or loading the weights."""
+    from torchvision.models._api import WeightsEnum
+
+    get, load = WeightsEnum.get_state_dict, torch.nn.Module.load_state_dict
+    WeightsEnum.get_state_dict = lambda self, *a, **k: {}
+    torch.nn.Module.load_state_dict = lambda self, *a, **k: None
+    try:
+        yield
+    finally:
+        WeightsEnum.get_state_dict, torch.nn.Module.load_state_dict = get, load
+
+
+def tv_default_weights(name: str):
+    """torchvision's default weights entry for a builder name (metadata only), or None."""
+    import torchvision
+
+    try:
+        return torchvision.models.get_model_weights(name).DEFAULT
+    except (ValueError, AttributeError, KeyError):
+        return None
 
 
 def _build(name, num_classes, in_chans) -> Built:
@@ -47,11 +98,16 @@ def _build(name, num_classes, in_chans) -> Built:
         tv = name[3:] if name.startswith("tv:") else name
         if in_chans not in (None, 3):
             raise SqueezeNetError("torchvision models take 3-channel input; drop --in-chans")
+        w = tv_default_weights(tv)
         try:
-            m = torchvision.models.get_model(tv, weights=None, **kw)
+            if w is not None and not kw:  # the weights' own configuration (classes, image size)
+                with _weights_config_only():
+                    m = torchvision.models.get_model(tv, weights=w)
+            else:
+                m = torchvision.models.get_model(tv, weights=None, **kw)
         except ValueError as e:
             raise SqueezeNetError(f"unknown torchvision model '{tv}'") from e
-        return Built(m.eval(), 3, 224)
+        return Built(m.eval(), 3, w.transforms().crop_size[0] if w is not None else 224)
     kw_ours = dict(kw)
     if in_chans:
         kw_ours["in_chans"] = in_chans
