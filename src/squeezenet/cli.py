@@ -125,17 +125,21 @@ def _cmd_list(a):
 
 def add_explain_parser(sub):
     p = sub.add_parser("explain", help="explain what a model name means",
-                       description="Parse a model name into family, version, macro-architecture, design-space "
-                                   "setting, width, stem and resolution; counts come without allocating weights.")
+                       description="What a model name says: family and version, width or compound scaling, "
+                                   "resolution, groups, size, series, patch size; computed params and MACs where a "
+                                   "builder is installed (no weights allocated); the published ImageNet top-1 with "
+                                   "its source. Ours, torchvision's (tv:NAME or bare) and timm's (timm:NAME or bare).")
     p.add_argument("name")
     p.set_defaults(func=_cmd_explain)
 
 
 def _cmd_explain(a):
-    from .factory import explain_name
+    from .names import explain
 
-    for k, v in explain_name(a.name).items():
-        print(f"{k:>14}: {v}")
+    info = explain(a.name)
+    w = max(map(len, info))
+    for k, v in info.items():
+        print(f"{k:>{w}}: {v}")
 
 
 def add_summary_parser(sub):

@@ -18,7 +18,9 @@ import numpy as np
 import torch
 
 from .errors import SqueezeNetError
+from .progress import progress
 from .peers import PEERS
+from .profiler import convention
 from .render import markdown_table, pyplot, save_figure
 from .profiler import profile
 
@@ -31,7 +33,6 @@ def _latency(fn, repeats: int, warmup: int = 3) -> float:
 
 def compare(models=None, input_size: int = 224, backends=("eager", "ort"), repeats: int = 20,
             out: str = "runs/compare", threads: int | None = None, batch_throughput: int = 32) -> dict:
-    from tqdm import tqdm
 
     from .deploy.bench import machine_tag, make_runner
     from .zoo import build_any
@@ -44,7 +45,7 @@ def compare(models=None, input_size: int = 224, backends=("eager", "ort"), repea
     if bad:
         raise SqueezeNetError(f"compare backends are eager, channels_last, ort and ort-int8; got '{bad[0]}'")
     rows, notes = [], []
-    for name in tqdm(names, desc="compare", leave=False):
+    for name in progress(names, "compare"):
         try:
             model = build_any(name).model
         except SqueezeNetError as e:
@@ -84,7 +85,7 @@ def compare(models=None, input_size: int = 224, backends=("eager", "ort"), repea
     plots = _plots(rows, outd, tag, backends)
     report = outd / "compare.md"
     report.write_text(f"# Efficient CNNs on {machine_tag()} (torch {torch.__version__}), {input_size} px\n\n"
-                      "MACs = multiply-accumulates of conv/linear (BN, activations, pools excluded). Latency: median "
+                      f"{convention()}. Latency: median "
                       "of repeated runs, batch 1; throughput: batch " + str(batch_throughput) + ". Random weights "
                       "(speed does not depend on them). Top-1: published ImageNet figures, sources in the CSV.\n\n"
                       f"{table}\n\n" + "".join(f"![{p.stem}]({p.name})\n\n" for p in plots) +

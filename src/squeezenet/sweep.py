@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 
 from .errors import SqueezeNetError
+from .progress import progress
 from .profiler import profile
 from .factory import create_model
 from .render import markdown_table, pyplot, save_figure
@@ -33,13 +34,12 @@ def sweep_points(sr=None, pct3x3=None) -> list[dict]:
 def sweep(base: str = "squeezenet1_0", sr=None, pct3x3=None, train_epochs: int = 0, data: str = "fashion-mnist",
           data_dir: str | None = None, download: bool = True, out: str = "runs/sweep", batch_size: int = 256,
           train_model_options: str = "small,bn", seed: int = 0) -> dict:
-    from tqdm import tqdm
 
     outd = Path(out)
     (outd / "points").mkdir(parents=True, exist_ok=True)
     rows = []
     pts = sweep_points(sr, pct3x3)
-    for p in tqdm(pts, desc="sweep", leave=True):
+    for p in progress(pts, "sweep"):
         name = f"{base}_sr{p['sr']}_pct{p['pct3x3']}"
         done = outd / "points" / f"{p['axis']}_{name}.json"
         if done.exists():

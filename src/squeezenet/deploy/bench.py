@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from ..errors import SqueezeNetError
+from ..progress import progress
 from ..profiler import profile
 from ..render import markdown_table, pyplot, save_figure
 
@@ -80,7 +81,20 @@ def machine_tag() -> str:
         pass
     import os
 
-    return f"{cpu.replace(' ', '-')}-{os.cpu_count()}c"
+    return f"{cpu.replace(' ', '-')}-{os.cpu_count()}c-{isa_tag()}"
+
+
+def isa_tag() -> str:
+    """The vector ISA that decides the fast kernels here: avx512-vnni-bf16, avx512, avx2, ..."""
+    try:
+        flags = set(next((ln for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("flags")),
+                         "").split())
+    except OSError:
+        return "unknown-isa"
+    if "avx512f" in flags:
+        extra = [n for f, n in (("avx512_vnni", "vnni"), ("avx512_bf16", "bf16"), ("amx_tile", "amx")) if f in flags]
+        return "-".join(["avx512", *extra])
+    return "avx2" + ("-vnni" if "avx_vnni" in flags else "") if "avx2" in flags else platform.machine()
 
 
 def make_runner(backend: str, model, shape, batch: int, tmp: Path, threads: int | None, calib=None):
@@ -159,10 +173,9 @@ def bench(model_name: str | None = None, checkpoint: str | None = None, backends
     macs = profile(model, shape).macs
     peak = gemm_gflops()
     rows = []
-    from tqdm import tqdm
 
     with tempfile.TemporaryDirectory() as tmp:
-        for bs in tqdm(batch_sizes, desc="bench", leave=False):
+        for bs in progress(batch_sizes, "bench"):
             fns = {b: make_runner(b, model, shape, bs, Path(tmp), threads) for b in backends}
             # Time the backends in alternating blocks (3 rounds), so slow drift in the
             # machine's speed hits every backend alike. Run-by-run interleaving is worse
