@@ -24,8 +24,10 @@ COMMANDS = ("list", "explain", "summary", "train", "eval", "predict", "export", 
 
 def test_help_lists_every_command():
     out = cli("--help").stdout
-    listed = [ln.split()[0] for ln in out.split("positional arguments:")[1].split("options:")[0].splitlines()
-              if ln.startswith("    ") and ln.split()]
+    import re
+
+    block = out.split("positional arguments:")[1].split("options:")[0]
+    listed = re.findall(r"^    (\S+)", block, flags=re.M)  # wrapped help lines are indented further
     assert listed == list(COMMANDS)
     from squeezenet.cli import build_parser
 

@@ -200,3 +200,23 @@ def test_uniform_interface():
     assert m.forward_head(f, pre_logits=True).shape == (2, 512)
     m.reset_classifier(3)
     assert m(x).shape == (2, 3) and m.num_classes == 3 and m.get_classifier().out_channels == 3
+
+
+def test_authors_release_v10_pads_conv10():
+    """forresti/SqueezeNet deploy.prototxt: conv10 pad 1, so at 227 px its output is 15x15 and the
+    global average takes in a ring of 56 ReLU(bias) values: with the same weights,
+    release = (169 * table1 + 56 * relu(bias)) / 225 for every class."""
+    from squeezenet import create_model, profile
+
+    t1, rel = create_model("squeezenet1_0").eval(), create_model("squeezenet1_0_caffe").eval()
+    rel.load_state_dict(t1.state_dict())
+    with torch.no_grad():
+        t1.classifier.conv10.bias.uniform_(-0.5, 0.5)
+        rel.classifier.conv10.bias.copy_(t1.classifier.conv10.bias)
+        x = torch.randn(2, 3, 227, 227)
+        want = (169 * t1(x) + 56 * torch.relu(t1.classifier.conv10.bias)) / 225
+        torch.testing.assert_close(rel(x), want, rtol=1e-5, atol=1e-6)
+    shapes = {r.name: r.output_shape for r in profile(rel, (3, 227, 227)).layers}
+    assert shapes["conv10"][2:] == [15, 15] and shapes["fire9"][2:] == [13, 13]
+    assert rel.default_cfg["input_size"] == (3, 227, 227) and rel.default_cfg["preprocess"] == "caffe"
+    assert rel.model_kwargs["head_padding"] == 1 and "head_padding" not in t1.model_kwargs

@@ -233,11 +233,21 @@ def _cmd_train(a):
 # ------------------------------------------------------------------ eval / predict
 
 def add_eval_parser(sub):
-    p = sub.add_parser("eval", help="evaluate a model file: top-1/top-5",
+    p = sub.add_parser("eval", help="top-1/top-5 of a model file or of any named model",
                        description="Evaluate a checkpoint (.pt), container (.sqz) or export (.onnx) on a dataset's "
                                    "test split, preprocessed as in training; prints top-1/top-5 and writes a JSON "
-                                   "next to the model file (or --out). Class names are matched with the model's.")
-    p.add_argument("--checkpoint", "-c", required=True)
+                                   "next to the model file (or --out). Class names are matched with the model's. "
+                                   "Or, with --model NAME --weights FILE|URL --data DIR, evaluate any of ours, "
+                                   "torchvision's (tv:NAME) or timm's (timm:NAME) models on an ImageNet-layout "
+                                   "folder (DIR/val/<wnid>/*.JPEG; class index = sorted wnid), each with its own "
+                                   "evaluation preprocessing; reports top-1/top-5 and images/s.")
+    p.add_argument("--checkpoint", "-c")
+    p.add_argument("--model", help="a model name, for ImageNet evaluation with --weights and --data")
+    p.add_argument("--weights", help="ImageNet weights for --model: a file or an http(s) URL")
+    p.add_argument("--preprocess", choices=["auto", "torchvision", "timm", "caffe", "imagenet"], default="auto",
+                   help="evaluation preprocessing for --model (default: the model's own)")
+    p.add_argument("--workers", "-j", type=non_negative_int, default=2, help="DataLoader workers for --model")
+    p.add_argument("--limit", type=positive_int, help="evaluate only the first N images (--model)")
     _add_data_flags(p, default=None)
     p.add_argument("--out", help="JSON file to write (default: <checkpoint>.eval.json)")
     p.add_argument("--batch-size", type=positive_int, default=1000)
@@ -248,6 +258,10 @@ def add_eval_parser(sub):
 
 
 def _cmd_eval(a):
+    if bool(a.model) == bool(a.checkpoint):
+        raise SqueezeNetError("give --checkpoint FILE, or --model NAME with --weights and --data (exactly one)")
+    if a.model:
+        return _eval_named(a)
     from .evaluate import evaluate_checkpoint
 
     r = evaluate_checkpoint(a.checkpoint, a.data, a.data_dir, a.download, a.batch_size, a.out, a.tta,
@@ -255,6 +269,26 @@ def _cmd_eval(a):
     tta = f", {a.tta} TTA" if a.tta else ""
     print(f"{r['model']} on {r['data']} ({r['n']} images{tta}): top-1 {r['top1']:.2f}%, top-5 {r['top5']:.2f}%, "
           f"loss {r['loss']:.4f}; written to {r['json']}")
+
+
+def _eval_named(a):
+    import json
+
+    from .files import atomic_write_text, ensure_writable_file
+    from .imagenet import evaluate_imagenet
+
+    if not a.data:
+        raise SqueezeNetError("--model needs --data DIR, an ImageNet-layout folder (DIR/val/<wnid>/*.JPEG)")
+    if a.out:
+        ensure_writable_file(a.out)
+    r = evaluate_imagenet(a.model, a.weights, a.data, a.batch_size, a.workers, a.preprocess, a.limit)
+    if a.out:
+        atomic_write_text(a.out, json.dumps(r, indent=2))
+    print(f"{r['model']} on {r['data']} ({r['n']} images, {r['classes']} classes): top-1 {r['top1']:.2f}%, top-5 "
+          f"{r['top5']:.2f}%; {r['img_per_s']:.1f} img/s end to end, {r['model_img_per_s']:.1f} img/s in the model; "
+          f"preprocessing: {r['preprocess']}" + (f"; written to {a.out}" if a.out else ""))
+    if not a.weights:
+        print("note: no --weights: the model has random weights", file=sys.stderr)
 
 
 def add_predict_parser(sub):
@@ -398,14 +432,25 @@ def add_compare_parser(sub):
     p.add_argument("--repeats", type=positive_int, default=20)
     p.add_argument("--out", default="runs/compare")
     p.add_argument("--threads", type=positive_int)
+    p.add_argument("--data", help="an ImageNet-layout folder: adds a measured top-1 for models given --weights")
+    p.add_argument("--weights", type=_str_list, default=[],
+                   help="NAME=FILE|URL pairs (comma-separated), e.g. squeezenet1_1=squeezenet1_1-b8a52dc0.pth")
     p.set_defaults(func=_cmd_compare)
 
 
 def _cmd_compare(a):
     from .compare import compare
 
+    weights = {}
+    for pair in a.weights:
+        name, sep, path = pair.partition("=")
+        if not sep or not name or not path:
+            raise SqueezeNetError(f"--weights takes NAME=FILE pairs, got '{pair}'")
+        weights[name] = path
+    if weights and not a.data:
+        raise SqueezeNetError("--weights needs --data DIR (an ImageNet-layout folder) to measure top-1")
     r = compare(models=a.models, input_size=a.input_size, backends=a.backends, repeats=a.repeats, out=a.out,
-                threads=a.threads)
+                threads=a.threads, data=a.data, weights=weights)
     print(r["table"])
     for note in r["notes"]:
         print(f"note: {note}")

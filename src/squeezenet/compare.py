@@ -32,7 +32,11 @@ def _latency(fn, repeats: int, warmup: int = 3) -> float:
 
 
 def compare(models=None, input_size: int = 224, backends=("eager", "ort"), repeats: int = 20,
-            out: str = "runs/compare", threads: int | None = None, batch_throughput: int = 32) -> dict:
+            out: str = "runs/compare", threads: int | None = None, batch_throughput: int = 32,
+            data: str | None = None, weights: dict | None = None) -> dict:
+    """Params, MACs, latency and throughput of each model on this machine, beside its
+    published top-1; with ``data`` (an ImageNet-layout folder) and ``weights`` (name ->
+    file or URL), also the top-1 measured here (see :mod:`squeezenet.imagenet`)."""
 
     from .deploy.bench import machine_tag, make_runner
     from .zoo import build_any
@@ -44,6 +48,10 @@ def compare(models=None, input_size: int = 224, backends=("eager", "ort"), repea
     bad = [b for b in backends if b not in ("eager", "ort", "ort-int8", "channels_last")]
     if bad:
         raise SqueezeNetError(f"compare backends are eager, channels_last, ort and ort-int8; got '{bad[0]}'")
+    weights = weights or {}
+    unknown = sorted(set(weights) - set(names))
+    if unknown:
+        raise SqueezeNetError(f"--weights names '{unknown[0]}', which is not among the compared models")
     rows, notes = [], []
     for name in progress(names, "compare"):
         try:
@@ -60,6 +68,11 @@ def compare(models=None, input_size: int = 224, backends=("eager", "ort"), repea
                "fp32_mib": prof.params * 4 / 2**20, "int8_mib": prof.params / 2**20,
                "published_top1": pub.top1 if pub else None, "top1_source": pub.source if pub else "",
                "published_mmacs": pub.mmacs if pub else None}
+        if name in weights:
+            from .imagenet import evaluate_imagenet
+
+            m = evaluate_imagenet(name, weights[name], data)
+            row.update(measured_top1=m["top1"], measured_top5=m["top5"], measured_n=m["n"])
         with tempfile.TemporaryDirectory() as tmp:
             for b in backends:
                 try:
@@ -87,7 +100,8 @@ def compare(models=None, input_size: int = 224, backends=("eager", "ort"), repea
     report.write_text(f"# Efficient CNNs on {machine_tag()} (torch {torch.__version__}), {input_size} px\n\n"
                       f"{convention()}. Latency: median "
                       "of repeated runs, batch 1; throughput: batch " + str(batch_throughput) + ". Random weights "
-                      "(speed does not depend on them). Top-1: published ImageNet figures, sources in the CSV.\n\n"
+                      "(speed does not depend on them). Top-1: published ImageNet figures, sources in the CSV"
+                      + (f"; measured: on {data} with the weights given" if weights else "") + ".\n\n"
                       f"{table}\n\n" + "".join(f"![{p.stem}]({p.name})\n\n" for p in plots) +
                       "".join(f"- note: {n}\n" for n in notes))
     return {"rows": rows, "notes": notes, "table": table, "report": str(report), "plots": [str(p) for p in plots]}
@@ -100,6 +114,8 @@ def _table(rows, backends, bt) -> str:
     cols = [("model", "label"), ("params (M)", lambda r: f"{r['params'] / 1e6:.2f}"),
             ("MMACs", lambda r: f"{r['macs'] / 1e6:.0f}"), ("fp32 MiB", num("fp32_mib", ".2f")),
             ("int8 MiB", num("int8_mib", ".2f")), ("top-1 (published)", lambda r: r["published_top1"] or "-")]
+    if any("measured_top1" in r for r in rows):
+        cols.append(("top-1 (measured)", num("measured_top1", ".2f")))
     for b in backends:
         cols += [(f"{b} b1 ms", num(f"{b}_b1_ms", ".2f")), (f"{b} b{bt} img/s", num(f"{b}_b{bt}_img_s", ".0f"))]
     return markdown_table(rows, cols)

@@ -131,6 +131,8 @@ def explain_name(name: str) -> dict:
     res = cfg["input_size"][1]
     params = sum(p.numel() for p in model.parameters())
     summary = f"SqueezeNet v{version}, {bypass}, width {cfg['width']}x, {res} px"
+    if cfg.get("release"):
+        summary += ", the authors' Caffe release (conv10 pad 1, Caffe preprocessing)"
     if parsed.overrides.get("batch_norm"):
         summary += ", BatchNorm"
     if cfg["stem"] == "small":
@@ -149,6 +151,9 @@ def explain_name(name: str) -> dict:
         "resolution": f"{res} px" + ("" if parsed.input_size else " (default)"),
         "fire_s1x1/e1x1/e3x3": fires,
         "params_1000_classes": f"{params:,} ({params * 4 / 2**20:.2f} MiB fp32)",
+        **({"release": "forresti/SqueezeNet SqueezeNet_v1.0/deploy.prototxt: conv10 pad 1 (Table 1: pad 0; "
+                       "torchvision follows Table 1); input 227 px, BGR, 0-255, minus mean 104/117/123"}
+           if cfg.get("release") else {}),
         "summary": summary,
     }
 

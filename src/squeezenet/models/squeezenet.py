@@ -184,9 +184,10 @@ class SqueezeNet(nn.Module):
     """
 
     def __init__(self, stages, num_classes: int = 1000, dropout: float = 0.5, batch_norm: bool = False,
-                 head_relu: bool = True):
+                 head_relu: bool = True, head_padding: int = 0):
         super().__init__()
         self.head_relu = head_relu
+        self.head_padding = head_padding
         self.stages = stages
         self.num_classes = num_classes
         self.batch_norm = batch_norm
@@ -212,7 +213,8 @@ class SqueezeNet(nn.Module):
     def _build_classifier(self, num_classes: int):
         self.classifier = nn.Sequential(OrderedDict([
             ("dropout", nn.Dropout(p=self.drop_rate)),
-            ("conv10", nn.Conv2d(self.num_features, num_classes, 1)),
+            # head_padding=1 is the authors' released deploy.prototxt (conv10 "pad: 1"), not Table 1
+            ("conv10", nn.Conv2d(self.num_features, num_classes, 1, padding=self.head_padding)),
             # The paper's ReLU on conv10. It can kill a class for good when a high early
             # learning rate drives its conv10 output negative everywhere; head_relu=False
             # (our small-data recipe) drops it. See docs/BENCHMARKS.md.
@@ -261,7 +263,7 @@ class SqueezeNet(nn.Module):
     def reset_classifier(self, num_classes: int):
         """Replace conv10 for ``num_classes`` outputs, initialised as the paper does."""
         self.num_classes = num_classes
-        self.classifier.conv10 = nn.Conv2d(self.num_features, num_classes, 1)
+        self.classifier.conv10 = nn.Conv2d(self.num_features, num_classes, 1, padding=self.head_padding)
         self._init_classifier()
 
     def profile_layers(self):
@@ -308,7 +310,7 @@ def _create(version: str, bypass: str = "none", *, num_classes: int = 1000, in_c
             dropout: float = 0.5, batch_norm: bool = False, head_relu: bool = True, stem: str = "imagenet",
             width: float = 1.0,
             base_e: int = 128, incr_e: int = 128, pct3x3: float = 0.5, freq: int = 2,
-            squeeze_ratio: float = 0.125, **unknown) -> SqueezeNet:
+            squeeze_ratio: float = 0.125, head_padding: int = 0, **unknown) -> SqueezeNet:
     if unknown:
         raise TypeError(f"unexpected option(s): {', '.join(sorted(unknown))}")
     _check_bounds(num_classes=num_classes, in_chans=in_chans, dropout=dropout, width=width, base_e=base_e,
@@ -319,15 +321,22 @@ def _create(version: str, bypass: str = "none", *, num_classes: int = 1000, in_c
     if n > MAX_PARAMS:
         raise ValueError(f"this configuration has about {n / 1e6:,.0f} M parameters (limit {MAX_PARAMS / 1e6:.0f} M); "
                          "lower the width or base_e/incr_e")
-    model = SqueezeNet(stages, num_classes=num_classes, dropout=dropout, batch_norm=batch_norm, head_relu=head_relu)
+    if head_padding not in (0, 1):
+        raise ValueError(f"head_padding must be 0 (Table 1) or 1 (the authors' release), got {head_padding!r}")
+    model = SqueezeNet(stages, num_classes=num_classes, dropout=dropout, batch_norm=batch_norm, head_relu=head_relu,
+                       head_padding=head_padding)
     v = VERSIONS[version]
     vanilla = design == DesignSpace() and width == 1.0 and bypass == "none" and stem == "imagenet" and head_relu
     model.model_kwargs = dict(
         num_classes=num_classes, in_chans=in_chans, dropout=dropout, batch_norm=batch_norm, head_relu=head_relu, stem=stem,
         width=width, **{k: val for k, val in asdict(design).items() if k != "num_fire"},
+        **({"head_padding": head_padding} if head_padding else {}),
     )
+    caffe = head_padding == 1
     model.default_cfg = dict(
-        family="squeezenet", version=version, bypass=bypass, input_size=(in_chans, 224, 224),
+        family="squeezenet", version=version, bypass=bypass, input_size=(in_chans, 227 if caffe else 224,
+                                                                         227 if caffe else 224),
+        preprocess="caffe" if caffe else "imagenet", release=caffe,
         mean=IMAGENET_MEAN, std=IMAGENET_STD, design=asdict(design), width=width, stem=stem,
         paper_top1=v["paper_top1"] if vanilla else None,
         paper_top5=v["paper_top5"] if vanilla else None,
@@ -344,6 +353,16 @@ def _create(version: str, bypass: str = "none", *, num_classes: int = 1000, in_c
 @register_model
 def squeezenet1_0(**kwargs) -> SqueezeNet:
     """SqueezeNet v1.0, vanilla (paper Table 1)."""
+    return _create("1_0", "none", **kwargs)
+
+
+@register_model
+def squeezenet1_0_caffe(**kwargs) -> SqueezeNet:
+    """v1.0 as the authors released it (forresti/SqueezeNet SqueezeNet_v1.0/deploy.prototxt):
+    conv10 has ``pad: 1``, so at 227 px its output is 15x15 and the global average includes a
+    ring of ReLU(bias) values. Native input: 227 px with Caffe preprocessing (BGR, 0-255,
+    mean 104/117/123). torchvision follows Table 1 instead (:func:`squeezenet1_0`)."""
+    kwargs.setdefault("head_padding", 1)
     return _create("1_0", "none", **kwargs)
 
 

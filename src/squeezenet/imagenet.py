@@ -1,0 +1,196 @@
+"""ImageNet top-1/top-5, measured: any model of ours, torchvision's or timm's, with its own
+evaluation preprocessing, on an ImageNet-layout folder.
+
+Layout: ``DIR/val/<wnid>/*.JPEG`` (or ``DIR/<wnid>/...``); the class index is the
+position of the wnid in sorted order, as torchvision's and timm's ImageNet weights
+use it, so all 1000 class folders must be there (empty ones are allowed).
+
+Preprocessing, per model (``preprocess="auto"``):
+
+- torchvision models: their default weights' ``transforms()`` (resize, centre crop,
+  interpolation, mean/std exactly as torchvision evaluates them);
+- timm models: ``timm.data.create_transform`` of the model's resolved data config;
+- ours: torchvision's ImageNet evaluation transform at the model's resolution (resize
+  to 256/224 of it, centre crop, bilinear, ImageNet mean/std), which is how
+  torchvision's SqueezeNet weights are evaluated; ``squeezenet1_0_caffe`` (the authors'
+  release) gets the Caffe preprocessing: resize to 256, centre crop 227, BGR, 0-255,
+  minus the mean (104, 117, 123), no division.
+
+Weights come from a file or an http(s) URL (torch.hub's cache), loaded with
+``weights_only=True``; torchvision-format SqueezeNet state dicts load into ours.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+
+from .errors import SqueezeNetError
+
+CAFFE_MEAN_BGR = (104.0, 117.0, 123.0)  # forresti/SqueezeNet train_val.prototxt
+PREPROCESS = ("auto", "torchvision", "timm", "caffe", "imagenet")
+
+
+class CaffeTransform:
+    """The authors' Caffe preprocessing: shorter side to ``resize``, centre crop ``crop``,
+    RGB -> BGR, 0-255 floats minus the per-channel mean. (C, H, W) float32 out."""
+
+    def __init__(self, crop: int = 227, resize: int = 256, mean_bgr=CAFFE_MEAN_BGR):
+        from torchvision.transforms import v2 as T
+
+        self.crop, self.resize, self.mean = crop, resize, torch.tensor(mean_bgr).view(3, 1, 1)
+        self.geometry = T.Compose([T.Resize(resize, antialias=True), T.CenterCrop(crop), T.PILToTensor()])
+
+    def __call__(self, img) -> torch.Tensor:
+        x = self.geometry(img).float()  # (3, crop, crop), RGB, 0-255
+        return x.flip(0) - self.mean  # BGR minus mean
+
+    def __repr__(self) -> str:
+        return f"Caffe(resize {self.resize}, centre crop {self.crop}, BGR, 0-255, mean {tuple(self.mean.flatten().tolist())})"
+
+
+def eval_transform(name: str, model, preprocess: str = "auto"):
+    """The evaluation transform (PIL image -> normalised tensor) for ``name``."""
+    from torchvision.transforms._presets import ImageClassification
+
+    if preprocess not in PREPROCESS:
+        raise SqueezeNetError(f"unknown preprocessing '{preprocess}'; use {', '.join(PREPROCESS)}")
+    cfg = getattr(model, "default_cfg", {}) or {}
+    if preprocess == "auto":
+        if name.startswith("timm:"):
+            preprocess = "timm"
+        elif name.startswith("tv:") or not cfg.get("family"):
+            preprocess = "torchvision"
+        else:
+            preprocess = "caffe" if cfg.get("preprocess") == "caffe" else "imagenet"
+    if preprocess == "caffe":
+        return CaffeTransform()
+    if preprocess == "timm":
+        from .errors import require
+
+        timm = require("timm", "peers")
+        return timm.data.create_transform(**timm.data.resolve_data_config({}, model=model))
+    if preprocess == "torchvision":
+        from .zoo import tv_default_weights
+
+        w = tv_default_weights(name.removeprefix("tv:"))
+        if w is None:
+            raise SqueezeNetError(f"torchvision has no weights entry for '{name}'; use --preprocess imagenet")
+        return w.transforms()
+    size = cfg.get("input_size", (3, 224, 224))[-1]
+    return ImageClassification(crop_size=size, resize_size=int(round(size * 256 / 224)))
+
+
+def read_state_dict(weights: str) -> dict:
+    """A state dict from a file or URL (weights_only); common wrappers are unwrapped."""
+    if weights.startswith(("http://", "https://")):
+        try:
+            sd = torch.hub.load_state_dict_from_url(weights, map_location="cpu", weights_only=True)
+        except Exception as e:  # network errors come in many types
+            raise SqueezeNetError(f"could not download '{weights}': {str(e).splitlines()[0][:100]}; download it "
+                                  "elsewhere and pass the file") from e
+    else:
+        if not Path(weights).is_file():
+            raise SqueezeNetError(f"weights file not found: '{weights}'")
+        try:
+            sd = torch.load(weights, map_location="cpu", weights_only=True)
+        except Exception as e:  # torch raises many types for damaged files
+            raise SqueezeNetError(f"cannot read weights '{weights}': corrupt or not a torch file "
+                                  f"({type(e).__name__})") from e
+    for key in ("state_dict_ema", "state_dict", "model"):
+        if isinstance(sd, dict) and isinstance(sd.get(key), dict):
+            sd = sd[key]
+            break
+    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise SqueezeNetError(f"'{weights}' is not a state dict of named tensors")
+    return sd
+
+
+def build_with_weights(name: str, weights: str | None):
+    """(model, label): ``name`` built (ours, tv:, timm:) and, with ``weights``, loaded."""
+    from .checkpoint import check_finite, load_state_dict_checked
+    from .zoo import build_any
+
+    model = build_any(name).model
+    if weights:
+        sd = read_state_dict(weights)
+        if getattr(model, "default_cfg", {}).get("family") == "squeezenet" and "features.0.weight" in sd:
+            from .models.squeezenet import load_torchvision_state_dict
+
+            load_torchvision_state_dict(model, sd)  # torchvision's SqueezeNet files
+        else:
+            load_state_dict_checked(model, sd, name, f"'{weights}'")
+        check_finite(model.state_dict(), f"'{weights}'")
+    return model.eval(), name
+
+
+def scan_imagenet(root, num_classes: int) -> tuple[list[tuple[str, int]], list[str]]:
+    """(samples, wnids) of an ImageNet-layout folder; index = sorted position."""
+    from .data import IMG_EXTENSIONS
+
+    root = Path(root)
+    base = root / "val" if (root / "val").is_dir() else root
+    if not base.is_dir():
+        raise SqueezeNetError(f"ImageNet folder not found: '{root}' (expected {root}/val/<wnid>/*.JPEG)")
+    wnids = sorted(d.name for d in base.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if len(wnids) != num_classes:
+        raise SqueezeNetError(f"'{base}' has {len(wnids)} class folders but the model has {num_classes} outputs; the "
+                              "class index is the sorted position of the folder, so all of them must be there "
+                              "(empty folders are fine)")
+    samples = [(str(p), i) for i, w in enumerate(wnids) for p in sorted((base / w).iterdir())
+               if p.suffix.lower() in IMG_EXTENSIONS]
+    if not samples:
+        raise SqueezeNetError(f"no images under '{base}'")
+    return samples, wnids
+
+
+@torch.no_grad()
+def evaluate_imagenet(name: str, weights: str | None, data: str, batch_size: int = 50, workers: int = 2,
+                      preprocess: str = "auto", limit: int | None = None) -> dict:
+    """Top-1/top-5 of ``name`` with ``weights`` on an ImageNet-layout folder, with the
+    model's own preprocessing; also images/s of the whole loop (decode included) and of
+    the forward passes alone."""
+    from .data import FolderDataset, collate_skip_bad
+    from .metrics import topk_correct
+
+    if batch_size < 1 or workers < 0:
+        raise SqueezeNetError("--batch-size must be >= 1 and --workers >= 0")
+    model, _ = build_with_weights(name, weights)
+    n_out = _num_outputs(model)
+    samples, wnids = scan_imagenet(data, n_out)
+    if limit:
+        samples = samples[:limit]
+    tf = eval_transform(name, model, preprocess)
+    ds = FolderDataset(samples, wnids, tf)
+    loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, num_workers=workers, collate_fn=collate_skip_bad)
+    hits, n, t_model, t0 = [0, 0], 0, 0.0, time.perf_counter()
+    for batch in loader:
+        if batch is None:
+            continue
+        x, y = batch
+        t = time.perf_counter()
+        logits = model(x).float()
+        t_model += time.perf_counter() - t
+        if not torch.isfinite(logits).all():
+            raise SqueezeNetError(f"'{name}' produced NaN/inf outputs with these weights")
+        for i, c in enumerate(topk_correct(logits, y)):
+            hits[i] += c
+        n += len(y)
+    if n == 0:
+        raise SqueezeNetError("no images were evaluated (every image was unreadable)")
+    total = time.perf_counter() - t0
+    return {"model": name, "weights": weights, "data": str(data), "n": n, "top1": 100.0 * hits[0] / n,
+            "top5": 100.0 * hits[1] / n, "img_per_s": n / total, "model_img_per_s": n / max(t_model, 1e-9),
+            "preprocess": repr(tf).replace("\n", " "), "classes": len(wnids)}
+
+
+def _num_outputs(model) -> int:
+    n = getattr(model, "num_classes", None)
+    if isinstance(n, int):
+        return n
+    with torch.no_grad():
+        cfg = getattr(model, "default_cfg", None) or getattr(model, "pretrained_cfg", {}) or {}
+        size = (cfg.get("input_size") or (3, 224, 224))[-1]
+        return model(torch.zeros(1, 3, size, size)).shape[-1]

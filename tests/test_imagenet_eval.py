@@ -1,0 +1,128 @@
+"""Top-1 measured, not only cited: any model on an ImageNet-layout folder with its own
+preprocessing (no hub here: the weights files and the folder are made by the tests)."""
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+from PIL import Image
+
+from squeezenet import SqueezeNetError
+from squeezenet.imagenet import CaffeTransform, eval_transform, evaluate_imagenet
+
+WNIDS = [f"n{i:08d}" for i in range(1000)]
+
+
+@pytest.fixture(scope="module")
+def imagenet_dir(tmp_path_factory):
+    """1000 wnid folders (sorted = class index); two images in each of classes 0, 1 and 2."""
+    root = tmp_path_factory.mktemp("imagenet")
+    rng = np.random.default_rng(0)
+    for i, w in enumerate(WNIDS):
+        d = root / "val" / w
+        d.mkdir(parents=True)
+        if i < 3:
+            for j in range(2):
+                Image.fromarray(rng.integers(0, 256, (250, 300, 3), dtype=np.uint8)).save(d / f"ILSVRC_{i}_{j}.JPEG")
+    return root
+
+
+def constant_classifier_weights(path, winner: int):
+    """torchvision squeezenet1_1 weights whose prediction is always ``winner``: conv10's
+    weights are zero and its biases rank the classes (ReLU and the average keep them)."""
+    m = torchvision.models.squeezenet1_1()
+    with torch.no_grad():
+        m.classifier[1].weight.zero_()
+        m.classifier[1].bias.zero_()
+        m.classifier[1].bias[winner] = 5.0
+    torch.save(m.state_dict(), path)
+    return str(path)
+
+
+@pytest.mark.parametrize("name", ["squeezenet1_1", "tv:squeezenet1_1"])
+@pytest.mark.parametrize("winner,top1", [(1, 100 / 3), (2, 100 / 3), (999, 0.0)])
+def test_class_index_is_the_sorted_wnid_position(imagenet_dir, tmp_path, name, winner, top1):
+    w = constant_classifier_weights(tmp_path / "w.pth", winner)
+    r = evaluate_imagenet(name, w, str(imagenet_dir), batch_size=4, workers=0)
+    assert r["n"] == 6 and r["classes"] == 1000
+    assert r["top1"] == pytest.approx(top1) and r["img_per_s"] > 0
+
+
+def test_eval_cli_with_model_and_weights(imagenet_dir, tmp_path):
+    from test_reliability import run_cli
+
+    w = constant_classifier_weights(tmp_path / "w.pth", 0)
+    code, out, err = run_cli("eval", "--model", "squeezenet1_1", "--weights", w, "--data", imagenet_dir, "-j", "0",
+                             "--out", tmp_path / "r.json")
+    assert code == 0 and "top-1 33.33%" in out and "img/s" in out, err
+    code, _, err = run_cli("eval", "--model", "squeezenet1_1", "--weights", w)
+    assert code == 2 and "--model needs --data" in err
+
+
+def test_a_partial_imagenet_folder_is_refused(tmp_path):
+    for w in WNIDS[:5]:
+        (tmp_path / "val" / w).mkdir(parents=True)
+    with pytest.raises(SqueezeNetError, match="has 5 class folders but the model has 1000 outputs"):
+        evaluate_imagenet("squeezenet1_1", None, str(tmp_path))
+
+
+def test_weights_that_do_not_fit_are_one_line(tmp_path, imagenet_dir):
+    torch.save(torchvision.models.resnet18().state_dict(), tmp_path / "r.pth")
+    with pytest.raises(SqueezeNetError, match="weights do not fit 'squeezenet1_1'"):
+        evaluate_imagenet("squeezenet1_1", str(tmp_path / "r.pth"), str(imagenet_dir))
+    with pytest.raises(SqueezeNetError, match="weights do not fit 'tv:mobilenet_v2'"):
+        evaluate_imagenet("tv:mobilenet_v2", str(tmp_path / "r.pth"), str(imagenet_dir))
+    with pytest.raises(SqueezeNetError, match="weights file not found"):
+        evaluate_imagenet("squeezenet1_1", str(tmp_path / "none.pth"), str(imagenet_dir))
+
+
+def _image():
+    return Image.fromarray(np.random.default_rng(1).integers(0, 256, (333, 411, 3), dtype=np.uint8))
+
+
+@pytest.mark.parametrize("name,tv", [("squeezenet1_1", "squeezenet1_1"), ("tv:efficientnet_b3", "efficientnet_b3"),
+                                     ("tv:efficientnet_v2_s", "efficientnet_v2_s"), ("tv:vit_b_16", "vit_b_16")])
+def test_our_preprocessing_equals_torchvisions_transforms(name, tv):
+    from squeezenet.zoo import build_any
+
+    img = _image()
+    ours = eval_transform(name, build_any(name, meta=True).model)(img)
+    want = torchvision.models.get_model_weights(tv).DEFAULT.transforms()(img)
+    assert ours.shape == want.shape
+    torch.testing.assert_close(ours, want, rtol=0, atol=0)
+
+
+def test_timm_models_use_timms_own_data_config():
+    timm = pytest.importorskip("timm")
+    from squeezenet.zoo import build_any
+
+    img = _image()
+    m = build_any("timm:efficientnet_b3", meta=True).model
+    want = timm.data.create_transform(**timm.data.resolve_data_config({}, model=m))(img)
+    torch.testing.assert_close(eval_transform("timm:efficientnet_b3", m)(img), want, rtol=0, atol=0)
+    assert want.shape[-1] == 288  # timm's pretrained config, not the paper's 300
+
+
+def test_caffe_preprocessing_for_the_authors_release():
+    from squeezenet import create_model
+
+    img = Image.new("RGB", (300, 260), (200, 100, 50))
+    tf = eval_transform("squeezenet1_0_caffe", create_model("squeezenet1_0_caffe"))
+    assert isinstance(tf, CaffeTransform)
+    x = tf(img)
+    assert x.shape == (3, 227, 227)
+    assert x[:, 100, 100].tolist() == [50 - 104, 100 - 117, 200 - 123]  # BGR, 0-255, minus the mean
+
+
+def test_compare_adds_a_measured_top1_column(imagenet_dir, tmp_path):
+    from squeezenet.compare import compare
+
+    w = constant_classifier_weights(tmp_path / "w.pth", 1)
+    r = compare(models=["squeezenet1_1", "shufflenet_v1_g3"], input_size=64, backends=["eager"], repeats=2,
+                out=str(tmp_path / "c"), batch_throughput=2, data=str(imagenet_dir), weights={"squeezenet1_1": w})
+    rows = {row["model"]: row for row in r["rows"]}
+    assert rows["squeezenet1_1"]["measured_top1"] == pytest.approx(100 / 3)
+    assert "measured_top1" not in rows["shufflenet_v1_g3"]
+    assert "top-1 (measured)" in r["table"] and "| 33.33 |" in r["table"]
+    with pytest.raises(SqueezeNetError, match="not among the compared models"):
+        compare(models=["squeezenet1_1"], weights={"resnet50": w}, data=str(imagenet_dir), out=str(tmp_path / "d"))
