@@ -100,3 +100,9 @@ def test_unknown_names_say_which_part_was_not_understood(name, needle):
 def test_every_published_figure_has_a_source():
     for key, (top1, source) in PUBLISHED_TOP1.items():
         assert 40 < top1 < 90 and "arXiv" in source or "README" in source, key
+
+
+def test_other_torchvision_classifiers_are_explained_from_their_metadata():
+    info = explain("regnet_y_400mf", counts=False)
+    assert "no decoding rule" in info["family"] and info["resolution"].startswith("224 px")
+    assert "torchvision weight metadata" in info["published_top1"]

@@ -226,7 +226,13 @@ def explain(name: str, counts: bool = True) -> dict:
 
     if any(name == r or name.startswith(r + "_") for r in registered_names()):
         return explain_name(name)  # ours: its own errors name the bad modifier
-    fam, groups = decode(name)
+    try:
+        fam, groups = decode(name)
+    except SqueezeNetError:
+        generic = _torchvision_generic(name, counts)
+        if generic is None:
+            raise
+        return generic
     info = {"name": name, "family": f"{fam.label} ({fam.paper})"}
     for key, text in fam.defaults.items():
         info[key] = f"{text} (the family's default)"
@@ -246,6 +252,25 @@ def explain(name: str, counts: bool = True) -> dict:
         info.update(_counts(builder))
     top1 = _published_top1(fam, groups, bare, lib)
     info["published_top1"] = f"{top1[0]}% ({top1[1]})" if top1 else "not in our table"
+    return info
+
+
+def _torchvision_generic(name: str, counts: bool) -> dict | None:
+    """Any other torchvision classifier: what its weights' metadata says (no rule reads its name)."""
+    from .zoo import tv_default_weights
+
+    bare, lib = _strip(name)
+    if lib == "timm":
+        return None
+    w = tv_default_weights(bare)
+    if w is None:
+        return None
+    info = {"name": name, "family": f"torchvision {bare} (no decoding rule for this family; from its weights' "
+                                    "metadata)", "resolution": f"{w.transforms().crop_size[0]} px (its weights' crop)",
+            "builder": f"tv:{bare}"}
+    if counts:
+        info.update(_counts(f"tv:{bare}"))
+    info["published_top1"] = f"{w.meta['_metrics']['ImageNet-1K']['acc@1']}% (torchvision weight metadata ({w}))"
     return info
 
 
