@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 
 from .errors import SqueezeNetError
+from .files import read_state_dict
 
 CAFFE_MEAN_BGR = (104.0, 117.0, 123.0)  # forresti/SqueezeNet train_val.prototxt
 PREPROCESS = ("auto", "torchvision", "timm", "caffe", "imagenet")
@@ -81,31 +82,6 @@ def eval_transform(name: str, model, preprocess: str = "auto"):
         return w.transforms()
     size = cfg.get("input_size", (3, 224, 224))[-1]
     return ImageClassification(crop_size=size, resize_size=int(round(size * 256 / 224)))
-
-
-def read_state_dict(weights: str) -> dict:
-    """A state dict from a file or URL (weights_only); common wrappers are unwrapped."""
-    if weights.startswith(("http://", "https://")):
-        try:
-            sd = torch.hub.load_state_dict_from_url(weights, map_location="cpu", weights_only=True)
-        except Exception as e:  # network errors come in many types
-            raise SqueezeNetError(f"could not download '{weights}': {str(e).splitlines()[0][:100]}; download it "
-                                  "elsewhere and pass the file") from e
-    else:
-        if not Path(weights).is_file():
-            raise SqueezeNetError(f"weights file not found: '{weights}'")
-        try:
-            sd = torch.load(weights, map_location="cpu", weights_only=True)
-        except Exception as e:  # torch raises many types for damaged files
-            raise SqueezeNetError(f"cannot read weights '{weights}': corrupt or not a torch file "
-                                  f"({type(e).__name__})") from e
-    for key in ("state_dict_ema", "state_dict", "model"):
-        if isinstance(sd, dict) and isinstance(sd.get(key), dict):
-            sd = sd[key]
-            break
-    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
-        raise SqueezeNetError(f"'{weights}' is not a state dict of named tensors")
-    return sd
 
 
 def build_with_weights(name: str, weights: str | None):

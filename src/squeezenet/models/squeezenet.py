@@ -463,25 +463,9 @@ def load_torchvision_weights(model: SqueezeNet, path_or_url: str, progress: bool
     ``squeezenet1_1-b8a52dc0.pth`` (or any torchvision SqueezeNet state dict), or an
     http(s) URL, fetched with torch.hub's cache (see :data:`TORCHVISION_URLS`).
     """
-    import os
+    from ..files import read_state_dict
 
-    if path_or_url.startswith(("http://", "https://")):
-        try:
-            sd = torch.hub.load_state_dict_from_url(path_or_url, progress=progress, weights_only=True,
-                                                    map_location="cpu")
-        except Exception as e:  # network errors come in many types
-            raise SqueezeNetError(f"could not download '{path_or_url}': {e}; download it elsewhere "
-                                  "and pass the local file") from e
-    else:
-        if not os.path.isfile(path_or_url):
-            raise SqueezeNetError(f"weights file not found: '{path_or_url}'")
-        try:
-            sd = torch.load(path_or_url, map_location="cpu", weights_only=True)
-        except Exception as e:
-            raise SqueezeNetError(f"cannot read weights file '{path_or_url}': not a torch checkpoint "
-                                  f"({type(e).__name__})") from e
-    if isinstance(sd, dict) and "model" in sd and isinstance(sd["model"], dict):
-        sd = sd["model"]
+    sd = read_state_dict(path_or_url)
     return load_torchvision_state_dict(model, sd)
 
 
