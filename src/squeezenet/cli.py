@@ -484,9 +484,43 @@ def _cmd_sweep(a):
     print(f"report: {r['report']}")
 
 
+def add_serve_parser(sub):
+    p = sub.add_parser("serve", help="HTTP inference service (Open Inference Protocol v2, /v1/predict, /metrics)",
+                       description="Serve a model file (.onnx without PyTorch; .pt/.sqz are exported to ONNX at "
+                                   "start) over HTTP: the Open Inference Protocol v2 (KServe/Triton; "
+                                   "tritonclient works unchanged), POST /v1/predict for images, GET /metrics for "
+                                   "Prometheus, /docs for OpenAPI and / for a page. Requests are micro-batched; "
+                                   "past --max-queue waiting images the answer is 503 with Retry-After. SIGTERM "
+                                   "drains in-flight requests.")
+    p.add_argument("model_file")
+    p.add_argument("--name", help="model name in the /v2 paths (default: the file's stem)")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback only)")
+    p.add_argument("--port", type=non_negative_int, default=8000)
+    p.add_argument("--max-batch", type=positive_int, default=32, help="images per ONNX Runtime call (1: no batching)")
+    p.add_argument("--max-wait-ms", type=non_negative_float, default=2.0, help="how long a batch waits to fill")
+    p.add_argument("--max-queue", type=positive_int, default=256, help="waiting images before 503")
+    p.add_argument("--max-body-mb", type=positive_float, default=16.0, help="request size limit")
+    p.add_argument("--api-key-env", help="require the API key held in this environment variable")
+    p.add_argument("--cors-origin", action="append", default=[], help="allow this browser origin (repeatable)")
+    p.add_argument("--threads", type=positive_int, help="ONNX Runtime intra-op threads (default: the cores)")
+    _add_model_file_flags(p)
+    p.set_defaults(func=_cmd_serve)
+
+
+def _cmd_serve(a):
+    from .deploy.server import ServeConfig, serve
+
+    cfg = ServeConfig(a.model_file, a.name, a.host, a.port, a.max_batch, a.max_wait_ms, a.max_queue,
+                      int(a.max_body_mb * 1024 * 1024), a.api_key_env, tuple(a.cors_origin),
+                      a.threads, verify=a.verify).validate()
+    print(f"serving {a.model_file} on http://{'[' + a.host + ']' if ':' in a.host else a.host}:{a.port} "
+          "(Ctrl-C or SIGTERM to stop)", file=sys.stderr)
+    serve(cfg)
+
+
 PARSERS = (add_list_parser, add_explain_parser, add_summary_parser, add_train_parser, add_eval_parser,
            add_predict_parser, add_export_parser, add_quantize_parser, add_bench_parser, add_compress_parser,
-           add_compare_parser, add_sweep_parser)
+           add_compare_parser, add_sweep_parser, add_serve_parser)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import struct
 import warnings
 
@@ -83,6 +84,7 @@ def open_image(src, mode: str = "RGB"):
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, TypeError, EOFError, KeyError,
             IndexError, struct.error, MemoryError, ZeroDivisionError) as e:
         msg = str(e).splitlines()[0][:120] if str(e) else type(e).__name__
+        msg = re.sub(r"<_io\.BytesIO object at 0x[0-9a-f]+>", "the upload", msg)
         raise SqueezeNetError(f"cannot read image '{name}': corrupt or not an image ({msg})") from e
 
 

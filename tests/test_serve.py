@@ -1,0 +1,284 @@
+"""The HTTP service: the Open Inference Protocol v2 driven by the real tritonclient, the
+convenience endpoint, metrics, micro-batching, backpressure, and bad input that never hurts
+it. Loopback only; every request loop is bounded."""
+
+import asyncio
+import base64
+import io
+import threading
+import time
+
+import numpy as np
+import pytest
+
+pytest.importorskip("fastapi")
+pytest.importorskip("uvicorn")
+import httpx  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from squeezenet import SqueezeNetError  # noqa: E402
+from squeezenet.deploy.server import ServeConfig, create_app  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def onnx_model(tiny_run, tmp_path_factory):
+    from squeezenet.deploy.export import export_onnx
+
+    out = tmp_path_factory.mktemp("serve") / "tiny.onnx"
+    export_onnx(checkpoint=str(tiny_run / "last.pt"), out=str(out), dynamic_batch=True)
+    return out
+
+
+class Server:
+    """uvicorn in a background thread on 127.0.0.1, a free port."""
+
+    def __init__(self, cfg: ServeConfig):
+        import uvicorn
+
+        self.app = create_app(cfg)
+        self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=0, log_level="error"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        deadline = time.time() + 20
+        while not self.server.started:
+            assert time.time() < deadline, "server did not start"
+            time.sleep(0.02)
+        self.port = self.server.servers[0].sockets[0].getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        return self
+
+    def __exit__(self, *exc):
+        self.server.should_exit = True
+        self.thread.join(20)
+
+
+@pytest.fixture(scope="module")
+def server(onnx_model):
+    with Server(ServeConfig(str(onnx_model), max_body_bytes=2 * 1024 * 1024)) as s:
+        yield s
+
+
+def png(array) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def images(n, seed=0):
+    rng = np.random.default_rng(seed)
+    return [png(rng.integers(0, 256, (28, 28), dtype=np.uint8)) for _ in range(n)]
+
+
+@pytest.fixture(scope="module")
+def reference(onnx_model):
+    from squeezenet.deploy import load
+
+    return load(onnx_model)
+
+
+def test_health_and_metadata(server):
+    c = httpx.Client(base_url=server.url)
+    assert c.get("/v2/health/live").status_code == 200 and c.get("/v2/health/ready").status_code == 200
+    meta = c.get("/v2/models/tiny").json()
+    assert meta["name"] == "tiny" and meta["inputs"][0]["shape"] == [-1, 1, 28, 28]
+    assert meta["outputs"][0] == {"name": "logits", "datatype": "FP32", "shape": [-1, 10]}
+    assert c.get("/v2/models/tiny/ready").json()["ready"]
+    r = c.get("/v2/models/other")
+    assert r.status_code == 404 and "unknown model 'other'" in r.json()["error"]
+    assert "openapi" in c.get("/openapi.json").json()
+
+
+def test_the_official_triton_client_works_unchanged(server, reference):
+    tc = pytest.importorskip("tritonclient.http")
+    client = tc.InferenceServerClient(url=f"127.0.0.1:{server.port}")
+    assert client.is_server_live() and client.is_model_ready("tiny")
+    assert client.get_model_metadata("tiny")["name"] == "tiny"
+    imgs = images(3)
+    x = reference.preprocess(imgs)
+    inp = tc.InferInput("input", list(x.shape), "FP32")
+    inp.set_data_from_numpy(x, binary_data=True)
+    got = client.infer("tiny", [inp], outputs=[tc.InferRequestedOutput("logits", binary_data=False)])
+    np.testing.assert_allclose(got.as_numpy("logits"), reference.run(x), rtol=1e-5, atol=1e-5)
+    raw = tc.InferInput("image_bytes", [3], "BYTES")  # encoded images, decoded on the server
+    raw.set_data_from_numpy(np.array(imgs, dtype=np.object_), binary_data=True)
+    got = client.infer("tiny", [raw])
+    np.testing.assert_allclose(got.as_numpy("logits"), reference.run(x), rtol=1e-5, atol=1e-5)
+
+
+def test_json_tensors_and_the_predict_endpoint(server, reference):
+    c = httpx.Client(base_url=server.url)
+    imgs = images(2, seed=3)
+    x = reference.preprocess(imgs)
+    body = {"inputs": [{"name": "input", "shape": list(x.shape), "datatype": "FP32", "data": x.ravel().tolist()}]}
+    out = c.post("/v2/models/tiny/infer", json=body).json()["outputs"][0]
+    np.testing.assert_allclose(np.array(out["data"]).reshape(out["shape"]), reference.run(x), rtol=1e-5, atol=1e-5)
+    b64 = {"inputs": [{"name": "image_bytes", "shape": [2], "datatype": "BYTES",
+                       "data": [base64.b64encode(i).decode() for i in imgs]}]}
+    out = c.post("/v2/models/tiny/infer", json=b64).json()["outputs"][0]
+    np.testing.assert_allclose(np.array(out["data"]).reshape(out["shape"]), reference.run(x), rtol=1e-5, atol=1e-5)
+    want = reference.predict(imgs, topk=3)
+    multi = c.post("/v1/predict?topk=3", files=[("file", ("a.png", imgs[0])), ("file", ("b.png", imgs[1]))]).json()
+    for row, w in zip(multi["predictions"], want):
+        assert [p["class"] for p in row] == [n for n, _ in w]
+        assert [p["probability"] for p in row] == pytest.approx([p for _, p in w], abs=1e-5)
+    single = c.post("/v1/predict?topk=3", content=imgs[0]).json()["predictions"][0]
+    assert [p["class"] for p in single] == [n for n, _ in want[0]]
+
+
+def _jpeg() -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(5).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(buf, format="JPEG")
+    return buf.getvalue()
+
+
+def _bomb() -> bytes:
+    import struct
+    import zlib
+
+    data = bytearray(png(np.zeros((8, 8), np.uint8)))
+    struct.pack_into(">II", data, 16, 40000, 40000)
+    struct.pack_into(">I", data, 29, zlib.crc32(bytes(data[12:29])))
+    return bytes(data)
+
+
+def _mode_image(mode) -> bytes:
+    buf = io.BytesIO()
+    rgb = Image.fromarray(np.random.default_rng(0).integers(0, 256, (20, 20, 3), dtype=np.uint8))
+    if mode == "I;16":
+        Image.fromarray(np.asarray(rgb.convert("L"), np.uint16) * 257).save(buf, format="PNG")
+    else:
+        rgb.convert(mode).save(buf, format="JPEG" if mode == "CMYK" else "PNG")
+    return buf.getvalue()
+
+
+BAD = [
+    ("post", "/v1/predict", {"content": b"not an image"}, 400, "corrupt or not an image"),
+    ("post", "/v1/predict", {"content": _jpeg()[:400]}, 400, "cannot read image"),
+    ("post", "/v1/predict", {"content": _bomb()}, 413, "too large"),
+    ("post", "/v1/predict", {"content": b""}, 400, "no image"),
+    ("post", "/v1/predict?topk=0", {"content": b"x"}, 400, "topk must be between 1 and 10"),
+    ("post", "/v2/models/tiny/infer", {"content": b"{not json"}, 400, "malformed JSON"),
+    ("post", "/v2/models/tiny/infer", {"json": {"inputs": []}}, 400, "exactly one tensor"),
+    ("post", "/v2/models/tiny/infer", {"json": {"inputs": [{"name": "input", "shape": [1, 3, 28, 28],
+                                                            "datatype": "FP32", "data": [0.0] * 2352}]}},
+     400, "does not match the model's"),
+    ("post", "/v2/models/tiny/infer", {"json": {"inputs": [{"name": "input", "shape": [1, 1, 28, 28],
+                                                            "datatype": "INT8", "data": [0] * 784}]}},
+     400, "datatype must be FP32"),
+    ("post", "/v2/models/tiny/infer", {"json": {"inputs": [{"name": "input", "shape": [1, 1, 28, 28],
+                                                            "datatype": "FP32", "data": [0.0] * 5}]}},
+     400, "has 5 values"),
+    ("post", "/v2/models/tiny/infer", {"json": {"inputs": [{"name": "b", "shape": [1], "datatype": "BYTES",
+                                                            "data": ["***"]}]}}, 400, "not valid base64"),
+    ("post", "/v2/models/nope/infer", {"json": {}}, 404, "unknown model 'nope'"),
+    ("post", "/v1/predict", {"content": b"x" * (3 * 1024 * 1024)}, 413, "exceeds"),
+    ("post", "/v2/models/tiny/infer", {"content": b"{}", "headers": {"Inference-Header-Content-Length": "99"}},
+     400, "does not fit"),
+]
+
+
+@pytest.mark.parametrize("method,path,kw,status,needle", BAD, ids=[f"{b[1]}-{b[4]}" for b in BAD])
+def test_bad_input_is_a_json_4xx_and_the_server_carries_on(server, method, path, kw, status, needle):
+    c = httpx.Client(base_url=server.url)
+    r = getattr(c, method)(path, **kw)
+    assert r.status_code == status and needle in r.json()["error"], r.text
+    assert c.post("/v1/predict", content=images(1)[0]).status_code == 200
+
+
+@pytest.mark.parametrize("mode", ["I;16", "CMYK", "RGBA", "P", "1"])
+def test_unusual_image_modes_simply_work(server, mode):
+    r = httpx.post(f"{server.url}/v1/predict", content=_mode_image(mode))
+    assert r.status_code == 200 and len(r.json()["predictions"][0]) == 5
+
+
+def test_one_pixel_image_works(server):
+    assert httpx.post(f"{server.url}/v1/predict", content=png(np.zeros((1, 1), np.uint8))).status_code == 200
+
+
+def test_api_key_is_required_when_set(onnx_model, monkeypatch):
+    monkeypatch.setenv("SQZ_KEY", "s3cret")
+    with Server(ServeConfig(str(onnx_model), api_key_env="SQZ_KEY")) as s:
+        img = images(1)[0]
+        assert httpx.post(f"{s.url}/v1/predict", content=img).status_code == 401
+        assert httpx.post(f"{s.url}/v1/predict", content=img, headers={"X-API-Key": "wrong"}).status_code == 401
+        assert httpx.post(f"{s.url}/v1/predict", content=img, headers={"X-API-Key": "s3cret"}).status_code == 200
+        ok = httpx.post(f"{s.url}/v1/predict", content=img, headers={"Authorization": "Bearer s3cret"})
+        assert ok.status_code == 200 and httpx.get(f"{s.url}/v2/health/live").status_code == 200
+
+
+def test_secure_defaults_are_refused_to_be_loosened_by_accident(onnx_model, monkeypatch):
+    monkeypatch.delenv("SQUEEZENET_SERVE_PUBLIC", raising=False)
+    with pytest.raises(SqueezeNetError, match="would expose the server"):
+        ServeConfig(str(onnx_model), host="0.0.0.0").validate()
+    with pytest.raises(SqueezeNetError, match="environment variable is empty"):
+        ServeConfig(str(onnx_model), api_key_env="SQZ_UNSET_VARIABLE").validate()
+    with Server(ServeConfig(str(onnx_model))) as s:  # CORS off unless asked
+        r = httpx.options(f"{s.url}/v1/predict", headers={"Origin": "http://evil.example",
+                                                           "Access-Control-Request-Method": "POST"})
+        assert "access-control-allow-origin" not in r.headers
+
+
+async def _fire(url, bodies, concurrency):
+    sem = asyncio.Semaphore(concurrency)
+    async with httpx.AsyncClient(base_url=url, timeout=30) as c:
+        async def one(b):
+            async with sem:
+                return await c.post("/v1/predict?topk=1", content=b)
+        return await asyncio.gather(*(one(b) for b in bodies))
+
+
+def _metric(text, name, labels=""):
+    for line in text.splitlines():
+        if line.startswith(name + labels + " ") or (not labels and line.startswith(name + " ")):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def test_micro_batching_and_backpressure(onnx_model):
+    with Server(ServeConfig(str(onnx_model), max_batch=16, max_wait_ms=20)) as s:
+        rs = asyncio.run(_fire(s.url, images(48), 24))
+        assert all(r.status_code == 200 for r in rs)
+        text = httpx.get(f"{s.url}/metrics").text
+        batches = _metric(text, "squeezenet_batch_size_count")
+        assert 0 < batches < 48  # several requests shared an ONNX Runtime call
+    with Server(ServeConfig(str(onnx_model), max_batch=1, max_queue=2, max_wait_ms=0)) as s:
+        rs = asyncio.run(_fire(s.url, images(40) * 2, 40))
+        busy = [r for r in rs if r.status_code == 503]
+        assert busy and all(r.headers.get("retry-after") == "1" for r in busy)
+        assert all(r.status_code in (200, 503) for r in rs)
+        assert httpx.post(f"{s.url}/v1/predict", content=images(1)[0]).status_code == 200
+
+
+def test_fault_mix_loses_no_valid_answer_and_metrics_count_what_was_sent(onnx_model, reference):
+    """A bounded mix of 1,000 malformed and 200 valid requests, fired concurrently."""
+    import psutil
+
+    rng = np.random.default_rng(7)
+    valid = images(200, seed=11)
+    good = png(np.zeros((28, 28), np.uint8))
+    malformed = []
+    for i in range(1000):
+        b = bytearray(good)
+        for _ in range(int(rng.integers(1, 6))):
+            b[int(rng.integers(len(b)))] = int(rng.integers(256))
+        malformed.append(bytes(b[: int(rng.integers(8, len(b)))]) if i % 2 else b"garbage" * int(rng.integers(1, 50)))
+    order = rng.permutation(1200)
+    bodies = [(valid + malformed)[i] for i in order]
+    want = [w[0][0] for w in reference.predict(valid, topk=1)]
+    with Server(ServeConfig(str(onnx_model), max_queue=4096)) as s:
+        rss0 = psutil.Process().memory_info().rss
+        rs = asyncio.run(_fire(s.url, bodies, 32))
+        rss1 = psutil.Process().memory_info().rss
+        by_body = dict(zip(map(id, bodies), rs))
+        for v, w in zip(valid, want):
+            r = by_body[id(v)]
+            assert r.status_code == 200 and r.json()["predictions"][0][0]["class"] == w
+        codes = [r.status_code for r in rs]
+        assert all(c in (200, 400, 413) for c in codes) and codes.count(200) >= 200
+        text = httpx.get(f"{s.url}/metrics").text
+        ok = _metric(text, "squeezenet_requests_total", '{route="/v1/predict",status="200"}')
+        bad = _metric(text, "squeezenet_requests_total", '{route="/v1/predict",status="400"}')
+        assert ok == codes.count(200) and bad == codes.count(400)
+        assert rss1 - rss0 < 200 * 2 ** 20  # bounded (the server shares this process)
