@@ -282,3 +282,42 @@ def test_fault_mix_loses_no_valid_answer_and_metrics_count_what_was_sent(onnx_mo
         bad = _metric(text, "squeezenet_requests_total", '{route="/v1/predict",status="400"}')
         assert ok == codes.count(200) and bad == codes.count(400)
         assert rss1 - rss0 < 200 * 2 ** 20  # bounded (the server shares this process)
+
+
+def test_sigterm_drains_in_flight_requests(onnx_model):
+    """`squeezenet serve` as users run it: requests waiting in a batch when SIGTERM arrives
+    are all answered, then the process exits by itself."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "squeezenet", "serve", str(onnx_model), "--port", str(port),
+                             "--max-wait-ms", "400", "--max-batch", "64"], stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.time() + 60
+        while True:
+            try:
+                if httpx.get(f"{url}/v2/health/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.time() < deadline and proc.poll() is None, proc.stderr.read()
+            time.sleep(0.2)
+        results = []
+        t = threading.Thread(target=lambda: results.extend(asyncio.run(_fire(url, images(16), 16))))
+        t.start()
+        time.sleep(0.25)  # the requests are in the server, waiting for their batch
+        proc.send_signal(signal.SIGTERM)
+        t.join(30)
+        assert len(results) == 16 and all(r.status_code == 200 for r in results)
+        assert proc.wait(30) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal once drained
+    finally:
+        if proc.poll() is None:
+            proc.kill()
