@@ -129,21 +129,33 @@ class Batcher:
             self.task.cancel()
         self.pool.shutdown(wait=True)
 
-    async def submit(self, x: np.ndarray) -> np.ndarray:
-        """Logits for a (B, C, H, W) float32 batch of one request."""
-        n = len(x)
+    def admit(self, n: int) -> None:
+        """Count ``n`` images in (or refuse with 503) before any work is done for them."""
         if self.pending + n > self.max_queue:
             raise HTTPError(503, f"server busy: {self.pending} images waiting (limit {self.max_queue}); retry shortly",
                             {"Retry-After": "1"})
-        fut = asyncio.get_running_loop().create_future()
         self.pending += n
         self.metrics.queue.set(self.pending)
+
+    def release(self, n: int) -> None:
+        self.pending -= n
+        self.metrics.queue.set(self.pending)
+
+    async def submit(self, x: np.ndarray) -> np.ndarray:
+        """Logits for a (B, C, H, W) float32 batch of one request (admitted before)."""
+        fut = asyncio.get_running_loop().create_future()
         await self.queue.put((x, fut))
+        return await fut
+
+    async def infer(self, n: int, make_input) -> np.ndarray:
+        """Admit ``n`` images, build their input with ``make_input()`` in a worker thread
+        (image decoding stays off the event loop), and run them in a batch."""
+        self.admit(n)
         try:
-            return await fut
+            x = await asyncio.to_thread(make_input)
+            return await self.submit(x)
         finally:
-            self.pending -= n
-            self.metrics.queue.set(self.pending)
+            self.release(n)
 
     async def _loop(self):
         loop = asyncio.get_running_loop()
@@ -151,7 +163,10 @@ class Batcher:
             items = [await self.queue.get()]
             size = len(items[0][0])
             deadline = loop.time() + self.max_wait
-            while size < self.max_batch and not (self.fixed_batch and size >= self.fixed_batch):
+            # wait for company only while other requests are on their way (pending counts
+            # requests being decoded too): a lone request runs at once
+            while size < self.max_batch and not (self.fixed_batch and size >= self.fixed_batch) \
+                    and (self.pending > size or not self.queue.empty()):
                 timeout = deadline - loop.time()
                 if timeout <= 0:
                     break
@@ -406,8 +421,12 @@ def create_app(cfg: ServeConfig, clf=None):
         if not isinstance(inp, dict) or inp.get("datatype") not in ("BYTES", *DTYPES):
             raise HTTPError(400, f"input datatype must be FP32 (NCHW) or BYTES (encoded images), got "
                                  f"{inp.get('datatype') if isinstance(inp, dict) else inp!r}")
-        x = preprocess(_bytes_elements(inp, tail)) if inp["datatype"] == "BYTES" else _fp_tensor(inp, tail, in_shape)
-        logits = await batcher.submit(x)
+        if inp["datatype"] == "BYTES":
+            elements = _bytes_elements(inp, tail)
+            logits = await batcher.infer(max(1, len(elements)), lambda: preprocess(elements))
+        else:
+            x = _fp_tensor(inp, tail, in_shape)
+            logits = await batcher.infer(len(x), lambda: x)
         out = {"model_name": name, "model_version": "1",
                "outputs": [{"name": "logits", "datatype": "FP32", "shape": list(logits.shape),
                             "data": logits.reshape(-1).tolist()}]}
@@ -430,7 +449,7 @@ def create_app(cfg: ServeConfig, clf=None):
         else:
             body = await read_body(request)
             images = [body] if body else []
-        probs = _softmax(await batcher.submit(preprocess(images)))
+        probs = _softmax(await batcher.infer(max(1, len(images)), lambda: preprocess(images)))
         idx = np.argsort(-probs, axis=1, kind="stable")[:, :k]
         return {"model": name, "predictions": [[{"class": spec.classes[i], "index": int(i), "probability": float(p[i])}
                                                 for i in row] for row, p in zip(idx, probs)]}
