@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 FMNIST := /usr/share/datasets/fashion-mnist
 DEMO_OUT ?= runs/demo
 
-.PHONY: setup data demo test bench clean
+.PHONY: setup data browser demo test bench clean
 
 setup: $(STAMP)
 
@@ -27,6 +27,14 @@ data:
 		|| echo "warning: could not apt-get install dataset-fashion-mnist; see README 'Data'"; \
 	fi
 
+# Debian's headless Chromium and its driver for the serving page's browser test (skipped without them).
+browser:
+	@if ! command -v chromedriver >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q chromium chromium-driver >/dev/null \
+		|| echo "warning: could not apt-get install chromium chromium-driver; the browser test will be skipped"; \
+	fi
+
 # The main job: train the default model on Fashion-MNIST and write a report. A second
 # `make demo` resumes (or, if finished, just re-reports) the run instead of overwriting it.
 demo: setup data
@@ -34,7 +42,7 @@ demo: setup data
 		$$( [ -f $(DEMO_OUT)/last.pt ] && echo --resume )
 	@echo "report: $(DEMO_OUT)/report.md"
 
-test: setup data
+test: setup data browser
 	$(BIN)/python -m pytest -q
 
 # The speed figures of docs/BENCHMARKS.md (each prints its same-run baseline).

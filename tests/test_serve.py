@@ -321,3 +321,47 @@ def test_sigterm_drains_in_flight_requests(onnx_model):
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_the_page_in_a_real_browser(server, reference, tmp_path):
+    """Headless Chromium from Debian (chromium + chromium-driver): upload an image on the page
+    and read the top-5 it shows; they are the in-process predictions."""
+    import shutil
+
+    webdriver = pytest.importorskip("selenium.webdriver")
+    driver_path = shutil.which("chromedriver")
+    if not driver_path or not (shutil.which("chromium") or shutil.which("chromium-browser")):
+        pytest.skip("Debian's chromium and chromium-driver are not installed (make test installs them)")
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    opts = webdriver.ChromeOptions()
+    for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=900,700"):
+        opts.add_argument(a)
+    opts.binary_location = shutil.which("chromium") or shutil.which("chromium-browser")
+    img = tmp_path / "shoe.png"
+    img.write_bytes(images(1, seed=42)[0])
+    ranked = reference.predict([img.read_bytes()], topk=10)[0]
+    prob = dict(ranked)
+    drv = webdriver.Chrome(service=Service(driver_path), options=opts)
+    try:
+        drv.set_page_load_timeout(30)
+        drv.get(server.url + "/")
+        inp = drv.find_element(By.ID, "file")
+        drv.execute_script("arguments[0].hidden = false;", inp)
+        inp.send_keys(str(img))
+        WebDriverWait(drv, 30).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#result .row")) == 5)
+        rows = drv.find_elements(By.CSS_SELECTOR, "#result .row")
+        names = [r.find_element(By.CLASS_NAME, "name").text for r in rows]
+        pcts = [float(r.find_element(By.CLASS_NAME, "pct").text.rstrip("%")) for r in rows]
+        assert pcts == pytest.approx([100 * prob[n] for n in names], abs=0.006)  # each class's own probability
+        assert pcts == sorted(pcts, reverse=True)  # the top 5, in order (near-ties may swap places)
+        assert pcts[-1] == pytest.approx(100 * ranked[4][1], abs=0.006)
+        drv.save_screenshot(str(tmp_path / "page.png"))
+        import os
+
+        if os.environ.get("SQUEEZENET_SCREENSHOT"):  # how docs/img/serve_page.png is made
+            shutil.copy(tmp_path / "page.png", os.environ["SQUEEZENET_SCREENSHOT"])
+    finally:
+        drv.quit()

@@ -311,7 +311,7 @@ def create_app(cfg: ServeConfig, clf=None):
     spec = clf.spec
     metrics = Metrics()
     batcher = Batcher(clf, cfg.max_batch, cfg.max_wait_ms, cfg.max_queue, metrics)
-    api_key = os.environ.get(cfg.api_key_env, "") if cfg.api_key_env else ""
+    api_key = os.environ.get(cfg.api_key_env, "") if cfg.api_key_env else ""  # checked by Guard
     n_out = len(spec.classes)
     in_shape = [-1 if not isinstance(d, int) else d for d in clf.input_shape]
 
@@ -333,32 +333,6 @@ def create_app(cfg: ServeConfig, clf=None):
     @app.exception_handler(HTTPError)
     async def http_error(request, e: HTTPError):
         return error(e.status, e.message, e.headers)
-
-    @app.middleware("http")
-    async def guard(request: Request, call_next):
-        route = request.url.path if request.url.path in ("/", "/metrics", "/v1/predict", "/docs") \
-            else ("/v2/infer" if request.url.path.endswith("/infer") else "/v2/other")
-        t0 = time.perf_counter()
-        resp = await _guarded(request, call_next)
-        metrics.requests.labels(route, str(resp.status_code)).inc()
-        metrics.latency.labels(route).observe(time.perf_counter() - t0)
-        return resp
-
-    async def _guarded(request, call_next):
-        open_paths = ("/v2/health/live", "/v2/health/ready", "/metrics")
-        if api_key and request.url.path not in open_paths and request.url.path != "/":
-            given = request.headers.get("x-api-key") or request.headers.get("authorization", "").removeprefix("Bearer ")
-            if not hmac.compare_digest(given.encode(), api_key.encode()):
-                return error(401, "missing or wrong API key (send X-API-Key or Authorization: Bearer)")
-        length = request.headers.get("content-length")
-        if length is not None:
-            try:
-                if int(length) > cfg.max_body_bytes:
-                    return error(413, f"request body of {int(length):,} bytes exceeds the "
-                                      f"{cfg.max_body_bytes:,}-byte limit")
-            except ValueError:
-                return error(400, "Content-Length is not an integer")
-        return await call_next(request)
 
     async def read_body(request) -> bytes:
         chunks, total = [], 0
@@ -463,7 +437,65 @@ def create_app(cfg: ServeConfig, clf=None):
     async def page():
         return PAGE.replace("__NAME__", name)
 
-    return app
+    return Guard(app, metrics, api_key, cfg.max_body_bytes)
+
+
+class Guard:
+    """Plain ASGI middleware (cheaper than Starlette's BaseHTTPMiddleware): API key,
+    request size limit from Content-Length, and per-route request counts and latency."""
+
+    OPEN = ("/v2/health/live", "/v2/health/ready", "/metrics", "/")
+
+    def __init__(self, app, metrics, api_key: str, max_body: int):
+        self.app, self.metrics, self.api_key, self.max_body = app, metrics, api_key.encode(), max_body
+
+    @staticmethod
+    def route(path: str) -> str:
+        if path in ("/", "/metrics", "/v1/predict", "/docs"):
+            return path
+        return "/v2/infer" if path.endswith("/infer") else "/v2/other"
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        t0, status = time.perf_counter(), {"code": 500}
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+
+        async def send_counted(message):
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        problem = self.check(scope["path"], headers)
+        try:
+            if problem:
+                await _json_error(send_counted, *problem)
+            else:
+                await self.app(scope, receive, send_counted)
+        finally:
+            route = self.route(scope["path"])
+            self.metrics.requests.labels(route, str(status["code"])).inc()
+            self.metrics.latency.labels(route).observe(time.perf_counter() - t0)
+
+    def check(self, path: str, headers: dict):
+        if self.api_key and path not in self.OPEN:
+            given = headers.get("x-api-key") or headers.get("authorization", "").removeprefix("Bearer ")
+            if not hmac.compare_digest(given.encode(), self.api_key):
+                return 401, "missing or wrong API key (send X-API-Key or Authorization: Bearer)"
+        length = headers.get("content-length")
+        if length is not None:
+            if not length.isdigit():
+                return 400, "Content-Length is not an integer"
+            if int(length) > self.max_body:
+                return 413, f"request body of {int(length):,} bytes exceeds the {self.max_body:,}-byte limit"
+        return None
+
+
+async def _json_error(send, status: int, message: str):
+    body = json.dumps({"error": message}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
 
 
 def serve(cfg: ServeConfig) -> None:
