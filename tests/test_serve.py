@@ -365,3 +365,19 @@ def test_the_page_in_a_real_browser(server, reference, tmp_path):
             shutil.copy(tmp_path / "page.png", os.environ["SQUEEZENET_SCREENSHOT"])
     finally:
         drv.quit()
+
+
+def test_int8_backend_quantizes_at_start_and_agrees_with_fp32(onnx_model, reference, tmp_path):
+    from squeezenet.deploy.server import load_classifier
+
+    for i, b in enumerate(images(40, seed=9)):
+        (tmp_path / f"{i}.png").write_bytes(b)
+    with pytest.raises(SqueezeNetError, match="needs --calib-dir"):
+        load_classifier(str(onnx_model), None, True, "ort-int8")
+    q = load_classifier(str(onnx_model), None, True, "ort-int8", str(tmp_path))
+    x = reference.preprocess(images(16, seed=10))
+    agree = (q.run(x).argmax(1) == reference.run(x).argmax(1)).mean()
+    assert agree >= 0.9 and "int8" in q.path
+    with Server(ServeConfig(str(q.path), backend="ort-int8")) as s:  # an int8 file is served as it is
+        r = httpx.post(f"{s.url}/v1/predict", content=images(1)[0])
+        assert r.status_code == 200

@@ -503,6 +503,10 @@ def add_serve_parser(sub):
     p.add_argument("--api-key-env", help="require the API key held in this environment variable")
     p.add_argument("--cors-origin", action="append", default=[], help="allow this browser origin (repeatable)")
     p.add_argument("--threads", type=positive_int, help="ONNX Runtime intra-op threads (default: the cores)")
+    p.add_argument("--backend", choices=["ort", "ort-int8"], default="ort",
+                   help="ort: the model as it is; ort-int8: int8 QDQ (an fp32 model is quantized at start, "
+                        "calibrated on --calib-dir)")
+    p.add_argument("--calib-dir", help="images to calibrate --backend ort-int8 with (up to 256 are used)")
     _add_model_file_flags(p)
     p.set_defaults(func=_cmd_serve)
 
@@ -512,7 +516,7 @@ def _cmd_serve(a):
 
     cfg = ServeConfig(a.model_file, a.name, a.host, a.port, a.max_batch, a.max_wait_ms, a.max_queue,
                       int(a.max_body_mb * 1024 * 1024), a.api_key_env, tuple(a.cors_origin),
-                      a.threads, verify=a.verify).validate()
+                      a.threads, verify=a.verify, backend=a.backend, calib_dir=a.calib_dir).validate()
     print(f"serving {a.model_file} on http://{'[' + a.host + ']' if ':' in a.host else a.host}:{a.port} "
           "(Ctrl-C or SIGTERM to stop)", file=sys.stderr)
     serve(cfg)

@@ -58,6 +58,8 @@ class ServeConfig:
     threads: int | None = None
     topk: int = 5
     verify: bool = True
+    backend: str = "ort"  # "ort": the file as it is; "ort-int8": int8 QDQ (quantized at start if needed)
+    calib_dir: str | None = None  # images to calibrate "ort-int8" with
 
     def validate(self) -> "ServeConfig":
         if self.host not in ("127.0.0.1", "::1", "localhost") and not os.environ.get("SQUEEZENET_SERVE_PUBLIC"):
@@ -70,6 +72,10 @@ class ServeConfig:
         for ok, msg in checks:
             if not ok:
                 raise SqueezeNetError(msg)
+        if self.backend not in ("ort", "ort-int8"):
+            raise SqueezeNetError(f"--backend must be ort or ort-int8, got '{self.backend}'")
+        if self.calib_dir and not Path(self.calib_dir).is_dir():
+            raise SqueezeNetError(f"--calib-dir '{self.calib_dir}' is not a folder")
         if self.api_key_env and not os.environ.get(self.api_key_env):
             raise SqueezeNetError(f"--api-key-env {self.api_key_env}: that environment variable is empty or unset")
         return self
@@ -81,8 +87,12 @@ class HTTPError(Exception):
         self.status, self.message, self.headers = status, message, headers or {}
 
 
-def load_classifier(path: str, threads: int | None, verify: bool):
-    """An OnnxClassifier for .onnx (torch-free), or for .pt/.sqz exported at start."""
+def load_classifier(path: str, threads: int | None, verify: bool, backend: str = "ort",
+                    calib_dir: str | None = None):
+    """An OnnxClassifier for .onnx (torch-free), or for .pt/.sqz exported at start;
+    ``backend="ort-int8"`` quantizes an fp32 model at start (calibrated on ``calib_dir``)."""
+    import tempfile
+
     from ..checkpoint import sniff
     from .runtime import OnnxClassifier
 
@@ -90,19 +100,43 @@ def load_classifier(path: str, threads: int | None, verify: bool):
     if not p.is_file():
         raise SqueezeNetError(f"model file not found: '{path}'")
     kind = sniff(p)
-    if kind == "onnx":
-        return OnnxClassifier(p, threads=threads, verify=verify)
     if kind in ("checkpoint", "sqz"):
-        import tempfile
-
         from .export import export_onnx
 
         tmp = Path(tempfile.mkdtemp(prefix="squeezenet-serve-")) / (p.stem + ".onnx")
         export_onnx(checkpoint=str(p), out=str(tmp), dynamic_batch=True, verify=verify)
-        return OnnxClassifier(tmp, threads=threads)
+        p, verify, kind = tmp, True, "onnx"
+    if kind == "onnx":
+        clf = OnnxClassifier(p, threads=threads, verify=verify)
+        if backend == "ort-int8" and not _is_int8(clf):
+            clf = OnnxClassifier(_quantize(clf, calib_dir, Path(tempfile.mkdtemp(prefix="squeezenet-serve-"))),
+                                 threads=threads)
+        return clf
     from ..checkpoint import KIND_WORDS
 
     raise SqueezeNetError(f"'{path}' is {KIND_WORDS[kind]}; serve a .onnx, .pt or .sqz model file")
+
+
+def _is_int8(clf) -> bool:
+    from .runtime import read_onnx
+
+    return b"QuantizeLinear" in read_onnx(clf.path, verify=False)
+
+
+def _quantize(clf, calib_dir: str | None, tmp: Path) -> Path:
+    """int8 QDQ of the served model, calibrated on up to 256 images of ``calib_dir``
+    preprocessed as the model expects (see deploy.quantize)."""
+    from ..data import IMG_EXTENSIONS
+    from .quantize import quantize_onnx_int8
+
+    if not calib_dir:
+        raise SqueezeNetError("--backend ort-int8 with an fp32 model needs --calib-dir DIR (images to calibrate on), "
+                              "or serve the model_int8.onnx that `squeezenet quantize` writes")
+    files = sorted(f for f in Path(calib_dir).rglob("*") if f.suffix.lower() in IMG_EXTENSIONS)[:256]
+    if not files:
+        raise SqueezeNetError(f"no images in --calib-dir '{calib_dir}'")
+    x = clf.preprocess([str(f) for f in files])
+    return quantize_onnx_int8(clf.path, tmp / "int8.onnx", [x[i:i + 32] for i in range(0, len(x), 32)])
 
 
 class Batcher:
@@ -306,7 +340,7 @@ def create_app(cfg: ServeConfig, clf=None):
     from fastapi.responses import HTMLResponse, JSONResponse, Response
 
     cfg.validate()
-    clf = clf or load_classifier(cfg.model_file, cfg.threads, cfg.verify)
+    clf = clf or load_classifier(cfg.model_file, cfg.threads, cfg.verify, cfg.backend, cfg.calib_dir)
     name = cfg.name or Path(cfg.model_file).stem
     spec = clf.spec
     metrics = Metrics()
