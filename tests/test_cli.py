@@ -19,7 +19,7 @@ def cli(*args, check=True):
 
 
 COMMANDS = ("list", "explain", "summary", "train", "eval", "predict", "export", "quantize", "bench", "compress",
-            "compare", "sweep")
+            "compare", "sweep", "serve")
 
 
 def test_help_lists_every_command():

@@ -401,6 +401,11 @@ BAD_FLAGS = [
     (["compare", "--repeats", "0"], "expected an integer >= 1"),
     (["sweep", "--train-epochs", "-1"], "expected an integer >= 0"),
     (["sweep", "--sr", "0.5,nan"], "expected finite numbers"),
+    (["serve", "m.onnx", "--max-batch", "0"], "expected an integer >= 1"),
+    (["serve", "m.onnx", "--max-wait-ms", "nan"], "expected a number >= 0"),
+    (["serve", "m.onnx", "--backend", "tensorrt"], "invalid choice: 'tensorrt'"),
+    (["serve", "m.onnx", "--host", "0.0.0.0"], "would expose the server"),
+    (["serve", "missing.onnx"], "model file not found"),
 ]
 
 
@@ -419,7 +424,7 @@ def test_every_command_is_covered_by_the_bad_flag_table():
 
     commands = set(build_parser()._subparsers._group_actions[0].choices)
     assert commands == {"list", "explain", "summary", "train", "eval", "predict", "export", "quantize", "bench",
-                        "compress", "compare", "sweep"}
+                        "compress", "compare", "sweep", "serve"}
     assert commands - {"list"} <= {a[0] for a, _ in BAD_FLAGS}
 
 

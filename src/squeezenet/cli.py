@@ -517,8 +517,6 @@ def _cmd_serve(a):
     cfg = ServeConfig(a.model_file, a.name, a.host, a.port, a.max_batch, a.max_wait_ms, a.max_queue,
                       int(a.max_body_mb * 1024 * 1024), a.api_key_env, tuple(a.cors_origin),
                       a.threads, verify=a.verify, backend=a.backend, calib_dir=a.calib_dir).validate()
-    print(f"serving {a.model_file} on http://{'[' + a.host + ']' if ':' in a.host else a.host}:{a.port} "
-          "(Ctrl-C or SIGTERM to stop)", file=sys.stderr)
     serve(cfg)
 
 

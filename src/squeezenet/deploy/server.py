@@ -534,8 +534,12 @@ async def _json_error(send, status: int, message: str):
 
 def serve(cfg: ServeConfig) -> None:
     """Run the server until SIGTERM/SIGINT (in-flight requests are drained first)."""
+    import sys
+
     uvicorn = require("uvicorn", "serve")
-    app = create_app(cfg)
+    app = create_app(cfg)  # loads (and checks) the model before anything is printed
+    host = f"[{cfg.host}]" if ":" in cfg.host else cfg.host
+    print(f"serving {cfg.model_file} on http://{host}:{cfg.port} (Ctrl-C or SIGTERM to stop)", file=sys.stderr)
     uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="warning", timeout_graceful_shutdown=30)
 
 
