@@ -331,3 +331,10 @@ def test_calibration_on_an_image_folder_uses_evaluation_preprocessing(tmp_path):
 
     want = np.stack([splits.test.transform(load_image(splits.train.samples[i][0])).numpy() for i in idx])
     np.testing.assert_allclose(first, want, rtol=0, atol=1e-6)
+
+
+def test_resolved_returns_a_new_config_and_leaves_the_callers_alone():
+    cfg = TrainConfig(recipe="paper")
+    out = cfg.resolved()
+    assert out is not cfg and cfg.lr is None and out.lr == 0.04
+    assert TrainConfig.from_dict(out.to_dict()) == out  # config.json round-trips
