@@ -77,16 +77,9 @@ class Serve:
                                       str(self.port), "--max-batch", str(max_batch), "--max-wait-ms", "2",
                                       "--max-queue", "4096"], stderr=subprocess.DEVNULL)
         self.url = f"http://127.0.0.1:{self.port}"
-        deadline = time.time() + 60
-        while True:
-            try:
-                if httpx.get(f"{self.url}/v2/health/ready", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            if time.time() > deadline or self.proc.poll() is not None:
-                raise RuntimeError("server did not start")
-            time.sleep(0.2)
+        from squeezenet.deploy.server import wait_until_ready
+
+        wait_until_ready(self.url, self.proc)
 
     def close(self):
         self.proc.send_signal(signal.SIGTERM)

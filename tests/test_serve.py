@@ -300,16 +300,10 @@ def test_sigterm_drains_in_flight_requests(onnx_model):
                              "--max-wait-ms", "400", "--max-batch", "64"], stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONWARNINGS": "ignore"})
     try:
+        from squeezenet.deploy.server import wait_until_ready
+
         url = f"http://127.0.0.1:{port}"
-        deadline = time.time() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}/v2/health/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.time() < deadline and proc.poll() is None, proc.stderr.read()
-            time.sleep(0.2)
+        wait_until_ready(url, proc)
         results = []
         t = threading.Thread(target=lambda: results.extend(asyncio.run(_fire(url, images(16), 16))))
         t.start()

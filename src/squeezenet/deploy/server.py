@@ -532,6 +532,25 @@ async def _json_error(send, status: int, message: str):
     await send({"type": "http.response.body", "body": body})
 
 
+def wait_until_ready(url: str, proc=None, timeout: float = 60.0) -> None:
+    """Poll ``url``/v2/health/ready until it answers 200 (for scripts and tests that start
+    `squeezenet serve` as a process); raise if ``proc`` exits or ``timeout`` passes."""
+    import urllib.error
+    import urllib.request
+
+    deadline = time.time() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/v2/health/ready", timeout=1) as r:
+                if r.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        if time.time() > deadline or (proc is not None and proc.poll() is not None):
+            raise SqueezeNetError(f"the server at {url} did not become ready")
+        time.sleep(0.2)
+
+
 def serve(cfg: ServeConfig) -> None:
     """Run the server until SIGTERM/SIGINT (in-flight requests are drained first)."""
     import sys
