@@ -375,3 +375,68 @@ def test_int8_backend_quantizes_at_start_and_agrees_with_fp32(onnx_model, refere
     with Server(ServeConfig(str(q.path), backend="ort-int8")) as s:  # an int8 file is served as it is
         r = httpx.post(f"{s.url}/v1/predict", content=images(1)[0])
         assert r.status_code == 200
+
+
+@pytest.mark.parametrize("name", ["squeezenet1_1_small_bn_w0.25", "squeezenet1_1_complex_bypass_small_bn_w0.25",
+                                  "squeezenet1_0_simple_bypass_sr0.25_pct0.25_w0.25", "squeezenet1_0_caffe_w0.25"])
+def test_sqz_to_onnx_without_torch_matches_the_torch_model(name, tmp_path):
+    """A .sqz converts to ONNX with numpy + onnx only (BN folded), and gives the decoded
+    PyTorch model's outputs; a subprocess with torch made unimportable proves it."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    import torch
+
+    from squeezenet import create_model
+    from squeezenet.compression.container import load_container
+    from squeezenet.compression.pipeline import compress
+    from squeezenet.deploy.runtime import open_session
+
+    torch.manual_seed(0)
+    ckpt_dir = tmp_path
+    m = create_model(name, num_classes=10, in_chans=1)
+    m.classifier.conv10.weight.data.normal_(0, 0.3)  # as large as the others: survives global pruning
+    m.classifier.conv10.bias.data.uniform_(-0.3, 0.3)
+    for mod in m.modules():  # non-trivial BN statistics, so that folding is really tested
+        if isinstance(mod, torch.nn.BatchNorm2d):
+            mod.running_mean.uniform_(-0.5, 0.5)
+            mod.running_var.uniform_(0.5, 2.0)
+            mod.weight.data.uniform_(0.5, 1.5)
+            mod.bias.data.uniform_(-0.2, 0.2)
+    from squeezenet.checkpoint import make_checkpoint
+    from squeezenet.files import atomic_save
+
+    size = 64 if "caffe" not in name else 96
+    spec = dict(name="x", classes=[str(i) for i in range(10)], channels=1, input_size=size, mean=[0.5], std=[0.5])
+    atomic_save(make_checkpoint(m, name, spec), ckpt_dir / "m.pt")
+    sqz = compress(checkpoint=str(ckpt_dir / "m.pt"), sparsity="0.5", bits=6, out=str(tmp_path / "m.sqz"),
+                   evaluate_data=False)["path"]
+    code = ("import sys; sys.modules['torch'] = None\n"
+            "from squeezenet.deploy.sqz_onnx import sqz_to_onnx\n"
+            f"sqz_to_onnx({sqz!r}, {str(tmp_path / 'm.onnx')!r})\n"
+            "from squeezenet.deploy import load\n"
+            f"print(load({str(tmp_path / 'm.onnx')!r}).classes[:2])")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=os.environ, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout.strip().replace("'", '"')) == ["0", "1"]
+    ref, _ = load_container(sqz)
+    x = torch.randn(3, 1, size, size)
+    with torch.no_grad():
+        want = ref.eval()(x).numpy()
+    sess = open_session(tmp_path / "m.onnx", verify=True)
+    got = sess.run(None, {"input": x.numpy()})[0]
+    assert abs(got - want).max() <= 1e-4 * max(1.0, abs(want).max())
+
+
+def test_serving_a_sqz_file(tiny_run, tmp_path):
+    from squeezenet.compression.pipeline import compress
+    from squeezenet.deploy.server import load_classifier
+
+    sqz = compress(checkpoint=str(tiny_run / "last.pt"), out=str(tmp_path / "t.sqz"), evaluate_data=False)["path"]
+    clf = load_classifier(sqz, None, True)
+    assert clf.path.endswith(".onnx") and clf.classes[0] == "T-shirt/top" and clf.spec.input_size == 28
+    with Server(ServeConfig(sqz)) as s:
+        assert httpx.get(f"{s.url}/v2/models/t").json()["name"] == "t"
+        assert httpx.post(f"{s.url}/v1/predict", content=images(1)[0]).status_code == 200

@@ -26,7 +26,6 @@ import zlib
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from ..errors import SqueezeNetError
 from . import encoding
@@ -229,24 +228,36 @@ def _check_lengths(ln: np.ndarray, bad, field, key) -> None:
         raise bad(field, "is not a valid prefix code", key)
 
 
-def decode_state_dict(header: dict, payload: bytes, where: str = "container") -> dict:
+def decode_arrays(header: dict, payload: bytes, where: str = "container") -> dict[str, np.ndarray]:
+    """Every tensor of a checked container as a numpy array (no PyTorch needed)."""
     def get(ref):
         off, n = ref
         return payload[off:off + n]
 
-    sd = {}
+    out = {}
     for t in header["tensors"]:
         shape = tuple(t["shape"])
         if t["kind"] == "raw":
-            arr = np.frombuffer(get(t["data"]), dtype=t["dtype"]).reshape(shape)
-            sd[t["key"]] = torch.from_numpy(arr.copy())
+            out[t["key"]] = np.frombuffer(get(t["data"]), dtype=t["dtype"]).reshape(shape).copy()
             continue
         try:
-            sd[t["key"]] = torch.from_numpy(_decode_shared(t, get, shape))
+            out[t["key"]] = _decode_shared(t, get, shape)
         except (ValueError, IndexError, OverflowError, MemoryError) as e:
             raise SqueezeNetError(f"{where}: tensor '{t['key']}' does not decode ({str(e).splitlines()[0][:80]}); "
                                   "the container was edited or is damaged") from e
-    return sd
+    return out
+
+
+def read_container(path) -> tuple[dict, dict[str, np.ndarray]]:
+    """(header, arrays) of a .sqz file, checksum and every field verified; torch-free."""
+    header, payload = _read(path)
+    return header, decode_arrays(header, payload, f"'{path}'")
+
+
+def decode_state_dict(header: dict, payload: bytes, where: str = "container") -> dict:
+    import torch
+
+    return {k: torch.from_numpy(v) for k, v in decode_arrays(header, payload, where).items()}
 
 
 def _decode_shared(t: dict, get, shape) -> np.ndarray:

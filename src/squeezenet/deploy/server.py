@@ -16,11 +16,13 @@ and run as one ONNX Runtime call in a worker thread, off the event loop; past
 ``max_queue`` waiting images the answer is 503 with ``Retry-After``. Secure defaults:
 loopback only, an optional API key (from an environment variable, compared in constant
 time), a request size limit, CORS off unless origins are given, no pickle ever loaded
-(.pt files are read with ``weights_only=True`` and exported to ONNX at start).
+(.pt files are read with ``weights_only=True``).
 Every bad request is a JSON error with a 4xx status naming the problem.
 
 Needs ``pip install 'squeezenet-toolkit[serve]'`` (fastapi, uvicorn, prometheus_client,
-python-multipart, onnxruntime, numpy, pillow); .onnx files are served without PyTorch.
+python-multipart, onnxruntime, onnx, numpy, pillow). .onnx files, and .sqz files of the
+SqueezeNet family (converted by :mod:`squeezenet.deploy.sqz_onnx`), are served without
+PyTorch; .pt files and other .sqz files are exported with PyTorch at start.
 """
 
 
@@ -101,10 +103,15 @@ def load_classifier(path: str, threads: int | None, verify: bool, backend: str =
         raise SqueezeNetError(f"model file not found: '{path}'")
     kind = sniff(p)
     if kind in ("checkpoint", "sqz"):
-        from .export import export_onnx
-
         tmp = Path(tempfile.mkdtemp(prefix="squeezenet-serve-")) / (p.stem + ".onnx")
-        export_onnx(checkpoint=str(p), out=str(tmp), dynamic_batch=True, verify=verify)
+        if kind == "sqz" and _is_squeezenet_sqz(p):
+            from .sqz_onnx import sqz_to_onnx  # numpy + onnx: no PyTorch
+
+            sqz_to_onnx(p, tmp)
+        else:
+            from .export import export_onnx  # needs PyTorch
+
+            export_onnx(checkpoint=str(p), out=str(tmp), dynamic_batch=True, verify=verify)
         p, verify, kind = tmp, True, "onnx"
     if kind == "onnx":
         clf = OnnxClassifier(p, threads=threads, verify=verify)
@@ -115,6 +122,13 @@ def load_classifier(path: str, threads: int | None, verify: bool, backend: str =
     from ..checkpoint import KIND_WORDS
 
     raise SqueezeNetError(f"'{path}' is {KIND_WORDS[kind]}; serve a .onnx, .pt or .sqz model file")
+
+
+def _is_squeezenet_sqz(path) -> bool:
+    from ..compression.container import _read
+    from .sqz_onnx import _BASE
+
+    return bool(_BASE.match(_read(path)[0]["model_name"]))
 
 
 def _is_int8(clf) -> bool:

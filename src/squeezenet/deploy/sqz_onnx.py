@@ -1,0 +1,136 @@
+"""A .sqz container to an ONNX model with no PyTorch: serving a compressed SqueezeNet
+needs only numpy, onnx and onnxruntime.
+
+The container's tensors are decoded with numpy (:func:`compression.container.read_container`),
+the layer list comes from :mod:`squeezenet.archs` (architecture as data), and the graph
+is written with ``onnx.helper``: each conv with its BatchNorm folded in (the inference
+form), ReLU, Caffe's ceil-mode max pools, Fire concats, bypass adds, conv10 (with the
+release's padding where the model has it), global average pool. The result carries the
+container's data spec and an integrity digest like every ONNX file the tool writes.
+Supported: every SqueezeNet in the registry (versions, bypasses, design space, width,
+BN, stem); other families need PyTorch (``squeezenet export``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+
+from ..errors import SqueezeNetError, require
+
+BN_EPS = 1e-5  # torch.nn.BatchNorm2d's default, which the models use
+_BASE = re.compile(r"^squeezenet(1_0|1_1)(_caffe|_simple_bypass|_complex_bypass)?(?:_|$)")
+
+
+def _architecture(name: str, kw: dict):
+    from ..archs import DesignSpace, build_stages
+
+    m = _BASE.match(name)
+    if not m:
+        raise SqueezeNetError(f"'{name}' is not a SqueezeNet; converting it to ONNX needs PyTorch "
+                              "(`squeezenet export --checkpoint FILE.sqz`)")
+    bypass = {"_simple_bypass": "simple", "_complex_bypass": "complex"}.get(m.group(2) or "", "none")
+    design = DesignSpace(kw.get("base_e", 128), kw.get("incr_e", 128), kw.get("pct3x3", 0.5), kw.get("freq", 2),
+                         kw.get("squeeze_ratio", 0.125))
+    return build_stages(m.group(1), bypass, design, kw.get("width", 1.0), kw.get("stem", "imagenet"),
+                        kw.get("in_chans", 3))
+
+
+class _Graph:
+    def __init__(self, arrays: dict):
+        self.onnx = require("onnx", "serve")
+        self.arrays, self.nodes, self.inits, self.n = arrays, [], [], 0
+
+    def name(self, hint: str) -> str:
+        self.n += 1
+        return f"{hint}_{self.n}"
+
+    def const(self, hint: str, value: np.ndarray) -> str:
+        from onnx import numpy_helper
+
+        n = self.name(hint)
+        self.inits.append(numpy_helper.from_array(np.ascontiguousarray(value, dtype=np.float32), n))
+        return n
+
+    def op(self, op: str, inputs: list, hint: str, **attrs) -> str:
+        out = self.name(hint)
+        self.nodes.append(self.onnx.helper.make_node(op, inputs, [out], **attrs))
+        return out
+
+    def conv(self, x: str, prefix: str, bn_prefix: str | None, pad: int = 0, stride: int = 1) -> str:
+        """Conv with its BatchNorm folded: w' = w * g / sqrt(v + eps), b' = (b - m) * g / sqrt(v + eps) + beta."""
+        w = self.arrays[f"{prefix}.weight"].astype(np.float64)
+        b = self.arrays.get(f"{prefix}.bias", np.zeros(w.shape[0])).astype(np.float64)
+        if bn_prefix and f"{bn_prefix}.weight" in self.arrays:
+            g, beta = self.arrays[f"{bn_prefix}.weight"], self.arrays[f"{bn_prefix}.bias"]
+            mean, var = self.arrays[f"{bn_prefix}.running_mean"], self.arrays[f"{bn_prefix}.running_var"]
+            scale = g / np.sqrt(var + BN_EPS)
+            w, b = w * scale[:, None, None, None], (b - mean) * scale + beta
+        k = w.shape[-1]
+        return self.op("Conv", [x, self.const(prefix + ".w", w), self.const(prefix + ".b", b)], prefix,
+                       kernel_shape=[k, k], pads=[pad] * 4, strides=[stride, stride])
+
+
+def sqz_to_onnx(src, dst) -> str:
+    """Write ``dst`` (.onnx) from the container ``src`` without importing torch."""
+    from ..compression.container import read_container
+    from ..files import atomic_write_bytes
+    from ..spec import DataSpec
+    from .runtime import DIGEST_KEY, META_KEY, _PLACEHOLDER, stamp_digest
+
+    header, arrays = read_container(src)
+    kw = header["model_kwargs"]
+    stages = _architecture(header["model_name"], kw)
+    for k, v in arrays.items():
+        if v.dtype.kind == "f" and not np.isfinite(v).all():
+            raise SqueezeNetError(f"'{src}': weights '{k}' contain NaN or inf")
+    g = _Graph(arrays)
+    onnx = g.onnx
+    try:
+        x = "input"
+        for st in stages:
+            f = f"features.{st.name}"
+            if st.kind == "conv":
+                x = g.op("Relu", [g.conv(x, f"{f}.conv", f"{f}.bn", st.padding, st.stride)], st.name)
+            elif st.kind == "pool":
+                x = g.op("MaxPool", [x], st.name, kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1)
+            else:
+                s = g.op("Relu", [g.conv(x, f"{f}.squeeze", f"{f}.squeeze_bn")], st.name + "_s")
+                outs = [g.op("Relu", [g.conv(s, f"{f}.{e}", f"{f}.{e}_bn", pad)], f"{st.name}_{e}")
+                        for e, pad, n in (("expand1x1", 0, st.out[1]), ("expand3x3", 1, st.out[2])) if n]
+                y = g.op("Concat", outs, st.name, axis=1) if len(outs) > 1 else outs[0]
+                if st.shortcut == "identity":
+                    y = g.op("Add", [y, x], st.name + "_add")
+                elif st.shortcut == "conv":
+                    y = g.op("Add", [y, g.conv(x, f"bypass.{st.name}", None)], st.name + "_add")
+                x = y
+        x = g.conv(x, "classifier.conv10", None, kw.get("head_padding", 0))
+        if kw.get("head_relu", True):
+            x = g.op("Relu", [x], "relu10")
+        x = g.op("GlobalAveragePool", [x], "avgpool10")
+        g.nodes.append(onnx.helper.make_node("Flatten", [x], ["logits"], axis=1))
+    except KeyError as e:
+        raise SqueezeNetError(f"'{src}' lacks tensor {e} of a '{header['model_name']}'") from None
+    chans = kw.get("in_chans", 3)
+    graph = onnx.helper.make_graph(
+        g.nodes, header["model_name"],
+        [onnx.helper.make_tensor_value_info("input", onnx.TensorProto.FLOAT, ["batch", chans, None, None])],
+        [onnx.helper.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, ["batch", kw.get("num_classes", 1000)])],
+        g.inits)
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)], producer_name="squeezenet")
+    model.ir_version = 8
+    data = header.get("data") or {}
+    if data:
+        DataSpec.from_dict(data, f"'{src}' header 'data'", kw.get("num_classes"), chans)
+        e = model.metadata_props.add()
+        e.key, e.value = META_KEY, json.dumps(data)
+        size = data["input_size"]
+        model.graph.input[0].type.tensor_type.shape.dim[2].dim_value = size
+        model.graph.input[0].type.tensor_type.shape.dim[3].dim_value = size
+    onnx.checker.check_model(model)
+    e = model.metadata_props.add()
+    e.key, e.value = DIGEST_KEY, _PLACEHOLDER.decode()
+    atomic_write_bytes(dst, stamp_digest(model.SerializeToString()))
+    return str(dst)
