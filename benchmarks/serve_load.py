@@ -39,7 +39,7 @@ def free_port() -> int:
 def make_models(tmp: Path) -> dict:
     from squeezenet import create_model
     from squeezenet.deploy.export import export_model_to_onnx
-    from squeezenet.deploy.quantize import quantize_onnx_int8
+    from squeezenet.deploy.onnx_tools import quantize_onnx_int8
 
     spec = dict(name="bench", classes=[f"c{i}" for i in range(1000)], channels=3, input_size=224,
                 mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])
@@ -77,7 +77,7 @@ class Serve:
                                       str(self.port), "--max-batch", str(max_batch), "--max-wait-ms", "2",
                                       "--max-queue", "4096"], stderr=subprocess.DEVNULL)
         self.url = f"http://127.0.0.1:{self.port}"
-        from squeezenet.deploy.server import wait_until_ready
+        from squeezenet.serve import wait_until_ready
 
         wait_until_ready(self.url, self.proc)
 

@@ -44,3 +44,13 @@ SHUFFLENET_V1_CHANNELS = {1: (144, 288, 576), 2: (200, 400, 800), 3: (240, 480, 
 SHUFFLENET_V1_MMACS = {1: 143, 2: 140, 3: 137, 4: 133, 8: 137}
 # The authors' release (megvii-model/ShuffleNet-Series, ShuffleNetV1/README): 1.0x parameters in millions
 SHUFFLENET_V1_RELEASE_PARAMS_M = {3: 1.9, 8: 2.4}
+# The release's ShuffleNetV1/network.py: stage_out_channels [stem, stage2, stage3, stage4] per width, and its
+# README's table ("FLOPs" = multiply-adds in millions, params in millions).
+SHUFFLENET_V1_RELEASE_CHANNELS = {
+    3: {0.5: (12, 120, 240, 480), 1.0: (24, 240, 480, 960), 1.5: (24, 360, 720, 1440), 2.0: (48, 480, 960, 1920)},
+    8: {0.5: (16, 192, 384, 768), 1.0: (24, 384, 768, 1536), 1.5: (24, 576, 1152, 2304), 2.0: (48, 768, 1536, 3072)},
+}
+SHUFFLENET_V1_RELEASE_TABLE = {  # (g, width): (MFLOPs = MMACs, params M)
+    (3, 2.0): (524, 5.4), (8, 2.0): (522, 6.5), (3, 1.5): (292, 3.4), (8, 1.5): (290, 4.3),
+    (3, 1.0): (138, 1.9), (8, 1.0): (138, 2.4), (3, 0.5): (38, 0.7), (8, 0.5): (40, 1.0),
+}

@@ -87,7 +87,7 @@ def test_train_eval_predict_end_to_end(tmp_path, fmnist_dir):
     r = cli("predict", "--checkpoint", str(out / "last.pt"), str(img), "--topk", "3")
     from squeezenet.evaluate import predict
 
-    (_, want), = predict(str(out / "last.pt"), [str(img)], topk=3)
+    ((_, want),), _ = predict(str(out / "last.pt"), [str(img)], topk=3)
     assert r.stdout.splitlines() == [str(img)] + [f"  {p * 100:6.2f}%  {name}" for name, p in want]
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"not a png")

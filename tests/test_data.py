@@ -6,7 +6,8 @@ import torch
 from PIL import Image
 
 from squeezenet import SqueezeNetError
-from squeezenet.data import (TensorDataset, augment_batch, augment_params, find_fashion_mnist, load_data, read_idx)
+from squeezenet.data import TensorDataset, augment_batch, augment_params, load_data
+from squeezenet.sources import find_fashion_mnist, read_idx
 
 from helpers import write_idx
 
@@ -42,7 +43,7 @@ def test_torchvision_layout_is_found(tmp_path, fmnist_dir):
 
 
 def test_missing_dataset_error(tmp_path, monkeypatch):
-    import squeezenet.data as d
+    import squeezenet.sources as d
 
     monkeypatch.setattr(d, "DEBIAN_FASHION_MNIST", str(tmp_path / "nope"))
     monkeypatch.setenv("SQUEEZENET_CACHE", str(tmp_path / "cache"))

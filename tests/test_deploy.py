@@ -10,7 +10,8 @@ pytest.importorskip("onnxruntime")
 import onnx  # noqa: E402
 
 from squeezenet import SqueezeNetError, create_model  # noqa: E402
-from squeezenet.deploy.export import convert_fp16, export_model_to_onnx, export_onnx  # noqa: E402
+from squeezenet.deploy.export import export_model_to_onnx, export_onnx  # noqa: E402
+from squeezenet.deploy.onnx_tools import convert_fp16  # noqa: E402
 from squeezenet.deploy.runtime import OnnxClassifier, open_session  # noqa: E402
 
 
@@ -101,7 +102,7 @@ def test_int8_quantization_keeps_accuracy(tmp_path, fmnist_dir):
 
 
 def test_int8_file_is_under_30_percent_of_fp32(tmp_path):
-    from squeezenet.deploy.quantize import quantize_onnx_int8
+    from squeezenet.deploy.onnx_tools import quantize_onnx_int8
 
     m = create_model("squeezenet1_1").eval()
     p32 = export_model_to_onnx(m, tmp_path / "m.onnx", (3, 224, 224), dynamic_batch=True)
@@ -120,7 +121,7 @@ def test_int8_graph_tuning_keeps_outputs(tmp_path):
     after quantization every Concat input carries the Concat's own scale (so QLinearConcat
     needs no rescaling); shortened names leave the outputs bit-identical; and the tuned model
     agrees with the untuned one to within int8 rounding."""
-    from squeezenet.deploy.quantize import compact_names, pad_first_conv_channels, quantize_onnx_int8
+    from squeezenet.deploy.onnx_tools import compact_names, pad_first_conv_channels, quantize_onnx_int8
 
     torch.manual_seed(0)
     m = create_model("squeezenet1_1_w0.25", num_classes=10).eval()
@@ -207,7 +208,7 @@ def test_serving_path_needs_no_torch(tmp_path):
 
 
 def _real_fmnist_available():
-    from squeezenet.data import find_fashion_mnist
+    from squeezenet.sources import find_fashion_mnist
 
     try:
         find_fashion_mnist(None, download=False)
@@ -239,7 +240,7 @@ def test_one_default_opset_everywhere(tmp_path):
     import inspect
 
     from squeezenet.cli import build_parser
-    from squeezenet.deploy.export import DEFAULT_OPSET
+    from squeezenet.deploy.onnx_tools import DEFAULT_OPSET
 
     cli_default = build_parser().parse_args(["export", "squeezenet1_1"]).opset
     fn_defaults = {inspect.signature(f).parameters["opset"].default for f in (export_onnx, export_model_to_onnx)}

@@ -112,7 +112,7 @@ def test_hand_edited_sqz_headers_with_recomputed_checksums(files):
 
     d, paths = files
     data = paths["sqz"].read_bytes()
-    header, _ = container._read(paths["sqz"])
+    header, _ = container.read_raw(paths["sqz"])
     version, hlen = struct.unpack("<HI", data[4:10])
     leaves = [p for p in _leaves(header) if p]
     rng = np.random.default_rng(4)

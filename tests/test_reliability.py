@@ -117,7 +117,7 @@ def test_16bit_png_predicts_like_its_8bit_twin_in_every_path(tmp_path, tiny_run)
     v8 = np.zeros((28, 28), np.uint8)
     v8[8:11, 4:24] = 250
     a, b = _png(tmp_path / "a.png", v8), _png(tmp_path / "b.png", v8.astype(np.uint16) * 257)
-    pa, pb = predict(str(tiny_run / "last.pt"), [str(a), str(b)])
+    (pa, pb), _ = predict(str(tiny_run / "last.pt"), [str(a), str(b)])
     assert pa[1] == pb[1]
     onnx_path = export_onnx(checkpoint=str(tiny_run / "last.pt"), out=str(tmp_path / "m.onnx"), dynamic_batch=True)
     clf = load(onnx_path["path"])
@@ -350,9 +350,9 @@ def test_a_full_disk_while_checkpointing_keeps_the_old_file(tmpfs, tiny_run):
 
 
 def test_eval_checks_its_output_before_evaluating(tmp_path, tiny_run, fmnist_dir, monkeypatch):
-    import squeezenet.evaluate as ev
+    import squeezenet.metrics as metrics
 
-    monkeypatch.setattr(ev, "evaluate", lambda *a, **k: pytest.fail("evaluated before checking the output"))
+    monkeypatch.setattr(metrics, "evaluate", lambda *a, **k: pytest.fail("evaluated before checking the output"))
     (tmp_path / "file").write_text("x")
     code, _, err = run_cli("eval", "-c", tiny_run / "last.pt", "--data-dir", fmnist_dir, "--no-download",
                            "--out", tmp_path / "file" / "e.json")
@@ -510,7 +510,7 @@ def test_hand_edited_sqz_with_a_recomputed_checksum_is_one_line(edit, needle, tm
 
     path = compress(checkpoint=str(tiny_run / "last.pt"), out=str(tmp_path / "m.sqz"), evaluate_data=False)["path"]
     data = open(path, "rb").read()
-    header, _ = container._read(path)
+    header, _ = container.read_raw(path)
     edit(header)
     (tmp_path / "e.sqz").write_bytes(_reseal_sqz(data, header))
     with pytest.raises(SqueezeNetError, match=needle):

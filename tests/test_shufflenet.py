@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from reference import SHUFFLENET_V1_CHANNELS, SHUFFLENET_V1_MMACS, SHUFFLENET_V1_RELEASE_PARAMS_M
+from reference import (SHUFFLENET_V1_CHANNELS, SHUFFLENET_V1_MMACS, SHUFFLENET_V1_RELEASE_CHANNELS,
+                       SHUFFLENET_V1_RELEASE_PARAMS_M, SHUFFLENET_V1_RELEASE_TABLE)
 from squeezenet import create_model, profile
 from squeezenet.models import ShuffleUnit, channel_shuffle
 
@@ -43,6 +44,21 @@ def test_table1_macs_and_channels(g):
 def test_params_match_the_authors_release(g):
     n = sum(p.numel() for p in create_model(f"shufflenet_v1_g{g}").parameters())
     assert round(n / 1e6, 1) == SHUFFLENET_V1_RELEASE_PARAMS_M[g]
+
+
+@pytest.mark.parametrize("g,width", sorted(SHUFFLENET_V1_RELEASE_TABLE))
+def test_every_width_matches_the_authors_release(g, width):
+    """Stem and stage widths equal the release's network.py (its 1.5x keeps a 24-filter
+    stem); MACs (with the FC, as the release counts) and params within the rounding of its
+    README's table."""
+    m = create_model(f"shufflenet_v1_g{g}_w{width}")
+    stem = m.conv1.conv.out_channels
+    stages = tuple(u.out_ch for u in m.units if u.stride == 2)
+    assert (stem, *stages) == SHUFFLENET_V1_RELEASE_CHANNELS[g][width]
+    prof = profile(m, (3, 224, 224))
+    mmacs, params_m = SHUFFLENET_V1_RELEASE_TABLE[(g, width)]
+    assert prof.macs / 1e6 == pytest.approx(mmacs, rel=0.015)
+    assert round(prof.params / 1e6, 1) == pytest.approx(params_m, abs=0.1)
 
 
 def test_channel_shuffle_is_a_permutation_that_mixes_every_group():

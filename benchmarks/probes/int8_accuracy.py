@@ -17,7 +17,8 @@ from pathlib import Path
 from squeezenet.checkpoint import load_checkpoint, model_from_checkpoint
 from squeezenet.data import load_data
 from squeezenet.deploy.export import export_model_to_onnx
-from squeezenet.deploy.quantize import calibration_batches, ort_logits_fn, quantize_onnx_int8
+from squeezenet.deploy.onnx_tools import quantize_onnx_int8
+from squeezenet.deploy.quantize import calibration_batches, ort_logits_fn
 from squeezenet.metrics import evaluate
 
 

@@ -18,7 +18,7 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 from squeezenet import create_model
 from squeezenet.deploy.bench import time_calls
 from squeezenet.deploy.export import export_model_to_onnx
-from squeezenet.deploy.quantize import Calibration
+from squeezenet.deploy.onnx_tools import Calibration
 
 
 def main():

@@ -17,7 +17,7 @@ import torch
 from squeezenet import create_model
 from squeezenet.deploy.bench import time_calls
 from squeezenet.deploy.export import export_model_to_onnx
-from squeezenet.deploy.quantize import quantize_onnx_int8
+from squeezenet.deploy.onnx_tools import quantize_onnx_int8
 
 
 def med_ms(fn, repeats=60):

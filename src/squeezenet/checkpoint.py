@@ -20,39 +20,11 @@ from pathlib import Path
 import torch
 
 from .errors import SqueezeNetError
-from .files import atomic_save  # noqa: F401  (historic import path)
+from .files import atomic_save
+from .formats.sniff import KIND_WORDS, sniff
 
 FORMAT = "squeezenet-checkpoint"
 FORMAT_VERSION = 2  # 2: integrity digest
-
-
-# ------------------------------------------------------------------ file kinds
-
-def sniff(path) -> str:
-    """What a file is by its first bytes: 'checkpoint' (torch zip or pickle), 'sqz',
-    'onnx', 'image', 'text', 'empty' or 'unknown'."""
-    with open(path, "rb") as f:
-        head = f.read(16)
-    if not head:
-        return "empty"
-    if head.startswith(b"PK\x03\x04") or (head[:1] == b"\x80" and 2 <= head[1] <= 5):
-        return "checkpoint"
-    if head.startswith(b"SQZ\x00"):
-        return "sqz"
-    if head.startswith((b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"BM", b"II*\x00", b"MM\x00*")) or \
-            (head.startswith(b"RIFF") and head[8:12] == b"WEBP"):
-        return "image"
-    if head[:1] == b"\x08" and head[1] < 0x80 and head[2:3] in (b"\x12", b"\x1a", b"\x22", b"\x2a", b"\x3a", b"\x42"):
-        return "onnx"  # ModelProto: ir_version (field 1, varint) then a string/message field
-    try:
-        head.decode("utf-8")
-        return "text"
-    except UnicodeDecodeError:
-        return "unknown"
-
-
-KIND_WORDS = {"checkpoint": "a PyTorch checkpoint (.pt)", "sqz": "a .sqz container", "onnx": "an ONNX model",
-              "image": "an image", "text": "a text file", "empty": "an empty file", "unknown": "of unknown format"}
 
 
 # ------------------------------------------------------------------ integrity
@@ -226,12 +198,42 @@ def save_checkpoint(ckpt: dict, path) -> None:
 
 def check_resume(ckpt: dict, model_name: str, model_kwargs: dict, cfg: dict, must_match, path) -> None:
     """Refuse to resume a run as something else: another model, or changed settings
-    that shape the optimisation (a silent splice of two runs)."""
-    if ckpt["model_name"] != model_name or ckpt["model_kwargs"] != model_kwargs:
-        raise SqueezeNetError(f"cannot resume: {path} is a '{ckpt['model_name']}' run, not '{model_name}' with "
-                              "these options; use another --out")
+    that shape the optimisation (a silent splice of two runs). The message says what
+    differs."""
+    if ckpt["model_name"] != model_name:
+        raise SqueezeNetError(f"cannot resume: {path} is a '{ckpt['model_name']}' run, not '{model_name}'; resume "
+                              "without naming another model, or use another --out")
+    if ckpt["model_kwargs"] != model_kwargs:
+        saved_kw = ckpt["model_kwargs"]
+        diff = [f"{k} {saved_kw.get(k)!r} -> {model_kwargs.get(k)!r}" for k in sorted(set(saved_kw) | set(model_kwargs))
+                if saved_kw.get(k) != model_kwargs.get(k)]
+        raise SqueezeNetError(f"cannot resume: {path} was built with other model options ({'; '.join(diff)}); drop "
+                              "the flags that change them, or use another --out")
     saved = ckpt.get("config") or {}
     changed = [f"{k} {saved[k]!r} -> {cfg[k]!r}" for k in must_match if k in saved and saved[k] != cfg.get(k)]
     if changed:
         raise SqueezeNetError(f"cannot resume: {path} was trained with other settings ({'; '.join(changed)}); "
-                              "resume with the run's own settings or use another --out")
+                              "drop those flags to resume with the run's own, or use another --out")
+
+
+def check_resume_data(ckpt: dict, spec: dict, split: dict, path) -> None:
+    """Refuse to resume on other data: other class names (a renamed folder), channels or
+    input size, or another train/validation split (other files, another --val-fraction)."""
+    saved = ckpt.get("data") or {}
+    for key, word in (("classes", "class names"), ("channels", "channels"), ("input_size", "input size")):
+        if key in saved and saved[key] != spec.get(key):
+            raise SqueezeNetError(f"cannot resume: the data's {word} differ from the run's ({_brief(saved[key])} -> "
+                                  f"{_brief(spec.get(key))}); resume on the data the run started with, or use another "
+                                  "--out")
+    was = ckpt.get("data_split")
+    if was and split and was != split:
+        raise SqueezeNetError(f"cannot resume: the data's split differs from the run's (train {was.get('train')} / "
+                              f"validation {was.get('val')} images -> {split.get('train')} / {split.get('val')}"
+                              f"{', other files' if (was.get('train'), was.get('val')) == (split.get('train'), split.get('val')) else ''}"
+                              "); resume on the same files with the same --val-fraction, or use another --out")
+
+
+def _brief(v) -> str:
+    if isinstance(v, list) and len(v) > 5:
+        return repr(v[:5])[:-1] + f", ... ({len(v)} in all)]"
+    return repr(v)

@@ -284,7 +284,7 @@ def _eval_named(a):
     r = evaluate_imagenet(a.model, a.weights, a.data, a.batch_size, a.workers, a.preprocess, a.limit)
     if a.out:
         atomic_write_text(a.out, json.dumps(r, indent=2))
-    print(f"{r['model']} on {r['data']} ({r['n']} images, {r['classes']} classes): top-1 {r['top1']:.2f}%, top-5 "
+    print(f"{r['model']} on {r['data']} ({r['n']} images, {r['classes']} classes in {r['class_order']} order): top-1 {r['top1']:.2f}%, top-5 "
           f"{r['top5']:.2f}%; {r['img_per_s']:.1f} img/s end to end, {r['model_img_per_s']:.1f} img/s in the model; "
           f"preprocessing: {r['preprocess']}" + (f"; written to {a.out}" if a.out else ""))
     if not a.weights:
@@ -304,16 +304,20 @@ def add_predict_parser(sub):
 def _cmd_predict(a):
     from .evaluate import predict
 
-    for path, preds in predict(a.checkpoint, a.images, a.topk, a.verify):
+    results, bad = predict(a.checkpoint, a.images, a.topk, a.verify)
+    for path, preds in results:
         print(path)
         for name, p in preds:
             print(f"  {p * 100:6.2f}%  {name}")
+    if bad:
+        raise SqueezeNetError(f"{len(bad)} of {len(a.images)} image(s) could not be read ({bad[0]}"
+                              f"{'; ...' if len(bad) > 1 else ''}); the others were predicted above")
 
 
 # ------------------------------------------------------------------ deploy
 
 def add_export_parser(sub):
-    from .deploy.export import DEFAULT_OPSET
+    from .deploy.onnx_tools import DEFAULT_OPSET
 
     p = sub.add_parser("export", help="export to ONNX",
                        description="Export a model or checkpoint to ONNX with its data spec and an integrity "
@@ -485,39 +489,52 @@ def _cmd_sweep(a):
 
 
 def add_serve_parser(sub):
+    from .serve.config import ServeConfig
+
     p = sub.add_parser("serve", help="HTTP inference service (Open Inference Protocol v2, /v1/predict, /metrics)",
-                       description="Serve a model file (.onnx without PyTorch; .pt/.sqz are exported to ONNX at "
-                                   "start) over HTTP: the Open Inference Protocol v2 (KServe/Triton; "
-                                   "tritonclient works unchanged), POST /v1/predict for images, GET /metrics for "
-                                   "Prometheus, /docs for OpenAPI and / for a page. Requests are micro-batched; "
-                                   "past --max-queue waiting images the answer is 503 with Retry-After. SIGTERM "
-                                   "drains in-flight requests.")
-    p.add_argument("model_file")
-    p.add_argument("--name", help="model name in the /v2 paths (default: the file's stem)")
-    p.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback only)")
-    p.add_argument("--port", type=non_negative_int, default=8000)
-    p.add_argument("--max-batch", type=positive_int, default=32, help="images per ONNX Runtime call (1: no batching)")
-    p.add_argument("--max-wait-ms", type=non_negative_float, default=2.0, help="how long a batch waits to fill")
-    p.add_argument("--max-queue", type=positive_int, default=256, help="waiting images before 503")
-    p.add_argument("--max-body-mb", type=positive_float, default=16.0, help="request size limit")
-    p.add_argument("--api-key-env", help="require the API key held in this environment variable")
-    p.add_argument("--cors-origin", action="append", default=[], help="allow this browser origin (repeatable)")
-    p.add_argument("--threads", type=positive_int, help="ONNX Runtime intra-op threads (default: the cores)")
-    p.add_argument("--backend", choices=["ort", "ort-int8"], default="ort",
-                   help="ort: the model as it is; ort-int8: int8 QDQ (an fp32 model is quantized at start, "
-                        "calibrated on --calib-dir)")
-    p.add_argument("--calib-dir", help="images to calibrate --backend ort-int8 with (up to 256 are used)")
-    _add_model_file_flags(p)
+                       description="Serve a model file (.onnx and SqueezeNet .sqz without PyTorch; .pt and other "
+                                   ".sqz are exported to ONNX at start) over HTTP: the Open Inference Protocol v2 "
+                                   "(KServe/Triton; tritonclient works unchanged), POST /v1/predict for images, GET "
+                                   "/metrics for Prometheus, /docs for OpenAPI and / for a page. Requests are "
+                                   "micro-batched; past --max-queue waiting images the answer is 503 with "
+                                   "Retry-After. SIGTERM drains in-flight requests and exits 0.")
+    add_dataclass_arguments(p, ServeConfig)
     p.set_defaults(func=_cmd_serve)
 
 
-def _cmd_serve(a):
-    from .deploy.server import ServeConfig, serve
+def add_dataclass_arguments(p, cls) -> None:
+    """One flag per field of a settings dataclass, from its type, default and help
+    (metadata: ``positional``, ``flag``, ``invert`` for a store-false switch, ``choices``)."""
+    import dataclasses
+    import typing
 
-    cfg = ServeConfig(a.model_file, a.name, a.host, a.port, a.max_batch, a.max_wait_ms, a.max_queue,
-                      int(a.max_body_mb * 1024 * 1024), a.api_key_env, tuple(a.cors_origin),
-                      a.threads, verify=a.verify, backend=a.backend, calib_dir=a.calib_dir).validate()
-    serve(cfg)
+    kinds = {(int, True): non_negative_int, (int, False): positive_int, (float, True): non_negative_float,
+             (float, False): positive_float}
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        meta, default = f.metadata, f.default
+        kind = next((t for t in typing.get_args(hints[f.name]) if t is not type(None)), hints[f.name])
+        helptext = meta["help"] + ("" if default in (None, (), "") or meta.get("invert") else f" (default: {default})")
+        if meta.get("positional"):
+            p.add_argument(f.name, help=meta["help"])
+        elif kind is bool:
+            p.add_argument(meta.get("flag") or "--" + f.name.replace("_", "-"), dest=f.name,
+                           action="store_false" if meta.get("invert") else "store_true", help=helptext)
+        elif kind is tuple:
+            p.add_argument(meta.get("flag"), dest=f.name, action="append", default=[], help=helptext)
+        else:
+            p.add_argument(meta.get("flag") or "--" + f.name.replace("_", "-"), dest=f.name,
+                           type=kinds.get((kind, bool(meta.get("zero_ok"))), str),
+                           default=default, choices=meta.get("choices"), help=helptext)
+
+
+def _cmd_serve(a):
+    import dataclasses
+
+    from .serve import ServeConfig, serve
+
+    values = {f.name: getattr(a, f.name) for f in dataclasses.fields(ServeConfig)}
+    serve(ServeConfig(**{**values, "cors_origins": tuple(values["cors_origins"])}).validate())
 
 
 PARSERS = (add_list_parser, add_explain_parser, add_summary_parser, add_train_parser, add_eval_parser,
@@ -533,6 +550,12 @@ def build_parser() -> argparse.ArgumentParser:
     for add in PARSERS:
         add(sub)
     return ap
+
+
+def _is_out_of_memory(e: BaseException) -> bool:
+    text = str(e).lower()
+    return "out of memory" in text or "not enough memory" in text or "failed to allocate" in text or \
+        "defaultcpuallocator" in text
 
 
 def main(argv=None) -> int:
@@ -553,6 +576,19 @@ def main(argv=None) -> int:
         return 0
     except MemoryError:
         print("error: out of memory; use a smaller model, batch or input size", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as e:
+        if e.name not in ("torch", "torchvision", "matplotlib", "psutil", "tqdm"):
+            raise
+        print(f"error: `squeezenet {args.command}` needs {e.name}, which is not installed; install the training "
+              "side with `pip install 'squeezenet-toolkit[train]'` (serving .onnx/.sqz, and predict/eval of .onnx, "
+              "need only the [serve] extra)", file=sys.stderr)
+        return 2
+    except RuntimeError as e:  # PyTorch's allocator reports running out of memory as a RuntimeError
+        if not _is_out_of_memory(e):
+            raise
+        print(f"error: out of memory ({str(e).splitlines()[0][:120]}); use a smaller model, batch or input size",
+              file=sys.stderr)
         return 2
     except OSError as e:
         if e.errno is None or e.errno == errno.EIO:

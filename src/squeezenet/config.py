@@ -81,9 +81,12 @@ def one_of(*choices):
 
 
 def opt(default, help: str, check=None, *, flag: str | None = None, short: str | None = None, cli: bool = True,
-        choices=None):
-    """A setting: default, help, check; ``cli=False`` keeps it out of the flags."""
-    meta = dict(help=help, check=check, flag=flag, short=short, cli=cli, choices=choices)
+        choices=None, resume_must_match: bool = False):
+    """A setting: default, help, check; ``cli=False`` keeps it out of the flags;
+    ``resume_must_match`` marks a setting that shapes the optimisation, so resuming a run
+    with it changed (a silent splice of two runs) is refused."""
+    meta = dict(help=help, check=check, flag=flag, short=short, cli=cli, choices=choices,
+                resume_must_match=resume_must_match)
     if isinstance(default, (dict, list)):
         return field(default_factory=lambda: type(default)(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -93,35 +96,35 @@ def opt(default, help: str, check=None, *, flag: str | None = None, short: str |
 class TrainConfig:
     model: str = opt(DEFAULT_MODEL, "model name (see `squeezenet list`)", cli=False)
     data: str = opt("fashion-mnist", "fashion-mnist, cifar10, cifar100, or an ImageFolder path "
-                    "(train/<class>/*.jpg, val/<class>/*.jpg)")
+                    "(train/<class>/*.jpg, val/<class>/*.jpg)", resume_must_match=True)
     data_dir: str | None = opt(None, "where named datasets live (Fashion-MNIST IDX files, CIFAR batches)")
     download: bool = opt(True, "try torchvision's downloader when the data is not found")
     out: str = opt("runs/train", "run folder (one writer at a time; it is locked while training)")
-    epochs: int = opt(10, "training epochs", positive_int)
-    batch_size: int = opt(256, "global batch size (split across torchrun processes)", positive_int, short="-b")
+    epochs: int = opt(10, "training epochs", positive_int, resume_must_match=True)
+    batch_size: int = opt(256, "global batch size (split across torchrun processes)", positive_int, short="-b", resume_must_match=True)
     recipe: str = opt("fast", "optimisation recipe: fast, or paper (the authors' Caffe solver); sets the defaults "
                       "of lr, schedule, warm-up, momentum, nesterov, weight decay and label smoothing",
-                      one_of(*RECIPES), choices=list(RECIPES))
-    lr: float | None = opt(None, "peak learning rate (default: the recipe's: fast 0.2, paper 0.04)", positive)
+                      one_of(*RECIPES), choices=list(RECIPES), resume_must_match=True)
+    lr: float | None = opt(None, "peak learning rate (default: the recipe's: fast 0.2, paper 0.04)", positive, resume_must_match=True)
     schedule: str | None = opt(None, "learning-rate schedule (default: the recipe's)",
-                               one_of("cosine", "poly", "constant"), choices=["cosine", "poly", "constant"])
-    warmup_epochs: float | None = opt(None, "linear warm-up epochs (default: the recipe's)", non_negative)
-    momentum: float | None = opt(None, "SGD momentum (default 0.9)", probability)
-    nesterov: bool | None = opt(None, "Nesterov momentum (default: the recipe's)")
+                               one_of("cosine", "poly", "constant"), choices=["cosine", "poly", "constant"], resume_must_match=True)
+    warmup_epochs: float | None = opt(None, "linear warm-up epochs (default: the recipe's)", non_negative, resume_must_match=True)
+    momentum: float | None = opt(None, "SGD momentum (default 0.9)", probability, resume_must_match=True)
+    nesterov: bool | None = opt(None, "Nesterov momentum (default: the recipe's)", resume_must_match=True)
     weight_decay: float | None = opt(None, "weight decay on conv/linear weights (default: the recipe's)",
-                                     non_negative, flag="--weight-decay", short="--wd")
-    label_smoothing: float | None = opt(None, "label smoothing (default: the recipe's)", probability)
+                                     non_negative, flag="--weight-decay", short="--wd", resume_must_match=True)
+    label_smoothing: float | None = opt(None, "label smoothing (default: the recipe's)", probability, resume_must_match=True)
     random_erasing: float = opt(0.0, "random-erasing probability per image (small-image data)",
-                                lambda v: _finite(v) or (None if 0 <= v <= 1 else "in [0, 1]"))
+                                lambda v: _finite(v) or (None if 0 <= v <= 1 else "in [0, 1]"), resume_must_match=True)
     ema: float = opt(0.0, "keep an exponential moving average of the weights with this decay (e.g. 0.998) and "
-                     "evaluate/save it; 0 = off", probability)
+                     "evaluate/save it; 0 = off", probability, resume_must_match=True)
     input_size: int | None = opt(None, "train (and record) at this image size in px; images are resized",
-                                 input_size)
+                                 input_size, resume_must_match=True)
     dropout: float | None = opt(None, "dropout before the classifier (default: the model's, 0.5 for SqueezeNet)",
-                                probability)
+                                probability, resume_must_match=True)
     head_relu: bool | None = opt(None, "keep the paper's ReLU after conv10 (default: the model's, on); "
                                  "--no-head-relu avoids dead classes at high lr (see docs)")
-    seed: int = opt(0, "random seed (data order, augmentation, initialisation)", non_negative_int)
+    seed: int = opt(0, "random seed (data order, augmentation, initialisation)", non_negative_int, resume_must_match=True)
     device: str = opt("auto", "auto, cpu, cuda or cuda:N",
                       lambda v: None if isinstance(v, str) and (v in ("auto", "cpu", "cuda") or
                                                                 (v.startswith("cuda:") and v[5:].isdigit()))
@@ -130,20 +133,27 @@ class TrainConfig:
                          one_of("auto", "fp32", "bf16", "fp16"), choices=["auto", "fp32", "bf16", "fp16"])
     channels_last: bool = opt(True, "channels_last memory format (faster on CPU)")
     workers: int = opt(2, "DataLoader workers for large-image data", non_negative_int, short="-j")
-    val_fraction: float = opt(0.1, "share of an ImageFolder without val/ held out for validation", fraction_open)
+    val_fraction: float = opt(0.1, "share of an ImageFolder without val/ held out for validation", fraction_open, resume_must_match=True)
     weights: str | None = opt(None, "start from torchvision ImageNet weights (file or URL); conv10 is reset")
     resume: bool = opt(False, "continue the run in --out from its last.pt, with the run's own settings")
     max_steps: int | None = opt(None, "stop after this many optimizer steps (smoke tests)", positive_int)
-    train_subset: int | None = opt(None, "use only the first N training images", positive_int)
+    train_subset: int | None = opt(None, "use only the first N training images", positive_int, resume_must_match=True)
     eval_batch_size: int = opt(1000, "evaluation batch size", positive_int)
     progress: bool = opt(True, "progress bars on a terminal (plain lines elsewhere)")
     threads: int | None = opt(None, "torch intra-op threads", positive_int)
     model_options: dict = opt({}, "extra model constructor options", cli=False)
 
     def validate(self) -> "TrainConfig":
-        """Check every value; raise one line naming the first bad setting and the fix."""
+        """Check every value's type, then its range; raise one line naming the first bad
+        setting and the fix. A config file's ``"false"`` is a string, not a boolean, and is
+        refused rather than read as true."""
+        hints = _hints()
         for f in fields(self):
             v = getattr(self, f.name)
+            want = _type_problem(v, hints[f.name])
+            if want:
+                raise SqueezeNetError(f"setting '{f.name}' ({_flag(f)}) must be {want}, got {v!r} "
+                                      f"({_kind_word(v)})")
             check = f.metadata.get("check")
             if v is None or check is None:
                 continue
@@ -178,6 +188,42 @@ class TrainConfig:
             raise SqueezeNetError(f"unknown training option(s): {', '.join(sorted(unknown))}; see "
                                   "`squeezenet train --help`")
         return cls(**d).validate()
+
+
+def resume_must_match() -> tuple[str, ...]:
+    """The settings that must be unchanged to resume a run (see :func:`opt`)."""
+    return tuple(f.name for f in fields(TrainConfig) if f.metadata.get("resume_must_match"))
+
+
+_TYPE_WORDS = {bool: "true or false (a boolean)", int: "an integer", float: "a number", str: "a string",
+               dict: "a table"}
+
+
+def _hints() -> dict:
+    import typing
+
+    return typing.get_type_hints(TrainConfig)
+
+
+def _type_problem(v, hint) -> str | None:
+    """None when ``v`` has the field's type, else what the field wants."""
+    import typing
+
+    kinds = [t for t in typing.get_args(hint) if t is not type(None)] or [hint]
+    optional = type(None) in typing.get_args(hint)
+    if v is None:
+        return None if optional else _TYPE_WORDS[kinds[0]]
+    kind = kinds[0]
+    ok = {bool: lambda: isinstance(v, bool),
+          int: lambda: isinstance(v, int) and not isinstance(v, bool),
+          float: lambda: isinstance(v, (int, float)) and not isinstance(v, bool),
+          str: lambda: isinstance(v, str), dict: lambda: isinstance(v, dict)}[kind]()
+    return None if ok else _TYPE_WORDS[kind] + (" or nothing" if optional else "")
+
+
+def _kind_word(v) -> str:
+    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string", dict: "a table",
+            list: "a list", type(None): "nothing"}.get(type(v), f"a {type(v).__name__}")
 
 
 def _flag(f) -> str:

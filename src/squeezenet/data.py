@@ -13,10 +13,8 @@ file is reported by path and dropped from its batch. Neither raises a traceback.
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import os
-import struct
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,38 +23,14 @@ import numpy as np
 import torch
 
 from .errors import SqueezeNetError
+from .sources import (FASHION_MNIST_CLASSES, default_cache_dir, find_fashion_mnist, match_classes, read_idx,
+                      scan_folder, split_fingerprint)
 from .spec import DataSpec  # noqa: F401  (re-exported: data specs live in spec.py)
 
-FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-                         "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
-DEBIAN_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
 SMALL_IMAGE_MAX = 64
-IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
-
-
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("SQUEEZENET_CACHE", Path.home() / ".cache" / "squeezenet"))
-
-
-# --------------------------------------------------------------------------- IDX files
-
-def read_idx(path: str | os.PathLike) -> np.ndarray:
-    """Read an IDX file (optionally gzipped), as used by MNIST and Fashion-MNIST."""
-    path = str(path)
-    opener = gzip.open if path.endswith(".gz") else open
-    try:
-        with opener(path, "rb") as f:
-            data = f.read()
-        zero, dtype_code, ndim = struct.unpack(">HBB", data[:4])
-        if zero != 0 or dtype_code != 0x08:
-            raise ValueError("bad magic number")
-        dims = struct.unpack(">" + "I" * ndim, data[4:4 + 4 * ndim])
-        arr = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
-        if arr.size != int(np.prod(dims)):
-            raise ValueError(f"expected {int(np.prod(dims))} values, found {arr.size}")
-        return arr.reshape(dims)
-    except (OSError, ValueError, struct.error, EOFError) as e:
-        raise SqueezeNetError(f"corrupt IDX file '{path}': {e}; re-download the dataset") from e
+# Bump when the decoder's output for the same file can change (resize, bit-depth or mode
+# handling): the decoded-image cache is keyed on it.
+DECODE_VERSION = 2
 
 
 # --------------------------------------------------------------------------- datasets
@@ -107,55 +81,9 @@ class Splits:
     test: object
     spec: DataSpec
     notes: list[str] = field(default_factory=list)
-
-
-def _fmnist_files(root: Path) -> dict | None:
-    names = {"train_images": "train-images-idx3-ubyte", "train_labels": "train-labels-idx1-ubyte",
-             "test_images": "t10k-images-idx3-ubyte", "test_labels": "t10k-labels-idx1-ubyte"}
-    for base in (root, root / "FashionMNIST" / "raw", root / "fashion-mnist"):
-        found = {}
-        for key, stem in names.items():
-            for ext in (".gz", ""):
-                if (base / (stem + ext)).is_file():
-                    found[key] = base / (stem + ext)
-                    break
-        if len(found) == 4:
-            return found
-    return None
-
-
-def find_fashion_mnist(data_dir: str | None = None, download: bool = True) -> dict:
-    """Locate the four IDX files: ``data_dir``, then Debian's package, then torchvision's
-    downloader (into ``data_dir`` or the cache). Raises with instructions if all fail."""
-    candidates = [Path(data_dir)] if data_dir else []
-    candidates += [Path(DEBIAN_FASHION_MNIST), default_cache_dir() / "data"]
-    for c in candidates:
-        files = _fmnist_files(c)
-        if files:
-            return files
-    if download:
-        target = Path(data_dir) if data_dir else default_cache_dir() / "data"
-        try:
-            import socket
-
-            from torchvision.datasets import FashionMNIST
-
-            old = socket.getdefaulttimeout()
-            socket.setdefaulttimeout(15)
-            try:
-                FashionMNIST(str(target), train=True, download=True)
-                FashionMNIST(str(target), train=False, download=True)
-            finally:
-                socket.setdefaulttimeout(old)
-            files = _fmnist_files(target)
-            if files:
-                return files
-        except Exception:  # any network/IO failure means: not available here
-            pass
-    where = ", ".join(str(c) for c in candidates)
-    raise SqueezeNetError(
-        f"Fashion-MNIST not found (looked in {where}{' and tried downloading' if download else ''}); "
-        "install it with `apt-get install dataset-fashion-mnist` or pass --data-dir with the IDX files")
+    # which images are in each split: {"train": n, "val": n, "sha256": ...}; a resumed run
+    # must see the same split (see checkpoint.check_resume)
+    split: dict = field(default_factory=dict)
 
 
 def load_fashion_mnist(data_dir: str | None = None, download: bool = True) -> tuple[TensorDataset, TensorDataset]:
@@ -176,38 +104,26 @@ def load_cifar(name: str, data_dir: str | None, download: bool = False) -> tuple
 
     cls = CIFAR10 if name == "cifar10" else CIFAR100
     root = data_dir or str(default_cache_dir() / "data")
+    folder = "cifar-10-batches-py" if name == "cifar10" else "cifar-100-python"
     try:
-        sets = [cls(root, train=t, download=download) for t in (True, False)]
-    except RuntimeError as e:
-        raise SqueezeNetError(f"{name} not found under '{root}' (torchvision layout, e.g. "
-                              f"{root}/cifar-10-batches-py); pass --data-dir or --download") from e
+        with _quiet_stdout():  # torchvision prints download progress and URLs
+            sets = [cls(root, train=t, download=download) for t in (True, False)]
+    except Exception as e:  # not there, no network (URLError), a damaged archive: all the same to the user
+        tried = " and could not be downloaded (no network?)" if download else ""
+        raise SqueezeNetError(f"{name} not found under '{root}'{tried}: put torchvision's '{folder}' folder there "
+                              "(or pass --data-dir with it)") from e
     return tuple(TensorDataset(torch.from_numpy(s.data).permute(0, 3, 1, 2).contiguous(),
                                torch.tensor(s.targets, dtype=torch.int64), list(s.classes)) for s in sets)
 
 
+def _quiet_stdout():
+    import contextlib
+    import io
+
+    return contextlib.redirect_stdout(io.StringIO())
+
+
 # ----------------------------------------------------------------------- ImageFolder
-
-def scan_folder(root: Path) -> tuple[list[tuple[str, int]], list[str]]:
-    """List ``root/<class>/*`` images. Empty class folders are kept as classes (so the
-    label space matches the tree) and reported on stderr."""
-    if not root.is_dir():
-        raise SqueezeNetError(f"image folder not found: '{root}'")
-    classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
-    if not classes:
-        raise SqueezeNetError(f"no class folders in '{root}'; expected {root}/<class>/<image>.jpg")
-    samples = []
-    for i, c in enumerate(classes):
-        files = sorted(p for p in (root / c).rglob("*") if p.suffix.lower() in IMG_EXTENSIONS)
-        if not files:
-            print(f"warning: class folder '{root / c}' has no images", file=sys.stderr)
-        samples += [(str(p), i) for p in files]
-    if not samples:
-        raise SqueezeNetError(f"no images found under '{root}'")
-    if len(classes) == 1:
-        print(f"warning: '{root}' has a single class folder ({classes[0]}); a classifier needs at least two "
-              "(expected <root>/<class>/<image>)", file=sys.stderr)
-    return samples, classes
-
 
 def load_image(path: str, mode: str = "RGB"):
     """Open an image fully (so truncation is caught here) or raise SqueezeNetError; the
@@ -226,13 +142,35 @@ def _probe_size(samples, mode) -> tuple[int, int]:
     raise SqueezeNetError("could not read any of the first images; is this an image folder?")
 
 
+def decode_cache_key(samples, classes, size: int, mode: str) -> str:
+    """Everything that determines the decoded tensors: the decoder's version, size and
+    mode, the class list, and every file with its label, size and modification time."""
+    h = hashlib.sha256(repr((DECODE_VERSION, size, mode, list(classes))).encode())
+    for p, y in samples:
+        st = os.stat(p)
+        h.update(f"{p}\0{y}\0{st.st_size}\0{st.st_mtime_ns}\n".encode("utf-8", "surrogatepass"))
+    return h.hexdigest()[:32]
+
+
+def _read_decode_cache(path: Path, classes, key: str) -> TensorDataset | None:
+    """The cached tensors, or None when the file is missing, unreadable or not for this key."""
+    try:
+        d = torch.load(path, weights_only=True)
+        if d.get("key") != key or d.get("classes") != list(classes) or len(d["images"]) != len(d["labels"]):
+            return None
+        return TensorDataset(d["images"], d["labels"], list(classes))
+    except Exception:  # a damaged cache file is rebuilt, never trusted
+        return None
+
+
 def _decode_folder(samples, classes, size: int, mode: str, cache: Path | None) -> TensorDataset:
     """Decode a small-image tree once into uint8 tensors (cached), skipping bad files."""
-    key = hashlib.sha1(repr((size, mode, [(p, os.path.getmtime(p)) for p, _ in samples])).encode()).hexdigest()[:16]
+    key = decode_cache_key(samples, classes, size, mode)
     path = cache / f"folder-{key}.pt" if cache else None
     if path and path.is_file():
-        d = torch.load(path, weights_only=True)
-        return TensorDataset(d["images"], d["labels"], d["classes"])
+        ds = _read_decode_cache(path, classes, key)
+        if ds is not None:
+            return ds
     from .imageio import image_to_array
     from .progress import progress
 
@@ -255,7 +193,7 @@ def _decode_folder(samples, classes, size: int, mode: str, cache: Path | None) -
         from .checkpoint import atomic_save
 
         path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_save({"images": ds.images, "labels": ds.labels, "classes": classes}, path)
+        atomic_save({"images": ds.images, "labels": ds.labels, "classes": list(classes), "key": key}, path)
     return ds
 
 
@@ -268,6 +206,10 @@ class FolderDataset(torch.utils.data.Dataset):
 
     def __len__(self):
         return len(self.samples)
+
+    def subset(self, n: int) -> "FolderDataset":
+        """The first ``n`` images."""
+        return FolderDataset(self.samples[:n], self.classes, self.transform, self.mode)
 
     def with_transform(self, transform) -> "FolderDataset":
         return FolderDataset(self.samples, self.classes, transform, self.mode)
@@ -327,7 +269,9 @@ def load_data(data: str = "fashion-mnist", data_dir: str | None = None, input_si
     size = train.image_size
     spec = DataSpec(name, train.classes, train.channels, size, mean, std, True,
                     pad=2 if size <= 28 else 4)
-    return Splits(train, test, spec, notes)
+    split = {"train": len(train), "val": len(test),
+             "sha256": hashlib.sha256(train.labels.numpy().tobytes() + test.labels.numpy().tobytes()).hexdigest()}
+    return Splits(train, test, spec, notes, split)
 
 
 def _load_folder(root: Path, input_size, val_fraction, seed, grayscale, cache) -> Splits:
@@ -344,6 +288,7 @@ def _load_folder(root: Path, input_size, val_fraction, seed, grayscale, cache) -
         val_samples = [samples[i] for i in va]
         samples = [samples[i] for i in tr]
         notes.append(f"no val/ folder: held out {len(val_samples)} images ({val_fraction:.0%}, seed {seed}) for validation")
+    split = split_fingerprint(samples, val_samples, classes, root)
     mode = "L" if grayscale else "RGB"
     w, h = _probe_size(samples, mode)
     native = max(w, h)
@@ -355,7 +300,7 @@ def _load_folder(root: Path, input_size, val_fraction, seed, grayscale, cache) -
         mean, std = _mean_std(train.images)
         spec = DataSpec(f"folder:{root.name}", classes, train.channels, size, mean, std, True,
                         pad=max(2, size // 8))
-        return Splits(train, test, spec, notes)
+        return Splits(train, test, spec, notes, split)
     from torchvision.transforms import v2 as T
 
     size = input_size or 224
@@ -368,7 +313,7 @@ def _load_folder(root: Path, input_size, val_fraction, seed, grayscale, cache) -
     test_tf = T.Compose([T.Resize(int(size * 256 / 224), antialias=True), T.CenterCrop(size), *to_tensor])
     spec = DataSpec(f"folder:{root.name}", classes, ch, size, mean, std, small=False)
     return Splits(FolderDataset(samples, classes, train_tf, mode), FolderDataset(val_samples, classes, test_tf, mode),
-                  spec, notes)
+                  spec, notes, split)
 
 
 # --------------------------------------------------------------- training batches
@@ -490,20 +435,9 @@ def load_data_for(spec: DataSpec, data: str | None = None, data_dir: str | None 
     got = splits.spec
     if got.channels != spec.channels:
         raise SqueezeNetError(f"{where} takes {spec.channels}-channel images but '{name}' has {got.channels}")
-    if got.classes != spec.classes:
-        if sorted(got.classes) == sorted(spec.classes) and len(set(got.classes)) == len(got.classes):
-            mapping = [spec.classes.index(c) for c in got.classes]
-            splits.notes.append("the data's class order differs from the model's; labels remapped by name")
-        elif map_by_index:
-            if len(got.classes) != len(spec.classes):
-                raise SqueezeNetError(f"--map-by-index needs as many classes as the model has ({len(spec.classes)}); "
-                                      f"'{name}' has {len(got.classes)}")
-            mapping = list(range(len(got.classes)))
-            splits.notes.append("class names differ from the model's; scored by index (--map-by-index)")
-        else:
-            raise SqueezeNetError(f"the data's classes ({_few(got.classes)}) differ from {where}'s ({_few(spec.classes)});"
-                                  " evaluate on the data it was trained on, or pass --map-by-index to score class i "
-                                  "as output i")
+    mapping, note = match_classes(got.classes, spec.classes, map_by_index, name, where)
+    if mapping is not None:
+        splits.notes.append(note)
         splits.train = splits.train.relabel(mapping, spec.classes)
         splits.test = splits.test.relabel(mapping, spec.classes)
     for n in splits.notes:
@@ -512,7 +446,3 @@ def load_data_for(spec: DataSpec, data: str | None = None, data_dir: str | None 
 
     splits.spec = dataclasses.replace(spec, classes=list(spec.classes))
     return splits
-
-
-def _few(names: list[str], n: int = 4) -> str:
-    return ", ".join(names[:n]) + (f", ... ({len(names)} in all)" if len(names) > n else "")

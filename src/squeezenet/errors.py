@@ -12,6 +12,10 @@ class SqueezeNetError(Exception):
     exit_code = 2
 
 
+class TooLarge(SqueezeNetError):
+    """Input over a size limit (pixels, bytes); the server answers 413 for it."""
+
+
 class Interrupted(SqueezeNetError):
     """Ctrl-C, after the work was saved; the shell's convention is exit code 130."""
 

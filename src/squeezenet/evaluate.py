@@ -1,5 +1,9 @@
 """``squeezenet eval`` and ``squeezenet predict``: any model file, preprocessed exactly
-as in training (one image decoder, :mod:`squeezenet.imageio`; the recorded data spec)."""
+as in training (one image decoder, :mod:`squeezenet.imageio`; the recorded data spec).
+
+An .onnx file needs no PyTorch: ``predict`` always runs it through
+:mod:`squeezenet.deploy.onnx_eval`, and so does ``eval`` where PyTorch is not installed.
+"""
 
 from __future__ import annotations
 
@@ -8,15 +12,25 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from .artifacts import load_model_file
-from .data import load_data_for
 from .errors import SqueezeNetError
 from .files import atomic_write_text, ensure_writable_file
+from .formats.sniff import sniff
 from .imageio import image_to_array
-from .metrics import evaluate
-from .spec import DataSpec
+
+
+def torch_available() -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec("torch") is not None
+    except (ImportError, ValueError):  # a blocked or broken torch
+        return False
+
+
+def _is_onnx(path) -> bool:
+    p = Path(path)
+    return p.is_file() and sniff(p) == "onnx"
 
 
 def evaluate_checkpoint(checkpoint: str, data: str | None = None, data_dir: str | None = None,
@@ -30,22 +44,39 @@ def evaluate_checkpoint(checkpoint: str, data: str | None = None, data_dir: str 
     if batch_size < 1:
         raise SqueezeNetError(f"--batch-size must be >= 1, got {batch_size}")
     path = ensure_writable_file(Path(out) if out else Path(str(checkpoint) + ".eval.json"))
-    mf = load_model_file(checkpoint, verify)
-    for n in mf.notes:
-        print(f"note: {n}", file=sys.stderr)
-    splits = load_data_for(mf.need_spec(), data, data_dir, download, map_by_index, where=f"'{checkpoint}'")
-    spec = splits.spec
-    m = evaluate(None, splits.test, spec, batch_size=batch_size, tta=tta, predict_fn=mf.logits)
-    res = {"model": mf.name, "checkpoint": str(checkpoint), "data": splits.spec.name, "tta": tta, "n": m["n"],
+    if _is_onnx(checkpoint) and not torch_available():
+        from .deploy.onnx_eval import evaluate_onnx
+
+        m = evaluate_onnx(checkpoint, data, data_dir, download, batch_size, tta, map_by_index, verify)
+        name, classes, data_name = Path(checkpoint).stem, m["classes"], m["data"]
+    else:
+        name, classes, data_name, m = _evaluate_with_torch(checkpoint, data, data_dir, download, batch_size, tta,
+                                                           map_by_index, verify)
+    res = {"model": name, "checkpoint": str(checkpoint), "data": data_name, "tta": tta, "n": m["n"],
            "top1": m["top1"], "top5": m["top5"], "loss": m["loss"], "confusion": m["confusion"],
-           "classes": spec.classes, "map_by_index": map_by_index}
+           "classes": classes, "map_by_index": map_by_index}
     atomic_write_text(path, json.dumps(res, indent=2))
     res["json"] = str(path)
     return res
 
 
-def preprocess_images(images, spec: DataSpec) -> torch.Tensor:
-    """Paths (or bytes) -> the normalised (B, C, H, W) batch training saw."""
+def _evaluate_with_torch(checkpoint, data, data_dir, download, batch_size, tta, map_by_index, verify):
+    from .artifacts import load_model_file
+    from .data import load_data_for
+    from .metrics import evaluate
+
+    mf = load_model_file(checkpoint, verify)
+    for n in mf.notes:
+        print(f"note: {n}", file=sys.stderr)
+    splits = load_data_for(mf.need_spec(), data, data_dir, download, map_by_index, where=f"'{checkpoint}'")
+    m = evaluate(None, splits.test, splits.spec, batch_size=batch_size, tta=tta, predict_fn=mf.logits)
+    return mf.name, splits.spec.classes, splits.spec.name, m
+
+
+def preprocess_images(images, spec):
+    """Paths (or bytes) -> the normalised (B, C, H, W) torch batch training saw."""
+    import torch
+
     from .data import normalize
 
     arrays = [image_to_array(p, spec.channels, spec.input_size) for p in images]
@@ -54,26 +85,41 @@ def preprocess_images(images, spec: DataSpec) -> torch.Tensor:
 
 def load_predictor(path: str, verify: bool = True):
     """(logits_fn, DataSpec) for a .pt checkpoint, a .sqz container or an .onnx file."""
+    from .artifacts import load_model_file
+
     mf = load_model_file(path, verify)
     for n in mf.notes:
         print(f"note: {n}", file=sys.stderr)
     return mf.logits, mf.need_spec()
 
 
-@torch.no_grad()
-def predict(checkpoint: str, images: list[str], topk: int = 5, verify: bool = True
-            ) -> list[tuple[str, list[tuple[str, float]]]]:
-    """Top-k (class name, probability) for each image."""
+def predict(checkpoint: str, images: list[str], topk: int = 5, verify: bool = True):
+    """Top-k (class name, probability) for each readable image, and one message per
+    unreadable one: ``([(image, [(class, p), ...]), ...], [message, ...])``."""
     if topk < 1:
         raise SqueezeNetError(f"--topk must be >= 1, got {topk}")
+    if _is_onnx(checkpoint):
+        from .deploy.onnx_eval import predict_onnx
+
+        return predict_onnx(checkpoint, images, topk, verify)
+    import torch
+
     fn, spec = load_predictor(checkpoint, verify)
-    x = preprocess_images(images, spec)
-    logits = fn(x).float()
+    good, bad = [], []
+    for p in images:
+        try:
+            image_to_array(p, spec.channels, spec.input_size)
+            good.append(p)
+        except SqueezeNetError as e:
+            bad.append(str(e))
+    if not good:
+        return [], bad
+    with torch.no_grad():
+        logits = fn(preprocess_images(good, spec)).float()
     if not torch.isfinite(logits).all():
         raise SqueezeNetError(f"'{checkpoint}' produced NaN/inf outputs; its weights are broken")
     probs = torch.softmax(logits, 1)
-    k = min(topk, probs.shape[1])
-    top = probs.topk(k, 1)
+    top = probs.topk(min(topk, probs.shape[1]), 1)
     return [(p if isinstance(p, str) else "<bytes>",
              [(spec.classes[int(i)], float(v)) for v, i in zip(top.values[j], top.indices[j])])
-            for j, p in enumerate(images)]
+            for j, p in enumerate(good)], bad

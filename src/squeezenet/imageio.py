@@ -25,7 +25,9 @@ import warnings
 
 import numpy as np
 
-from .errors import SqueezeNetError
+from .errors import SqueezeNetError, TooLarge
+
+IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
 MAX_PIXELS = 89_478_485  # Pillow's own default limit (about 0.25 GB at 24 bit)
 
@@ -79,7 +81,7 @@ def open_image(src, mode: str = "RGB"):
     except IsADirectoryError as e:
         raise SqueezeNetError(f"'{name}' is a folder, not an image") from e
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise SqueezeNetError(f"image '{name}' is too large ({str(e).split(' ')[0]} pixels exceed the "
+        raise TooLarge(f"image '{name}' is too large ({str(e).split(' ')[0]} pixels exceed the "
                               f"{MAX_PIXELS:,}-pixel limit against decompression bombs); downscale it first") from e
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, TypeError, EOFError, KeyError,
             IndexError, struct.error, MemoryError, ZeroDivisionError) as e:

@@ -86,31 +86,38 @@ def eval_transform(name: str, model, preprocess: str = "auto"):
 
 def build_with_weights(name: str, weights: str | None):
     """(model, label): ``name`` built (ours, tv:, timm:) and, with ``weights``, loaded."""
-    from .checkpoint import check_finite, load_state_dict_checked
     from .zoo import build_any
 
     model = build_any(name).model
     if weights:
-        sd = read_state_dict(weights)
-        if getattr(model, "default_cfg", {}).get("family") == "squeezenet" and "features.0.weight" in sd:
-            from .models.squeezenet import load_torchvision_state_dict
-
-            load_torchvision_state_dict(model, sd)  # torchvision's SqueezeNet files
-        else:
-            load_state_dict_checked(model, sd, name, f"'{weights}'")
-        check_finite(model.state_dict(), f"'{weights}'")
+        load_weights_into(model, name, weights)
     return model.eval(), name
+
+
+def load_weights_into(model, name: str, weights: str) -> None:
+    """Load an ImageNet state dict (file or URL) into ``model``: torchvision's SqueezeNet
+    layout into ours, anything else key for key; shapes and finiteness checked."""
+    from .checkpoint import check_finite, load_state_dict_checked
+
+    sd = read_state_dict(weights)
+    if getattr(model, "default_cfg", {}).get("family") == "squeezenet" and "features.0.weight" in sd:
+        from .models.squeezenet import load_torchvision_state_dict
+
+        load_torchvision_state_dict(model, sd)  # torchvision's SqueezeNet files
+    else:
+        load_state_dict_checked(model, sd, name, f"'{weights}'")
+    check_finite(model.state_dict(), f"'{weights}'")
 
 
 def scan_imagenet(root, num_classes: int) -> tuple[list[tuple[str, int]], list[str]]:
     """(samples, wnids) of an ImageNet-layout folder; index = sorted position."""
-    from .data import IMG_EXTENSIONS
+    from .imageio import IMG_EXTENSIONS
 
     root = Path(root)
     base = root / "val" if (root / "val").is_dir() else root
     if not base.is_dir():
         raise SqueezeNetError(f"ImageNet folder not found: '{root}' (expected {root}/val/<wnid>/*.JPEG)")
-    wnids = sorted(d.name for d in base.iterdir() if d.is_dir() and not d.name.startswith("."))
+    wnids, order = class_order([d.name for d in base.iterdir() if d.is_dir() and not d.name.startswith(".")])
     if len(wnids) != num_classes:
         raise SqueezeNetError(f"'{base}' has {len(wnids)} class folders but the model has {num_classes} outputs; the "
                               "class index is the sorted position of the folder, so all of them must be there "
@@ -119,7 +126,24 @@ def scan_imagenet(root, num_classes: int) -> tuple[list[tuple[str, int]], list[s
                if p.suffix.lower() in IMG_EXTENSIONS]
     if not samples:
         raise SqueezeNetError(f"no images under '{base}'")
-    return samples, wnids
+    return samples, wnids, order
+
+
+def class_order(names: list[str]) -> tuple[list[str], str]:
+    """(folders in class-index order, how they were ordered). WordNet ids (n01440764, ...)
+    sort as strings, as torchvision's and timm's weights index them. Folders named
+    0, 1, ..., N-1 are the class indices themselves, so they are taken in numeric order
+    (sorted as strings, folder 5 would be scored as class 445 of 1000); other all-numeric
+    names are refused, since no order is safe to guess."""
+    if names and all(n.isdigit() for n in names):
+        nums = sorted(int(n) for n in names)
+        if nums != list(range(len(names))) or len(set(names)) != len(names) or any(
+                n != str(int(n)) for n in names):
+            raise SqueezeNetError(f"class folders are numbers but not exactly 0..{len(names) - 1} (found "
+                                  f"{', '.join(sorted(names, key=int)[:3])}, ...); name them 0..N-1 (folder i = class "
+                                  "i) or by WordNet id (sorted order)")
+        return sorted(names, key=int), "numeric (folder i = class i)"
+    return sorted(names), "sorted folder names (WordNet ids)"
 
 
 @torch.no_grad()
@@ -135,7 +159,7 @@ def evaluate_imagenet(name: str, weights: str | None, data: str, batch_size: int
         raise SqueezeNetError("--batch-size must be >= 1 and --workers >= 0")
     model, _ = build_with_weights(name, weights)
     n_out = _num_outputs(model)
-    samples, wnids = scan_imagenet(data, n_out)
+    samples, wnids, order = scan_imagenet(data, n_out)
     if limit:
         samples = samples[:limit]
     tf = eval_transform(name, model, preprocess)
@@ -159,7 +183,7 @@ def evaluate_imagenet(name: str, weights: str | None, data: str, batch_size: int
     total = time.perf_counter() - t0
     return {"model": name, "weights": weights, "data": str(data), "n": n, "top1": 100.0 * hits[0] / n,
             "top5": 100.0 * hits[1] / n, "img_per_s": n / total, "model_img_per_s": n / max(t_model, 1e-9),
-            "preprocess": repr(tf).replace("\n", " "), "classes": len(wnids)}
+            "preprocess": repr(tf).replace("\n", " "), "classes": len(wnids), "class_order": order}
 
 
 def _num_outputs(model) -> int:

@@ -231,10 +231,11 @@ def profile(model: nn.Module, input_size=(3, 224, 224), model_name: str | None =
     try:
         with counter:
             model(x)
-    except RuntimeError as e:
-        msg = str(e).splitlines()[0]
-        raise SqueezeNetError(f"model does not accept input {tuple(input_size)}: {msg}; "
-                              "check --input-size and the number of input channels") from e
+    except (RuntimeError, AssertionError, ValueError) as e:  # torchvision's ViT asserts its image size
+        msg = (str(e).splitlines() or [type(e).__name__])[0]
+        raise SqueezeNetError(f"{model_name} does not accept input {tuple(input_size)}: {msg}; "
+                              "check --input-size (some models, e.g. ViTs, take only their native size) and the "
+                              "number of input channels") from e
     finally:
         torch.backends.mha.set_fastpath_enabled(fast)
         for h in hooks:

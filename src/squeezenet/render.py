@@ -34,8 +34,14 @@ def pyplot():
 
 
 def save_figure(fig, path, dpi: int = 110) -> Path:
-    """Lay out, write and close a figure; returns its path."""
+    """Lay out, write (atomically) and close a figure; returns its path."""
+    import io
+
+    from .files import atomic_write_bytes
+
     fig.tight_layout()
-    fig.savefig(path, dpi=dpi)
+    buf = io.BytesIO()
+    fig.savefig(buf, dpi=dpi, format=Path(path).suffix.lstrip(".") or "png")
     pyplot().close(fig)
+    atomic_write_bytes(path, buf.getvalue())
     return Path(path)

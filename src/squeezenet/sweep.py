@@ -31,38 +31,81 @@ def sweep_points(sr=None, pct3x3=None) -> list[dict]:
     return pts
 
 
+def _decimal(x: float) -> str:
+    """A number as a model-name modifier accepts it: plain decimals, never 1e-05."""
+    return f"{x:.10f}".rstrip("0").rstrip(".") or "0"
+
+
+def point_settings(base, train_epochs, data, batch_size, train_model_options, seed) -> dict:
+    """Every setting that shapes a point's row; a finished point is reused only when they
+    all match (style rule 16: never reuse in silence)."""
+    return {"base": base, "train_epochs": train_epochs, "format": 2,
+            **({"data": data, "batch_size": batch_size, "train_model_options": train_model_options, "seed": seed}
+               if train_epochs > 0 else {})}
+
+
+def _reuse(done: Path, settings: dict, outd: Path) -> dict | None:
+    """The finished row in ``done`` if it was made with ``settings``; refuses otherwise."""
+    if not done.exists():
+        return None
+    try:
+        row = json.loads(done.read_text())
+    except (OSError, ValueError):
+        return None  # a damaged point is recomputed
+    had = row.get("settings") if isinstance(row, dict) else None
+    if had != settings:
+        had = had or {}
+        diff = "; ".join(f"{k} {had.get(k)!r} -> {settings.get(k)!r}" for k in sorted(set(had) | set(settings))
+                         if had.get(k) != settings.get(k)) or "made by an older squeezenet"
+        raise SqueezeNetError(f"'{outd}' holds sweep points made with other settings ({diff}); use another --out "
+                              "(nothing was overwritten)")
+    return row
+
+
 def sweep(base: str = "squeezenet1_0", sr=None, pct3x3=None, train_epochs: int = 0, data: str = "fashion-mnist",
           data_dir: str | None = None, download: bool = True, out: str = "runs/sweep", batch_size: int = 256,
           train_model_options: str = "small,bn", seed: int = 0) -> dict:
+    from .files import RunLock, ensure_writable_dir
 
     outd = Path(out)
-    (outd / "points").mkdir(parents=True, exist_ok=True)
-    rows = []
     pts = sweep_points(sr, pct3x3)
+    ensure_writable_dir(outd)
+    with RunLock(outd):
+        return _sweep(outd, pts, base, train_epochs, data, data_dir, download, batch_size, train_model_options, seed)
+
+
+def _sweep(outd, pts, base, train_epochs, data, data_dir, download, batch_size, train_model_options, seed) -> dict:
+    (outd / "points").mkdir(parents=True, exist_ok=True)
+    settings = point_settings(base, train_epochs, data, batch_size, train_model_options, seed)
+    rows = []
     for p in progress(pts, "sweep"):
-        name = f"{base}_sr{p['sr']}_pct{p['pct3x3']}"
+        name = f"{base}_sr{_decimal(p['sr'])}_pct{_decimal(p['pct3x3'])}"
         done = outd / "points" / f"{p['axis']}_{name}.json"
-        if done.exists():
-            rows.append(json.loads(done.read_text()))
+        row = _reuse(done, settings, outd)
+        if row is not None:
+            rows.append(row)
             continue
         prof = profile(create_model(name), (3, 224, 224))
-        row = {**p, "model": name, "params": prof.params, "size_mib": prof.params * 4 / 2**20, "macs": prof.macs}
+        row = {**p, "model": name, "params": prof.params, "size_mib": prof.params * 4 / 2**20, "macs": prof.macs,
+               "settings": settings}
         if train_epochs > 0:
             row.update(_train_point(name, train_model_options, train_epochs, data, data_dir, download,
                                     outd / "runs" / f"{p['axis']}_{name}", batch_size, seed))
-        tmp = done.with_suffix(".tmp")
-        tmp.write_text(json.dumps(row, indent=2))
-        tmp.replace(done)
+        from .files import atomic_write_text
+
+        atomic_write_text(done, json.dumps(row, indent=2))
         rows.append(row)
     table = _table(rows, train_epochs > 0)
     plots = _plot(rows, outd, train_epochs > 0)
     report = outd / "sweep.md"
-    report.write_text("# Design-space sweep (paper section 5, Fig. 3)\n\n"
+    from .files import atomic_write_text
+
+    atomic_write_text(report, "# Design-space sweep (paper section 5, Fig. 3)\n\n"
                       f"Base {base}; sizes are MiB of fp32 weights for 1000 classes (the paper's \"MB\"); MACs = "
                       "multiply-accumulates at 224 px." + (f" Accuracy: test top-1 after {train_epochs} epochs on "
                                                          f"{data} ({train_model_options})." if train_epochs else "")
                       + f"\n\n{table}\n\n" + "".join(f"![{p.stem}]({p.name})\n\n" for p in plots))
-    (outd / "sweep.json").write_text(json.dumps(rows, indent=2))
+    atomic_write_text(outd / "sweep.json", json.dumps(rows, indent=2))
     return {"rows": rows, "table": table, "report": str(report), "plots": [str(p) for p in plots]}
 
 

@@ -29,8 +29,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from .checkpoint import check_resume, load_checkpoint, make_checkpoint
-from .config import DEFAULT_MODEL, RECIPES, TrainConfig  # noqa: F401  (re-exported)
+from .checkpoint import check_resume, check_resume_data, load_checkpoint, make_checkpoint
+from .config import DEFAULT_MODEL, RECIPES, TrainConfig, resume_must_match  # noqa: F401  (re-exported)
 from .data import TensorDataset, load_data, loader_batches, tensor_batches
 from .ema import ModelEma
 from .errors import Interrupted, SqueezeNetError
@@ -39,11 +39,10 @@ from .metrics import evaluate, topk_correct
 from .progress import Progress
 from .factory import create_model
 
-# Settings that shape the optimisation: resuming with any of them changed would silently
-# splice two different runs, so it is refused (the model itself is checked separately).
-RESUME_MUST_MATCH = ("data", "epochs", "batch_size", "recipe", "lr", "schedule", "warmup_epochs", "momentum",
-                     "nesterov", "weight_decay", "label_smoothing", "random_erasing", "ema", "input_size",
-                     "dropout", "seed", "train_subset")
+# Settings that shape the optimisation (marked in config.py): resuming with any of them
+# changed would silently splice two different runs, so it is refused (the model and the
+# data's classes and split are checked separately).
+RESUME_MUST_MATCH = resume_must_match()
 
 
 def lr_at(cfg: TrainConfig, step: int, total: int, steps_per_epoch: int) -> float:
@@ -179,7 +178,7 @@ class Trainer:
         self.splits = splits or load_data(cfg.data, cfg.data_dir, cfg.input_size, cfg.val_fraction, cfg.seed,
                                           cfg.download)
         self.spec = self.splits.spec
-        if cfg.train_subset and isinstance(self.splits.train, TensorDataset):
+        if cfg.train_subset:  # both the in-memory and the streaming datasets
             self.splits.train = self.splits.train.subset(cfg.train_subset)
         torch.manual_seed(cfg.seed)
         if model is None:
@@ -226,7 +225,7 @@ class Trainer:
             best_top1=self.best_top1, history=self.history, train_time=self.train_time,
             # an interrupted step is redone on resume, so store the RNG as it was when it began
             rng={"torch": self._rng_at_step_start if self._rng_at_step_start is not None else torch.get_rng_state()},
-            config=self.cfg.to_dict(), torch_version=str(torch.__version__),
+            config=self.cfg.to_dict(), torch_version=str(torch.__version__), data_split=self.splits.split,
         )
 
     def save(self, name: str = "last.pt"):
@@ -241,6 +240,7 @@ class Trainer:
             raise SqueezeNetError(f"nothing to resume: '{path}' does not exist; drop --resume to start the run")
         ckpt = load_checkpoint(path)
         check_resume(ckpt, self.model_name, self.model.model_kwargs, self.cfg.to_dict(), RESUME_MUST_MATCH, path)
+        check_resume_data(ckpt, self.spec.to_dict(), self.splits.split, path)
         if self.ema is not None:
             if "train_state_dict" not in ckpt:
                 raise SqueezeNetError("cannot resume with --ema: the run was started without it")
@@ -382,7 +382,8 @@ class Trainer:
         atomic_write_text(self.out / "config.json", json.dumps(self.cfg.to_dict(), indent=2))
         atomic_write_text(self.out / "run.json", json.dumps(
             {"resolved_precision": self.precision, "device": str(self.device), "world_size": self.dist.world,
-             "torch_version": str(torch.__version__), "data_spec": self.spec.to_dict()}, indent=2))
+             "torch_version": str(torch.__version__), "data_spec": self.spec.to_dict(),
+             "data_split": self.splits.split}, indent=2))
         for note in self.splits.notes:
             print(f"note: {note}", file=sys.stderr)
 

@@ -68,10 +68,31 @@ def _weights_config_only():
         WeightsEnum.get_state_dict, torch.nn.Module.load_state_dict = get, load
 
 
-def tv_default_weights(name: str):
-    """torchvision's default weights entry for a builder name (metadata only), or None."""
+TV_TASKS = {"detection": "an object detector", "segmentation": "a segmentation model", "video": "a video model",
+            "optical_flow": "an optical-flow model", "quantization": "an int8 (quantized) classifier"}
+
+
+def check_tv_classifier(name: str) -> None:
+    """Refuse, in one line, a torchvision model that is not an image classifier (detection,
+    segmentation, video, optical flow) or is one of its int8 builds: every count and
+    evaluation here is for float classifiers."""
     import torchvision
 
+    for task, word in TV_TASKS.items():
+        module = getattr(torchvision.models, task, None)
+        if module is not None and name in torchvision.models.list_models(module=module):
+            hint = (f"; use its float model 'tv:{name.removeprefix('quantized_')}'" if task == "quantization"
+                    else "; image classifiers only (see torchvision.models.list_models(module=torchvision.models))")
+            raise SqueezeNetError(f"'tv:{name}' is torchvision's {word}, which squeezenet does not count or "
+                                  f"evaluate{hint}")
+
+
+def tv_default_weights(name: str):
+    """torchvision's default weights entry for a classifier's builder name (metadata only),
+    or None; a torchvision model that is not a float classifier is refused."""
+    import torchvision
+
+    check_tv_classifier(name)
     try:
         return torchvision.models.get_model_weights(name).DEFAULT
     except (ValueError, AttributeError, KeyError):
@@ -96,6 +117,7 @@ def _build(name, num_classes, in_chans) -> Built:
         import torchvision
 
         tv = name[3:] if name.startswith("tv:") else name
+        check_tv_classifier(tv)
         if in_chans not in (None, 3):
             raise SqueezeNetError("torchvision models take 3-channel input; drop --in-chans")
         w = tv_default_weights(tv)

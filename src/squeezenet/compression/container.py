@@ -113,7 +113,7 @@ MAX_HEADER_BYTES = 16 * 1024 * 1024  # decompressed JSON header
 MAX_TENSOR_ELEMENTS = 64 * 1024 * 1024
 
 
-def _read(path) -> tuple[dict, bytes]:
+def read_raw(path) -> tuple[dict, bytes]:
     p = Path(path)
     if not p.is_file():
         raise SqueezeNetError(f"container not found: '{path}'")
@@ -250,7 +250,7 @@ def decode_arrays(header: dict, payload: bytes, where: str = "container") -> dic
 
 def read_container(path) -> tuple[dict, dict[str, np.ndarray]]:
     """(header, arrays) of a .sqz file, checksum and every field verified; torch-free."""
-    header, payload = _read(path)
+    header, payload = read_raw(path)
     return header, decode_arrays(header, payload, f"'{path}'")
 
 
@@ -286,7 +286,7 @@ def load_container(path):
 
     from ..checkpoint import check_finite, load_state_dict_checked
 
-    header, payload = _read(path)
+    header, payload = read_raw(path)
     where = f"'{path}'"
     model = create_model(header["model_name"], **header["model_kwargs"])
     sd = decode_state_dict(header, payload, where)

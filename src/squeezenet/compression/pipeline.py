@@ -69,15 +69,19 @@ def compress(model_name: str | None = None, checkpoint: str | None = None, weigh
         data = data or (spec.name if spec else None)
         source = f"checkpoint {checkpoint}"
     else:
-        from ..factory import create_model
+        from ..factory import create_model, is_model
 
+        if not is_model(model_name):
+            raise SqueezeNetError(f"compress --model takes one of our model names (see `squeezenet list`), got "
+                                  f"'{model_name}'; to compress another library's model, train or convert it to a "
+                                  "squeezenet checkpoint first")
         model = create_model(model_name)
         source = f"initialised weights (seed {seed})"
         if weights:
-            from ..models.squeezenet import load_torchvision_weights
+            from ..imagenet import load_weights_into
 
-            load_torchvision_weights(model, weights)
-            source = f"torchvision weights {weights}"
+            load_weights_into(model, model_name, weights)  # torchvision SqueezeNet files, or our own layout
+            source = f"torchvision-layout ImageNet weights {weights}"
     if finetune_epochs > 0 and not data:
         raise SqueezeNetError("fine-tuning needs --data (a dataset name or ImageFolder path)")
     model = model.eval().float()

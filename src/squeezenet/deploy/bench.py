@@ -11,6 +11,7 @@ alike; the spread (p10-p90) is reported so instability is visible.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import platform
 import tempfile
@@ -21,6 +22,7 @@ import numpy as np
 import torch
 
 from ..errors import SqueezeNetError
+from ..files import atomic_write_text, ensure_writable_dir
 from ..progress import progress
 from ..profiler import profile
 from ..render import markdown_table, pyplot, save_figure
@@ -108,7 +110,8 @@ def make_runner(backend: str, model, shape, batch: int, tmp: Path, threads: int 
     if backend == "compile":
         m = torch.compile(_copy(model))
         return lambda: _nograd(m, x)
-    from .export import convert_fp16, export_model_to_onnx
+    from .export import export_model_to_onnx
+    from .onnx_tools import convert_fp16
     from .runtime import open_session
 
     fp32 = tmp / "model_fp32.onnx"
@@ -117,7 +120,7 @@ def make_runner(backend: str, model, shape, batch: int, tmp: Path, threads: int 
     if backend in ("ort", "ort-tuned"):
         path = fp32
     elif backend == "ort-int8":
-        from .quantize import quantize_onnx_int8
+        from .onnx_tools import quantize_onnx_int8
 
         path = tmp / "model_int8.onnx"
         if not path.exists():
@@ -166,6 +169,8 @@ def bench(model_name: str | None = None, checkpoint: str | None = None, backends
         raise SqueezeNetError(f"unknown backend '{unknown[0]}'; choose from {', '.join(BACKENDS)}")
     if "eager" not in backends:
         backends = ["eager", *backends]
+    outd = ensure_writable_dir(out)  # before minutes of timing, not after
+    _check_memory(shape, max(batch_sizes))
     if threads:
         torch.set_num_threads(threads)
     model = model.eval()
@@ -198,21 +203,33 @@ def bench(model_name: str | None = None, checkpoint: str | None = None, backends
         r["speedup_vs_eager"] = base[r["batch"]] / r["median_ms"]
         r["pct_of_gemm_peak"] = 100 * r["gflops"] / peak
     tag = bench_tag(label, backends)
-    outd = Path(out)
-    outd.mkdir(parents=True, exist_ok=True)
     csv_path = outd / f"bench_{tag}.csv"
-    with open(csv_path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(rows[0]))
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write_text(csv_path, buf.getvalue())
     meta = {"gemm_gflops": peak, "macs": macs, "threads": torch.get_num_threads(), "machine": machine_tag(),
             "torch": torch.__version__, "backends": list(backends), "onnxruntime": _ort_version()}
-    (outd / f"bench_{tag}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    atomic_write_text(outd / f"bench_{tag}.json", json.dumps({"meta": meta, "rows": rows}, indent=2))
     png = outd / f"bench_{tag}.png"
     _plot(rows, png, label, meta)
     table = (f"{label} @ {shape[1]} px, {macs / 1e6:.0f} MMACs/img; fp32 GEMM peak in this run: {peak:.1f} GFLOP/s; "
              f"torch threads {meta['threads']}\n" + markdown_table(rows, TABLE_COLUMNS))
     return {"rows": rows, "meta": meta, "table": table, "csv": str(csv_path), "png": str(png)}
+
+
+def _check_memory(shape, batch: int) -> None:
+    """Refuse a batch whose input tensor alone would not fit in the free memory, before
+    anything is allocated (an allocation of that size can also be granted lazily and end
+    with the kernel's OOM killer instead of an error)."""
+    import psutil
+
+    need = 4 * batch * int(np.prod(shape))
+    free = psutil.virtual_memory().available
+    if need > free // 4:
+        raise SqueezeNetError(f"--batch-sizes {batch} needs {need / 2**30:.1f} GiB for the input alone; this machine "
+                              f"has {free / 2**30:.1f} GiB free; use smaller batches")
 
 
 TABLE_COLUMNS = [

@@ -2,44 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import warnings
 from pathlib import Path
 
 import torch
 
 from ..errors import SqueezeNetError, require
-from ..files import atomic_write_bytes, ensure_writable_file
-from .runtime import DIGEST_KEY, META_KEY, _PLACEHOLDER, open_session, stamp_digest
+from ..files import ensure_writable_file
+from .onnx_tools import DEFAULT_OPSET, convert_fp16, finalize_onnx
+from .runtime import open_session
 
-DEFAULT_OPSET = 18
-
-
-def finalize_onnx(proto, path, metadata: dict | None = None, keep_metadata_from=None) -> Path:
-    """Write ``proto`` to ``path`` atomically with our metadata (the data spec, when
-    given or copied from ``keep_metadata_from``) and the integrity digest."""
-    if keep_metadata_from is not None and metadata is None:
-        metadata = read_metadata(keep_metadata_from)
-    keep = [(e.key, e.value) for e in proto.metadata_props if e.key not in (META_KEY, DIGEST_KEY)]
-    del proto.metadata_props[:]
-    for k, v in keep:
-        e = proto.metadata_props.add()
-        e.key, e.value = k, v
-    if metadata:
-        e = proto.metadata_props.add()
-        e.key, e.value = META_KEY, json.dumps(metadata)
-    e = proto.metadata_props.add()
-    e.key, e.value = DIGEST_KEY, _PLACEHOLDER.decode()
-    atomic_write_bytes(path, stamp_digest(proto.SerializeToString()))
-    return Path(path)
-
-
-def read_metadata(path) -> dict | None:
-    onnx = require("onnx", "onnx")
-    for e in onnx.load(str(path), load_external_data=False).metadata_props:
-        if e.key == META_KEY:
-            return json.loads(e.value)
-    return None
 
 
 def export_model_to_onnx(model: torch.nn.Module, path, input_shape=(3, 224, 224), opset: int = DEFAULT_OPSET,
@@ -76,24 +48,6 @@ def export_model_to_onnx(model: torch.nn.Module, path, input_shape=(3, 224, 224)
         tmp.unlink(missing_ok=True)
     onnx.checker.check_model(proto)
     return finalize_onnx(proto, path, metadata)
-
-
-def convert_fp16(src, dst) -> Path:
-    """fp16 weights and activations inside, fp32 input/output (keep_io_types)."""
-    onnx = require("onnx", "onnx")
-    from onnxruntime.transformers.float16 import convert_float_to_float16
-
-    proto = onnx.load(str(src))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        half = convert_float_to_float16(proto, keep_io_types=True)
-    from onnxruntime.transformers.onnx_model import OnnxModel
-
-    wrapped = OnnxModel(half)
-    wrapped.topological_sort()  # the converter appends its input casts at the end
-    half = wrapped.model
-    onnx.checker.check_model(half)
-    return finalize_onnx(half, dst, keep_metadata_from=src)
 
 
 def max_abs_diff_vs_eager(model, path, inputs: torch.Tensor) -> float:

@@ -22,21 +22,9 @@ from ..errors import SqueezeNetError, require
 from ..files import atomic_write_text, ensure_writable_dir
 from ..metrics import evaluate, iterate_eval
 from ..render import markdown_table
-from .export import convert_fp16, export_model_to_onnx, finalize_onnx
+from .export import export_model_to_onnx
+from .onnx_tools import convert_fp16, quantize_onnx_int8
 from .runtime import open_session
-
-
-class Calibration:
-    """ONNX Runtime CalibrationDataReader over preprocessed batches."""
-
-    def __init__(self, batches, input_name):
-        self.it = iter([{input_name: b} for b in batches])
-
-    def get_next(self):
-        return next(self.it, None)
-
-    def rewind(self):  # pragma: no cover - ORT API
-        pass
 
 
 def calibration_batches(train, spec: DataSpec, n: int, batch: int = 32, seed: int = 0,
@@ -57,143 +45,6 @@ def calibration_batches(train, spec: DataSpec, n: int, batch: int = 32, seed: in
     sub = torch.utils.data.Subset(train, idx.tolist())
     sub.classes = train.classes
     return [x.numpy() for x, _ in iterate_eval(sub, spec, batch)]
-
-
-def quantize_onnx_int8(fp32_path, out_path, calib: list[np.ndarray], per_channel: bool = True,
-                       tune: bool = True, pad_input: bool | None = None, activations: str = "u8",
-                       weights: str = "s8", reduce_range: bool = False) -> Path:
-    """Static int8 QDQ quantization of an fp32 ONNX file.
-
-    With ``tune`` (the default) three graph edits (docs/BENCHMARKS.md, sections 3-4): the
-    first conv's input channels are zero-padded to a multiple of 4, which avoids int16
-    saturation in ONNX Runtime's u8s8 kernels on CPUs without VNNI (see
-    :func:`pad_first_conv_channels`); every Concat's inputs are given the Concat's output
-    scale, so the fused QLinearConcat needs no per-input rescaling; and initializer and
-    node names are shortened. ``pad_input`` (default: ``tune``) switches the padding
-    alone; ``activations``/``weights`` ("u8" or "s8") and ``reduce_range`` are ONNX
-    Runtime's options, for the comparisons in benchmarks/.
-    """
-    onnx = require("onnx", "onnx")
-    require("onnxruntime", "onnx")
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    types = {"u8": QuantType.QUInt8, "s8": QuantType.QInt8}
-    if activations not in types or weights not in types:
-        raise SqueezeNetError(f"int8 types are 'u8' or 's8', got activations={activations!r} weights={weights!r}")
-    out_path = Path(out_path)
-    src = Path(fp32_path)
-    padded = out_path.with_suffix(".pad.onnx")
-    pre = out_path.with_suffix(".pre.onnx")
-    try:
-        if tune if pad_input is None else pad_input:
-            proto = onnx.load(str(src))
-            if pad_first_conv_channels(proto):
-                onnx.save(proto, str(padded))
-                src = padded
-        quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
-        name = open_session(pre).get_inputs()[0].name
-        quantize_static(str(pre), str(out_path), Calibration(calib, name), quant_format=QuantFormat.QDQ,
-                        per_channel=per_channel, activation_type=types[activations], weight_type=types[weights],
-                        reduce_range=reduce_range, calibrate_method=CalibrationMethod.MinMax)
-        q = onnx.load(str(out_path))
-        if tune:
-            share_concat_scales(q)
-            compact_names(q)
-        finalize_onnx(q, out_path, keep_metadata_from=fp32_path)
-    finally:
-        pre.unlink(missing_ok=True)
-        padded.unlink(missing_ok=True)
-    return out_path
-
-
-def pad_first_conv_channels(proto, multiple: int = 4) -> bool:
-    """Zero-pad the graph input's channels (and the first conv's weights) to ``multiple``.
-
-    The padded channels meet zero weights, so the conv computes the same values. Why: on
-    x86 CPUs without VNNI, ONNX Runtime's u8s8 conv kernel adds adjacent pairs of
-    uint8 x int8 products in saturating int16 (``vpmaddubsw``). conv1 sees raw-pixel
-    activations, and with 1 or 3 input channels each pair holds two real taps, which
-    saturate; padded, a real channel is paired with a zero one (fully for 1 channel, half
-    the pairs for 3). Measured on the demo model: int8 top-1 92.01% -> 92.60% (fp32 92.59%).
-    Only done where the graph input feeds exactly one ungrouped Conv with a 4-D weight
-    initializer.
-    Returns whether the graph changed."""
-    from onnx import helper, numpy_helper
-
-    g = proto.graph
-    inp = g.input[0].name
-    users = [n for n in g.node if inp in n.input]
-    inits = {t.name: t for t in g.initializer}
-    if len(users) != 1 or users[0].op_type != "Conv" or users[0].input[1] not in inits:
-        return False
-    conv = users[0]
-    if any(a.name == "group" and a.i != 1 for a in conv.attribute):  # grouped: channels can't grow
-        return False
-    w = numpy_helper.to_array(inits[conv.input[1]])
-    if w.ndim != 4 or w.shape[1] % multiple == 0:
-        return False
-    extra = multiple - w.shape[1] % multiple
-    w = np.concatenate([w, np.zeros((w.shape[0], extra, *w.shape[2:]), w.dtype)], axis=1)
-    inits[conv.input[1]].CopyFrom(numpy_helper.from_array(w, conv.input[1]))
-    pads = numpy_helper.from_array(np.array([0, 0, 0, 0, 0, extra, 0, 0], np.int64), "input_channel_pads")
-    g.initializer.append(pads)
-    padded = inp + "_channel_padded"
-    conv.input[0] = padded
-    g.node.insert(0, helper.make_node("Pad", [inp, pads.name], [padded], mode="constant", name="pad_input_channels"))
-    return True
-
-
-def share_concat_scales(proto) -> int:
-    """Give every quantized Concat input the Concat output's scale and zero point.
-
-    The inputs then need no rescaling in ONNX Runtime's fused QLinearConcat (squeezenet1_1
-    at 224 px, batch 1: 629 -> 266 us of QLinearConcat per inference; docs/BENCHMARKS.md).
-    The cost is precision on the input with the narrower range (for a Fire module,
-    one expand branch's ReLU output is stored with the wider branch's step). Returns
-    the number of inputs changed."""
-    g = proto.graph
-    producer = {o: n for n in g.node for o in n.output}
-    consumers: dict[str, list] = {}
-    for n in g.node:
-        for i in n.input:
-            consumers.setdefault(i, []).append(n)
-    changed = 0
-    for n in g.node:
-        after = consumers.get(n.output[0], []) if n.op_type == "Concat" else []
-        if len(after) != 1 or after[0].op_type != "QuantizeLinear":
-            continue
-        scale, zero = after[0].input[1], after[0].input[2]
-        for i in n.input:
-            dq = producer.get(i)
-            qn = producer.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
-            if qn is None or qn.op_type != "QuantizeLinear":
-                continue
-            for node in [qn] + [c for c in consumers.get(qn.output[0], []) if c.op_type == "DequantizeLinear"]:
-                node.input[1], node.input[2] = scale, zero
-            changed += 1
-    return changed
-
-
-def compact_names(proto) -> None:
-    """Shorten initializer names and drop node names (optional in ONNX); activations keep
-    their names so per-layer debugging still works. Saves ~30 KB in a QDQ SqueezeNet."""
-    g = proto.graph
-    used = {i for n in g.node for i in n.input}
-    keep = [t for t in g.initializer if t.name in used]  # scales orphaned by share_concat_scales
-    del g.initializer[:]
-    g.initializer.extend(keep)
-    rename = {t.name: f"c{i}" for i, t in enumerate(g.initializer)}
-    for t in g.initializer:
-        t.name = rename[t.name]
-    for n in g.node:
-        n.name = ""
-        for k, i in enumerate(n.input):
-            if i in rename:
-                n.input[k] = rename[i]
-    graph_inputs = [v for v in g.input if v.name not in rename]
-    del g.input[:]
-    g.input.extend(graph_inputs)
 
 
 def ort_logits_fn(path):

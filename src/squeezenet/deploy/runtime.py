@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sys
 
 import numpy as np
 
@@ -35,7 +34,7 @@ META_KEY = "squeezenet"
 DIGEST_KEY = "squeezenet.sha256"
 # StringStringEntryProto as protobuf writes it: key (field 1), then value (field 2, 64 bytes)
 _DIGEST_PATTERN = b"\x0a" + bytes([len(DIGEST_KEY)]) + DIGEST_KEY.encode() + b"\x12\x40"
-_PLACEHOLDER = b"0" * 64
+DIGEST_PLACEHOLDER = b"0" * 64
 MAX_ONNX_BYTES = 2 * 1024 ** 3  # protobuf's own limit
 
 
@@ -61,7 +60,7 @@ def _digest_offset(data: bytes) -> int | None:
 
 
 def file_digest(data: bytes, offset: int) -> str:
-    return hashlib.sha256(data[:offset] + _PLACEHOLDER + data[offset + 64:]).hexdigest()
+    return hashlib.sha256(data[:offset] + DIGEST_PLACEHOLDER + data[offset + 64:]).hexdigest()
 
 
 def stamp_digest(data: bytes) -> bytes:
@@ -158,15 +157,23 @@ class OnnxClassifier:
         if x.ndim != 4 or any(isinstance(w, int) and w != g for w, g in zip(want[1:], x.shape[1:])):
             raise SqueezeNetError(f"input has shape {tuple(x.shape)} but the model expects "
                                   f"(B, {', '.join(map(str, want[1:]))}); resize to the exported input size")
-        if isinstance(want[0], int) and want[0] != x.shape[0]:
-            raise SqueezeNetError(f"model was exported for batch {want[0]}, got {x.shape[0]}; "
-                                  "re-export with --dynamic-batch")
         if x.shape[0] == 0:
             raise SqueezeNetError("no images to run")
-        out = self.session.run(None, {self.input_name: x.astype(self.input_type, copy=False)})[0].astype(np.float32)
+        fixed = want[0] if isinstance(want[0], int) and want[0] > 0 else None
+        if fixed and fixed != x.shape[0]:  # a fixed-batch export: run it chunk by chunk, zero-padding the last
+            n = x.shape[0]
+            pad = (-n) % fixed
+            if pad:
+                x = np.concatenate([x, np.zeros((pad, *x.shape[1:]), x.dtype)])
+            out = np.concatenate([self._session_run(x[i:i + fixed]) for i in range(0, len(x), fixed)])[:n]
+        else:
+            out = self._session_run(x)
         if not np.isfinite(out).all():
             raise SqueezeNetError(f"'{self.path}' produced NaN/inf outputs; its weights are broken, export it again")
         return out
+
+    def _session_run(self, x: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input_name: x.astype(self.input_type, copy=False)})[0].astype(np.float32)
 
     def preprocess(self, images) -> np.ndarray:
         """Paths (or encoded bytes) -> the normalised (B, C, H, W) batch training saw."""
@@ -177,16 +184,16 @@ class OnnxClassifier:
     def predict(self, images, topk: int = 5) -> list[list[tuple[str, float]]]:
         if topk < 1:
             raise SqueezeNetError(f"topk must be >= 1, got {topk}")
-        logits = self.run(self.preprocess(images))
-        e = np.exp(logits - logits.max(1, keepdims=True))
-        probs = e / e.sum(1, keepdims=True)
-        res = []
-        for row in probs:
-            idx = np.argsort(-row, kind="stable")[:topk]
-            res.append([(self.classes[i], float(row[i])) for i in idx])
-        return res
+        return top_k(softmax(self.run(self.preprocess(images))), topk, self.classes)
 
 
-def warn_notes(clf) -> None:
-    for n in getattr(clf, "notes", []):
-        print(f"note: {n}", file=sys.stderr)
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax of (B, K) logits, computed stably in float32."""
+    e = np.exp(logits - logits.max(1, keepdims=True))
+    return e / e.sum(1, keepdims=True)
+
+
+def top_k(probs: np.ndarray, k: int, classes: list[str]) -> list[list[tuple[str, float]]]:
+    """The ``k`` most probable (class name, probability) per row; ties keep class order."""
+    idx = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+    return [[(classes[i], float(p[i])) for i in row] for row, p in zip(idx, probs)]

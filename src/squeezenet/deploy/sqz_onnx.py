@@ -24,6 +24,14 @@ BN_EPS = 1e-5  # torch.nn.BatchNorm2d's default, which the models use
 _BASE = re.compile(r"^squeezenet(1_0|1_1)(_caffe|_simple_bypass|_complex_bypass)?(?:_|$)")
 
 
+def is_squeezenet_sqz(path) -> bool:
+    """Whether a .sqz container holds a model of the SqueezeNet family, which
+    :func:`sqz_to_onnx` converts without PyTorch."""
+    from ..compression.container import read_raw
+
+    return bool(_BASE.match(read_raw(path)[0]["model_name"]))
+
+
 def _architecture(name: str, kw: dict):
     from ..archs import DesignSpace, build_stages
 
@@ -78,7 +86,7 @@ def sqz_to_onnx(src, dst) -> str:
     from ..compression.container import read_container
     from ..files import atomic_write_bytes
     from ..spec import DataSpec
-    from .runtime import DIGEST_KEY, META_KEY, _PLACEHOLDER, stamp_digest
+    from .runtime import DIGEST_KEY, DIGEST_PLACEHOLDER, META_KEY, stamp_digest
 
     header, arrays = read_container(src)
     kw = header["model_kwargs"]
@@ -131,6 +139,6 @@ def sqz_to_onnx(src, dst) -> str:
         model.graph.input[0].type.tensor_type.shape.dim[3].dim_value = size
     onnx.checker.check_model(model)
     e = model.metadata_props.add()
-    e.key, e.value = DIGEST_KEY, _PLACEHOLDER.decode()
+    e.key, e.value = DIGEST_KEY, DIGEST_PLACEHOLDER.decode()
     atomic_write_bytes(dst, stamp_digest(model.SerializeToString()))
     return str(dst)

@@ -36,6 +36,10 @@ STAGE_CHANNELS = {1: (144, 288, 576), 2: (200, 400, 800), 3: (240, 480, 960), 4:
                   8: (384, 768, 1536)}
 STAGE_UNITS = (4, 8, 4)  # the first unit of each stage has stride 2
 STEM_CHANNELS = 24
+# The authors' release (megvii-model/ShuffleNet-Series, ShuffleNetV1/network.py) does not
+# scale the stem linearly: conv1 has 12 (0.5x), 24 (1.0x), 24 (1.5x) and 48 (2.0x)
+# filters (16 at 0.5x for g = 8: 12 rounded up to a multiple of g). Other widths scale 24.
+RELEASE_STEM = {0.5: 12, 1.0: 24, 1.5: 24, 2.0: 48}
 WIDTHS = (0.25, 0.5, 1.0, 1.5, 2.0)  # Table 2
 # Table 1's "complexity (MFLOPs)" at 1x: multiply-adds of the convolutions (the FC layer excluded)
 PAPER_MMACS = {1: 143, 2: 140, 3: 137, 4: 133, 8: 137}
@@ -96,12 +100,13 @@ def _divisible(v: float, d: int) -> int:
 def build_units(groups: int, width: float = 1.0) -> tuple[int, list[UnitSpec]]:
     """(stem channels, unit list) for g = ``groups`` at width ``width``. Stage channels
     are rounded to multiples of 4g (the bottleneck is a quarter and is grouped), the
-    stem to a multiple of g (a stride-2 unit's main branch makes out - in channels)."""
+    stem to a multiple of g (a stride-2 unit's main branch makes out - in channels).
+    The stem follows the release's table (:data:`RELEASE_STEM`) at its widths."""
     if groups not in STAGE_CHANNELS:
         raise ValueError(f"groups must be one of {sorted(STAGE_CHANNELS)}, got {groups}")
     if not 0.1 <= width <= 4.0:
         raise ValueError(f"width must be between 0.1 and 4.0, got {width}")
-    stem = _divisible(STEM_CHANNELS * width, groups)
+    stem = _divisible(RELEASE_STEM.get(width, STEM_CHANNELS * width), groups)
     units, ch = [], stem
     for s, (base, n) in enumerate(zip(STAGE_CHANNELS[groups], STAGE_UNITS)):
         out = _divisible(base * width, 4 * groups)

@@ -1,0 +1,117 @@
+"""``squeezenet eval`` and ``predict`` of an .onnx file without PyTorch: numpy, pillow
+and onnxruntime only (the ``[serve]`` extra).
+
+The data is read as training read it: Fashion-MNIST from its IDX files, or the ``val/``
+(or ``test/``) folder of an ImageFolder tree of small images, decoded by the same
+:mod:`squeezenet.imageio` at the model's input size and normalised with its mean/std.
+What needs PyTorch to reproduce exactly (CIFAR via torchvision, the seeded hold-out of a
+tree without ``val/``, the large-image resize-and-crop pipeline) is refused in one line
+naming the ``[train]`` extra. With PyTorch installed, ``eval`` uses the shared
+evaluation loop (:func:`squeezenet.metrics.evaluate`); tests check both agree.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import SqueezeNetError
+from ..imageio import image_to_array, normalize_array, resize_array
+from ..sources import FASHION_MNIST_CLASSES, find_fashion_mnist, match_classes, read_idx, scan_folder
+from .runtime import OnnxClassifier
+
+FMNIST_NAMES = ("fashion-mnist", "fashion_mnist", "fmnist")
+
+
+def _needs_torch(what: str) -> SqueezeNetError:
+    return SqueezeNetError(f"{what} needs PyTorch, which is not installed: `pip install 'squeezenet-toolkit[train]'`")
+
+
+def eval_images(spec, data: str | None, data_dir: str | None, download: bool, where: str):
+    """(uint8 (N, C, H, W) images, int64 labels, the data's class names, data name)."""
+    name = data or spec.name
+    if not spec.small:
+        raise _needs_torch(f"evaluating {where} (large images: resize and centre crop)")
+    if name.lower() in FMNIST_NAMES:
+        files = find_fashion_mnist(data_dir, download)
+        x, y = read_idx(files["test_images"])[:, None], read_idx(files["test_labels"]).astype(np.int64)
+        if x.shape[-1] != spec.input_size:
+            x = np.stack([resize_array(a, spec.input_size) for a in x])
+        return x, y, list(FASHION_MNIST_CLASSES), "fashion-mnist"
+    if name.startswith("folder:") or name == "unknown" or name.lower() in ("cifar10", "cifar100"):
+        if name.lower() in ("cifar10", "cifar100"):
+            raise _needs_torch(f"reading {name} (torchvision's format)")
+        raise SqueezeNetError(f"{where} was trained on an image folder; pass that folder (train/ and val/ inside) "
+                              "with --data PATH")
+    root = Path(name)
+    val = next((root / d for d in ("val", "test") if (root / d).is_dir()), None)
+    if val is None:
+        raise _needs_torch(f"'{root}' has no val/ folder, and reproducing training's seeded hold-out")
+    samples, classes = scan_folder(val)
+    images, labels = [], []
+    for path, label in samples:
+        try:
+            images.append(image_to_array(path, spec.channels, spec.input_size))
+            labels.append(label)
+        except SqueezeNetError as e:
+            print(f"warning: skipping {e}", file=sys.stderr)
+    if not images:
+        raise SqueezeNetError(f"every image under '{val}' was unreadable")
+    return np.stack(images), np.asarray(labels, np.int64), classes, f"folder:{root.name}"
+
+
+def evaluate_onnx(path: str, data: str | None = None, data_dir: str | None = None, download: bool = True,
+                  batch_size: int = 1000, tta: str | None = None, map_by_index: bool = False,
+                  verify: bool = True) -> dict:
+    """Loss, top-1, top-5 and the confusion matrix of an .onnx classifier, as
+    :func:`squeezenet.metrics.evaluate` computes them."""
+    if tta not in (None, "flip"):
+        raise SqueezeNetError(f"unknown test-time augmentation '{tta}'; use 'flip' or none")
+    clf = OnnxClassifier(path, verify=verify)
+    spec = clf.spec
+    x, y, classes, name = eval_images(spec, data, data_dir, download, f"'{path}'")
+    mapping, note = match_classes(classes, spec.classes, map_by_index, name, f"'{path}'")
+    if mapping is not None:
+        y = np.asarray(mapping, np.int64)[y]
+        print(f"note: {note}", file=sys.stderr)
+    k = len(spec.classes)
+    conf = np.zeros((k, k), np.int64)
+    loss_sum, hits = 0.0, [0, 0]
+    for i in range(0, len(x), batch_size):
+        xb, yb = normalize_array(x[i:i + batch_size], spec.mean, spec.std), y[i:i + batch_size]
+        logits = clf.run(xb)
+        if tta == "flip":
+            logits = (logits + clf.run(np.ascontiguousarray(xb[..., ::-1]))) / 2
+        z = logits.astype(np.float64)
+        logp = z - z.max(1, keepdims=True)
+        logp -= np.log(np.exp(logp).sum(1, keepdims=True))
+        loss_sum += float(-logp[np.arange(len(yb)), yb].sum())
+        order = np.argsort(-logits, axis=1, kind="stable")
+        for j, kk in enumerate((1, 5)):
+            hits[j] += int((order[:, :min(kk, k)] == yb[:, None]).any(1).sum())
+        np.add.at(conf, (yb, order[:, 0]), 1)
+    n = len(y)
+    return {"loss": loss_sum / n, "top1": 100.0 * hits[0] / n, "top5": 100.0 * hits[1] / n, "n": n,
+            "confusion": conf.tolist(), "classes": spec.classes, "data": name}
+
+
+def predict_onnx(path: str, images: list[str], topk: int, verify: bool = True):
+    """([(image, [(class, probability), ...])], [unreadable image messages])."""
+    from .runtime import softmax, top_k
+
+    clf = OnnxClassifier(path, verify=verify)
+    for n in clf.notes:
+        print(f"note: {n}", file=sys.stderr)
+    good, arrays, bad = [], [], []
+    for p in images:
+        try:
+            arrays.append(image_to_array(p, clf.spec.channels, clf.spec.input_size))
+            good.append(p)
+        except SqueezeNetError as e:
+            bad.append(str(e))
+    if not arrays:
+        return [], bad
+    probs = softmax(clf.run(normalize_array(np.stack(arrays), clf.spec.mean, clf.spec.std)))
+    return list(zip(good, top_k(probs, min(topk, probs.shape[1]), clf.spec.classes))), bad

@@ -1,0 +1,1 @@
+"""Model file formats: what a file is (:mod:`.sniff`). Every module here is torch-free."""

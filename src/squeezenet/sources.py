@@ -1,0 +1,153 @@
+"""Where data comes from, without PyTorch: Fashion-MNIST's IDX files (Debian's package,
+``--data-dir``, the cache), ImageFolder trees, and the fingerprint of a train/validation
+split. :mod:`squeezenet.data` builds training data on these; the torch-free evaluation
+of an .onnx file (:mod:`squeezenet.deploy.onnx_eval`) reads them directly.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import struct
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from .errors import SqueezeNetError
+from .imageio import IMG_EXTENSIONS
+
+FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                         "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+DEBIAN_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("SQUEEZENET_CACHE", Path.home() / ".cache" / "squeezenet"))
+
+
+# --------------------------------------------------------------------------- IDX files
+
+def read_idx(path: str | os.PathLike) -> np.ndarray:
+    """Read an IDX file (optionally gzipped), as used by MNIST and Fashion-MNIST."""
+    path = str(path)
+    opener = gzip.open if path.endswith(".gz") else open
+    try:
+        with opener(path, "rb") as f:
+            data = f.read()
+        zero, dtype_code, ndim = struct.unpack(">HBB", data[:4])
+        if zero != 0 or dtype_code != 0x08:
+            raise ValueError("bad magic number")
+        dims = struct.unpack(">" + "I" * ndim, data[4:4 + 4 * ndim])
+        arr = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
+        if arr.size != int(np.prod(dims)):
+            raise ValueError(f"expected {int(np.prod(dims))} values, found {arr.size}")
+        return arr.reshape(dims)
+    except (OSError, ValueError, struct.error, EOFError) as e:
+        raise SqueezeNetError(f"corrupt IDX file '{path}': {e}; re-download the dataset") from e
+
+
+def _fmnist_files(root: Path) -> dict | None:
+    names = {"train_images": "train-images-idx3-ubyte", "train_labels": "train-labels-idx1-ubyte",
+             "test_images": "t10k-images-idx3-ubyte", "test_labels": "t10k-labels-idx1-ubyte"}
+    for base in (root, root / "FashionMNIST" / "raw", root / "fashion-mnist"):
+        found = {}
+        for key, stem in names.items():
+            for ext in (".gz", ""):
+                if (base / (stem + ext)).is_file():
+                    found[key] = base / (stem + ext)
+                    break
+        if len(found) == 4:
+            return found
+    return None
+
+
+def find_fashion_mnist(data_dir: str | None = None, download: bool = True) -> dict:
+    """Locate the four IDX files: ``data_dir``, then Debian's package, then torchvision's
+    downloader (into ``data_dir`` or the cache). Raises with instructions if all fail."""
+    candidates = [Path(data_dir)] if data_dir else []
+    candidates += [Path(DEBIAN_FASHION_MNIST), default_cache_dir() / "data"]
+    for c in candidates:
+        files = _fmnist_files(c)
+        if files:
+            return files
+    if download:
+        target = Path(data_dir) if data_dir else default_cache_dir() / "data"
+        try:
+            import socket
+
+            from torchvision.datasets import FashionMNIST
+
+            old = socket.getdefaulttimeout()
+            socket.setdefaulttimeout(15)
+            try:
+                FashionMNIST(str(target), train=True, download=True)
+                FashionMNIST(str(target), train=False, download=True)
+            finally:
+                socket.setdefaulttimeout(old)
+            files = _fmnist_files(target)
+            if files:
+                return files
+        except Exception:  # any network/IO failure means: not available here
+            pass
+    where = ", ".join(str(c) for c in candidates)
+    raise SqueezeNetError(
+        f"Fashion-MNIST not found (looked in {where}{' and tried downloading' if download else ''}); "
+        "install it with `apt-get install dataset-fashion-mnist` or pass --data-dir with the IDX files")
+
+
+def scan_folder(root: Path) -> tuple[list[tuple[str, int]], list[str]]:
+    """List ``root/<class>/*`` images. Empty class folders are kept as classes (so the
+    label space matches the tree) and reported on stderr."""
+    if not root.is_dir():
+        raise SqueezeNetError(f"image folder not found: '{root}'")
+    classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if not classes:
+        raise SqueezeNetError(f"no class folders in '{root}'; expected {root}/<class>/<image>.jpg")
+    samples = []
+    for i, c in enumerate(classes):
+        files = sorted(p for p in (root / c).rglob("*") if p.suffix.lower() in IMG_EXTENSIONS)
+        if not files:
+            print(f"warning: class folder '{root / c}' has no images", file=sys.stderr)
+        samples += [(str(p), i) for p in files]
+    if not samples:
+        raise SqueezeNetError(f"no images found under '{root}'")
+    if len(classes) == 1:
+        print(f"warning: '{root}' has a single class folder ({classes[0]}); a classifier needs at least two "
+              "(expected <root>/<class>/<image>)", file=sys.stderr)
+    return samples, classes
+
+
+def split_fingerprint(train_samples, val_samples, classes, root: Path | None = None) -> dict:
+    """What a split holds, as counts and a SHA-256 over the class list and each split's
+    (file, label) pairs, paths relative to ``root`` (so a moved tree keeps its split)."""
+    h = hashlib.sha256(repr(list(classes)).encode())
+    for tag, samples in (("train", train_samples), ("val", val_samples)):
+        h.update(f"|{tag}:{len(samples)}".encode())
+        for p, y in samples:
+            rel = os.path.relpath(p, root) if root is not None else str(p)
+            h.update(f"{rel}\0{y}\n".encode("utf-8", "surrogatepass"))
+    return {"train": len(train_samples), "val": len(val_samples), "sha256": h.hexdigest()}
+
+
+def match_classes(got: list[str], want: list[str], map_by_index: bool, name: str, where: str
+                  ) -> tuple[list[int] | None, str | None]:
+    """How the data's labels map onto a model's outputs: (None, None) when the class names
+    are the same; (mapping, note) for the same names in another order (remapped by name),
+    or with ``map_by_index`` (class i scored as output i); otherwise a one-line error."""
+    if got == want:
+        return None, None
+    if sorted(got) == sorted(want) and len(set(got)) == len(got):
+        return [want.index(c) for c in got], "the data's class order differs from the model's; labels remapped by name"
+    if map_by_index:
+        if len(got) != len(want):
+            raise SqueezeNetError(f"--map-by-index needs as many classes as the model has ({len(want)}); "
+                                  f"'{name}' has {len(got)}")
+        return list(range(len(got))), "class names differ from the model's; scored by index (--map-by-index)"
+    raise SqueezeNetError(f"the data's classes ({_few(got)}) differ from {where}'s ({_few(want)}); evaluate on the "
+                          "data it was trained on, or pass --map-by-index to score class i as output i")
+
+
+def _few(names: list[str], n: int = 4) -> str:
+    return ", ".join(names[:n]) + (f", ... ({len(names)} in all)" if len(names) > n else "")
