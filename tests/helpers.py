@@ -1,6 +1,8 @@
 """Test helpers: data in Fashion-MNIST's IDX layout, small image folders, a quick run."""
 
+import contextlib
 import gzip
+import io
 import struct
 from pathlib import Path
 
@@ -46,3 +48,24 @@ def make_image_folder(root: Path, classes=("cat", "dog"), n=6, size=16, seed=0, 
                 a = np.clip(rng.normal(40 + 170 * (i % 2), 10, (size, size, 3)), 0, 255).astype(np.uint8)
                 Image.fromarray(a).save(d / f"{j}.png")
     return root
+
+
+def run_cli(*args):
+    """main() in-process: (exit code, stdout, stderr)."""
+    from squeezenet.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main([str(a) for a in args])
+        except SystemExit as e:  # argparse
+            code = e.code
+    return code, out.getvalue(), err.getvalue()
+
+
+def assert_one_line(code, err, needle, exit_code=2):
+    """Exit code 2 (or ``exit_code``) and exactly one ``error:`` line containing ``needle``."""
+    lines = [ln for ln in err.strip().splitlines() if ln.strip() and not ln.startswith(("note:", "warning:"))]
+    assert code == exit_code, err
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert needle in lines[0], lines[0]

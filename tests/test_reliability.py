@@ -1,8 +1,6 @@
 """Never silently wrong, never a traceback, nothing lost (issue 11): each test here
 failed before the fix it guards."""
 
-import contextlib
-import io
 import json
 import os
 import shutil
@@ -17,32 +15,13 @@ import pytest
 import torch
 from PIL import Image
 
-from helpers import TINY, make_image_folder
+from helpers import TINY, assert_one_line, make_image_folder, run_cli
 from squeezenet import SqueezeNetError
 from squeezenet.checkpoint import load_checkpoint, make_checkpoint, seal
-from squeezenet.cli import main
 from squeezenet.files import RunLock, atomic_save
 from squeezenet.train import Trainer, TrainConfig
 
 ENV = {**os.environ, "PYTHONWARNINGS": "ignore"}
-
-
-def run_cli(*args):
-    """main() in-process: (exit code, stdout, stderr)."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = main([str(a) for a in args])
-        except SystemExit as e:  # argparse
-            code = e.code
-    return code, out.getvalue(), err.getvalue()
-
-
-def assert_one_line(code, err, needle, exit_code=2):
-    lines = [ln for ln in err.strip().splitlines() if ln.strip() and not ln.startswith(("note:", "warning:"))]
-    assert code == exit_code, err
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    assert needle in lines[0], lines[0]
 
 
 def _cfg(out, fmnist_dir, **kw):

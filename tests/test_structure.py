@@ -16,6 +16,11 @@ FORBIDDEN = {
     "imageio.py": {"errors"},
     "models/": {"factory", "train", "deploy", "cli", "data", "evaluate", "compression", "artifacts", "checkpoint",
                 "config", "report", "compare", "sweep", "zoo"},
+    "formats/": {"compression", "deploy", "train", "cli", "torch", "data", "models", "serve"},
+    "serve/": {"train", "cli", "data", "checkpoint", "models", "factory", "torch", "compression"},
+    "sources.py": {"torch", "data", "train", "deploy", "cli", "models"},
+    "deploy/onnx_tools.py": {"train", "cli", "data", "checkpoint", "models", "factory", "torch"},
+    "deploy/onnx_eval.py": {"train", "cli", "data", "checkpoint", "models", "factory", "torch"},
     "deploy/runtime.py": {"train", "cli", "data", "checkpoint", "models", "factory", "torch"},  # torch-free
     "deploy/sqz_onnx.py": {"train", "cli", "data", "checkpoint", "models", "factory", "torch"},  # torch-free
     "archs.py": {"torch", "models", "factory", "train", "data", "deploy", "cli"},  # architecture as data
@@ -57,6 +62,35 @@ def test_import_direction(where):
         if where == "spec.py" or where == "imageio.py":
             bad = got - FORBIDDEN[where]
         assert not bad, f"{f.relative_to(SRC)} imports {sorted(bad)}"
+
+
+TORCH_FREE = ["squeezenet.cli", "squeezenet.config", "squeezenet.serve", "squeezenet.serve.app",
+              "squeezenet.formats.sniff", "squeezenet.sources", "squeezenet.imageio", "squeezenet.evaluate",
+              "squeezenet.deploy.runtime", "squeezenet.deploy.onnx_tools", "squeezenet.deploy.onnx_eval",
+              "squeezenet.deploy.sqz_onnx", "squeezenet.compression.container"]
+
+
+def test_the_torch_free_modules_import_without_torch():
+    """What `pip install 'squeezenet-toolkit[serve]'` must run: each module imports in a
+    process where torch and torchvision cannot be imported."""
+    import subprocess
+    import sys
+
+    code = ("import importlib, sys\nsys.modules['torch'] = sys.modules['torchvision'] = None\n"
+            f"for m in {TORCH_FREE!r}:\n    importlib.import_module(m)\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                       env={"PYTHONPATH": str(SRC.parent), "PATH": ""})
+    assert r.returncode == 0, r.stderr
+
+
+def test_no_module_imports_another_modules_private_names():
+    bad = []
+    for f in sorted(SRC.rglob("*.py")):
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").startswith("squeezenet")):
+                bad += [f"{f.relative_to(SRC)}: {a.name}" for a in node.names
+                        if a.name.startswith("_") and not a.name.startswith("__")]
+    assert not bad, bad
 
 
 def test_torch_hub_entry_points():

@@ -20,7 +20,6 @@ from pathlib import Path
 import torch
 
 from .errors import SqueezeNetError
-from .files import atomic_save
 from .formats.sniff import KIND_WORDS, sniff
 
 FORMAT = "squeezenet-checkpoint"
@@ -186,14 +185,6 @@ def make_checkpoint(model, model_name: str, data_spec: dict | None = None, **ext
         "data": data_spec or {},
         **extra,
     })
-
-
-def save_checkpoint(ckpt: dict, path) -> None:
-    """Seal (if needed) and write atomically."""
-    if "integrity" not in ckpt:
-        seal(ckpt)
-    atomic_save(ckpt, path)
-
 
 
 def check_resume(ckpt: dict, model_name: str, model_kwargs: dict, cfg: dict, must_match, path) -> None:

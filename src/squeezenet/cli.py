@@ -191,13 +191,14 @@ def train_settings(a) -> dict:
     config.json (with --resume) < explicit flags."""
     from dataclasses import fields
 
-    from .config import TrainConfig, load_config_file, run_config
+    from .config import TrainConfig, check_types, load_config_file, run_config
 
     names = {f.name for f in fields(TrainConfig)}
     explicit = {k: v for k, v in vars(a).items() if k in names and v is not None}
     if a.model:
         explicit["model"] = a.model
     cfg = load_config_file(a.config) if a.config else {}
+    check_types(cfg)  # before any value of the file is used ("resume = 'no'" is not a yes)
     if explicit.get("resume") or cfg.get("resume"):
         out = explicit.get("out") or cfg.get("out") or TrainConfig.out
         saved = run_config(out)

@@ -147,13 +147,9 @@ class TrainConfig:
         """Check every value's type, then its range; raise one line naming the first bad
         setting and the fix. A config file's ``"false"`` is a string, not a boolean, and is
         refused rather than read as true."""
-        hints = _hints()
+        check_types(self.to_dict())
         for f in fields(self):
             v = getattr(self, f.name)
-            want = _type_problem(v, hints[f.name])
-            if want:
-                raise SqueezeNetError(f"setting '{f.name}' ({_flag(f)}) must be {want}, got {v!r} "
-                                      f"({_kind_word(v)})")
             check = f.metadata.get("check")
             if v is None or check is None:
                 continue
@@ -218,12 +214,25 @@ def _type_problem(v, hint) -> str | None:
           int: lambda: isinstance(v, int) and not isinstance(v, bool),
           float: lambda: isinstance(v, (int, float)) and not isinstance(v, bool),
           str: lambda: isinstance(v, str), dict: lambda: isinstance(v, dict)}[kind]()
-    return None if ok else _TYPE_WORDS[kind] + (" or nothing" if optional else "")
+    return None if ok else _TYPE_WORDS[kind]
 
 
 def _kind_word(v) -> str:
     return {bool: "a boolean", int: "an integer", float: "a number", str: "a string", dict: "a table",
             list: "a list", type(None): "nothing"}.get(type(v), f"a {type(v).__name__}")
+
+
+def check_types(settings: dict) -> None:
+    """Refuse, in one line, the first setting of a (partial) table whose value has the
+    wrong type for its field; unknown names are left to :meth:`TrainConfig.from_dict`."""
+    hints = _hints()
+    for f in fields(TrainConfig):
+        if f.name not in settings:
+            continue
+        v = settings[f.name]
+        want = _type_problem(v, hints[f.name])
+        if want:
+            raise SqueezeNetError(f"setting '{f.name}' ({_flag(f)}) must be {want}, got {v!r} ({_kind_word(v)})")
 
 
 def _flag(f) -> str:

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 from . import models  # noqa: F401  (importing the models package registers every builder)
 from .errors import SqueezeNetError
-from .registry import _REGISTRY
+from .registry import is_registered, model_entrypoint, registered_names
 
 MODIFIERS = {
     "sr": ("squeeze_ratio", float),
@@ -39,7 +39,7 @@ _MOD_RE = re.compile(r"_(sr|pct|w)(\d+(?:\.\d+)?)$|_(bn)$|_(small)$|_(\d{2,4})$"
 
 def list_models(pattern: str = "*") -> list[str]:
     """Registered base names matching a shell-style pattern, sorted."""
-    return sorted(n for n in _REGISTRY if fnmatch.fnmatch(n, pattern))
+    return [n for n in registered_names() if fnmatch.fnmatch(n, pattern)]
 
 
 @dataclass
@@ -54,7 +54,7 @@ def parse_model_name(name: str) -> ParsedName:
     if not isinstance(name, str) or not name:
         raise SqueezeNetError("model name must be a non-empty string; see `squeezenet list`")
     rest, overrides, input_size = name, {}, None
-    while rest not in _REGISTRY:
+    while not is_registered(rest):
         m = _MOD_RE.search(rest)
         if not m:
             break
@@ -76,8 +76,8 @@ def parse_model_name(name: str) -> ParsedName:
         else:
             overrides[key] = value
         rest = rest[: m.start()]
-    if rest not in _REGISTRY:
-        close = difflib.get_close_matches(name, list(_REGISTRY), n=3, cutoff=0.5)
+    if not is_registered(rest):
+        close = difflib.get_close_matches(name, registered_names(), n=3, cutoff=0.5)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise SqueezeNetError(
             f"unknown model '{name}'{hint} (run `squeezenet list` for all names)"
@@ -90,7 +90,7 @@ def create_model(name: str, **overrides):
     parsed = parse_model_name(name)
     kwargs = {**parsed.overrides, **overrides}
     try:
-        model = _REGISTRY[parsed.base](**kwargs)
+        model = model_entrypoint(parsed.base)(**kwargs)
     except TypeError as e:
         raise SqueezeNetError(f"bad option for model '{name}': {e}") from e
     except ValueError as e:
