@@ -190,7 +190,7 @@ def _decode_folder(samples, classes, size: int, mode: str, cache: Path | None) -
               "an output for each", file=sys.stderr)
     ds = TensorDataset(torch.from_numpy(np.stack(imgs)), torch.tensor(labels, dtype=torch.int64), classes)
     if path:
-        from .checkpoint import atomic_save
+        from .files import atomic_save
 
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_save({"images": ds.images, "labels": ds.labels, "classes": list(classes), "key": key}, path)
