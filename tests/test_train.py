@@ -10,7 +10,6 @@ import torch
 from squeezenet import SqueezeNetError, create_model
 from squeezenet.checkpoint import load_checkpoint, make_checkpoint, model_from_checkpoint
 from squeezenet.files import atomic_save
-from squeezenet.files import atomic_save
 from squeezenet.metrics import accuracy, topk_correct
 from squeezenet.train import TrainConfig, Trainer, lr_at
 
