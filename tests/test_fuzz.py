@@ -177,3 +177,34 @@ def test_damaged_images_of_every_mode(mode, fmt):
         except SqueezeNetError:
             continue
         assert a.shape == (3, 16, 16) and a.dtype == np.uint8
+
+
+def test_v2_protocol_fuzz_is_always_a_4xx():
+    """500 seeded random infer requests (every field given a random type or value): the
+    protocol layer answers each with a result or an HTTPError of status 4xx, nothing else
+    (the round-2 probe found RecursionError, TypeError and OverflowError here)."""
+    from squeezenet.serve.protocol import HTTPError, bytes_elements, check_input, fp_tensor, parse_infer_request
+
+    rng = np.random.default_rng(7)
+    odd = [None, -1, 0, 1.5, 2 ** 63, "x", "", [], [1, 2], {}, {"a": 1}, True, float("nan"), [2 ** 62, 2 ** 62]]
+    base = {"name": "input", "datatype": "FP32", "shape": [1, 1, 2, 2], "data": [0.0] * 4}
+    outcomes = {"ok": 0, "4xx": 0}
+    for _ in range(500):
+        inp = dict(base)
+        for key in rng.choice(["name", "datatype", "shape", "data", "parameters"], rng.integers(1, 4), replace=False):
+            inp[key] = odd[rng.integers(len(odd))]
+        if rng.random() < 0.3:
+            inp["datatype"] = "BYTES"
+        req = {"inputs": [inp]}
+        if rng.random() < 0.3:
+            req["outputs"] = odd[rng.integers(len(odd))]
+        body = json.dumps(req, allow_nan=True).encode()
+        try:
+            r, tail = parse_infer_request(body, None if rng.random() < 0.8 else str(rng.integers(-5, 400)))
+            kind = check_input(r["inputs"][0], "input")
+            (bytes_elements if kind == "BYTES" else lambda i, t: fp_tensor(i, t, [-1, 1, 2, 2]))(r["inputs"][0], tail)
+            outcomes["ok"] += 1
+        except HTTPError as e:
+            assert 400 <= e.status < 500, e.message
+            outcomes["4xx"] += 1
+    assert outcomes["4xx"] > 300 and sum(outcomes.values()) == 500

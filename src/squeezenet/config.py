@@ -304,7 +304,8 @@ def run_config(run_dir: str | Path) -> dict:
     except FileNotFoundError:
         raise SqueezeNetError(f"'{run_dir}' has no config.json; is it a squeezenet run folder?") from None
     except (OSError, ValueError) as e:
-        raise SqueezeNetError(f"cannot read '{p}': {e}; pass the run's settings explicitly") from e
+        raise SqueezeNetError(f"cannot read '{p}': {e}; the run's settings are damaged: restore config.json from a "
+                              "backup, or start a new run with another --out") from e
     if not isinstance(d, dict):
         raise SqueezeNetError(f"'{p}' is not a settings table")
     names = {f.name for f in fields(TrainConfig)}
