@@ -23,9 +23,9 @@ def create(name: str, weights: str | None = None, **kwargs):
     """Any model name with its modifiers; ``weights``: torchvision's SqueezeNet file or URL."""
     model = _create_model(name, **kwargs)
     if weights:
-        from squeezenet.models import load_torchvision_weights
+        from squeezenet.formats.open import load_weights_into
 
-        load_torchvision_weights(model, weights)
+        load_weights_into(model, name, weights)
     return model
 
 

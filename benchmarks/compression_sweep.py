@@ -12,11 +12,11 @@ import argparse
 import json
 from pathlib import Path
 
-from squeezenet.compression.container import load_container
+from squeezenet.formats.sqz import load_container
 from squeezenet.compression.pipeline import compress
 from squeezenet.data import load_data
 from squeezenet.metrics import evaluate
-from squeezenet.checkpoint import load_checkpoint, model_from_checkpoint
+from squeezenet.formats.checkpoint import load_checkpoint, model_from_checkpoint
 from squeezenet.render import pyplot
 
 

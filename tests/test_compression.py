@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from squeezenet import SqueezeNetError, create_model
-from squeezenet.compression import container, encoding
+from squeezenet.formats import encoding
+from squeezenet.formats import sqz as container
 from squeezenet.compression.prune import apply_masks, compute_masks, density_plan, hold_masks, paper_density
 from squeezenet.compression.share import hold_sharing, kmeans_linear, refresh_centroids, share_weights
 

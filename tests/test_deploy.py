@@ -12,7 +12,7 @@ import onnx  # noqa: E402
 from squeezenet import SqueezeNetError, create_model  # noqa: E402
 from squeezenet.deploy.export import export_model_to_onnx, export_onnx  # noqa: E402
 from squeezenet.deploy.onnx_tools import convert_fp16  # noqa: E402
-from squeezenet.deploy.runtime import OnnxClassifier, open_session  # noqa: E402
+from squeezenet.formats.onnx import OnnxClassifier, open_session  # noqa: E402
 
 
 def _ort(path, x):

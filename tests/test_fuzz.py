@@ -17,7 +17,7 @@ from PIL import Image
 
 from helpers import TINY
 from squeezenet import SqueezeNetError
-from squeezenet.artifacts import load_model_file
+from squeezenet.formats.open import open_model
 
 SPEC = dict(name="fuzz", classes=[str(i) for i in range(10)], channels=1, input_size=28, mean=[0.3], std=[0.3])
 X = torch.linspace(-1, 1, 2 * 28 * 28).reshape(2, 1, 28, 28)
@@ -44,14 +44,14 @@ def mutate(data: bytes, rng) -> bytes:
 def _outcome(path) -> torch.Tensor | None:
     """Logits for X, or None after a SqueezeNetError; anything else propagates (fails)."""
     try:
-        return load_model_file(path).logits(X)
+        return open_model(path, need="any").logits(X)
     except SqueezeNetError:
         return None
 
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
-    from squeezenet.checkpoint import make_checkpoint
+    from squeezenet.formats.checkpoint import make_checkpoint
     from squeezenet.compression.pipeline import compress
     from squeezenet.files import atomic_save
     from squeezenet.factory import create_model
@@ -108,7 +108,7 @@ def _leaves(obj, path=()):
 
 
 def test_hand_edited_sqz_headers_with_recomputed_checksums(files):
-    from squeezenet.compression import container
+    from squeezenet.formats import sqz as container
 
     d, paths = files
     data = paths["sqz"].read_bytes()

@@ -7,7 +7,8 @@ import torch
 import torchvision
 
 from squeezenet import SqueezeNetError, create_model, list_models, profile
-from squeezenet.models.squeezenet import DesignSpace, Fire, load_torchvision_state_dict, load_torchvision_weights
+from squeezenet.formats.open import open_model
+from squeezenet.models.squeezenet import DesignSpace, Fire, load_torchvision_state_dict
 
 from reference import (COMPLEX_BYPASS_EXTRA, COMPLEX_BYPASS_TOTAL, SR_SWEEP, TABLE1, TABLE1_FIRES, TABLE1_TOTAL,
                        TV_V10_GMACS, TV_V10_PARAMS, TV_V11_GMACS, TV_V11_PARAMS)
@@ -123,7 +124,7 @@ def test_torchvision_loader_from_file(tmp_path):
     ref = torchvision.models.squeezenet1_1().eval()
     path = tmp_path / "squeezenet1_1-b8a52dc0.pth"
     torch.save(ref.state_dict(), path)
-    model = load_torchvision_weights(create_model("squeezenet1_1"), str(path)).eval()
+    model = open_model("squeezenet1_1", weights=str(path)).model
     x = torch.randn(1, 3, 96, 96)
     with torch.no_grad():
         assert (model(x) - ref(x)).abs().max().item() <= 1e-5
@@ -133,13 +134,13 @@ def test_torchvision_loader_rejects_wrong_version(tmp_path):
     path = tmp_path / "v11.pth"
     torch.save(torchvision.models.squeezenet1_1().state_dict(), path)
     with pytest.raises(SqueezeNetError, match="do not fit"):
-        load_torchvision_weights(create_model("squeezenet1_0"), str(path))
+        open_model("squeezenet1_0", weights=str(path))
     bad = tmp_path / "junk.pth"
     bad.write_bytes(b"not a checkpoint")
     with pytest.raises(SqueezeNetError, match="cannot read"):
-        load_torchvision_weights(create_model("squeezenet1_0"), str(bad))
+        open_model("squeezenet1_0", weights=str(bad))
     with pytest.raises(SqueezeNetError, match="not found"):
-        load_torchvision_weights(create_model("squeezenet1_0"), str(tmp_path / "missing.pth"))
+        open_model("squeezenet1_0", weights=str(tmp_path / "missing.pth"))
 
 
 def test_caffe_initialisation():

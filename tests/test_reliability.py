@@ -17,7 +17,7 @@ from PIL import Image
 
 from helpers import TINY, assert_one_line, make_image_folder, run_cli
 from squeezenet import SqueezeNetError
-from squeezenet.checkpoint import load_checkpoint, make_checkpoint, seal
+from squeezenet.formats.checkpoint import load_checkpoint, make_checkpoint, seal
 from squeezenet.files import RunLock, atomic_save
 from squeezenet.train import Trainer, TrainConfig
 
@@ -138,7 +138,7 @@ def test_decompression_bomb_is_one_line(tmp_path, tiny_run):
 def test_every_single_bit_flip_of_an_onnx_file_is_refused(tmp_path):
     pytest.importorskip("onnxruntime")
     from squeezenet.deploy.export import export_model_to_onnx
-    from squeezenet.deploy.runtime import OnnxClassifier
+    from squeezenet.formats.onnx import OnnxClassifier
     from squeezenet.factory import create_model
 
     path = export_model_to_onnx(create_model(TINY, num_classes=10, in_chans=1), tmp_path / "m.onnx", (1, 28, 28),
@@ -484,7 +484,7 @@ def _reseal_sqz(data: bytes, header: dict) -> bytes:
     (lambda h: h["data"].update(classes=[]), "field 'classes'"),
 ])
 def test_hand_edited_sqz_with_a_recomputed_checksum_is_one_line(edit, needle, tmp_path, tiny_run):
-    from squeezenet.compression import container
+    from squeezenet.formats import sqz as container
     from squeezenet.compression.pipeline import compress
 
     path = compress(checkpoint=str(tiny_run / "last.pt"), out=str(tmp_path / "m.sqz"), evaluate_data=False)["path"]
@@ -493,9 +493,9 @@ def test_hand_edited_sqz_with_a_recomputed_checksum_is_one_line(edit, needle, tm
     edit(header)
     (tmp_path / "e.sqz").write_bytes(_reseal_sqz(data, header))
     with pytest.raises(SqueezeNetError, match=needle):
-        from squeezenet.artifacts import load_model_file
+        from squeezenet.formats.open import open_model
 
-        load_model_file(tmp_path / "e.sqz")
+        open_model(tmp_path / "e.sqz")
 
 
 def test_version_zero_sqz_is_refused(tmp_path, tiny_run):
@@ -508,7 +508,7 @@ def test_version_zero_sqz_is_refused(tmp_path, tiny_run):
     struct.pack_into("<H", data, 4, 0)
     body = bytes(data[:-32])
     (tmp_path / "v0.sqz").write_bytes(body + hashlib.sha256(body).digest())
-    from squeezenet.compression.container import load_container
+    from squeezenet.formats.sqz import load_container
 
     with pytest.raises(SqueezeNetError, match="'version' is 0"):
         load_container(tmp_path / "v0.sqz")

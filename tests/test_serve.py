@@ -413,9 +413,9 @@ def test_sqz_to_onnx_without_torch_matches_the_torch_model(name, tmp_path):
     import torch
 
     from squeezenet import create_model
-    from squeezenet.compression.container import load_container
+    from squeezenet.formats.sqz import load_container
     from squeezenet.compression.pipeline import compress
-    from squeezenet.deploy.runtime import open_session
+    from squeezenet.formats.onnx import open_session
 
     torch.manual_seed(0)
     ckpt_dir = tmp_path
@@ -428,7 +428,7 @@ def test_sqz_to_onnx_without_torch_matches_the_torch_model(name, tmp_path):
             mod.running_var.uniform_(0.5, 2.0)
             mod.weight.data.uniform_(0.5, 1.5)
             mod.bias.data.uniform_(-0.2, 0.2)
-    from squeezenet.checkpoint import make_checkpoint
+    from squeezenet.formats.checkpoint import make_checkpoint
     from squeezenet.files import atomic_save
 
     size = 64 if "caffe" not in name else 96

@@ -115,7 +115,7 @@ def test_every_width_and_group_builds_and_runs(g, width):
 def test_onnx_export_matches_eager(tmp_path):
     pytest.importorskip("onnxruntime")
     from squeezenet.deploy.export import export_model_to_onnx
-    from squeezenet.deploy.runtime import open_session
+    from squeezenet.formats.onnx import open_session
 
     torch.manual_seed(0)
     m = create_model("shufflenet_v1_g3").eval()
@@ -134,7 +134,7 @@ def test_trains_through_the_uniform_interface(tmp_path, fmnist_dir):
                               out=str(tmp_path), epochs=1, batch_size=64, progress=False, precision="fp32",
                               lr=0.1)).run()
     assert res["epochs_done"] == 1 and res["final"]["test_top1"] >= 0
-    from squeezenet.artifacts import load_model_file
+    from squeezenet.formats.open import open_model
 
-    mf = load_model_file(tmp_path / "last.pt")
+    mf = open_model(tmp_path / "last.pt")
     assert mf.name == "shufflenet_v1_g3_w0.5" and mf.model.fc.out_features == 10

@@ -7,29 +7,57 @@ import pytest
 
 SRC = Path(__file__).parents[1] / "src" / "squeezenet"
 
-# Which modules a module may import from the package (the layers of README "Architecture").
-# Lower layers never import higher ones; models/ sees only the registry, errors and spec.
+# README "Architecture", lowest layer first: a module imports only from its own layer or
+# lower ones (lazy imports inside functions included). The README's table is checked
+# against this one, so the two cannot drift apart.
+LAYERS = [
+    ("leaves", ["errors.py", "registry.py", "spec.py", "imageio.py", "progress.py", "render.py", "files.py",
+                "archs.py"]),
+    ("sources", ["sources.py"]),
+    ("models", ["models/", "factory.py", "zoo.py", "peers.py", "profiler.py"]),
+    ("formats", ["formats/"]),
+    ("data & state", ["config.py", "data.py", "ema.py", "metrics.py"]),
+    ("jobs", ["train.py", "report.py", "evaluate.py", "imagenet.py", "names.py", "deploy/", "serve/", "compression/",
+              "compare.py", "sweep.py"]),
+    ("interface", ["cli.py", "__main__.py", "__init__.py"]),
+]
+
+# Further rules inside the layers.
 FORBIDDEN = {
     "registry.py": {"*"},  # a leaf
     "errors.py": {"*"},
     "spec.py": {"errors"},
     "imageio.py": {"errors"},
-    "models/": {"factory", "train", "deploy", "cli", "data", "evaluate", "compression", "artifacts", "checkpoint",
-                "config", "report", "compare", "sweep", "zoo"},
-    "formats/": {"compression", "deploy", "train", "cli", "torch", "data", "models", "serve"},
-    "serve/": {"train", "cli", "data", "checkpoint", "models", "factory", "torch", "compression"},
-    "sources.py": {"torch", "data", "train", "deploy", "cli", "models"},
-    "deploy/onnx_tools.py": {"train", "cli", "data", "checkpoint", "models", "factory", "torch"},
-    "deploy/onnx_eval.py": {"train", "cli", "data", "checkpoint", "models", "factory", "torch"},
-    "deploy/runtime.py": {"train", "cli", "data", "checkpoint", "models", "factory", "torch"},  # torch-free
-    "deploy/sqz_onnx.py": {"train", "cli", "data", "checkpoint", "models", "factory", "torch"},  # torch-free
-    "archs.py": {"torch", "models", "factory", "train", "data", "deploy", "cli"},  # architecture as data
-    "factory.py": {"train", "deploy", "cli", "data", "evaluate", "compression"},
-    "config.py": {"train", "deploy", "cli", "models", "data"},
-    "data.py": {"train", "deploy", "cli", "models", "evaluate", "compression"},
-    "checkpoint.py": {"train", "deploy", "cli", "data", "evaluate", "compression"},
-    "train.py": {"cli", "deploy", "compression", "evaluate"},
+    "models/": {"factory", "train", "deploy", "cli", "data", "evaluate", "compression", "formats", "config", "report",
+                "compare", "sweep", "zoo"},
+    "formats/": {"compression", "deploy", "train", "cli", "data", "serve"},
+    "formats/sniff.py": {"torch"},
+    "formats/onnx.py": {"torch"},
+    "sources.py": {"torch"},
+    "deploy/onnx_tools.py": {"torch"},
+    "deploy/onnx_eval.py": {"torch"},
+    "deploy/sqz_onnx.py": {"torch"},
+    "serve/protocol.py": {"torch"},
+    "serve/batching.py": {"torch"},
+    "archs.py": {"torch", "models", "factory"},  # architecture as data
 }
+
+
+def _layer_of(rel: str) -> int:
+    for i, (_, members) in enumerate(LAYERS):
+        for m in members:
+            if rel == m or (m.endswith("/") and rel.startswith(m)):
+                return i
+    raise AssertionError(f"{rel} is in no layer of README 'Architecture'")
+
+
+def _module_file(name: str) -> str | None:
+    """The layer-table entry for a first-level package name ('formats' -> 'formats/')."""
+    if (SRC / name).is_dir():
+        return name + "/"
+    if (SRC / f"{name}.py").is_file():
+        return f"{name}.py"
+    return None
 
 
 def _imports(path: Path) -> set[str]:
@@ -64,10 +92,34 @@ def test_import_direction(where):
         assert not bad, f"{f.relative_to(SRC)} imports {sorted(bad)}"
 
 
+def test_no_module_imports_from_a_higher_layer():
+    """Every import, lazy ones included, points to the same layer or a lower one; so there
+    is no package loop across layers either (compression <-> formats <-> deploy, say)."""
+    upward = []
+    for f in sorted(SRC.rglob("*.py")):
+        rel = str(f.relative_to(SRC))
+        mine = _layer_of(rel)
+        for name in _imports(f) - {"__future__", "torch"}:
+            target = _module_file(name)
+            if target and target != rel and _layer_of(target) > mine:
+                upward.append(f"{rel} ({LAYERS[mine][0]}) -> {target} ({LAYERS[_layer_of(target)][0]})")
+    assert not upward, upward
+
+
+def test_readme_architecture_table_is_the_layer_table():
+    readme = (SRC.parents[1] / "README.md").read_text()
+    table = readme[readme.index("## Architecture"):].split("\n\n")[2]
+    rows = [r.split("|")[1:3] for r in table.splitlines()[2:]]
+    got = [(layer.strip(), sorted(m.strip("` ").split(" ")[0] for m in mods.split(",")))
+           for layer, mods in rows]
+    assert got == [(name, sorted(m.rstrip("/") + ("/" if m.endswith("/") else "") for m in members))
+                   for name, members in LAYERS]
+
+
 TORCH_FREE = ["squeezenet.cli", "squeezenet.config", "squeezenet.serve", "squeezenet.serve.app",
               "squeezenet.formats.sniff", "squeezenet.sources", "squeezenet.imageio", "squeezenet.evaluate",
-              "squeezenet.deploy.runtime", "squeezenet.deploy.onnx_tools", "squeezenet.deploy.onnx_eval",
-              "squeezenet.deploy.sqz_onnx", "squeezenet.compression.container"]
+              "squeezenet.formats.onnx", "squeezenet.formats.open", "squeezenet.deploy.onnx_tools", "squeezenet.deploy.onnx_eval",
+              "squeezenet.deploy.sqz_onnx", "squeezenet.formats.sqz"]
 
 
 def test_the_torch_free_modules_import_without_torch():

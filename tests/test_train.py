@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from squeezenet import SqueezeNetError, create_model
-from squeezenet.checkpoint import load_checkpoint, make_checkpoint, model_from_checkpoint
+from squeezenet.formats.checkpoint import load_checkpoint, make_checkpoint, model_from_checkpoint
 from squeezenet.files import atomic_save
 from squeezenet.metrics import accuracy, topk_correct
 from squeezenet.train import TrainConfig, Trainer, lr_at
@@ -127,7 +127,7 @@ def test_atomic_save_survives_interrupted_write(tmp_path, monkeypatch):
     path = tmp_path / "last.pt"
     m = create_model(TINY, num_classes=10)
     atomic_save(make_checkpoint(m, TINY), path)
-    import squeezenet.checkpoint as ck
+    import squeezenet.formats.checkpoint as ck
 
     real_save = torch.save
 
@@ -168,7 +168,7 @@ def test_wrong_checkpoint_errors(tmp_path, fmnist_dir):
         evaluate_checkpoint(str(p), "fashion-mnist", str(fmnist_dir), download=False, map_by_index=True)
     ck = make_checkpoint(create_model(TINY, num_classes=10, in_chans=1), TINY)
     ck["model_name"] = "squeezenet1_0"  # weights of one architecture labelled as another
-    from squeezenet.checkpoint import seal
+    from squeezenet.formats.checkpoint import seal
 
     atomic_save(seal(ck), p)
     with pytest.raises(SqueezeNetError, match="'squeezenet1_0' expects"):

@@ -14,7 +14,7 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from squeezenet.checkpoint import load_checkpoint, model_from_checkpoint
+from squeezenet.formats.checkpoint import load_checkpoint, model_from_checkpoint
 from squeezenet.data import load_data
 from squeezenet.deploy.export import export_model_to_onnx
 from squeezenet.deploy.onnx_tools import quantize_onnx_int8

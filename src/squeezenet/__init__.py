@@ -1,7 +1,7 @@
 """squeezenet: SqueezeNet (Iandola et al., arXiv:1602.07360) and its whole life:
 models, profiling, training, compression, deployment and comparison.
 
-Heavy imports are lazy, so ``squeezenet.deploy.runtime`` can serve an exported
+Heavy imports are lazy, so ``squeezenet.formats.onnx`` can serve an exported
 .onnx file on a machine without PyTorch.
 """
 

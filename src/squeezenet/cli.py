@@ -27,6 +27,9 @@ EPILOG = """examples:
 Run `squeezenet COMMAND --help` for the flags of each command."""
 
 
+MODEL_REF = "a model: a name (tv:NAME, timm:NAME too), a .pt/.sqz/.onnx file or a run folder"
+
+
 class OneLineParser(argparse.ArgumentParser):
     """argparse, but a bad flag is one line (``error: ...``) and exit code 2."""
 
@@ -148,7 +151,7 @@ def add_summary_parser(sub):
                                    "linear) with totals and fp32/fp16/int8 sizes. Works for our models and "
                                    "torchvision/timm names (tv:NAME, timm:NAME), at the model's native resolution "
                                    "(torchvision: its weights' crop size). No weights are allocated.")
-    p.add_argument("model")
+    p.add_argument("model", help=MODEL_REF)
     p.add_argument("--input-size", type=image_size, help="square input size in px (default: the model's native size)")
     p.add_argument("--in-chans", type=channels, help="input channels (default 3)")
     p.add_argument("--num-classes", type=positive_int, help="classes (default 1000)")
@@ -160,12 +163,12 @@ def add_summary_parser(sub):
 
 
 def _cmd_summary(a):
+    from .formats.open import open_model
     from .profiler import profile
-    from .zoo import build_any
 
-    built = build_any(a.model, num_classes=a.num_classes, in_chans=a.in_chans, meta=True)
-    size = a.input_size or built.input_size
-    print(profile(built.model, (a.in_chans or built.in_chans, size, size), a.model, extra=a.count).format(a.format))
+    m = open_model(a.model, num_classes=a.num_classes, in_chans=a.in_chans, meta=True, command="summary")
+    size = a.input_size or m.input_size
+    print(profile(m.model, (m.in_chans, size, size), m.name, extra=a.count).format(a.format))
 
 
 # ------------------------------------------------------------------ train
@@ -323,8 +326,8 @@ def add_export_parser(sub):
     p = sub.add_parser("export", help="export to ONNX",
                        description="Export a model or checkpoint to ONNX with its data spec and an integrity "
                                    "digest, check it with onnx.checker and compare ONNX Runtime with eager PyTorch.")
-    p.add_argument("model", nargs="?")
-    p.add_argument("--checkpoint", "-c")
+    p.add_argument("model", nargs="?", help=MODEL_REF)
+    p.add_argument("--checkpoint", "-c", help="the same as the positional model (kept for scripts)")
     p.add_argument("--format", choices=["onnx"], default="onnx")
     p.add_argument("--opset", type=opset, default=DEFAULT_OPSET, help="ONNX opset (default: %(default)s)")
     p.add_argument("--dynamic-batch", action="store_true")
@@ -375,8 +378,8 @@ def add_bench_parser(sub):
                        description="Benchmark backends (eager, channels_last, compile, ort, ort-int8, ort-fp16) "
                                    "per batch size: median/p90 latency, throughput, GFLOP/s, fraction of a "
                                    "same-run fp32 GEMM peak, and speed-up over eager fp32. Writes CSV and PNG.")
-    p.add_argument("model", nargs="?")
-    p.add_argument("--checkpoint", "-c")
+    p.add_argument("model", nargs="?", help=MODEL_REF)
+    p.add_argument("--checkpoint", "-c", help="the same as the positional model (kept for scripts)")
     p.add_argument("--backends", type=_str_list, default=["eager", "channels_last", "ort", "ort-int8"])
     p.add_argument("--batch-sizes", type=_int_list, default=[1, 8, 32])
     p.add_argument("--input-size", type=image_size)
@@ -403,9 +406,10 @@ def add_compress_parser(sub):
                        description="Prune (paper per-layer density or a global density), k-means weight sharing, "
                                    "optional fine-tuning, then relative-index + Huffman encoding into a .sqz "
                                    "container, with a per-layer report.")
-    p.add_argument("--model", help="model name (initialised weights) or use --checkpoint")
-    p.add_argument("--checkpoint", "-c")
-    p.add_argument("--weights", help="torchvision ImageNet checkpoint file for --model")
+    p.add_argument("--model", help=MODEL_REF + " (a name starts from initialised weights or --weights)")
+    p.add_argument("--checkpoint", "-c", help="the same as --model (kept for scripts)")
+    p.add_argument("--weights", help="ImageNet weights for a model name: torchvision's SqueezeNet file or the model's "
+                                     "own state dict (a file or URL)")
     p.add_argument("--sparsity", default="paper", help="'paper' (Table 1 per-layer density) or a density in (0, 1]")
     p.add_argument("--bits", type=int, default=6)
     p.add_argument("--finetune-epochs", type=non_negative_float, default=0.0)
@@ -420,9 +424,12 @@ def add_compress_parser(sub):
 def _cmd_compress(a):
     from .compression.pipeline import compress
 
-    r = compress(model_name=a.model, checkpoint=a.checkpoint, weights=a.weights, sparsity=a.sparsity, bits=a.bits,
-                 finetune_epochs=a.finetune_epochs, data=a.data, data_dir=a.data_dir, download=a.download,
-                 out=a.out, lr=a.lr, batch_size=a.batch_size, map_by_index=a.map_by_index, verify=a.verify)
+    from .compression.pipeline import CompressSettings, DataRef
+
+    r = compress(model_name=a.model, checkpoint=a.checkpoint, weights=a.weights, out=a.out, verify=a.verify,
+                 data=DataRef(a.data, a.data_dir, a.download),
+                 settings=CompressSettings(a.sparsity, a.bits, a.finetune_epochs, a.lr, a.batch_size,
+                                           map_by_index=a.map_by_index))
     print(r["table"])
     print(f"wrote {r['path']} ({r['file_bytes']:,} bytes, {r['ratio_fp32']:.1f}x smaller than fp32, "
           f"{r['ratio_alexnet']:.0f}x smaller than AlexNet's 240 MB); report: {r['report']}")

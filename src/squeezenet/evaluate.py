@@ -61,11 +61,11 @@ def evaluate_checkpoint(checkpoint: str, data: str | None = None, data_dir: str 
 
 
 def _evaluate_with_torch(checkpoint, data, data_dir, download, batch_size, tta, map_by_index, verify):
-    from .artifacts import load_model_file
+    from .formats.open import open_model
     from .data import load_data_for
     from .metrics import evaluate
 
-    mf = load_model_file(checkpoint, verify)
+    mf = open_model(checkpoint, need="any", verify=verify, command="eval")
     for n in mf.notes:
         print(f"note: {n}", file=sys.stderr)
     splits = load_data_for(mf.need_spec(), data, data_dir, download, map_by_index, where=f"'{checkpoint}'")
@@ -85,9 +85,9 @@ def preprocess_images(images, spec):
 
 def load_predictor(path: str, verify: bool = True):
     """(logits_fn, DataSpec) for a .pt checkpoint, a .sqz container or an .onnx file."""
-    from .artifacts import load_model_file
+    from .formats.open import open_model
 
-    mf = load_model_file(path, verify)
+    mf = open_model(path, need="any", verify=verify, command="predict")
     for n in mf.notes:
         print(f"note: {n}", file=sys.stderr)
     return mf.logits, mf.need_spec()

@@ -135,31 +135,3 @@ class RunLock:
             os.close(self.fd)
             self.fd = None
         return False
-
-
-def read_state_dict(weights: str) -> dict:
-    """A state dict from a file or an http(s) URL (torch.hub's cache), loaded with
-    ``weights_only=True``; the common wrappers (``state_dict``, ``model``, EMA) are unwrapped."""
-    import torch
-
-    if weights.startswith(("http://", "https://")):
-        try:
-            sd = torch.hub.load_state_dict_from_url(weights, map_location="cpu", weights_only=True)
-        except Exception as e:  # network errors come in many types
-            raise SqueezeNetError(f"could not download '{weights}': {str(e).splitlines()[0][:100]}; download it "
-                                  "elsewhere and pass the file") from e
-    else:
-        if not os.path.isfile(weights):
-            raise SqueezeNetError(f"weights file not found: '{weights}'")
-        try:
-            sd = torch.load(weights, map_location="cpu", weights_only=True)
-        except Exception as e:  # torch raises many types for damaged files
-            raise SqueezeNetError(f"cannot read weights '{weights}': corrupt or not a torch file "
-                                  f"({type(e).__name__})") from e
-    for key in ("state_dict_ema", "state_dict", "model"):
-        if isinstance(sd, dict) and isinstance(sd.get(key), dict):
-            sd = sd[key]
-            break
-    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
-        raise SqueezeNetError(f"'{weights}' is not a state dict of named tensors")
-    return sd

@@ -28,7 +28,6 @@ from pathlib import Path
 import torch
 
 from .errors import SqueezeNetError
-from .files import read_state_dict
 
 CAFFE_MEAN_BGR = (104.0, 117.0, 123.0)  # forresti/SqueezeNet train_val.prototxt
 PREPROCESS = ("auto", "torchvision", "timm", "caffe", "imagenet")
@@ -86,27 +85,9 @@ def eval_transform(name: str, model, preprocess: str = "auto"):
 
 def build_with_weights(name: str, weights: str | None):
     """(model, label): ``name`` built (ours, tv:, timm:) and, with ``weights``, loaded."""
-    from .zoo import build_any
+    from .formats.open import open_model
 
-    model = build_any(name).model
-    if weights:
-        load_weights_into(model, name, weights)
-    return model.eval(), name
-
-
-def load_weights_into(model, name: str, weights: str) -> None:
-    """Load an ImageNet state dict (file or URL) into ``model``: torchvision's SqueezeNet
-    layout into ours, anything else key for key; shapes and finiteness checked."""
-    from .checkpoint import check_finite, load_state_dict_checked
-
-    sd = read_state_dict(weights)
-    if getattr(model, "default_cfg", {}).get("family") == "squeezenet" and "features.0.weight" in sd:
-        from .models.squeezenet import load_torchvision_state_dict
-
-        load_torchvision_state_dict(model, sd)  # torchvision's SqueezeNet files
-    else:
-        load_state_dict_checked(model, sd, name, f"'{weights}'")
-    check_finite(model.state_dict(), f"'{weights}'")
+    return open_model(name, weights=weights, command="eval").model.eval(), name
 
 
 def scan_imagenet(root, num_classes: int) -> tuple[list[tuple[str, int]], list[str]]:

@@ -29,7 +29,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from .checkpoint import check_resume, check_resume_data, load_checkpoint, make_checkpoint
+from .formats.checkpoint import check_resume, check_resume_data, load_checkpoint, make_checkpoint
 from .config import DEFAULT_MODEL, RECIPES, TrainConfig, resume_must_match  # noqa: F401  (re-exported)
 from .data import TensorDataset, load_data, loader_batches, tensor_batches
 from .ema import ModelEma
@@ -442,11 +442,13 @@ class Trainer:
 
 
 def _init_from_weights(model, path: str, num_classes: int):
-    from .models.squeezenet import load_torchvision_weights
+    """ImageNet weights (torchvision's SqueezeNet file or the model's own layout) into the
+    1000-class model, then a fresh classifier for the data's classes."""
+    from .formats.open import load_weights_into
 
     if model.num_classes != 1000:
         model.reset_classifier(1000)
-    load_torchvision_weights(model, path)
+    load_weights_into(model, "the model", path)
     if num_classes != 1000:
         model.reset_classifier(num_classes)
     return model

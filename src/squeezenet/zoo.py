@@ -16,18 +16,23 @@ class Built(NamedTuple):
     model: torch.nn.Module
     in_chans: int
     input_size: int  # native square resolution in px
+    library: str  # "ours", "tv" or "timm"
 
 
-def build_any(name: str, num_classes: int | None = None, in_chans: int | None = None, meta: bool = False) -> Built:
+def build_any(name: str, num_classes: int | None = None, in_chans: int | None = None, meta: bool = False,
+              **options) -> Built:
     """The model called ``name`` with random weights (no hub), in eval mode, and its
     native resolution (torchvision: its default weights' crop size; timm: its
     pretrained config; ours: the name's ``_<N>`` or 224). torchvision models are built
     with their default weights' configuration (classes, image size), never downloaded.
 
     ``meta=True`` puts every weight on the meta device: shapes and counts without
-    allocating anything (``summary``/``explain`` of any size answer at once)."""
+    allocating anything (``summary``/``explain`` of any size answer at once).
+    ``options`` go to our own builders (dropout, head_relu, ...); other libraries'
+    models take none. Model files and run folders are opened by
+    :func:`squeezenet.formats.open.open_model`, which calls this for names."""
     with meta_weights() if meta else contextlib.nullcontext():
-        return _build(name, num_classes, in_chans)
+        return _build(name, num_classes, in_chans, options)
 
 
 @contextlib.contextmanager
@@ -99,10 +104,12 @@ def tv_default_weights(name: str):
         return None
 
 
-def _build(name, num_classes, in_chans) -> Built:
+def _build(name, num_classes, in_chans, options) -> Built:
     kw = {}
     if num_classes:
         kw["num_classes"] = num_classes
+    if options and (name.startswith(("tv:", "timm:")) or (not is_model(name) and _is_tv(name))):
+        raise SqueezeNetError(f"model options ({', '.join(sorted(options))}) apply to our models only, not '{name}'")
     if name.startswith("timm:"):
         from .errors import require
 
@@ -112,7 +119,7 @@ def _build(name, num_classes, in_chans) -> Built:
         except RuntimeError as e:
             raise SqueezeNetError(f"unknown timm model '{name[5:]}' ({e})") from e
         size = m.pretrained_cfg.get("input_size", (3, 224, 224))[1] if hasattr(m, "pretrained_cfg") else 224
-        return Built(m.eval(), in_chans or 3, size)
+        return Built(m.eval(), in_chans or 3, size, "timm")
     if name.startswith("tv:") or (not is_model(name) and _is_tv(name)):
         import torchvision
 
@@ -129,12 +136,12 @@ def _build(name, num_classes, in_chans) -> Built:
                 m = torchvision.models.get_model(tv, weights=None, **kw)
         except ValueError as e:
             raise SqueezeNetError(f"unknown torchvision model '{tv}'") from e
-        return Built(m.eval(), 3, w.transforms().crop_size[0] if w is not None else 224)
-    kw_ours = dict(kw)
+        return Built(m.eval(), 3, w.transforms().crop_size[0] if w is not None else 224, "tv")
+    kw_ours = {**kw, **options}
     if in_chans:
         kw_ours["in_chans"] = in_chans
     m = create_model(name, **kw_ours)
-    return Built(m.eval(), m.default_cfg["input_size"][0], m.default_cfg["input_size"][1])
+    return Built(m.eval(), m.default_cfg["input_size"][0], m.default_cfg["input_size"][1], "ours")
 
 
 def _is_tv(name: str) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -10,7 +11,7 @@ import torch
 from ..errors import SqueezeNetError
 from ..render import markdown_table
 from ..files import atomic_write_bytes, atomic_write_text, ensure_writable_file
-from . import container
+from ..formats import sqz
 from .prune import apply_masks, compute_masks, density_plan, hold_masks
 from .share import hold_sharing, refresh_centroids, share_weights
 
@@ -44,111 +45,160 @@ def _finetune(model, model_name, data, data_dir, download, epochs: float, lr: fl
     return model, tr.best_top1, tr.history[-1]["test_top1"] if tr.history else None
 
 
+@dataclass
+class DataRef:
+    """Where evaluation and fine-tuning data come from (the trio every command takes)."""
+
+    data: str | None = None
+    data_dir: str | None = None
+    download: bool = True
+
+
+@dataclass
+class CompressSettings:
+    sparsity: str | float = "paper"
+    bits: int = 6
+    finetune_epochs: float = 0.0
+    lr: float = 0.01
+    batch_size: int = 256
+    seed: int = 0
+    evaluate_data: bool = True
+    map_by_index: bool = False
+
+    def check(self) -> None:
+        if not 1 <= self.bits <= 8:
+            raise SqueezeNetError(f"--bits must be between 1 and 8 (the paper uses 6 or 8), got {self.bits}")
+        if self.finetune_epochs < 0 or self.lr <= 0 or self.batch_size < 1:
+            raise SqueezeNetError("--finetune-epochs must be >= 0, --lr > 0 and --batch-size >= 1")
+
+
 def compress(model_name: str | None = None, checkpoint: str | None = None, weights: str | None = None,
-             sparsity="paper", bits: int = 6, finetune_epochs: float = 0.0, data: str | None = None,
-             data_dir: str | None = None, download: bool = True, out: str | None = None, lr: float = 0.01,
-             batch_size: int = 256, seed: int = 0, evaluate_data: bool = True, map_by_index: bool = False,
-             verify: bool = True) -> dict:
-    """Deep Compression of a model or checkpoint into a .sqz container plus a report."""
+             out: str | None = None, data: DataRef | None = None, settings: CompressSettings | None = None,
+             verify: bool = True, **kw) -> dict:
+    """Deep Compression of any model reference (a name, with optional ImageNet ``weights``;
+    a .pt/.sqz file or a run folder; see :func:`formats.open.open_model`) into a .sqz
+    container plus a report. ``kw`` may give any :class:`CompressSettings` or
+    :class:`DataRef` field directly (``bits=6, data="fashion-mnist"``)."""
+    settings = settings or CompressSettings(**{k: kw.pop(k) for k in list(kw) if k in CompressSettings.__annotations__})
+    data = data or DataRef(**{k: kw.pop(k) for k in list(kw) if k in DataRef.__annotations__})
+    if kw:
+        raise TypeError(f"unexpected option(s): {', '.join(sorted(kw))}")
     if bool(model_name) == bool(checkpoint):
-        raise SqueezeNetError("give --model NAME or --checkpoint FILE (exactly one)")
-    if not 1 <= bits <= 8:
-        raise SqueezeNetError(f"--bits must be between 1 and 8 (the paper uses 6 or 8), got {bits}")
-    if finetune_epochs < 0 or lr <= 0 or batch_size < 1:
-        raise SqueezeNetError("--finetune-epochs must be >= 0, --lr > 0 and --batch-size >= 1")
-    torch.manual_seed(seed)
-    spec = None
-    if checkpoint:
-        from ..artifacts import load_model_file
-
-        mf = load_model_file(checkpoint, verify, need_torch=True, command="compress")
-        model, model_name, spec = mf.model, mf.name, mf.spec
-        if spec is not None and spec.name.startswith("folder:") and not data and (finetune_epochs > 0 or evaluate_data):
-            raise SqueezeNetError(f"'{checkpoint}' was trained on image folder '{spec.name[7:]}'; pass that folder "
-                                  "with --data PATH (it is needed for evaluation and fine-tuning)")
-        data = data or (spec.name if spec else None)
-        source = f"checkpoint {checkpoint}"
-    else:
-        from ..factory import create_model, is_model
-
-        if not is_model(model_name):
-            raise SqueezeNetError(f"compress --model takes one of our model names (see `squeezenet list`), got "
-                                  f"'{model_name}'; to compress another library's model, train or convert it to a "
-                                  "squeezenet checkpoint first")
-        model = create_model(model_name)
-        source = f"initialised weights (seed {seed})"
-        if weights:
-            from ..imagenet import load_weights_into
-
-            load_weights_into(model, model_name, weights)  # torchvision SqueezeNet files, or our own layout
-            source = f"torchvision-layout ImageNet weights {weights}"
-    if finetune_epochs > 0 and not data:
-        raise SqueezeNetError("fine-tuning needs --data (a dataset name or ImageFolder path)")
-    model = model.eval().float()
-    path = ensure_writable_file(Path(out) if out else Path(f"{model_name}_{sparsity}_{bits}bit.sqz"))
-    work = path.with_suffix("")
-    work = work.parent / (work.name + "_work")
-    acc = {}
-    splits = None
-
-    def eval_now(tag):
-        nonlocal splits
-        if data and evaluate_data:
-            from ..data import load_data, load_data_for
-            from ..metrics import evaluate
-
-            if splits is None:
-                splits = (load_data_for(spec, data, data_dir, download, map_by_index, where=f"'{checkpoint}'")
-                          if spec is not None else load_data(data, data_dir, download=download))
-            acc[tag] = evaluate(model, splits.test, splits.spec)["top1"]
-
-    eval_now("original")
-    plan = density_plan(model, sparsity)
-    masks = compute_masks(model, plan)
-    apply_masks(model, masks)
-    eval_now("pruned")
-    if finetune_epochs > 0:
-        model, _, _ = _finetune(model, model_name, data, data_dir, download, finetune_epochs, lr, batch_size, work,
-                                lambda m: hold_masks(m, masks), lambda m: apply_masks(m, masks), "prune_finetune",
-                                spec.input_size if spec else None)
-        apply_masks(model, masks)
-        model.eval()
-        eval_now("pruned_finetuned")
-    shared = share_weights(model, masks, bits)
-    eval_now("shared")
-    if finetune_epochs > 0:
-        model, _, _ = _finetune(model, model_name, data, data_dir, download, finetune_epochs, lr / 10, batch_size,
-                                work, lambda m: hold_sharing(m, shared), lambda m: None, "centroid_finetune",
-                                spec.input_size if spec else None)
-        model.eval()
-        refresh_centroids(model, shared)
-        eval_now("shared_finetuned")
-    blob, rows = container.encode_model(model, shared, model_name, dict(model.model_kwargs),
-                                        spec.to_dict() if spec is not None else None,
-                                        {"bits": bits, "sparsity": str(sparsity), "source": source})
+        raise SqueezeNetError("give --model (a name, a model file or a run folder) or --checkpoint (exactly one)")
+    settings.check()
+    ref = model_name or checkpoint
+    torch.manual_seed(settings.seed)
+    opened, data, source = _open_source(ref, weights, verify, data, settings)
+    model = opened.model.eval().float()
+    path = ensure_writable_file(Path(out) if out else Path(f"{opened.name.replace(':', '_')}_{settings.sparsity}_"
+                                                             f"{settings.bits}bit.sqz"))
+    evaluator = _Evaluator(opened.spec, data, settings, ref)
+    model, masks, shared = _prune_and_share(model, opened, data, settings, evaluator, _work_dir(path))
+    blob, rows = sqz.encode_model(model, shared, opened.name, dict(getattr(model, "model_kwargs", {})),
+                                  opened.spec.to_dict() if opened.spec is not None else None,
+                                  {"bits": settings.bits, "sparsity": str(settings.sparsity), "source": source})
     atomic_write_bytes(path, blob)
-    # Lossless check: the decoded model must equal the shared-weight model exactly.
-    decoded, _ = container.load_container(path)
-    ref_sd, dec_sd = model.state_dict(), decoded.state_dict()
-    lossless = all(torch.equal(ref_sd[k].float(), dec_sd[k].float()) for k in ref_sd)
-    if not lossless:
-        raise SqueezeNetError("internal error: decoded container differs from the encoded model")
-    params = sum(p.numel() for p in model.parameters())
-    kept = sum(int(m.sum()) for m in masks.values()) + sum(
-        p.numel() for n, p in model.named_parameters() if n.rsplit(".", 1)[0] not in masks or not n.endswith("weight"))
-    file_bytes = len(blob)
-    before = sum(r["bytes_before_huffman"] for r in rows)
-    after = sum(r["bytes_after_huffman"] for r in rows)
-    res = {"path": str(path), "model": model_name, "source": source, "bits": bits, "sparsity": str(sparsity),
-           "params": params, "params_kept": kept, "density": kept / params, "file_bytes": file_bytes,
-           "payload_bytes_before_huffman": before, "payload_bytes_after_huffman": after,
-           "fp32_bytes": 4 * params, "ratio_fp32": 4 * params / file_bytes, "ratio_alexnet": ALEXNET_BYTES / file_bytes,
-           "accuracy": acc, "layers": rows, "lossless": lossless}
-    res["table"] = _table(res)
+    lossless = _decodes_exactly(path, model)
+    res = _result(path, opened.name, source, settings, model, masks, blob, rows, evaluator.acc, lossless)
     report = path.with_suffix(".md")
     atomic_write_text(report, _report_md(res))
     atomic_write_text(path.with_suffix(".json"), json.dumps({k: v for k, v in res.items() if k != "table"}, indent=2))
     res["report"] = str(report)
+    return res
+
+
+def _work_dir(path: Path) -> Path:
+    return path.parent / (path.with_suffix("").name + "_work")
+
+
+def _open_source(ref, weights, verify, data: DataRef, settings: CompressSettings):
+    """(opened model, the data to use, a line saying where the weights came from)."""
+    from ..formats.open import open_model
+
+    opened = open_model(ref, weights=weights, verify=verify, command="compress")
+    spec = opened.spec
+    needs_data = settings.finetune_epochs > 0 or settings.evaluate_data
+    if spec is not None and spec.name.startswith("folder:") and not data.data and needs_data:
+        raise SqueezeNetError(f"'{ref}' was trained on image folder '{spec.name[7:]}'; pass that folder "
+                              "with --data PATH (it is needed for evaluation and fine-tuning)")
+    if spec is not None and not data.data:
+        data = DataRef(spec.name, data.data_dir, data.download)
+    if settings.finetune_epochs > 0 and not data.data:
+        raise SqueezeNetError("fine-tuning needs --data (a dataset name or ImageFolder path)")
+    if opened.path:
+        source = f"checkpoint {ref}"
+    else:
+        source = f"ImageNet {opened.notes[0]}" if weights else f"initialised weights (seed {settings.seed})"
+    return opened, data, source
+
+
+class _Evaluator:
+    """Top-1 after each stage, on the data the model was trained on (loaded once)."""
+
+    def __init__(self, spec, data: DataRef, settings: CompressSettings, ref):
+        self.spec, self.data, self.settings, self.ref = spec, data, settings, ref
+        self.splits, self.acc = None, {}
+
+    def __call__(self, model, tag: str) -> None:
+        if not (self.data.data and self.settings.evaluate_data):
+            return
+        from ..data import load_data, load_data_for
+        from ..metrics import evaluate
+
+        d = self.data
+        if self.splits is None:
+            self.splits = (load_data_for(self.spec, d.data, d.data_dir, d.download, self.settings.map_by_index,
+                                         where=f"'{self.ref}'")
+                           if self.spec is not None else load_data(d.data, d.data_dir, download=d.download))
+        self.acc[tag] = evaluate(model, self.splits.test, self.splits.spec)["top1"]
+
+
+def _prune_and_share(model, opened, data: DataRef, s: CompressSettings, evaluate, work: Path):
+    """Prune -> (fine-tune) -> share -> (fine-tune the centroids); top-1 after each stage."""
+    size = opened.spec.input_size if opened.spec else None
+    evaluate(model, "original")
+    masks = compute_masks(model, density_plan(model, s.sparsity))
+    apply_masks(model, masks)
+    evaluate(model, "pruned")
+    if s.finetune_epochs > 0:
+        model, _, _ = _finetune(model, opened.name, data.data, data.data_dir, data.download, s.finetune_epochs, s.lr,
+                                s.batch_size, work, lambda m: hold_masks(m, masks), lambda m: apply_masks(m, masks),
+                                "prune_finetune", size)
+        apply_masks(model, masks)
+        evaluate(model.eval(), "pruned_finetuned")
+    shared = share_weights(model, masks, s.bits)
+    evaluate(model, "shared")
+    if s.finetune_epochs > 0:
+        model, _, _ = _finetune(model, opened.name, data.data, data.data_dir, data.download, s.finetune_epochs,
+                                s.lr / 10, s.batch_size, work, lambda m: hold_sharing(m, shared), lambda m: None,
+                                "centroid_finetune", size)
+        model.eval()
+        refresh_centroids(model, shared)
+        evaluate(model, "shared_finetuned")
+    return model, masks, shared
+
+
+def _decodes_exactly(path: Path, model) -> bool:
+    """The lossless check: the decoded container equals the shared-weight model exactly."""
+    decoded, _ = sqz.load_container(path)
+    ref_sd, dec_sd = model.state_dict(), decoded.state_dict()
+    if not all(torch.equal(ref_sd[k].float(), dec_sd[k].float()) for k in ref_sd):
+        raise SqueezeNetError("internal error: decoded container differs from the encoded model")
+    return True
+
+
+def _result(path, name, source, s: CompressSettings, model, masks, blob, rows, acc, lossless) -> dict:
+    params = sum(p.numel() for p in model.parameters())
+    kept = sum(int(m.sum()) for m in masks.values()) + sum(
+        p.numel() for n, p in model.named_parameters() if n.rsplit(".", 1)[0] not in masks or not n.endswith("weight"))
+    file_bytes = len(blob)
+    res = {"path": str(path), "model": name, "source": source, "bits": s.bits, "sparsity": str(s.sparsity),
+           "params": params, "params_kept": kept, "density": kept / params, "file_bytes": file_bytes,
+           "payload_bytes_before_huffman": sum(r["bytes_before_huffman"] for r in rows),
+           "payload_bytes_after_huffman": sum(r["bytes_after_huffman"] for r in rows),
+           "fp32_bytes": 4 * params, "ratio_fp32": 4 * params / file_bytes, "ratio_alexnet": ALEXNET_BYTES / file_bytes,
+           "accuracy": acc, "layers": rows, "lossless": lossless}
+    res["table"] = _table(res)
     return res
 
 

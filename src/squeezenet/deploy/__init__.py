@@ -6,6 +6,6 @@
 
 def load(path, **kwargs):
     """Load an exported .onnx classifier for prediction (no PyTorch needed)."""
-    from .runtime import OnnxClassifier
+    from ..formats.onnx import OnnxClassifier
 
     return OnnxClassifier(path, **kwargs)

@@ -112,7 +112,7 @@ def make_runner(backend: str, model, shape, batch: int, tmp: Path, threads: int 
         return lambda: _nograd(m, x)
     from .export import export_model_to_onnx
     from .onnx_tools import convert_fp16
-    from .runtime import open_session
+    from ..formats.onnx import open_session
 
     fp32 = tmp / "model_fp32.onnx"
     if not fp32.exists():
@@ -160,7 +160,7 @@ def bench(model_name: str | None = None, checkpoint: str | None = None, backends
     from .export import load_model_and_spec
 
     if model is None:
-        model, label, shape, _ = load_model_and_spec(model_name, checkpoint, input_size)
+        model, label, shape, _ = load_model_and_spec(model_name, checkpoint, input_size, command="bench")
     else:
         size = input_size or 224
         shape = (model.default_cfg["input_size"][0] if hasattr(model, "default_cfg") else 3, size, size)

@@ -9,8 +9,9 @@ import torch
 
 from ..errors import SqueezeNetError, require
 from ..files import ensure_writable_file
+from ..formats.open import open_model, resolve_file
 from .onnx_tools import DEFAULT_OPSET, convert_fp16, finalize_onnx
-from .runtime import open_session
+from ..formats.onnx import open_session
 
 
 
@@ -60,27 +61,18 @@ def max_abs_diff_vs_eager(model, path, inputs: torch.Tensor) -> float:
 
 
 def load_model_and_spec(model_name: str | None, checkpoint: str | None, input_size: int | None = None,
-                        verify: bool = True):
-    """(model, model label, (C, H, W), data spec dict or None) from a name or a model file."""
+                        verify: bool = True, command: str = "export"):
+    """(model, model label, (C, H, W), data spec dict or None) from any model reference
+    (a name, tv:/timm:, a .pt/.sqz file or a run folder; see :func:`formats.open.open_model`)."""
     if bool(model_name) == bool(checkpoint):
-        raise SqueezeNetError("give a model name or --checkpoint (exactly one)")
-    if checkpoint:
-        from ..artifacts import load_model_file
-
-        mf = load_model_file(checkpoint, verify, need_torch=True, command="export")
-        model, label = mf.model, mf.name
-        spec = mf.spec.to_dict() if mf.spec is not None else None
-        if spec and input_size and input_size != spec["input_size"]:
-            raise SqueezeNetError(f"the model was trained at {spec['input_size']} px; drop --input-size "
-                                  f"{input_size} or retrain at that size")
-        size = input_size or (spec or {}).get("input_size") or 224
-        chans = model.model_kwargs.get("in_chans", 3)
-    else:
-        from ..zoo import build_any
-
-        built = build_any(model_name)
-        model, chans, size, spec, label = built.model, built.in_chans, input_size or built.input_size, None, model_name
-    return model.eval(), label, (chans, size, size), spec
+        raise SqueezeNetError("give a model (a name, a model file or a run folder) or --checkpoint (exactly one)")
+    m = open_model(model_name or checkpoint, verify=verify, command=command)
+    spec = m.spec.to_dict() if m.spec is not None else None
+    if spec and input_size and input_size != spec["input_size"]:
+        raise SqueezeNetError(f"the model was trained at {spec['input_size']} px; drop --input-size "
+                              f"{input_size} or retrain at that size")
+    size = input_size or m.input_size
+    return m.model.eval(), m.name, (m.in_chans, size, size), spec
 
 
 def export_onnx(model_name: str | None = None, checkpoint: str | None = None, out: str | None = None,
@@ -88,7 +80,8 @@ def export_onnx(model_name: str | None = None, checkpoint: str | None = None, ou
                 input_size: int | None = None, exporter: str = "torchscript", verify: bool = True) -> dict:
     """Export a model or checkpoint to ONNX and verify it. Returns paths, sizes, diffs."""
     if out is None:
-        out = str(Path(checkpoint).with_suffix(".onnx")) if checkpoint else f"{model_name}.onnx"
+        found = resolve_file(checkpoint or model_name)  # a run folder's best.pt -> best.onnx beside it
+        out = str(found[0].with_suffix(".onnx")) if found else f"{model_name.replace(':', '_')}.onnx"
     ensure_writable_file(out)
     model, label, shape, spec = load_model_and_spec(model_name, checkpoint, input_size, verify)
     try:

@@ -20,7 +20,7 @@ import numpy as np
 from ..errors import SqueezeNetError
 from ..imageio import image_to_array, normalize_array, resize_array
 from ..sources import FASHION_MNIST_CLASSES, find_fashion_mnist, match_classes, read_idx, scan_folder
-from .runtime import OnnxClassifier
+from ..formats.onnx import OnnxClassifier
 
 FMNIST_NAMES = ("fashion-mnist", "fashion_mnist", "fmnist")
 
@@ -99,7 +99,7 @@ def evaluate_onnx(path: str, data: str | None = None, data_dir: str | None = Non
 
 def predict_onnx(path: str, images: list[str], topk: int, verify: bool = True):
     """([(image, [(class, probability), ...])], [unreadable image messages])."""
-    from .runtime import softmax, top_k
+    from ..formats.onnx import softmax, top_k
 
     clf = OnnxClassifier(path, verify=verify)
     for n in clf.notes:

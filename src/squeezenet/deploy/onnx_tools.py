@@ -14,7 +14,7 @@ import numpy as np
 
 from ..errors import SqueezeNetError, require
 from ..files import atomic_write_bytes
-from .runtime import DIGEST_KEY, DIGEST_PLACEHOLDER, META_KEY, open_session, stamp_digest
+from ..formats.onnx import DIGEST_KEY, DIGEST_PLACEHOLDER, META_KEY, open_session, stamp_digest
 
 DEFAULT_OPSET = 18
 

@@ -24,7 +24,7 @@ from ..metrics import evaluate, iterate_eval
 from ..render import markdown_table
 from .export import export_model_to_onnx
 from .onnx_tools import convert_fp16, quantize_onnx_int8
-from .runtime import open_session
+from ..formats.onnx import open_session
 
 
 def calibration_batches(train, spec: DataSpec, n: int, batch: int = 32, seed: int = 0,
@@ -126,13 +126,13 @@ def quantize(checkpoint: str, data: str | None = None, data_dir: str | None = No
              calib_size: int = 512, out: str | None = None, backends=("ort-int8", "ort-fp16", "pt2e-int8"),
              eval_size: int | None = None, map_by_index: bool = False, verify: bool = True) -> dict:
     """Quantize a trained checkpoint; evaluate every backend on the test split."""
-    from ..artifacts import load_model_file
+    from ..formats.open import open_model
 
     unknown = [b for b in backends if b not in ("ort-int8", "ort-fp16", "pt2e-int8")]
     if unknown:
         raise SqueezeNetError(f"unknown quantize backend '{unknown[0]}'; use ort-int8, ort-fp16 or pt2e-int8")
     out = ensure_writable_dir(Path(out) if out else Path(checkpoint).parent / "quantized")
-    mf = load_model_file(checkpoint, verify, need_torch=True, command="quantize")
+    mf = open_model(checkpoint, verify=verify, command="quantize")
     splits = load_data_for(mf.need_spec(), data, data_dir, download, map_by_index, where=f"'{checkpoint}'")
     spec, spec_d, model = splits.spec, mf.spec.to_dict(), mf.model
     test = splits.test

@@ -1,7 +1,7 @@
 """A .sqz container to an ONNX model with no PyTorch: serving a compressed SqueezeNet
 needs only numpy, onnx and onnxruntime.
 
-The container's tensors are decoded with numpy (:func:`compression.container.read_container`),
+The container's tensors are decoded with numpy (:func:`formats.sqz.read_container`),
 the layer list comes from :mod:`squeezenet.archs` (architecture as data), and the graph
 is written with ``onnx.helper``: each conv with its BatchNorm folded in (the inference
 form), ReLU, Caffe's ceil-mode max pools, Fire concats, bypass adds, conv10 (with the
@@ -27,7 +27,7 @@ _BASE = re.compile(r"^squeezenet(1_0|1_1)(_caffe|_simple_bypass|_complex_bypass)
 def is_squeezenet_sqz(path) -> bool:
     """Whether a .sqz container holds a model of the SqueezeNet family, which
     :func:`sqz_to_onnx` converts without PyTorch."""
-    from ..compression.container import read_raw
+    from ..formats.sqz import read_raw
 
     return bool(_BASE.match(read_raw(path)[0]["model_name"]))
 
@@ -83,10 +83,10 @@ class _Graph:
 
 def sqz_to_onnx(src, dst) -> str:
     """Write ``dst`` (.onnx) from the container ``src`` without importing torch."""
-    from ..compression.container import read_container
+    from ..formats.sqz import read_container
     from ..files import atomic_write_bytes
     from ..spec import DataSpec
-    from .runtime import DIGEST_KEY, DIGEST_PLACEHOLDER, META_KEY, stamp_digest
+    from ..formats.onnx import DIGEST_KEY, DIGEST_PLACEHOLDER, META_KEY, stamp_digest
 
     header, arrays = read_container(src)
     kw = header["model_kwargs"]

@@ -7,6 +7,5 @@ from .squeezenet import (  # noqa: F401
     Stage,
     build_stages,
     load_torchvision_state_dict,
-    load_torchvision_weights,
 )
 from .shufflenet_v1 import ShuffleNetV1, ShuffleUnit, channel_shuffle  # noqa: F401

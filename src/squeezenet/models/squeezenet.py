@@ -338,18 +338,3 @@ def load_torchvision_state_dict(model: SqueezeNet, state_dict: dict) -> SqueezeN
         new[our_key] = t
     model.load_state_dict(new)
     return model
-
-
-def load_torchvision_weights(model: SqueezeNet, path_or_url: str, progress: bool = True) -> SqueezeNet:
-    """Load torchvision's ImageNet checkpoint from a local file or a URL.
-
-    ``path_or_url`` may be a path to ``squeezenet1_0-b66bff10.pth`` or
-    ``squeezenet1_1-b8a52dc0.pth`` (or any torchvision SqueezeNet state dict), or an
-    http(s) URL, fetched with torch.hub's cache (see :data:`TORCHVISION_URLS`).
-    """
-    from ..files import read_state_dict
-
-    sd = read_state_dict(path_or_url)
-    return load_torchvision_state_dict(model, sd)
-
-

@@ -20,7 +20,7 @@ import numpy as np
 
 from .. import __version__
 from ..errors import SqueezeNetError, TooLarge, require
-from ..formats.sniff import KIND_WORDS, sniff
+from ..formats.open import resolve_file
 from ..imageio import IMG_EXTENSIONS
 from .batching import Batcher, Metrics
 from .config import ServeConfig
@@ -39,12 +39,12 @@ def load_classifier(path: str, threads: int | None, verify: bool, backend: str =
     fp32 model at start (calibrated on ``calib_dir``), without PyTorch."""
     import tempfile
 
-    from ..deploy.runtime import OnnxClassifier
+    from ..formats.onnx import OnnxClassifier
 
-    p = Path(path)
-    if not p.is_file():
-        raise SqueezeNetError(f"model file not found: '{path}'")
-    kind = sniff(p)
+    found = resolve_file(path)  # the same references every command takes: a file (by content) or a run folder
+    if found is None:
+        raise SqueezeNetError(f"'{path}' is not a model file; serve a .onnx, .pt or .sqz file or a run folder")
+    p, kind = found
     if kind in ("checkpoint", "sqz"):
         tmp = Path(tempfile.mkdtemp(prefix="squeezenet-serve-")) / (p.stem + ".onnx")
         from ..deploy.sqz_onnx import is_squeezenet_sqz, sqz_to_onnx  # numpy + onnx: no PyTorch
@@ -56,8 +56,6 @@ def load_classifier(path: str, threads: int | None, verify: bool, backend: str =
 
             export_onnx(checkpoint=str(p), out=str(tmp), dynamic_batch=True, verify=verify)
         p, verify, kind = tmp, True, "onnx"
-    if kind != "onnx":
-        raise SqueezeNetError(f"'{path}' is {KIND_WORDS[kind]}; serve a .onnx, .pt or .sqz model file")
     clf = OnnxClassifier(p, threads=threads, verify=verify)
     if backend == "ort-int8" and not _is_int8(clf):
         clf = OnnxClassifier(_quantize(clf, calib_dir, Path(tempfile.mkdtemp(prefix="squeezenet-serve-"))),
@@ -66,7 +64,7 @@ def load_classifier(path: str, threads: int | None, verify: bool, backend: str =
 
 
 def _is_int8(clf) -> bool:
-    from ..deploy.runtime import read_onnx
+    from ..formats.onnx import read_onnx
 
     return b"QuantizeLinear" in read_onnx(clf.path, verify=False)
 
@@ -227,7 +225,7 @@ class Routes:
         return out
 
     async def predict(self, request):
-        from ..deploy.runtime import softmax, top_k
+        from ..formats.onnx import softmax, top_k
 
         k = self.topk(request.query_params.get("topk"))
         images = await self.images(request)

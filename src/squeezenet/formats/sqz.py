@@ -283,12 +283,16 @@ def _decode_shared(t: dict, get, shape) -> np.ndarray:
 def load_container(path):
     """(model, header) from a .sqz file; the model is an ordinary nn.Module."""
     from ..factory import create_model
-
-    from ..checkpoint import check_finite, load_state_dict_checked
+    from ..zoo import build_any
+    from .checkpoint import check_finite, load_state_dict_checked
 
     header, payload = read_raw(path)
     where = f"'{path}'"
-    model = create_model(header["model_name"], **header["model_kwargs"])
+    name, kwargs = header["model_name"], header["model_kwargs"]
+    if name.startswith(("tv:", "timm:")):  # another library's classifier, compressed by name
+        model = build_any(name, num_classes=kwargs.get("num_classes")).model
+    else:
+        model = create_model(name, **kwargs)
     sd = decode_state_dict(header, payload, where)
     check_finite(sd, where)
     load_state_dict_checked(model, sd, header["model_name"], where)

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import torch
 
-from .errors import SqueezeNetError
-from .formats.sniff import KIND_WORDS, sniff
+from ..errors import SqueezeNetError
+from .sniff import KIND_WORDS, sniff
 
 FORMAT = "squeezenet-checkpoint"
 FORMAT_VERSION = 2  # 2: integrity digest
@@ -93,7 +93,7 @@ def load_checkpoint(path, verify: bool = True) -> dict:
                               f"({type(e).__name__}); use another copy") from e
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise SqueezeNetError(f"'{path}' is not a squeezenet checkpoint; for torchvision weights use "
-                              "`load_torchvision_weights` or --weights")
+                              "`squeezenet.formats.open.open_model(name, weights=FILE)` or --weights")
     version = ckpt.get("format_version")
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise SqueezeNetError(f"'{path}': field 'format_version' is invalid ({version!r})")
@@ -138,7 +138,7 @@ def check_finite(state_dict: dict, where) -> None:
 def model_from_checkpoint(ckpt: dict, expect_classes: int | None = None, expect_channels: int | None = None,
                           where: str = "checkpoint"):
     """Rebuild the model a checkpoint was trained as and load its weights."""
-    from .factory import create_model
+    from ..factory import create_model
 
     kwargs = dict(ckpt["model_kwargs"])
     if expect_classes is not None and kwargs.get("num_classes") != expect_classes:
