@@ -261,7 +261,9 @@ def test_ctrl_c_exits_130_and_the_printed_resume_command_works(tmp_path, fmnist_
     args = [TINY, "--data-dir", fmnist_dir, "--no-download", "--epochs", "2", "-b", "64", "--lr", "0.1",
             "--precision", "fp32", "--no-progress", "--dropout", "0.1"]
     assert run_cli("train", *args, "--out", full)[0] == 0
-    real, calls = Trainer.train_step, {"n": 0}
+    from squeezenet.train import StepRunner
+
+    real, calls = StepRunner.__call__, {"n": 0}
 
     def interrupted(self, *a, **k):
         calls["n"] += 1
@@ -269,9 +271,9 @@ def test_ctrl_c_exits_130_and_the_printed_resume_command_works(tmp_path, fmnist_
             raise KeyboardInterrupt
         return real(self, *a, **k)
 
-    monkeypatch.setattr(Trainer, "train_step", interrupted)
+    monkeypatch.setattr(StepRunner, "__call__", interrupted)
     code, _, err = run_cli("train", *args, "--out", part)
-    monkeypatch.setattr(Trainer, "train_step", real)
+    monkeypatch.setattr(StepRunner, "__call__", real)
     assert code == 130 and "continue with: squeezenet train --resume --out" in err, err
     printed = err.split("continue with: squeezenet ")[1].split()
     assert printed == ["train", "--resume", "--out", str(part)]

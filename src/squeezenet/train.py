@@ -30,7 +30,7 @@ import torch.distributed as dist
 from torch import nn
 
 from .formats.checkpoint import check_resume, check_resume_data, load_checkpoint, make_checkpoint
-from .config import DEFAULT_MODEL, RECIPES, TrainConfig, resume_must_match  # noqa: F401  (re-exported)
+from .config import TrainConfig, resume_must_match
 from .data import TensorDataset, load_data, loader_batches, tensor_batches
 from .ema import ModelEma
 from .errors import Interrupted, SqueezeNetError
@@ -130,29 +130,85 @@ def model_options(cfg: TrainConfig) -> dict:
     return opts
 
 
-def check_input_size(name: str, opts: dict, size: int, channels: int = 3) -> None:
-    """Refuse an input size the model cannot take, before any data is read (a
-    forward pass on the meta device: shapes only, no memory)."""
-    with torch.device("meta"):
-        model = create_model(name, num_classes=2, in_chans=channels, **opts)
-        try:
-            model.eval()(torch.empty(1, channels, size, size))
-        except RuntimeError as e:
-            raise SqueezeNetError(f"'{name}' cannot take {size} px images ({str(e).splitlines()[0][:100]}); "
-                                  "use a larger --input-size (or the _small stem for 28-64 px)") from e
-
-
-def _check_forward(model: nn.Module, name: str, spec) -> None:
-    """One eval-mode forward at the data's size before training (no state changes)."""
+def check_input_size(model: nn.Module, name: str, size: int, channels: int) -> None:
+    """Refuse, in one line, an input size the model cannot take: one eval-mode forward
+    with no state change (on the meta device before any data is read, when --input-size
+    says the size; on the built model at the data's own size otherwise)."""
     was = model.training
     try:
         with torch.no_grad():
-            model.eval()(torch.zeros(1, spec.channels, spec.input_size, spec.input_size))
+            model.eval()(torch.zeros(1, channels, size, size, device=next(model.parameters()).device))
     except RuntimeError as e:
-        raise SqueezeNetError(f"'{name}' cannot take {spec.input_size} px images ({str(e).splitlines()[0][:100]}); "
+        raise SqueezeNetError(f"'{name}' cannot take {size} px images ({str(e).splitlines()[0][:100]}); "
                               "use a larger --input-size (or the _small stem for 28-64 px)") from e
     finally:
         model.train(was)
+
+
+class NonFiniteLoss(Exception):
+    pass
+
+
+class StepRunner:
+    """One optimizer step: the forward under autocast at the run's precision, the loss and
+    its finiteness check (before any weight changes), backward through the GradScaler,
+    the update."""
+
+    def __init__(self, net: nn.Module, optimizer, scaler, device: torch.device, precision: str, memory_format):
+        self.net, self.optimizer, self.scaler = net, optimizer, scaler
+        self.device, self.precision, self.memory_format = device, precision, memory_format
+
+    def autocast(self):
+        if self.precision == "fp32":
+            return torch.autocast(self.device.type, enabled=False)
+        return torch.autocast(self.device.type, dtype=torch.bfloat16 if self.precision == "bf16" else torch.float16)
+
+    def __call__(self, x, y, lr: float, crit) -> tuple[torch.Tensor, torch.Tensor]:
+        for g in self.optimizer.param_groups:
+            g["lr"] = lr
+        x = x.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
+        y = y.to(self.device, non_blocking=True)
+        with self.autocast():
+            logits = self.net(x)
+            loss = crit(logits.float(), y)
+        if not torch.isfinite(loss):
+            raise NonFiniteLoss(loss.item())
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return logits, loss
+
+
+@dataclass
+class EpochStats:
+    """Running loss, top-1 and images/s of one epoch (all processes counted)."""
+
+    world: int = 1
+    loss_sum: float = 0.0
+    correct: int = 0
+    seen: int = 0
+    lr: float = 0.0
+    t0: float = 0.0
+
+    def __post_init__(self):
+        self.t0 = time.perf_counter()
+
+    def add(self, logits, y, loss, lr: float) -> None:
+        self.loss_sum += loss.item() * len(y)
+        self.correct += topk_correct(logits.detach().float(), y.to(logits.device), (1,))[0]
+        self.seen += len(y)
+        self.lr = lr
+
+    def postfix(self) -> dict:
+        rate = self.seen * self.world / (time.perf_counter() - self.t0)
+        return dict(loss=f"{self.loss_sum / self.seen:.3f}", acc=f"{100 * self.correct / self.seen:.1f}",
+                    lr=f"{self.lr:.3g}", img_s=f"{rate:.0f}")
+
+    def row(self) -> dict:
+        dt, n = time.perf_counter() - self.t0, max(self.seen, 1)
+        return {"train_loss": self.loss_sum / n, "train_top1": 100.0 * self.correct / n, "lr": self.lr,
+                "img_per_s": self.seen * self.world / max(dt, 1e-9), "epoch_time_s": dt}
 
 
 class Trainer:
@@ -162,42 +218,17 @@ class Trainer:
     compression fine-tune re-applies its masks there)."""
 
     def __init__(self, cfg: TrainConfig, model: nn.Module | None = None, splits=None):
-        self.cfg = cfg = cfg.resolved()
-        self.dist = setup_distributed(cfg.device)
-        self.device = resolve_device(cfg.device, self.dist.local_rank)
-        self.precision = resolve_precision(cfg.precision, self.device)
-        if cfg.batch_size % self.dist.world:
-            raise SqueezeNetError(f"--batch-size {cfg.batch_size} must be divisible by the {self.dist.world} processes")
-        if cfg.threads:
-            torch.set_num_threads(cfg.threads)
-        if model is None and cfg.input_size:
-            check_input_size(cfg.model, model_options(cfg), cfg.input_size)
-        self.out = Path(cfg.out)
+        self.cfg = cfg.resolved()
+        self.model_name = self.cfg.model
+        self.dist, self.device, self.precision = setup_runtime(self.cfg)
+        if model is None and self.cfg.input_size:
+            check_input_size_early(self.cfg)
+        self.out = Path(self.cfg.out)
         if self.dist.main:
             ensure_writable_dir(self.out)
-        self.splits = splits or load_data(cfg.data, cfg.data_dir, cfg.input_size, cfg.val_fraction, cfg.seed,
-                                          cfg.download)
+        self.splits = training_data(self.cfg, splits)
         self.spec = self.splits.spec
-        if cfg.train_subset:  # both the in-memory and the streaming datasets
-            self.splits.train = self.splits.train.subset(cfg.train_subset)
-        torch.manual_seed(cfg.seed)
-        if model is None:
-            model = create_model(cfg.model, num_classes=len(self.spec.classes), in_chans=self.spec.channels,
-                                 **model_options(cfg))
-            _check_forward(model, cfg.model, self.spec)
-            if cfg.weights:
-                model = _init_from_weights(model, cfg.weights, len(self.spec.classes))
-        self.model_name = cfg.model
-        self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
-        self.model = model.to(self.device).to(memory_format=self.memory_format)
-        self.optimizer = torch.optim.SGD(param_groups(self.model, cfg.weight_decay), lr=cfg.lr,
-                                         momentum=cfg.momentum, nesterov=cfg.nesterov)
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.precision == "fp16")
-        self.ema = ModelEma(self.model, cfg.ema) if cfg.ema > 0 else None
-        self.ddp = self.model
-        if self.dist.world > 1:
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            self.ddp = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        self._setup_model(model)
         self.after_step: list[Callable[["Trainer"], None]] = []
         self.history: list[dict] = []
         self.epoch, self.step_in_epoch, self.global_step, self.best_top1 = 0, 0, 0, -1.0
@@ -209,6 +240,24 @@ class Trainer:
         self._rng_at_step_start = None
         self._buffers_at_step_start = None
 
+    def _setup_model(self, model) -> None:
+        """The model (built for the data's classes and channels unless given), on its
+        device and memory format, with its optimizer, scaler, EMA, DDP wrapper and step."""
+        cfg = self.cfg
+        torch.manual_seed(cfg.seed)
+        model = model if model is not None else build_model(cfg, self.spec)
+        self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+        self.model = model.to(self.device).to(memory_format=self.memory_format)
+        self.optimizer = torch.optim.SGD(param_groups(self.model, cfg.weight_decay), lr=cfg.lr,
+                                         momentum=cfg.momentum, nesterov=cfg.nesterov)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.precision == "fp16")
+        self.ema = ModelEma(self.model, cfg.ema) if cfg.ema > 0 else None
+        self.ddp = self.model
+        if self.dist.world > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.ddp = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        self.step = StepRunner(self.ddp, self.optimizer, self.scaler, self.device, self.precision, self.memory_format)
+
     # ------------------------------------------------------------------ state
     @property
     def eval_model(self) -> nn.Module:
@@ -216,17 +265,7 @@ class Trainer:
         return self.ema.module if self.ema is not None else self.model
 
     def state(self) -> dict:
-        extra = {"train_state_dict": {k: v.detach().cpu() for k, v in self.model.state_dict().items()}} \
-            if self.ema is not None else {}
-        return make_checkpoint(
-            self.eval_model, self.model_name, self.spec.to_dict(), **extra,
-            optimizer=self.optimizer.state_dict(), scaler=self.scaler.state_dict(),
-            epoch=self.epoch, step_in_epoch=self.step_in_epoch, global_step=self.global_step,
-            best_top1=self.best_top1, history=self.history, train_time=self.train_time,
-            # an interrupted step is redone on resume, so store the RNG as it was when it began
-            rng={"torch": self._rng_at_step_start if self._rng_at_step_start is not None else torch.get_rng_state()},
-            config=self.cfg.to_dict(), torch_version=str(torch.__version__), data_split=self.splits.split,
-        )
+        return trainer_state(self)
 
     def save(self, name: str = "last.pt"):
         if self.dist.main:
@@ -235,25 +274,7 @@ class Trainer:
             atomic_save(self.state(), self.out / name)
 
     def resume(self):
-        path = self.out / "last.pt"
-        if not path.is_file():
-            raise SqueezeNetError(f"nothing to resume: '{path}' does not exist; drop --resume to start the run")
-        ckpt = load_checkpoint(path)
-        check_resume(ckpt, self.model_name, self.model.model_kwargs, self.cfg.to_dict(), RESUME_MUST_MATCH, path)
-        check_resume_data(ckpt, self.spec.to_dict(), self.splits.split, path)
-        if self.ema is not None:
-            if "train_state_dict" not in ckpt:
-                raise SqueezeNetError("cannot resume with --ema: the run was started without it")
-            self.model.load_state_dict(ckpt["train_state_dict"])
-            self.ema.module.load_state_dict(ckpt["state_dict"])
-        else:
-            self.model.load_state_dict(ckpt.get("train_state_dict", ckpt["state_dict"]))
-        self.optimizer.load_state_dict(ckpt["optimizer"])
-        self.scaler.load_state_dict(ckpt["scaler"])
-        self.epoch, self.step_in_epoch = ckpt["epoch"], ckpt["step_in_epoch"]
-        self.global_step, self.best_top1 = ckpt["global_step"], ckpt["best_top1"]
-        self.history, self.train_time = list(ckpt["history"]), ckpt["train_time"]
-        self.rng_resume = ckpt["rng"]
+        restore_trainer(self, self.out / "last.pt")
 
     # ------------------------------------------------------------------ loop
     def batches(self, epoch: int):
@@ -268,66 +289,39 @@ class Trainer:
     def steps_per_epoch(self) -> int:
         return len(self.splits.train) // self.cfg.batch_size
 
-    def autocast(self):
-        if self.precision == "fp32":
-            return torch.autocast(self.device.type, enabled=False)
-        return torch.autocast(self.device.type, dtype=torch.bfloat16 if self.precision == "bf16" else torch.float16)
-
-    def train_step(self, x, y, lr: float, crit) -> tuple[torch.Tensor, torch.Tensor]:
-        for g in self.optimizer.param_groups:
-            g["lr"] = lr
-        x = x.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
-        y = y.to(self.device, non_blocking=True)
-        with self.autocast():
-            logits = self.ddp(x)
-            loss = crit(logits.float(), y)
-        if not torch.isfinite(loss):
-            raise SqueezeNetError(
-                f"loss became {loss.item()} at epoch {self.epoch + 1} step {self.step_in_epoch + 1} (global step "
-                f"{self.global_step + 1}); lower --lr or try --recipe paper. Last good checkpoint: "
-                f"{self.out / 'last.pt'}")
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        return logits, loss
-
     def train_epoch(self, epoch: int) -> dict:
         cfg, spe = self.cfg, self.steps_per_epoch()
         crit = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
         bar = Progress(spe, f"epoch {epoch + 1}/{cfg.epochs}", self.step_in_epoch) if cfg.progress and self.dist.main \
             else None
         self.ddp.train()
-        loss_sum, correct, seen, lr, t0 = 0.0, 0, 0, 0.0, time.perf_counter()
+        stats = EpochStats(self.dist.world)
         try:
             for step, x, y in self.batches(epoch):
                 self._rng_at_step_start = torch.get_rng_state()
                 # BN running stats change in forward; keep them to undo an interrupted step
                 self._buffers_at_step_start = [b.detach().clone() for b in self.model.buffers()]
                 lr = lr_at(cfg, self.global_step, cfg.epochs * spe, spe)
-                logits, loss = self.train_step(x, y, lr, crit)
+                try:
+                    logits, loss = self.step(x, y, lr, crit)
+                except NonFiniteLoss as e:
+                    raise diverged(self, e.args[0]) from None
                 if self.ema is not None:
                     self.ema.update(self.global_step)
                 self.step_in_epoch, self.global_step = step + 1, self.global_step + 1
                 self._rng_at_step_start = None
-                loss_sum += loss.item() * len(y)
-                correct += topk_correct(logits.detach().float(), y.to(logits.device), (1,))[0]
-                seen += len(y)
+                stats.add(logits, y, loss, lr)
                 for hook in self.after_step:
                     hook(self)
                 if bar is not None:
-                    rate = seen * self.dist.world / (time.perf_counter() - t0)
-                    bar.update(1, loss=f"{loss_sum / seen:.3f}", acc=f"{100 * correct / seen:.1f}", lr=f"{lr:.3g}",
-                               img_s=f"{rate:.0f}")
+                    bar.update(1, **stats.postfix())
                 if cfg.max_steps and self.global_step >= cfg.max_steps and self.step_in_epoch < spe:
                     self.stopped_early = True
                     break
         finally:
             if bar is not None:
                 bar.close()
-        dt = time.perf_counter() - t0
-        return {"train_loss": loss_sum / max(seen, 1), "train_top1": 100.0 * correct / max(seen, 1),
-                "lr": lr, "img_per_s": seen * self.dist.world / max(dt, 1e-9), "epoch_time_s": dt}
+        return stats.row()
 
     def seed_epoch(self, epoch: int) -> None:
         if self.rng_resume is not None and self.step_in_epoch > 0:
@@ -351,7 +345,7 @@ class Trainer:
             raise SqueezeNetError(f"'{self.out}' already holds a run; pass --resume to continue it or "
                                   "choose another --out (nothing was overwritten)")
         if self.dist.main:
-            self._write_config()
+            write_run_files(self)
         try:
             while self.epoch < cfg.epochs and not self.stopped_early:
                 self.seed_epoch(self.epoch)
@@ -368,7 +362,7 @@ class Trainer:
                     self.stopped_early = self.epoch < cfg.epochs
                     break
         except KeyboardInterrupt:
-            self._undo_partial_step()
+            undo_partial_step(self)
             self.save("last.pt")
             raise Interrupted(f"interrupted at epoch {self.epoch + 1} step {self.step_in_epoch}; checkpoint saved to "
                               f"{self.out / 'last.pt'}; continue with: squeezenet train --resume --out {self.out}"
@@ -378,67 +372,160 @@ class Trainer:
             dist.barrier()
         return result
 
-    def _write_config(self) -> None:
-        atomic_write_text(self.out / "config.json", json.dumps(self.cfg.to_dict(), indent=2))
-        atomic_write_text(self.out / "run.json", json.dumps(
-            {"resolved_precision": self.precision, "device": str(self.device), "world_size": self.dist.world,
-             "torch_version": str(torch.__version__), "data_spec": self.spec.to_dict(),
-             "data_split": self.splits.split}, indent=2))
-        for note in self.splits.notes:
-            print(f"note: {note}", file=sys.stderr)
-
-    def _undo_partial_step(self) -> None:
-        if self._rng_at_step_start is not None and self._buffers_at_step_start is not None:
-            with torch.no_grad():
-                for b, saved in zip(self.model.buffers(), self._buffers_at_step_start):
-                    b.copy_(saved)
-
     def end_epoch(self, row: dict) -> None:
-        row.update(self.evaluate_epoch())
+        if self.dist.main:
+            metrics, self._last_confusion = self._evaluate()
+            row.update(metrics)
         row.update(epoch=self.epoch + 1, train_time_s=self.train_time, peak_rss_mib=peak_rss_mib())
         self.history.append(row)
         self.epoch, self.step_in_epoch = self.epoch + 1, 0
         improved = row.get("test_top1", -1) > self.best_top1
-        if improved:
-            self.best_top1 = row["test_top1"]
+        self.best_top1 = max(self.best_top1, row.get("test_top1", -1))
         self.save("last.pt")
         if improved:
             self.save("best.pt")
         if self.dist.main:
-            _write_metrics(self.out, self.history)
-            print(f"epoch {row['epoch']}: train loss {row['train_loss']:.4f}, test top-1 {row['test_top1']:.2f}% "
-                  f"top-5 {row['test_top5']:.2f}%, {row['img_per_s']:.0f} img/s", file=sys.stderr)
+            log_epoch(self.out, self.history)
 
-    def evaluate_epoch(self) -> dict:
-        if not self.dist.main:
-            return {}
+    def _evaluate(self) -> tuple[dict, list]:
+        """({"test_top1": ..., ...}, confusion matrix) of the weights that are saved."""
         m = evaluate(self.eval_model, self.splits.test, self.spec, self.device, self.cfg.eval_batch_size,
                      self.cfg.workers, channels_last=self.cfg.channels_last)
-        self._last_confusion = m.pop("confusion")
-        return {f"test_{k}": v for k, v in m.items() if k != "n"}
+        conf = m.pop("confusion")
+        return {f"test_{k}": v for k, v in m.items() if k != "n"}, conf
 
     def finish(self) -> dict:
         if not self.dist.main:
             return {}
-        from .report import RunSummary, write_report
+        from .report import write_report
 
         conf = getattr(self, "_last_confusion", None)
         if not self.history:  # stopped before an epoch ended: evaluate what there is, once
-            m = evaluate(self.eval_model, self.splits.test, self.spec, self.device, self.cfg.eval_batch_size,
-                         self.cfg.workers, channels_last=self.cfg.channels_last)
-            conf = m.pop("confusion")
-            self.final_eval = {f"test_{k}": v for k, v in m.items() if k != "n"}
-        final = self.history[-1] if self.history else dict(self.final_eval)
-        summary = RunSummary(
-            model_name=self.model_name, cfg=self.cfg, spec=self.spec, device=str(self.device),
-            precision=self.precision, world=self.dist.world, train_time=self.train_time, history=self.history,
-            best_top1=self.best_top1 if self.history else None, final=final, global_step=self.global_step,
-            stopped_early=self.stopped_early, peak_rss_mib=peak_rss_mib(), confusion=conf,
-            files=sorted(p.name for p in self.out.iterdir() if p.is_file() and not p.name.startswith(".")))
+            self.final_eval, conf = self._evaluate()
+        summary = run_summary(self, conf)
         write_report(self.out, summary, self.eval_model)
-        return {"out": str(self.out), "best_top1": summary.best_top1, "final": final, "epochs_done": self.epoch,
-                "global_step": self.global_step, "stopped_early": self.stopped_early,
+        return {"out": str(self.out), "best_top1": summary.best_top1, "final": summary.final,
+                "epochs_done": self.epoch, "global_step": self.global_step, "stopped_early": self.stopped_early,
                 "train_time_s": self.train_time, "peak_rss_mib": summary.peak_rss_mib}
+
+
+def setup_runtime(cfg: TrainConfig) -> tuple[DistInfo, torch.device, str]:
+    """Processes (torchrun), device, precision and threads of a run."""
+    info = setup_distributed(cfg.device)
+    device = resolve_device(cfg.device, info.local_rank)
+    if cfg.batch_size % info.world:
+        raise SqueezeNetError(f"--batch-size {cfg.batch_size} must be divisible by the {info.world} processes")
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    return info, device, resolve_precision(cfg.precision, device)
+
+
+def check_input_size_early(cfg: TrainConfig) -> None:
+    """--input-size checked before any data is read: a forward on the meta device."""
+    with torch.device("meta"):
+        meta = create_model(cfg.model, num_classes=2, in_chans=3, **model_options(cfg))
+    check_input_size(meta, cfg.model, cfg.input_size, 3)
+
+
+def training_data(cfg: TrainConfig, splits=None):
+    """The run's splits (loaded unless given), the training set cut to --train-subset."""
+    splits = splits or load_data(cfg.data, cfg.data_dir, cfg.input_size, cfg.val_fraction, cfg.seed, cfg.download)
+    if cfg.train_subset:  # both the in-memory and the streaming datasets
+        splits.train = splits.train.subset(cfg.train_subset)
+    return splits
+
+
+def diverged(tr: Trainer, loss: float) -> SqueezeNetError:
+    return SqueezeNetError(f"loss became {loss} at epoch {tr.epoch + 1} step {tr.step_in_epoch + 1} (global step "
+                           f"{tr.global_step + 1}); lower --lr or try --recipe paper. Last good checkpoint: "
+                           f"{tr.out / 'last.pt'}")
+
+
+def build_model(cfg: TrainConfig, spec) -> nn.Module:
+    """The configured model for the data's classes and channels (ImageNet weights with
+    --weights), checked at the data's size unless --input-size was checked already."""
+    model = create_model(cfg.model, num_classes=len(spec.classes), in_chans=spec.channels, **model_options(cfg))
+    if not cfg.input_size:
+        check_input_size(model, cfg.model, spec.input_size, spec.channels)
+    return _init_from_weights(model, cfg.weights, len(spec.classes)) if cfg.weights else model
+
+
+def undo_partial_step(tr: Trainer) -> None:
+    """Ctrl-C inside a step: put back the BatchNorm statistics its forward changed."""
+    if tr._rng_at_step_start is not None and tr._buffers_at_step_start is not None:
+        with torch.no_grad():
+            for b, saved in zip(tr.model.buffers(), tr._buffers_at_step_start):
+                b.copy_(saved)
+
+
+def log_epoch(out: Path, history: list[dict]) -> None:
+    """metrics.jsonl/csv (atomically) and one line on stderr."""
+    _write_metrics(out, history)
+    row = history[-1]
+    print(f"epoch {row['epoch']}: train loss {row['train_loss']:.4f}, test top-1 {row['test_top1']:.2f}% "
+          f"top-5 {row['test_top5']:.2f}%, {row['img_per_s']:.0f} img/s", file=sys.stderr)
+
+
+def write_run_files(tr: Trainer) -> None:
+    """config.json (exactly the settings) and run.json (device, precision, data) at the start."""
+    atomic_write_text(tr.out / "config.json", json.dumps(tr.cfg.to_dict(), indent=2))
+    atomic_write_text(tr.out / "run.json", json.dumps(
+        {"resolved_precision": tr.precision, "device": str(tr.device), "world_size": tr.dist.world,
+         "torch_version": str(torch.__version__), "data_spec": tr.spec.to_dict(), "data_split": tr.splits.split},
+        indent=2))
+    for note in tr.splits.notes:
+        print(f"note: {note}", file=sys.stderr)
+
+
+def run_summary(tr: Trainer, confusion):
+    """The run as the report shows it."""
+    from .report import RunSummary
+
+    final = tr.history[-1] if tr.history else dict(tr.final_eval)
+    return RunSummary(
+        model_name=tr.model_name, cfg=tr.cfg, spec=tr.spec, device=str(tr.device), precision=tr.precision,
+        world=tr.dist.world, train_time=tr.train_time, history=tr.history,
+        best_top1=tr.best_top1 if tr.history else None, final=final, global_step=tr.global_step,
+        stopped_early=tr.stopped_early, peak_rss_mib=peak_rss_mib(), confusion=confusion,
+        files=sorted(p.name for p in tr.out.iterdir() if p.is_file() and not p.name.startswith(".")))
+
+
+def trainer_state(tr: Trainer) -> dict:
+    """A sealed checkpoint of everything a bit-exact resume needs."""
+    extra = {"train_state_dict": {k: v.detach().cpu() for k, v in tr.model.state_dict().items()}} \
+        if tr.ema is not None else {}
+    return make_checkpoint(
+        tr.eval_model, tr.model_name, tr.spec.to_dict(), **extra,
+        optimizer=tr.optimizer.state_dict(), scaler=tr.scaler.state_dict(),
+        epoch=tr.epoch, step_in_epoch=tr.step_in_epoch, global_step=tr.global_step,
+        best_top1=tr.best_top1, history=tr.history, train_time=tr.train_time,
+        # an interrupted step is redone on resume, so store the RNG as it was when it began
+        rng={"torch": tr._rng_at_step_start if tr._rng_at_step_start is not None else torch.get_rng_state()},
+        config=tr.cfg.to_dict(), torch_version=str(torch.__version__), data_split=tr.splits.split,
+    )
+
+
+def restore_trainer(tr: Trainer, path: Path) -> None:
+    """Continue ``tr`` from the checkpoint at ``path``, refusing another model, other
+    settings or other data."""
+    if not path.is_file():
+        raise SqueezeNetError(f"nothing to resume: '{path}' does not exist; drop --resume to start the run")
+    ckpt = load_checkpoint(path)
+    check_resume(ckpt, tr.model_name, tr.model.model_kwargs, tr.cfg.to_dict(), RESUME_MUST_MATCH, path)
+    check_resume_data(ckpt, tr.spec.to_dict(), tr.splits.split, path)
+    if tr.ema is not None:
+        if "train_state_dict" not in ckpt:
+            raise SqueezeNetError("cannot resume with --ema: the run was started without it")
+        tr.model.load_state_dict(ckpt["train_state_dict"])
+        tr.ema.module.load_state_dict(ckpt["state_dict"])
+    else:
+        tr.model.load_state_dict(ckpt.get("train_state_dict", ckpt["state_dict"]))
+    tr.optimizer.load_state_dict(ckpt["optimizer"])
+    tr.scaler.load_state_dict(ckpt["scaler"])
+    tr.epoch, tr.step_in_epoch = ckpt["epoch"], ckpt["step_in_epoch"]
+    tr.global_step, tr.best_top1 = ckpt["global_step"], ckpt["best_top1"]
+    tr.history, tr.train_time = list(ckpt["history"]), ckpt["train_time"]
+    tr.rng_resume = ckpt["rng"]
 
 
 def _init_from_weights(model, path: str, num_classes: int):
