@@ -24,7 +24,8 @@ import torch
 from torchvision import transforms as T
 
 from squeezenet import create_model
-from squeezenet.data import augment_batch, augment_params, load_data, normalize
+from squeezenet.batches import augment_batch, augment_params, normalize
+from squeezenet.data import load_data
 from squeezenet.config import DEFAULT_MODEL, TrainConfig, load_config_file
 from squeezenet.train import cpu_has_native_bf16, model_options
 

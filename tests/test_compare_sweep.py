@@ -30,7 +30,8 @@ def test_published_table_is_consistent_with_measured_counts():
     # our params/MACs at 224 agree with the published figures we cite (within rounding)
     from squeezenet.zoo import build_any
 
-    for name, _, params_m, mmacs, top1, src in PEERS:
+    for peer in PEERS:
+        name, params_m, mmacs, top1, src = peer.name, peer.params_m, peer.mmacs, peer.top1, peer.source
         if name.startswith("timm:"):
             continue
         prof = profile(build_any(name).model, (3, 224, 224))

@@ -6,7 +6,8 @@ import torch
 from PIL import Image
 
 from squeezenet import SqueezeNetError
-from squeezenet.data import TensorDataset, augment_batch, augment_params, load_data
+from squeezenet.batches import augment_batch, augment_params
+from squeezenet.data import TensorDataset, load_data
 from squeezenet.sources import find_fashion_mnist, read_idx
 
 from helpers import write_idx

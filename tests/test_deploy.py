@@ -160,7 +160,8 @@ def test_int8_graph_tuning_keeps_outputs(tmp_path):
 
 def test_missing_calibration_set_error(tmp_path):
     from squeezenet.deploy.quantize import calibration_batches
-    from squeezenet.data import DataSpec, TensorDataset
+    from squeezenet.data import TensorDataset
+    from squeezenet.spec import DataSpec
 
     empty = TensorDataset(torch.zeros(0, 1, 28, 28, dtype=torch.uint8), torch.zeros(0, dtype=torch.int64), ["a"])
     spec = DataSpec("x", ["a"], 1, 28, [0.5], [0.5])

@@ -98,8 +98,15 @@ def test_unknown_names_say_which_part_was_not_understood(name, needle):
 
 
 def test_every_published_figure_has_a_source():
+    """A paper (arXiv) or README for each; where the source is torchvision's weight
+    metadata, the figure equals that metadata's acc@1."""
+    from squeezenet.zoo import tv_default_weights
+
+    from_metadata = {"squeezenet_1.1": "squeezenet1_1", "mnasnet_b1_1.0": "mnasnet1_0"}
     for key, (top1, source) in PUBLISHED_TOP1.items():
-        assert 40 < top1 < 90 and "arXiv" in source or "README" in source, key
+        assert 40 < top1 < 90 and ("arXiv" in source or "README" in source or key in from_metadata), key
+        if "torchvision weight metadata" in source:
+            assert top1 == tv_default_weights(from_metadata[key]).meta["_metrics"]["ImageNet-1K"]["acc@1"], key
 
 
 def test_other_torchvision_classifiers_are_explained_from_their_metadata():

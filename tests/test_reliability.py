@@ -49,7 +49,7 @@ def test_input_size_is_what_training_used_and_predict_reproduces_eval_logits(tmp
     assert ck["data"]["input_size"] == 40
     # the evaluation inputs training used, and predict on the raw 28 px test images
     splits = load_data("fashion-mnist", str(fmnist_dir), 40, download=False)
-    from squeezenet.data import normalize
+    from squeezenet.batches import normalize
 
     x_eval = normalize(splits.test.images[:6], ck["data"]["mean"], ck["data"]["std"])
     fn, spec = load_predictor(str(out / "last.pt"))
@@ -181,7 +181,8 @@ def test_foreign_onnx_without_metadata_predicts_with_defaults(tmp_path):
 # ---------------------------------------------------------------- 4-5. empty evaluation, NaN weights
 
 def test_zero_images_evaluated_is_an_error():
-    from squeezenet.data import DataSpec, TensorDataset
+    from squeezenet.data import TensorDataset
+    from squeezenet.spec import DataSpec
     from squeezenet.metrics import evaluate
 
     spec = DataSpec("t", ["a", "b"], 1, 8, [0.5], [0.5])

@@ -279,7 +279,8 @@ def test_named_demo_config_is_what_train_without_a_model_runs():
 def test_flip_tta_averages_the_mirrored_logits():
     """tta='flip' scores (f(x) + f(mirror x)) / 2, computed here by hand; a mirror-symmetric
     model gives exactly its plain result, an asymmetric one changes."""
-    from squeezenet.data import DataSpec, TensorDataset
+    from squeezenet.data import TensorDataset
+    from squeezenet.spec import DataSpec
     from squeezenet.metrics import evaluate
 
     g = torch.Generator().manual_seed(0)

@@ -77,7 +77,7 @@ def preprocess_images(images, spec):
     """Paths (or bytes) -> the normalised (B, C, H, W) torch batch training saw."""
     import torch
 
-    from .data import normalize
+    from .batches import normalize
 
     arrays = [image_to_array(p, spec.channels, spec.input_size) for p in images]
     return normalize(torch.from_numpy(np.stack(arrays)), spec.mean, spec.std)

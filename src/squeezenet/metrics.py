@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from .data import TensorDataset, collate_skip_bad, normalize
+from .batches import normalize
+from .data import TensorDataset, collate_skip_bad
 from .errors import SqueezeNetError
 
 

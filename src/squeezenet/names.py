@@ -18,6 +18,7 @@ import re
 from dataclasses import dataclass, field
 
 from .errors import SqueezeNetError
+from .peers import PUBLISHED_TOP1
 
 # EfficientNet compound scaling (Tan & Le 2019, arXiv:1905.11946; the authors' efficientnet_builder.py):
 # coefficient -> (width, depth, resolution)
@@ -28,49 +29,6 @@ EFFICIENTNET_LITE = {"0": (1.0, 1.0, 224), "1": (1.0, 1.1, 240), "2": (1.1, 1.2,
                      "4": (1.4, 1.8, 300)}
 SIZE_WORDS = {"xxs": "XX-small", "xs": "X-small", "s": "small", "m": "medium", "l": "large", "h": "huge",
               "b": "base", "t": "tiny", "tiny": "tiny", "small": "small", "base": "base", "large": "large"}
-
-# Published ImageNet-1k top-1 (single crop, the paper's resolution), with sources. torchvision
-# names not listed here take the accuracy of their weights' metadata, which ships with torchvision.
-PUBLISHED_TOP1 = {
-    "mobilenet_v1_1.0": (70.6, "Howard et al. 2017, arXiv:1704.04861 Table 6"),
-    "mobilenet_v1_0.75": (68.4, "Howard et al. 2017, arXiv:1704.04861 Table 6"),
-    "mobilenet_v1_0.5": (63.7, "Howard et al. 2017, arXiv:1704.04861 Table 6"),
-    "mobilenet_v1_0.25": (50.6, "Howard et al. 2017, arXiv:1704.04861 Table 6"),
-    "mobilenet_v2_1.0": (72.0, "Sandler et al. 2018, arXiv:1801.04381 Table 4"),
-    "mobilenet_v3_large_1.0": (75.2, "Howard et al. 2019, arXiv:1905.02244 Table 3"),
-    "mobilenet_v3_large_0.75": (73.3, "Howard et al. 2019, arXiv:1905.02244 Table 3"),
-    "mobilenet_v3_small_1.0": (67.4, "Howard et al. 2019, arXiv:1905.02244 Table 3"),
-    "mobilenet_v3_small_0.75": (65.4, "Howard et al. 2019, arXiv:1905.02244 Table 3"),
-    "shufflenet_v2_0.5": (60.3, "Ma et al. 2018, arXiv:1807.11164 Table 8"),
-    "shufflenet_v2_1.0": (69.4, "Ma et al. 2018, arXiv:1807.11164 Table 8"),
-    "shufflenet_v2_1.5": (72.6, "Ma et al. 2018, arXiv:1807.11164 Table 8"),
-    "shufflenet_v2_2.0": (74.9, "Ma et al. 2018, arXiv:1807.11164 Table 8"),
-    "ghostnet_1.0": (73.9, "Han et al. 2020, arXiv:1911.11907 Table 7"),
-    "ghostnet_1.3": (75.7, "Han et al. 2020, arXiv:1911.11907 Table 7"),
-    **{f"efficientnet_{k}": (v, "Tan & Le 2019, arXiv:1905.11946 Table 2") for k, v in zip(
-        EFFICIENTNET, (77.1, 79.1, 80.1, 81.6, 82.9, 83.6, 84.0, 84.3))},
-    **{f"efficientnet_lite{k}": (v, "tensorflow/tpu efficientnet/lite README") for k, v in zip(
-        EFFICIENTNET_LITE, (75.1, 76.7, 77.6, 79.8, 81.5))},
-    "deit_tiny_16": (72.2, "Touvron et al. 2021, arXiv:2012.12877 Table 1"),
-    "deit_small_16": (79.8, "Touvron et al. 2021, arXiv:2012.12877 Table 1"),
-    "deit_base_16": (81.8, "Touvron et al. 2021, arXiv:2012.12877 Table 1"),
-    "convit_tiny": (73.1, "d'Ascoli et al. 2021, arXiv:2103.10697 Table 1"),
-    "convit_small": (81.3, "d'Ascoli et al. 2021, arXiv:2103.10697 Table 1"),
-    "convit_base": (82.4, "d'Ascoli et al. 2021, arXiv:2103.10697 Table 1"),
-    "mobilevit_xxs": (69.0, "Mehta & Rastegari 2022, arXiv:2110.02178 Table 1"),
-    "mobilevit_xs": (74.8, "Mehta & Rastegari 2022, arXiv:2110.02178 Table 1"),
-    "mobilevit_s": (78.4, "Mehta & Rastegari 2022, arXiv:2110.02178 Table 1"),
-    "repvgg_a0": (72.41, "Ding et al. 2021, arXiv:2101.03697 Table 4"),
-    "repvgg_a1": (74.46, "Ding et al. 2021, arXiv:2101.03697 Table 4"),
-    "repvgg_a2": (76.48, "Ding et al. 2021, arXiv:2101.03697 Table 4"),
-    "repvgg_b0": (75.14, "Ding et al. 2021, arXiv:2101.03697 Table 4"),
-    "mobileone_s0": (71.4, "Vasu et al. 2023, arXiv:2206.04040 Table 9"),
-    "mobileone_s1": (75.9, "Vasu et al. 2023, arXiv:2206.04040 Table 9"),
-    "mobileone_s2": (77.4, "Vasu et al. 2023, arXiv:2206.04040 Table 9"),
-    "mobileone_s3": (78.1, "Vasu et al. 2023, arXiv:2206.04040 Table 9"),
-    "mobileone_s4": (79.4, "Vasu et al. 2023, arXiv:2206.04040 Table 9"),
-}
-
 
 @dataclass
 class Family:

@@ -14,6 +14,10 @@ from .errors import SqueezeNetError
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
+# One-channel models on ImageNet-style data: the channel mean of the above (torchvision's
+# Grayscale weights 0.299/0.587/0.114 give 0.449) and its std (0.226).
+IMAGENET_GRAY_MEAN = [0.449]
+IMAGENET_GRAY_STD = [0.226]
 
 
 @dataclass

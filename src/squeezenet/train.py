@@ -31,7 +31,8 @@ from torch import nn
 
 from .formats.checkpoint import check_resume, check_resume_data, load_checkpoint, make_checkpoint
 from .config import TrainConfig, resume_must_match
-from .data import TensorDataset, load_data, loader_batches, tensor_batches
+from .batches import loader_batches, tensor_batches
+from .data import TensorDataset, load_data
 from .ema import ModelEma
 from .errors import Interrupted, SqueezeNetError
 from .files import RunLock, atomic_write_text, ensure_writable_dir

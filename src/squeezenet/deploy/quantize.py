@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data import DataSpec, FolderDataset, TensorDataset, load_data_for
+from ..data import FolderDataset, TensorDataset, load_data_for
+from ..spec import DataSpec
 from ..errors import SqueezeNetError, require
 from ..files import atomic_write_text, ensure_writable_dir
 from ..metrics import evaluate, iterate_eval

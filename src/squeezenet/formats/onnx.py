@@ -28,7 +28,7 @@ import numpy as np
 
 from ..errors import SqueezeNetError
 from ..imageio import image_to_array, normalize_array
-from ..spec import IMAGENET_MEAN, IMAGENET_STD, DataSpec
+from ..spec import IMAGENET_GRAY_MEAN, IMAGENET_GRAY_STD, IMAGENET_MEAN, IMAGENET_STD, DataSpec
 
 META_KEY = "squeezenet"
 DIGEST_KEY = "squeezenet.sha256"
@@ -144,7 +144,7 @@ class OnnxClassifier:
                                   "(B, 1|3, H, W) image; preprocess yourself and call run()")
         self.notes.append(f"'{self.path}' has no squeezenet metadata (classes, mean/std): using ImageNet mean/std, "
                           f"{size} px from the graph and class indices as names")
-        mean, std = (IMAGENET_MEAN, IMAGENET_STD) if chans == 3 else ([0.449], [0.226])
+        mean, std = (IMAGENET_MEAN, IMAGENET_STD) if chans == 3 else (IMAGENET_GRAY_MEAN, IMAGENET_GRAY_STD)
         return DataSpec("unknown", [f"class {i}" for i in range(n_out)], chans, size, list(mean), list(std))
 
     @property

@@ -27,9 +27,8 @@ import torch
 from torch import nn
 
 from ..registry import register_model
+from ..spec import IMAGENET_MEAN, IMAGENET_STD
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 # Table 1: output channels of stages 2/3/4 at 1x, per group count; conv1 has 24 filters.
 STAGE_CHANNELS = {1: (144, 288, 576), 2: (200, 400, 800), 3: (240, 480, 960), 4: (272, 544, 1088),
@@ -185,8 +184,8 @@ def _create(groups: int, *, width: float = 1.0, num_classes: int = 1000, in_chan
     model = ShuffleNetV1(groups, width, num_classes, in_chans, dropout)
     model.model_kwargs = dict(width=width, num_classes=num_classes, in_chans=in_chans, dropout=dropout)
     model.default_cfg = dict(
-        family="shufflenet_v1", groups=groups, width=width, input_size=(in_chans, 224, 224), mean=IMAGENET_MEAN,
-        std=IMAGENET_STD, paper_top1=PAPER_TOP1.get(groups) if width == 1.0 else None,
+        family="shufflenet_v1", groups=groups, width=width, input_size=(in_chans, 224, 224), mean=tuple(IMAGENET_MEAN),
+        std=tuple(IMAGENET_STD), paper_top1=PAPER_TOP1.get(groups) if width == 1.0 else None,
         paper_mmacs=PAPER_MMACS[groups] if width == 1.0 else None,
         source="Zhang et al. 2017, arXiv:1707.01083 Table 1-2; megvii-model/ShuffleNet-Series")
     return model

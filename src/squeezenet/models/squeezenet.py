@@ -20,14 +20,13 @@ from dataclasses import asdict
 import torch
 from torch import nn
 
-from ..archs import BYPASS_KINDS, SMALL_STEM, VERSIONS, DesignSpace, Stage, build_stages, estimate_params  # noqa: F401
+from ..archs import VERSIONS, DesignSpace, Stage, build_stages, estimate_params
 from ..errors import SqueezeNetError
 from ..registry import register_model
+from ..spec import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = ["Fire", "SqueezeNet", "DesignSpace", "Stage", "build_stages", "load_torchvision_state_dict"]
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def _conv_block(in_ch: int, out_ch: int, kernel: int, stride: int = 1, padding: int = 0, batch_norm: bool = False):
@@ -221,7 +220,7 @@ def _create(version: str, bypass: str = "none", *, num_classes: int = 1000, in_c
         family="squeezenet", version=version, bypass=bypass, input_size=(in_chans, 227 if caffe else 224,
                                                                          227 if caffe else 224),
         preprocess="caffe" if caffe else "imagenet", release=caffe,
-        mean=IMAGENET_MEAN, std=IMAGENET_STD, design=asdict(design), width=width, stem=stem,
+        mean=tuple(IMAGENET_MEAN), std=tuple(IMAGENET_STD), design=asdict(design), width=width, stem=stem,
         paper_top1=v["paper_top1"] if vanilla else None,
         paper_top5=v["paper_top5"] if vanilla else None,
         source=v["source"],
