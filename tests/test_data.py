@@ -69,10 +69,10 @@ def _tree(root, size=16, corrupt=True, empty=True):
         (root / "train" / "dog" / "notes.jpg").write_bytes(b"this is not an image")
 
 
-def test_small_image_folder_skips_bad_files_and_keeps_empty_class(tmp_path, capsys):
+def test_small_image_folder_skips_bad_files_and_keeps_empty_class(tmp_path, caplog):
     _tree(tmp_path)
     s = load_data(str(tmp_path), cache=False)
-    err = capsys.readouterr().err
+    err = caplog.text  # the library logs its warnings (squeezenet.log); the CLI prints them
     assert "broken.jpg" in err and "notes.jpg" in err and "zebra" in err
     assert s.spec.classes == ["cat", "dog", "zebra"]
     assert s.train.images.shape == (12, 3, 16, 16)  # 14 files, 2 unreadable
@@ -102,16 +102,19 @@ def test_folder_without_val_gets_a_split(tmp_path):
     assert any("held out" in n for n in s.notes)
 
 
-def test_large_image_folder_streams_and_skips_bad(tmp_path, capsys):
+def test_large_image_folder_streams_and_skips_bad(tmp_path, caplog):
     _tree(tmp_path, size=80, corrupt=True, empty=False)
     s = load_data(str(tmp_path), input_size=72, cache=False)
     assert not isinstance(s.train, TensorDataset) and s.spec.input_size == 72
     from squeezenet.data import collate_skip_bad
 
     loader = torch.utils.data.DataLoader(s.train, batch_size=20, collate_fn=collate_skip_bad)
-    x, y = next(iter(loader))
-    assert x.shape == (12, 3, 72, 72)
-    assert "broken.jpg" in capsys.readouterr().err
+    x, y, bad = next(iter(loader))
+    assert x.shape == (12, 3, 72, 72) and len(bad) == 2 and any("broken.jpg" in b for b in bad)
+    from squeezenet.data import readable
+
+    assert [tuple(t.shape) for t in next(readable(iter(loader)))] == [(12, 3, 72, 72), (12,)]
+    assert "skipping" in caplog.text and "broken.jpg" in caplog.text  # reported in this (the main) process
 
 
 def test_missing_folder_error(tmp_path):

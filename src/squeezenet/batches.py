@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from .data import TensorDataset, collate_skip_bad
+from .data import TensorDataset, collate_skip_bad, readable
 from .errors import SqueezeNetError
 from .spec import DataSpec
 
@@ -52,10 +52,10 @@ def loader_batches(ds, batch_size: int, seed: int, epoch: int, workers: int, sta
     sampler.set_epoch(epoch)
     loader = torch.utils.data.DataLoader(ds, batch_size=batch_size // world, sampler=sampler, num_workers=workers,
                                          collate_fn=collate_skip_bad, drop_last=True, persistent_workers=False)
-    for step, batch in enumerate(loader):
-        if step < start_step or batch is None:
+    for step, (x, y) in enumerate(readable(loader)):
+        if step < start_step or x is None:
             continue
-        yield step, batch[0], batch[1]
+        yield step, x, y
 
 
 # --------------------------------------------------------------- per-batch augmentation

@@ -567,6 +567,9 @@ def _is_out_of_memory(e: BaseException) -> bool:
 
 
 def main(argv=None) -> int:
+    from .log import to_stderr
+
+    to_stderr()  # the library logs its notes, warnings and progress lines; the command shows them
     parser = build_parser()
     args = parser.parse_args(argv)
     if not args.command:

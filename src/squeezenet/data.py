@@ -15,14 +15,15 @@ from __future__ import annotations
 
 import hashlib
 import os
-import sys
 from dataclasses import dataclass, field
+from typing import NamedTuple
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from .errors import SqueezeNetError
+from .log import note, warn
 from .sources import (FASHION_MNIST_CLASSES, default_cache_dir, find_fashion_mnist, match_classes, read_idx,
                       scan_folder, split_fingerprint)
 from .spec import IMAGENET_GRAY_MEAN, IMAGENET_GRAY_STD, IMAGENET_MEAN, IMAGENET_STD, DataSpec
@@ -179,15 +180,15 @@ def _decode_folder(samples, classes, size: int, mode: str, cache: Path | None) -
         try:
             imgs.append(image_to_array(p, 1 if mode == "L" else 3, size))
         except SqueezeNetError as e:
-            print(f"warning: skipping {e}", file=sys.stderr)
+            warn(f"skipping {e}")
             continue
         labels.append(y)
     if not imgs:
         raise SqueezeNetError("every image in the folder was unreadable")
     empty = [c for i, c in enumerate(classes) if i not in set(labels)]
     if empty:
-        print(f"warning: class folder(s) {', '.join(empty)} have no readable images; the model will still have "
-              "an output for each", file=sys.stderr)
+        warn(f"class folder(s) {', '.join(empty)} have no readable images; the model will still have an output "
+             "for each")
     ds = TensorDataset(torch.from_numpy(np.stack(imgs)), torch.tensor(labels, dtype=torch.int64), classes)
     if path:
         from .files import atomic_save
@@ -197,8 +198,13 @@ def _decode_folder(samples, classes, size: int, mode: str, cache: Path | None) -
     return ds
 
 
+class BadImage(NamedTuple):
+    message: str  # why the image could not be read, naming its path
+
+
 class FolderDataset(torch.utils.data.Dataset):
-    """Streaming ImageFolder; a bad image is reported by path and yields None."""
+    """Streaming ImageFolder; an unreadable image yields a :class:`BadImage`, which the
+    loader's collate drops and the main process reports (:func:`readable`)."""
 
     def __init__(self, samples, classes, transform, mode="RGB"):
         self.samples, self.classes, self.transform, self.mode = samples, classes, transform, mode
@@ -222,15 +228,26 @@ class FolderDataset(torch.utils.data.Dataset):
         try:
             return self.transform(load_image(path, self.mode)), y
         except SqueezeNetError as e:
-            print(f"warning: skipping {e}", file=sys.stderr)
-            return None
+            return BadImage(str(e))
 
 
 def collate_skip_bad(batch):
-    batch = [b for b in batch if b is not None]
-    if not batch:
-        return None
-    return torch.utils.data.default_collate(batch)
+    """(inputs or None, labels or None, [why each dropped image was unreadable])."""
+    good = [b for b in batch if not isinstance(b, BadImage)]
+    bad = [b.message for b in batch if isinstance(b, BadImage)]
+    if not good:
+        return None, None, bad
+    x, y = torch.utils.data.default_collate(good)
+    return x, y, bad
+
+
+def readable(loader):
+    """(inputs or None, labels or None) per batch of a loader built with
+    :func:`collate_skip_bad`, reporting each skipped image here, in the main process."""
+    for x, y, bad in loader:
+        for message in bad:
+            warn(f"skipping {message}")
+        yield x, y
 
 
 def _split_indices(n: int, val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
@@ -336,13 +353,13 @@ def load_data_for(spec: DataSpec, data: str | None = None, data_dir: str | None 
     got = splits.spec
     if got.channels != spec.channels:
         raise SqueezeNetError(f"{where} takes {spec.channels}-channel images but '{name}' has {got.channels}")
-    mapping, note = match_classes(got.classes, spec.classes, map_by_index, name, where)
+    mapping, why = match_classes(got.classes, spec.classes, map_by_index, name, where)
     if mapping is not None:
-        splits.notes.append(note)
+        splits.notes.append(why)
         splits.train = splits.train.relabel(mapping, spec.classes)
         splits.test = splits.test.relabel(mapping, spec.classes)
     for n in splits.notes:
-        print(f"note: {n}", file=sys.stderr)
+        note(n)
     import dataclasses
 
     splits.spec = dataclasses.replace(spec, classes=list(spec.classes))

@@ -8,12 +8,12 @@ An .onnx file needs no PyTorch: ``predict`` always runs it through
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 
 from .errors import SqueezeNetError
+from .log import note
 from .files import atomic_write_text, ensure_writable_file
 from .formats.sniff import sniff
 from .imageio import image_to_array
@@ -67,7 +67,7 @@ def _evaluate_with_torch(checkpoint, data, data_dir, download, batch_size, tta, 
 
     mf = open_model(checkpoint, need="any", verify=verify, command="eval")
     for n in mf.notes:
-        print(f"note: {n}", file=sys.stderr)
+        note(n)
     splits = load_data_for(mf.need_spec(), data, data_dir, download, map_by_index, where=f"'{checkpoint}'")
     m = evaluate(None, splits.test, splits.spec, batch_size=batch_size, tta=tta, predict_fn=mf.logits)
     return mf.name, splits.spec.classes, splits.spec.name, m
@@ -89,7 +89,7 @@ def load_predictor(path: str, verify: bool = True):
 
     mf = open_model(path, need="any", verify=verify, command="predict")
     for n in mf.notes:
-        print(f"note: {n}", file=sys.stderr)
+        note(n)
     return mf.logits, mf.need_spec()
 
 

@@ -133,7 +133,7 @@ def evaluate_imagenet(name: str, weights: str | None, data: str, batch_size: int
     """Top-1/top-5 of ``name`` with ``weights`` on an ImageNet-layout folder, with the
     model's own preprocessing; also images/s of the whole loop (decode included) and of
     the forward passes alone."""
-    from .data import FolderDataset, collate_skip_bad
+    from .data import FolderDataset, collate_skip_bad, readable
     from .metrics import topk_correct
 
     if batch_size < 1 or workers < 0:
@@ -147,10 +147,9 @@ def evaluate_imagenet(name: str, weights: str | None, data: str, batch_size: int
     ds = FolderDataset(samples, wnids, tf)
     loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, num_workers=workers, collate_fn=collate_skip_bad)
     hits, n, t_model, t0 = [0, 0], 0, 0.0, time.perf_counter()
-    for batch in loader:
-        if batch is None:
+    for x, y in readable(loader):
+        if x is None:
             continue
-        x, y = batch
         t = time.perf_counter()
         logits = model(x).float()
         t_model += time.perf_counter() - t

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from .batches import normalize
-from .data import TensorDataset, collate_skip_bad
+from .data import TensorDataset, collate_skip_bad, readable
 from .errors import SqueezeNetError
 
 
@@ -36,9 +36,9 @@ def iterate_eval(dataset, spec, batch_size: int = 1000, workers: int = 0, channe
     else:
         loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=workers,
                                              collate_fn=collate_skip_bad)
-        for batch in loader:
-            if batch is not None:
-                yield batch
+        for x, y in readable(loader):
+            if x is not None:
+                yield x, y
 
 
 @torch.no_grad()

@@ -10,13 +10,13 @@ import gzip
 import hashlib
 import os
 import struct
-import sys
 from pathlib import Path
 
 import numpy as np
 
 from .errors import SqueezeNetError
 from .imageio import IMG_EXTENSIONS
+from .log import warn
 
 FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                          "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
@@ -109,13 +109,13 @@ def scan_folder(root: Path) -> tuple[list[tuple[str, int]], list[str]]:
     for i, c in enumerate(classes):
         files = sorted(p for p in (root / c).rglob("*") if p.suffix.lower() in IMG_EXTENSIONS)
         if not files:
-            print(f"warning: class folder '{root / c}' has no images", file=sys.stderr)
+            warn(f"class folder '{root / c}' has no images")
         samples += [(str(p), i) for p in files]
     if not samples:
         raise SqueezeNetError(f"no images found under '{root}'")
     if len(classes) == 1:
-        print(f"warning: '{root}' has a single class folder ({classes[0]}); a classifier needs at least two "
-              "(expected <root>/<class>/<image>)", file=sys.stderr)
+        warn(f"'{root}' has a single class folder ({classes[0]}); a classifier needs at least two "
+             "(expected <root>/<class>/<image>)")
     return samples, classes
 
 

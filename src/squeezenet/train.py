@@ -19,7 +19,6 @@ import json
 import math
 import os
 import resource
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +34,7 @@ from .batches import loader_batches, tensor_batches
 from .data import TensorDataset, load_data
 from .ema import ModelEma
 from .errors import Interrupted, SqueezeNetError
+from .log import note, say
 from .files import RunLock, atomic_write_text, ensure_writable_dir
 from .metrics import evaluate, topk_correct
 from .progress import Progress
@@ -463,8 +463,8 @@ def log_epoch(out: Path, history: list[dict]) -> None:
     """metrics.jsonl/csv (atomically) and one line on stderr."""
     _write_metrics(out, history)
     row = history[-1]
-    print(f"epoch {row['epoch']}: train loss {row['train_loss']:.4f}, test top-1 {row['test_top1']:.2f}% "
-          f"top-5 {row['test_top5']:.2f}%, {row['img_per_s']:.0f} img/s", file=sys.stderr)
+    say(f"epoch {row['epoch']}: train loss {row['train_loss']:.4f}, test top-1 {row['test_top1']:.2f}% "
+        f"top-5 {row['test_top5']:.2f}%, {row['img_per_s']:.0f} img/s")
 
 
 def write_run_files(tr: Trainer) -> None:
@@ -474,8 +474,8 @@ def write_run_files(tr: Trainer) -> None:
         {"resolved_precision": tr.precision, "device": str(tr.device), "world_size": tr.dist.world,
          "torch_version": str(torch.__version__), "data_spec": tr.spec.to_dict(), "data_split": tr.splits.split},
         indent=2))
-    for note in tr.splits.notes:
-        print(f"note: {note}", file=sys.stderr)
+    for n in tr.splits.notes:
+        note(n)
 
 
 def run_summary(tr: Trainer, confusion):

@@ -12,12 +12,12 @@ evaluation loop (:func:`squeezenet.metrics.evaluate`); tests check both agree.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import SqueezeNetError
+from ..log import note, warn
 from ..imageio import image_to_array, normalize_array, resize_array
 from ..sources import FASHION_MNIST_CLASSES, find_fashion_mnist, match_classes, read_idx, scan_folder
 from ..formats.onnx import OnnxClassifier
@@ -56,7 +56,7 @@ def eval_images(spec, data: str | None, data_dir: str | None, download: bool, wh
             images.append(image_to_array(path, spec.channels, spec.input_size))
             labels.append(label)
         except SqueezeNetError as e:
-            print(f"warning: skipping {e}", file=sys.stderr)
+            warn(f"skipping {e}")
     if not images:
         raise SqueezeNetError(f"every image under '{val}' was unreadable")
     return np.stack(images), np.asarray(labels, np.int64), classes, f"folder:{root.name}"
@@ -72,10 +72,10 @@ def evaluate_onnx(path: str, data: str | None = None, data_dir: str | None = Non
     clf = OnnxClassifier(path, verify=verify)
     spec = clf.spec
     x, y, classes, name = eval_images(spec, data, data_dir, download, f"'{path}'")
-    mapping, note = match_classes(classes, spec.classes, map_by_index, name, f"'{path}'")
+    mapping, msg = match_classes(classes, spec.classes, map_by_index, name, f"'{path}'")
     if mapping is not None:
         y = np.asarray(mapping, np.int64)[y]
-        print(f"note: {note}", file=sys.stderr)
+        note(msg)
     k = len(spec.classes)
     conf = np.zeros((k, k), np.int64)
     loss_sum, hits = 0.0, [0, 0]
@@ -103,7 +103,7 @@ def predict_onnx(path: str, images: list[str], topk: int, verify: bool = True):
 
     clf = OnnxClassifier(path, verify=verify)
     for n in clf.notes:
-        print(f"note: {n}", file=sys.stderr)
+        note(n)
     good, arrays, bad = [], [], []
     for p in images:
         try:

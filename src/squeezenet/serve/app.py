@@ -20,6 +20,7 @@ import numpy as np
 
 from .. import __version__
 from ..errors import SqueezeNetError, TooLarge, require
+from ..log import say
 from ..formats.open import resolve_file
 from ..imageio import IMG_EXTENSIONS
 from .batching import Batcher, Metrics
@@ -377,8 +378,6 @@ def check_port(host: str, port: int) -> None:
 def serve(cfg: ServeConfig) -> None:
     """Run the server until SIGTERM/SIGINT; in-flight requests are drained first and a
     clean drain exits 0."""
-    import sys
-
     uvicorn = require("uvicorn", "serve")
     cfg.validate()
     check_port(cfg.host, cfg.port)
@@ -390,7 +389,7 @@ def serve(cfg: ServeConfig) -> None:
             self._captured_signals.clear()  # drained cleanly: exit 0, not by re-raising the signal
 
     host = f"[{cfg.host}]" if ":" in cfg.host else cfg.host
-    print(f"serving {cfg.model_file} on http://{host}:{cfg.port} (Ctrl-C or SIGTERM to stop)", file=sys.stderr)
+    say(f"serving {cfg.model_file} on http://{host}:{cfg.port} (Ctrl-C or SIGTERM to stop)")
     server = Server(uvicorn.Config(app, host=cfg.host, port=cfg.port, log_level="warning",
                                    timeout_graceful_shutdown=30))
     server.run()
