@@ -15,18 +15,15 @@ dependencies = ["torch", "torchvision"]
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "src"))
 
-from squeezenet.factory import create_model as _create_model  # noqa: E402
 from squeezenet.factory import list_models as _list_models  # noqa: E402
+from squeezenet.formats.open import open_model as _open_model  # noqa: E402
 
 
 def create(name: str, weights: str | None = None, **kwargs):
-    """Any model name with its modifiers; ``weights``: torchvision's SqueezeNet file or URL."""
-    model = _create_model(name, **kwargs)
-    if weights:
-        from squeezenet.formats.open import load_weights_into
-
-        load_weights_into(model, name, weights)
-    return model
+    """Any model reference `squeezenet` commands take (a name with its modifiers, tv:/timm:
+    names, a model file or a run folder); ``weights``: ImageNet weights for a name
+    (torchvision's SqueezeNet file or URL). ``kwargs`` go to the model's builder."""
+    return _open_model(name, weights=weights, **kwargs).model
 
 
 def _entry(name: str):

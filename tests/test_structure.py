@@ -11,8 +11,8 @@ SRC = Path(__file__).parents[1] / "src" / "squeezenet"
 # lower ones (lazy imports inside functions included). The README's table is checked
 # against this one, so the two cannot drift apart.
 LAYERS = [
-    ("leaves", ["errors.py", "log.py", "registry.py", "spec.py", "imageio.py", "progress.py", "render.py", "files.py",
-                "archs.py"]),
+    ("leaves", ["errors.py", "log.py", "settings.py", "registry.py", "spec.py", "imageio.py", "progress.py",
+                "render.py", "files.py", "archs.py"]),
     ("sources", ["sources.py"]),
     ("models", ["models/", "factory.py", "zoo.py", "peers.py", "profiler.py"]),
     ("formats", ["formats/"]),

@@ -506,34 +506,8 @@ def add_serve_parser(sub):
                                    "/metrics for Prometheus, /docs for OpenAPI and / for a page. Requests are "
                                    "micro-batched; past --max-queue waiting images the answer is 503 with "
                                    "Retry-After. SIGTERM drains in-flight requests and exits 0.")
-    add_dataclass_arguments(p, ServeConfig)
+    ServeConfig.add_arguments(p)
     p.set_defaults(func=_cmd_serve)
-
-
-def add_dataclass_arguments(p, cls) -> None:
-    """One flag per field of a settings dataclass, from its type, default and help
-    (metadata: ``positional``, ``flag``, ``invert`` for a store-false switch, ``choices``)."""
-    import dataclasses
-    import typing
-
-    kinds = {(int, True): non_negative_int, (int, False): positive_int, (float, True): non_negative_float,
-             (float, False): positive_float}
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        meta, default = f.metadata, f.default
-        kind = next((t for t in typing.get_args(hints[f.name]) if t is not type(None)), hints[f.name])
-        helptext = meta["help"] + ("" if default in (None, (), "") or meta.get("invert") else f" (default: {default})")
-        if meta.get("positional"):
-            p.add_argument(f.name, help=meta["help"])
-        elif kind is bool:
-            p.add_argument(meta.get("flag") or "--" + f.name.replace("_", "-"), dest=f.name,
-                           action="store_false" if meta.get("invert") else "store_true", help=helptext)
-        elif kind is tuple:
-            p.add_argument(meta.get("flag"), dest=f.name, action="append", default=[], help=helptext)
-        else:
-            p.add_argument(meta.get("flag") or "--" + f.name.replace("_", "-"), dest=f.name,
-                           type=kinds.get((kind, bool(meta.get("zero_ok"))), str),
-                           default=default, choices=meta.get("choices"), help=helptext)
 
 
 def _cmd_serve(a):

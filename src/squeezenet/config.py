@@ -14,11 +14,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 from .errors import SqueezeNetError
+from .settings import (add_arguments, check_field_types, fraction_open, input_size, non_negative, non_negative_int,
+                       one_of, opt, positive, positive_int, probability, validate_fields, within)
 
 DEFAULT_MODEL = "squeezenet1_1_simple_bypass_small_bn_w0.5_sr0.25"
 CONFIG_DIR = Path(__file__).parent / "configs"
@@ -35,63 +36,6 @@ RECIPES = {
 }
 
 
-# ------------------------------------------------------------------ checks
-# Each returns None when the value is acceptable, else what is wrong with it.
-
-def _finite(v):
-    return None if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else "a finite number"
-
-
-def positive(v):
-    return _finite(v) or (None if v > 0 else "> 0")
-
-
-def non_negative(v):
-    return _finite(v) or (None if v >= 0 else ">= 0")
-
-
-def probability(v):
-    return _finite(v) or (None if 0 <= v < 1 else "in [0, 1)")
-
-
-def fraction_open(v):
-    return _finite(v) or (None if 0 < v < 1 else "in (0, 1)")
-
-
-def integer(v):
-    return None if isinstance(v, int) and not isinstance(v, bool) else "an integer"
-
-
-def positive_int(v):
-    return integer(v) or (None if v >= 1 else ">= 1")
-
-
-def non_negative_int(v):
-    return integer(v) or (None if v >= 0 else ">= 0")
-
-
-def input_size(v):
-    return integer(v) or (None if 8 <= v <= 2048 else "between 8 and 2048 px")
-
-
-def one_of(*choices):
-    def check(v):
-        return None if v in choices else f"one of {', '.join(map(str, choices))}"
-    return check
-
-
-def opt(default, help: str, check=None, *, flag: str | None = None, short: str | None = None, cli: bool = True,
-        choices=None, resume_must_match: bool = False):
-    """A setting: default, help, check; ``cli=False`` keeps it out of the flags;
-    ``resume_must_match`` marks a setting that shapes the optimisation, so resuming a run
-    with it changed (a silent splice of two runs) is refused."""
-    meta = dict(help=help, check=check, flag=flag, short=short, cli=cli, choices=choices,
-                resume_must_match=resume_must_match)
-    if isinstance(default, (dict, list)):
-        return field(default_factory=lambda: type(default)(default), metadata=meta)
-    return field(default=default, metadata=meta)
-
-
 @dataclass
 class TrainConfig:
     model: str = opt(DEFAULT_MODEL, "model name (see `squeezenet list`)", cli=False)
@@ -101,21 +45,26 @@ class TrainConfig:
     download: bool = opt(True, "try torchvision's downloader when the data is not found")
     out: str = opt("runs/train", "run folder (one writer at a time; it is locked while training)")
     epochs: int = opt(10, "training epochs", positive_int, resume_must_match=True)
-    batch_size: int = opt(256, "global batch size (split across torchrun processes)", positive_int, short="-b", resume_must_match=True)
+    batch_size: int = opt(256, "global batch size (split across torchrun processes)", positive_int, short="-b",
+                          resume_must_match=True)
     recipe: str = opt("fast", "optimisation recipe: fast, or paper (the authors' Caffe solver); sets the defaults "
                       "of lr, schedule, warm-up, momentum, nesterov, weight decay and label smoothing",
                       one_of(*RECIPES), choices=list(RECIPES), resume_must_match=True)
-    lr: float | None = opt(None, "peak learning rate (default: the recipe's: fast 0.2, paper 0.04)", positive, resume_must_match=True)
+    lr: float | None = opt(None, "peak learning rate (default: the recipe's: fast 0.2, paper 0.04)", positive,
+                           resume_must_match=True)
     schedule: str | None = opt(None, "learning-rate schedule (default: the recipe's)",
-                               one_of("cosine", "poly", "constant"), choices=["cosine", "poly", "constant"], resume_must_match=True)
-    warmup_epochs: float | None = opt(None, "linear warm-up epochs (default: the recipe's)", non_negative, resume_must_match=True)
+                               one_of("cosine", "poly", "constant"), choices=["cosine", "poly", "constant"],
+                               resume_must_match=True)
+    warmup_epochs: float | None = opt(None, "linear warm-up epochs (default: the recipe's)", non_negative,
+                                      resume_must_match=True)
     momentum: float | None = opt(None, "SGD momentum (default 0.9)", probability, resume_must_match=True)
     nesterov: bool | None = opt(None, "Nesterov momentum (default: the recipe's)", resume_must_match=True)
     weight_decay: float | None = opt(None, "weight decay on conv/linear weights (default: the recipe's)",
                                      non_negative, flag="--weight-decay", short="--wd", resume_must_match=True)
-    label_smoothing: float | None = opt(None, "label smoothing (default: the recipe's)", probability, resume_must_match=True)
+    label_smoothing: float | None = opt(None, "label smoothing (default: the recipe's)", probability,
+                                        resume_must_match=True)
     random_erasing: float = opt(0.0, "random-erasing probability per image (small-image data)",
-                                lambda v: _finite(v) or (None if 0 <= v <= 1 else "in [0, 1]"), resume_must_match=True)
+                                within(0, 1), resume_must_match=True)
     ema: float = opt(0.0, "keep an exponential moving average of the weights with this decay (e.g. 0.998) and "
                      "evaluate/save it; 0 = off", probability, resume_must_match=True)
     input_size: int | None = opt(None, "train (and record) at this image size in px; images are resized",
@@ -124,7 +73,8 @@ class TrainConfig:
                                 probability, resume_must_match=True)
     head_relu: bool | None = opt(None, "keep the paper's ReLU after conv10 (default: the model's, on); "
                                  "--no-head-relu avoids dead classes at high lr (see docs)")
-    seed: int = opt(0, "random seed (data order, augmentation, initialisation)", non_negative_int, resume_must_match=True)
+    seed: int = opt(0, "random seed (data order, augmentation, initialisation)", non_negative_int,
+                    resume_must_match=True)
     device: str = opt("auto", "auto, cpu, cuda or cuda:N",
                       lambda v: None if isinstance(v, str) and (v in ("auto", "cpu", "cuda") or
                                                                 (v.startswith("cuda:") and v[5:].isdigit()))
@@ -133,7 +83,8 @@ class TrainConfig:
                          one_of("auto", "fp32", "bf16", "fp16"), choices=["auto", "fp32", "bf16", "fp16"])
     channels_last: bool = opt(True, "channels_last memory format (faster on CPU)")
     workers: int = opt(2, "DataLoader workers for large-image data", non_negative_int, short="-j")
-    val_fraction: float = opt(0.1, "share of an ImageFolder without val/ held out for validation", fraction_open, resume_must_match=True)
+    val_fraction: float = opt(0.1, "share of an ImageFolder without val/ held out for validation", fraction_open,
+                              resume_must_match=True)
     weights: str | None = opt(None, "start from torchvision ImageNet weights (file or URL); conv10 is reset")
     resume: bool = opt(False, "continue the run in --out from its last.pt, with the run's own settings")
     max_steps: int | None = opt(None, "stop after this many optimizer steps (smoke tests)", positive_int)
@@ -147,15 +98,7 @@ class TrainConfig:
         """Check every value's type, then its range; raise one line naming the first bad
         setting and the fix. A config file's ``"false"`` is a string, not a boolean, and is
         refused rather than read as true."""
-        check_types(self.to_dict())
-        for f in fields(self):
-            v = getattr(self, f.name)
-            check = f.metadata.get("check")
-            if v is None or check is None:
-                continue
-            problem = check(v)
-            if problem:
-                raise SqueezeNetError(f"{_flag(f)} must be {problem}, got {v!r}")
+        validate_fields(self)
         if not isinstance(self.model, str) or not self.model:
             raise SqueezeNetError("model must be a model name; see `squeezenet list`")
         if not isinstance(self.model_options, dict):
@@ -191,86 +134,15 @@ def resume_must_match() -> tuple[str, ...]:
     return tuple(f.name for f in fields(TrainConfig) if f.metadata.get("resume_must_match"))
 
 
-_TYPE_WORDS = {bool: "true or false (a boolean)", int: "an integer", float: "a number", str: "a string",
-               dict: "a table"}
-
-
-def _hints() -> dict:
-    import typing
-
-    return typing.get_type_hints(TrainConfig)
-
-
-def _type_problem(v, hint) -> str | None:
-    """None when ``v`` has the field's type, else what the field wants."""
-    import typing
-
-    kinds = [t for t in typing.get_args(hint) if t is not type(None)] or [hint]
-    optional = type(None) in typing.get_args(hint)
-    if v is None:
-        return None if optional else _TYPE_WORDS[kinds[0]]
-    kind = kinds[0]
-    ok = {bool: lambda: isinstance(v, bool),
-          int: lambda: isinstance(v, int) and not isinstance(v, bool),
-          float: lambda: isinstance(v, (int, float)) and not isinstance(v, bool),
-          str: lambda: isinstance(v, str), dict: lambda: isinstance(v, dict)}[kind]()
-    return None if ok else _TYPE_WORDS[kind]
-
-
-def _kind_word(v) -> str:
-    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string", dict: "a table",
-            list: "a list", type(None): "nothing"}.get(type(v), f"a {type(v).__name__}")
-
-
 def check_types(settings: dict) -> None:
     """Refuse, in one line, the first setting of a (partial) table whose value has the
     wrong type for its field; unknown names are left to :meth:`TrainConfig.from_dict`."""
-    hints = _hints()
-    for f in fields(TrainConfig):
-        if f.name not in settings:
-            continue
-        v = settings[f.name]
-        want = _type_problem(v, hints[f.name])
-        if want:
-            raise SqueezeNetError(f"setting '{f.name}' ({_flag(f)}) must be {want}, got {v!r} ({_kind_word(v)})")
-
-
-def _flag(f) -> str:
-    return f.metadata.get("flag") or ("--" + f.name.replace("_", "-") if f.metadata.get("cli", True) else f.name)
+    check_field_types(TrainConfig, settings)
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     """One flag per TrainConfig field (default None: only what is given overrides)."""
-    import typing
-
-    hints = typing.get_type_hints(TrainConfig)
-    for f in fields(TrainConfig):
-        meta = f.metadata
-        if not meta.get("cli", True):
-            continue
-        names = [_flag(f)] + ([meta["short"]] if meta.get("short") else [])
-        default = f.default if f.default is not dataclasses.MISSING else None
-        helptext = meta["help"] + ("" if default is None or "default" in meta["help"] else f" (default: {default})")
-        helptext = helptext.replace("%", "%%")
-        base = [t for t in typing.get_args(hints[f.name]) if t is not type(None)] or [hints[f.name]]
-        kind = base[0]
-        if kind is bool:
-            parser.add_argument(*names, dest=f.name, action=argparse.BooleanOptionalAction, default=None,
-                                help=helptext)
-        else:
-            parser.add_argument(*names, dest=f.name, type=_typed(kind, _flag(f)), default=None, help=helptext,
-                                choices=meta.get("choices"), metavar=None if meta.get("choices") else f.name.upper())
-
-
-def _typed(kind, flag):
-    def convert(s):
-        try:
-            return kind(s)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{flag} expects {'an integer' if kind is int else 'a number'}, "
-                                             f"got '{s}'") from None
-    convert.__name__ = kind.__name__
-    return convert
+    add_arguments(parser, TrainConfig, defaults=False)
 
 
 def load_config_file(path: str) -> dict:
