@@ -365,10 +365,11 @@ def add_quantize_parser(sub):
 
 
 def _cmd_quantize(a):
-    from .deploy.quantize import quantize
+    from .data import DataRef
+    from .deploy.quantize import QuantizeSettings, quantize
 
-    r = quantize(a.checkpoint, a.data, a.data_dir, a.download, a.calib_size, a.out, a.backends, a.eval_size,
-                 a.map_by_index, a.verify)
+    r = quantize(a.checkpoint, a.out, DataRef(a.data, a.data_dir, a.download),
+                 QuantizeSettings(a.calib_size, tuple(a.backends), a.eval_size, a.map_by_index), a.verify)
     print(r["table"])
     print(f"report: {r['report']}")
 
@@ -391,10 +392,10 @@ def add_bench_parser(sub):
 
 
 def _cmd_bench(a):
-    from .deploy.bench import bench
+    from .deploy.bench import BenchSettings, bench
 
-    r = bench(model_name=a.model, checkpoint=a.checkpoint, backends=a.backends, batch_sizes=a.batch_sizes,
-              input_size=a.input_size, threads=a.threads, repeats=a.repeats, warmup=a.warmup, out=a.out)
+    r = bench(model_name=a.model, checkpoint=a.checkpoint, out=a.out, input_size=a.input_size,
+              settings=BenchSettings(tuple(a.backends), tuple(a.batch_sizes), a.threads, a.repeats, a.warmup))
     print(r["table"])
     print(f"csv: {r['csv']}\nplot: {r['png']}")
 
@@ -424,7 +425,8 @@ def add_compress_parser(sub):
 def _cmd_compress(a):
     from .compression.pipeline import compress
 
-    from .compression.pipeline import CompressSettings, DataRef
+    from .compression.pipeline import CompressSettings
+    from .data import DataRef
 
     r = compress(model_name=a.model, checkpoint=a.checkpoint, weights=a.weights, out=a.out, verify=a.verify,
                  data=DataRef(a.data, a.data_dir, a.download),

@@ -77,6 +77,15 @@ class TensorDataset:
 
 
 @dataclass
+class DataRef:
+    """Where evaluation and fine-tuning data come from (the trio every command takes)."""
+
+    data: str | None = None
+    data_dir: str | None = None
+    download: bool = True
+
+
+@dataclass
 class Splits:
     train: object
     test: object

@@ -11,6 +11,7 @@ import torch
 from ..errors import SqueezeNetError
 from ..render import markdown_table
 from ..files import atomic_write_bytes, atomic_write_text, ensure_writable_file
+from ..data import DataRef
 from ..formats import sqz
 from .prune import apply_masks, compute_masks, density_plan, hold_masks
 from .share import hold_sharing, refresh_centroids, share_weights
@@ -43,15 +44,6 @@ def _finetune(model, model_name, data, data_dir, download, epochs: float, lr: fl
             h.remove()
     model = tr.model.to(memory_format=torch.contiguous_format).cpu()
     return model, tr.best_top1, tr.history[-1]["test_top1"] if tr.history else None
-
-
-@dataclass
-class DataRef:
-    """Where evaluation and fine-tuning data come from (the trio every command takes)."""
-
-    data: str | None = None
-    data_dir: str | None = None
-    download: bool = True
 
 
 @dataclass

@@ -16,6 +16,7 @@ import json
 import platform
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -153,43 +154,72 @@ def _nograd(m, x):
     return m(x)
 
 
-def bench(model_name: str | None = None, checkpoint: str | None = None, backends=("eager", "ort", "ort-int8"),
-          batch_sizes=(1, 8, 32), input_size: int | None = None, threads: int | None = None, repeats: int = 30,
-          warmup: int = 5, out: str = "runs/bench", min_time: float = 0.5, model=None, label: str | None = None) -> dict:
-    """Benchmark; writes ``<out>/bench_<tag>.csv``, ``.json`` and ``.png`` (see :func:`bench_tag`)."""
+@dataclass
+class BenchSettings:
+    backends: tuple = ("eager", "ort", "ort-int8")  # eager fp32 is always measured: the baseline
+    batch_sizes: tuple = (1, 8, 32)
+    threads: int | None = None
+    repeats: int = 30
+    warmup: int = 5
+    min_time: float = 0.5  # seconds of timing per backend and batch size, at least
+
+    def check(self) -> None:
+        unknown = [b for b in self.backends if b not in BACKENDS]
+        if unknown:
+            raise SqueezeNetError(f"unknown backend '{unknown[0]}'; choose from {', '.join(BACKENDS)}")
+        if "eager" not in self.backends:
+            self.backends = ("eager", *self.backends)
+
+
+def bench(model_name: str | None = None, checkpoint: str | None = None, out: str = "runs/bench",
+          settings: BenchSettings | None = None, input_size: int | None = None, model=None, label: str | None = None,
+          **kw) -> dict:
+    """Benchmark any model reference (or ``model`` itself); writes ``<out>/bench_<tag>.csv``,
+    ``.json`` and ``.png`` (see :func:`bench_tag`). ``kw`` may give any
+    :class:`BenchSettings` field directly (``backends=[...], batch_sizes=[1]``)."""
     from .export import load_model_and_spec
 
+    settings = settings or BenchSettings(**kw)
+    settings.check()
     if model is None:
         model, label, shape, _ = load_model_and_spec(model_name, checkpoint, input_size, command="bench")
     else:
         size = input_size or 224
         shape = (model.default_cfg["input_size"][0] if hasattr(model, "default_cfg") else 3, size, size)
-    unknown = [b for b in backends if b not in BACKENDS]
-    if unknown:
-        raise SqueezeNetError(f"unknown backend '{unknown[0]}'; choose from {', '.join(BACKENDS)}")
-    if "eager" not in backends:
-        backends = ["eager", *backends]
     outd = ensure_writable_dir(out)  # before minutes of timing, not after
-    _check_memory(shape, max(batch_sizes))
-    if threads:
-        torch.set_num_threads(threads)
+    _check_memory(shape, max(settings.batch_sizes))
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
     model = model.eval()
     macs = profile(model, shape).macs
     peak = gemm_gflops()
-    rows = []
+    rows = _timed_rows(model, label, shape, macs, settings)
+    base = {r["batch"]: r["median_ms"] for r in rows if r["backend"] == "eager"}
+    for r in rows:
+        r["speedup_vs_eager"] = base[r["batch"]] / r["median_ms"]
+        r["pct_of_gemm_peak"] = 100 * r["gflops"] / peak
+    meta = {"gemm_gflops": peak, "macs": macs, "threads": torch.get_num_threads(), "machine": machine_tag(),
+            "torch": torch.__version__, "backends": list(settings.backends), "onnxruntime": _ort_version()}
+    csv_path, png = _write(outd, bench_tag(label, settings.backends), rows, meta, label)
+    table = (f"{label} @ {shape[1]} px, {macs / 1e6:.0f} MMACs/img; fp32 GEMM peak in this run: {peak:.1f} GFLOP/s; "
+             f"torch threads {meta['threads']}\n" + markdown_table(rows, TABLE_COLUMNS))
+    return {"rows": rows, "meta": meta, "table": table, "csv": str(csv_path), "png": str(png)}
 
+
+def _timed_rows(model, label, shape, macs, s: BenchSettings) -> list[dict]:
+    rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for bs in progress(batch_sizes, "bench"):
-            fns = {b: make_runner(b, model, shape, bs, Path(tmp), threads) for b in backends}
+        for bs in progress(s.batch_sizes, "bench"):
+            fns = {b: make_runner(b, model, shape, bs, Path(tmp), s.threads) for b in s.backends}
             # Time the backends in alternating blocks (3 rounds), so slow drift in the
             # machine's speed hits every backend alike. Run-by-run interleaving is worse
             # here: ORT's and torch's spinning thread pools then fight over the 2 cores.
-            times = {b: [] for b in backends}
+            times = {b: [] for b in s.backends}
             rounds = 3
             for _ in range(rounds):
                 for b, fn in fns.items():
-                    times[b] += time_calls(fn, warmup, max(1, repeats // rounds), min_time / rounds)
-            for backend in backends:
+                    times[b] += time_calls(fn, s.warmup, max(1, s.repeats // rounds), s.min_time / rounds)
+            for backend in s.backends:
                 t = np.asarray(times[backend]) * 1000.0  # ms
                 med = float(np.median(t))
                 rows.append({"model": label, "backend": backend, "batch": bs, "input": shape[1],
@@ -198,25 +228,21 @@ def bench(model_name: str | None = None, checkpoint: str | None = None, backends
                              "spread_pct": 100 * float(np.percentile(t, 90) - np.percentile(t, 10)) / med,
                              "img_per_s": bs / (med / 1000), "gflops": 2 * macs * bs / (med / 1000) / 1e9,
                              "runs": len(t)})
-    base = {r["batch"]: r["median_ms"] for r in rows if r["backend"] == "eager"}
-    for r in rows:
-        r["speedup_vs_eager"] = base[r["batch"]] / r["median_ms"]
-        r["pct_of_gemm_peak"] = 100 * r["gflops"] / peak
-    tag = bench_tag(label, backends)
+    return rows
+
+
+def _write(outd: Path, tag: str, rows, meta, label) -> tuple[Path, Path]:
+    """The CSV, JSON and PNG of a run, each written atomically."""
     csv_path = outd / f"bench_{tag}.csv"
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=list(rows[0]))
     w.writeheader()
     w.writerows(rows)
     atomic_write_text(csv_path, buf.getvalue())
-    meta = {"gemm_gflops": peak, "macs": macs, "threads": torch.get_num_threads(), "machine": machine_tag(),
-            "torch": torch.__version__, "backends": list(backends), "onnxruntime": _ort_version()}
     atomic_write_text(outd / f"bench_{tag}.json", json.dumps({"meta": meta, "rows": rows}, indent=2))
     png = outd / f"bench_{tag}.png"
     _plot(rows, png, label, meta)
-    table = (f"{label} @ {shape[1]} px, {macs / 1e6:.0f} MMACs/img; fp32 GEMM peak in this run: {peak:.1f} GFLOP/s; "
-             f"torch threads {meta['threads']}\n" + markdown_table(rows, TABLE_COLUMNS))
-    return {"rows": rows, "meta": meta, "table": table, "csv": str(csv_path), "png": str(png)}
+    return csv_path, png
 
 
 def _check_memory(shape, batch: int) -> None:

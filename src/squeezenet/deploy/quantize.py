@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..data import FolderDataset, TensorDataset, load_data_for
+from ..data import DataRef, FolderDataset, TensorDataset, load_data_for
 from ..spec import DataSpec
 from ..errors import SqueezeNetError, require
 from ..files import atomic_write_text, ensure_writable_dir
@@ -123,26 +124,61 @@ def _file_size(p) -> int:
     return Path(p).stat().st_size
 
 
-def quantize(checkpoint: str, data: str | None = None, data_dir: str | None = None, download: bool = True,
-             calib_size: int = 512, out: str | None = None, backends=("ort-int8", "ort-fp16", "pt2e-int8"),
-             eval_size: int | None = None, map_by_index: bool = False, verify: bool = True) -> dict:
-    """Quantize a trained checkpoint; evaluate every backend on the test split."""
-    from ..formats.open import open_model
+BACKENDS = ("ort-int8", "ort-fp16", "pt2e-int8")
 
-    unknown = [b for b in backends if b not in ("ort-int8", "ort-fp16", "pt2e-int8")]
-    if unknown:
-        raise SqueezeNetError(f"unknown quantize backend '{unknown[0]}'; use ort-int8, ort-fp16 or pt2e-int8")
-    out = ensure_writable_dir(Path(out) if out else Path(checkpoint).parent / "quantized")
+
+@dataclass
+class QuantizeSettings:
+    calib_size: int = 512  # training images to calibrate on
+    backends: tuple = BACKENDS
+    eval_size: int | None = None  # evaluate on the first N test images only
+    map_by_index: bool = False
+
+    def check(self) -> None:
+        unknown = [b for b in self.backends if b not in BACKENDS]
+        if unknown:
+            raise SqueezeNetError(f"unknown quantize backend '{unknown[0]}'; use {', '.join(BACKENDS)}")
+
+
+def quantize(checkpoint: str, out: str | None = None, data: DataRef | None = None,
+             settings: QuantizeSettings | None = None, verify: bool = True, **kw) -> dict:
+    """Quantize a trained model (a .pt/.sqz file or a run folder); evaluate every backend
+    on the test split. ``kw`` may give any :class:`QuantizeSettings` or :class:`DataRef`
+    field directly (``calib_size=128, data_dir=...``)."""
+    from ..formats.open import open_model, resolve_file
+
+    settings = settings or QuantizeSettings(**{k: kw.pop(k) for k in list(kw) if k in QuantizeSettings.__annotations__})
+    data = data or DataRef(**{k: kw.pop(k) for k in list(kw) if k in DataRef.__annotations__})
+    if kw:
+        raise TypeError(f"unexpected option(s): {', '.join(sorted(kw))}")
+    settings.check()
+    found = resolve_file(checkpoint)
+    out = ensure_writable_dir(Path(out) if out else (found[0].parent if found else Path(".")) / "quantized")
     mf = open_model(checkpoint, verify=verify, command="quantize")
-    splits = load_data_for(mf.need_spec(), data, data_dir, download, map_by_index, where=f"'{checkpoint}'")
-    spec, spec_d, model = splits.spec, mf.spec.to_dict(), mf.model
+    splits = load_data_for(mf.need_spec(), data.data, data.data_dir, data.download, settings.map_by_index,
+                           where=f"'{checkpoint}'")
     test = splits.test
-    if eval_size and isinstance(test, TensorDataset):
-        test = test.subset(eval_size)
+    if settings.eval_size and isinstance(test, TensorDataset):
+        test = test.subset(settings.eval_size)
+    rows, errors, notes = _quantized_rows(mf, splits, test, settings, out)
+    table = markdown_table(rows, ROW_COLUMNS)
+    report = out / "quantize_report.md"
+    atomic_write_text(report, _report(mf.name, splits.spec.name, settings.calib_size, len(test), table, errors, notes))
+    atomic_write_text(out / "quantize_report.json", json.dumps({"rows": rows, "layer_errors": errors, "notes": notes},
+                                                               indent=2))
+    return {"rows": rows, "table": table, "layer_errors": errors, "notes": notes, "report": str(report)}
+
+
+def _quantized_rows(mf, splits, test, settings: QuantizeSettings, out: Path):
+    """One row per backend (top-1/top-5, file size, against eager fp32), the int8 layers
+    that lose most, and notes on backends that could not run."""
+    spec, model = splits.spec, mf.model
     shape = (spec.channels, spec.input_size, spec.input_size)
-    fp32 = export_model_to_onnx(model, out / "model_fp32.onnx", shape, dynamic_batch=True, metadata=spec_d or None)
-    calib = calibration_batches(splits.train, spec, calib_size, eval_transform=getattr(splits.test, "transform", None))
-    rows = []
+    fp32 = export_model_to_onnx(model, out / "model_fp32.onnx", shape, dynamic_batch=True,
+                                metadata=mf.spec.to_dict() or None)
+    calib = calibration_batches(splits.train, spec, settings.calib_size,
+                                eval_transform=getattr(splits.test, "transform", None))
+    rows, errors, notes = [], [], []
 
     def add(name, path, fn):
         t = time.perf_counter()
@@ -152,37 +188,36 @@ def quantize(checkpoint: str, data: str | None = None, data_dir: str | None = No
 
     add("eager-fp32", None, lambda x: model(x))
     add("ort-fp32", fp32, ort_logits_fn(fp32))
-    errors = []
-    notes = []
-    if "ort-int8" in backends:
+    if "ort-int8" in settings.backends:
         q = quantize_onnx_int8(fp32, out / "model_int8.onnx", calib)
         add("ort-int8", q, ort_logits_fn(q))
         errors = layer_errors(q, fp32, calib[0])
-    if "ort-fp16" in backends:
+    if "ort-fp16" in settings.backends:
         h = convert_fp16(fp32, out / "model_fp16.onnx")
         add("ort-fp16", h, ort_logits_fn(h))
-    if "pt2e-int8" in backends:
+    if "pt2e-int8" in settings.backends:
         try:
             qm = pt2e_int8(model, calib, torch.from_numpy(calib[0][:1]))
             add("pt2e-int8", None, lambda x: qm(x))
         except Exception as e:  # optional second backend: report, don't fail
             notes.append(f"pt2e-int8 skipped: {type(e).__name__}: {str(e).splitlines()[0][:160]}")
-    base = rows[0]["top1"]
     fp32_size = _file_size(fp32)
     for r in rows:
-        r["delta_top1"] = r["top1"] - base
+        r["delta_top1"] = r["top1"] - rows[0]["top1"]
         r["size_vs_fp32"] = (r["size_bytes"] / fp32_size) if r["size_bytes"] else None
-    table = markdown_table(rows, [
-        ("backend", "backend"), ("top-1 %", lambda r: f"{r['top1']:.2f}"), ("top-5 %", lambda r: f"{r['top5']:.2f}"),
-        ("Δ top-1 (pt)", lambda r: f"{r['delta_top1']:+.2f}"),
-        ("file bytes", lambda r: f"{r['size_bytes']:,}" if r["size_bytes"] else "-"),
-        ("size vs fp32", lambda r: f"{100 * r['size_vs_fp32']:.1f}%" if r["size_vs_fp32"] else "-")])
+    return rows, errors, notes
+
+
+ROW_COLUMNS = [
+    ("backend", "backend"), ("top-1 %", lambda r: f"{r['top1']:.2f}"), ("top-5 %", lambda r: f"{r['top5']:.2f}"),
+    ("Δ top-1 (pt)", lambda r: f"{r['delta_top1']:+.2f}"),
+    ("file bytes", lambda r: f"{r['size_bytes']:,}" if r["size_bytes"] else "-"),
+    ("size vs fp32", lambda r: f"{100 * r['size_vs_fp32']:.1f}%" if r["size_vs_fp32"] else "-")]
+
+
+def _report(name, data_name, calib_size, n_test, table, errors, notes) -> str:
     err_md = markdown_table(errors, [("tensor", "tensor"), ("relative L2 error (int8 vs fp32)",
                                                             lambda e: f"{e['relative_l2_error']:.4f}")])
-    report = out / "quantize_report.md"
-    atomic_write_text(report, f"# Quantization report: {mf.name} on {spec.name}\n\n"
-                      f"Calibration: {calib_size} training images (MinMax). Test images: {len(test)}.\n\n"
-                      f"{table}\n\n## Layers that lose most (int8)\n\n{err_md}\n\n" +
-                      "".join(f"- note: {n}\n" for n in notes))
-    atomic_write_text(out / "quantize_report.json", json.dumps({"rows": rows, "layer_errors": errors, "notes": notes}, indent=2))
-    return {"rows": rows, "table": table, "layer_errors": errors, "notes": notes, "report": str(report)}
+    return (f"# Quantization report: {name} on {data_name}\n\n"
+            f"Calibration: {calib_size} training images (MinMax). Test images: {n_test}.\n\n"
+            f"{table}\n\n## Layers that lose most (int8)\n\n{err_md}\n\n" + "".join(f"- note: {n}\n" for n in notes))
