@@ -397,8 +397,10 @@ BAD_FLAGS = [
 @pytest.mark.parametrize("args,needle", BAD_FLAGS, ids=[" ".join(a) for a, _ in BAD_FLAGS])
 def test_bad_flags_are_one_line_before_any_work(args, needle, tmp_path, monkeypatch):
     import squeezenet.data as data
+    import squeezenet.train as train
 
-    monkeypatch.setattr(data, "load_data", lambda *a, **k: pytest.fail("data was read before flags were checked"))
+    for module in (data, train):  # train binds load_data at import: patch the name it calls
+        monkeypatch.setattr(module, "load_data", lambda *a, **k: pytest.fail("data was read before flags were checked"))
     monkeypatch.chdir(tmp_path)
     code, _, err = run_cli(*args)
     assert_one_line(code, err, needle)

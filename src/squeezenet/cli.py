@@ -230,6 +230,12 @@ def _cmd_train(a):
         head = f"best test top-1 {res['best_top1']:.2f}%"
         if res["stopped_early"]:
             head += f" (stopped by --max-steps after {res['global_step']} steps)"
+    b = res.get("budget")
+    if b and b.get("plans"):
+        from .budget import format_duration
+
+        head += (f"; time budget {format_duration(b['budget_s'])}: planned {format_duration(b['plans'][-1]['planned_s'])}"
+                 f", used {format_duration(b['spent'])}")
     print(f"{head}, training time {res['train_time_s']:.0f} s, peak RSS {res['peak_rss_mib']:.0f} MiB; "
           f"report: {Path(res['out']) / 'report.md'}")
 

@@ -36,6 +36,17 @@ RECIPES = {
 }
 
 
+def duration(v):
+    """A --time-budget check: None when ``v`` parses, else what it must be."""
+    from .budget import parse_duration
+
+    try:
+        parse_duration(v)
+    except SqueezeNetError:
+        return "a duration of at least 10 s, such as 90s, 10m or 1h30m"
+    return None
+
+
 @dataclass
 class TrainConfig:
     model: str = opt(DEFAULT_MODEL, "model name (see `squeezenet list`)", cli=False)
@@ -87,6 +98,9 @@ class TrainConfig:
                               resume_must_match=True)
     weights: str | None = opt(None, "start from torchvision ImageNet weights (file or URL); conv10 is reset")
     resume: bool = opt(False, "continue the run in --out from its last.pt, with the run's own settings")
+    time_budget: str | None = opt(None, "train to this wall-clock budget (90s, 10m, 1h30m): the step rate is "
+                                  "measured and the whole schedule, evaluation included, is fitted to the budget "
+                                  "(--epochs is then not used)", duration, resume_must_match=True)
     max_steps: int | None = opt(None, "stop after this many optimizer steps (smoke tests)", positive_int)
     train_subset: int | None = opt(None, "use only the first N training images", positive_int, resume_must_match=True)
     eval_batch_size: int = opt(1000, "evaluation batch size", positive_int)

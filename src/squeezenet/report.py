@@ -64,6 +64,25 @@ class RunSummary:
     peak_rss_mib: float
     confusion: list
     files: list = field(default_factory=list)
+    budget: dict | None = None  # --time-budget: budget_s, spent, plans
+
+
+def budget_lines(budget: dict | None) -> list[str]:
+    """The time budget: planned against actual, and every plan made."""
+    if not budget or not budget.get("plans"):
+        return []
+    from .budget import format_duration
+
+    plans = budget["plans"]
+    last = plans[-1]
+    lines = [f"- time budget {format_duration(budget['budget_s'])}: planned {format_duration(last['planned_s'])}, "
+             f"actual {format_duration(budget['spent'])} (training, evaluation and checkpoints; "
+             f"{100 * budget['spent'] / budget['budget_s']:.1f}% of the budget); schedule of {last['total_steps']:,} "
+             f"steps, planned {len(plans)} time(s):"]
+    lines += [f"  - at step {p['at_step']:,}: {p['step_s'] * 1000:.1f} ms/step, evaluation {p['eval_s']:.1f} s, "
+              f"{p['total_steps']:,} steps, {p['evals']} evaluation(s), planned {format_duration(p['planned_s'])}"
+              for p in plans]
+    return lines
 
 
 EPOCH_COLUMNS = [
@@ -105,10 +124,11 @@ def write_report(out: Path, run: RunSummary, model) -> Path:
         f"processes: {run.world}",
         f"- recipe: {cfg.recipe} (lr {cfg.lr}, {cfg.schedule}, warm-up {cfg.warmup_epochs} epochs, momentum "
         f"{cfg.momentum}, nesterov {cfg.nesterov}, weight decay {cfg.weight_decay}, label smoothing "
-        f"{cfg.label_smoothing}), batch {cfg.batch_size}, epochs {len(hist)} of {cfg.epochs}, seed {cfg.seed}",
+        f"{cfg.label_smoothing}), batch {cfg.batch_size}, epochs {len(hist)} of "
+        f"{'the time budget' if run.budget else cfg.epochs}, seed {cfg.seed}",
         f"- input: {spec.channels} x {spec.input_size} x {spec.input_size} px, mean {spec.mean}, std {spec.std}",
         f"- training time (set-up and evaluation excluded): {run.train_time:.1f} s; peak RSS {run.peak_rss_mib:.0f} MiB",
-    ] + ([f"- {stop}"] if stop else []) + [
+    ] + ([f"- {stop}"] if stop else []) + budget_lines(run.budget) + [
         "",
         "## Result",
         "",

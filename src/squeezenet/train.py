@@ -31,6 +31,7 @@ from torch import nn
 from .formats.checkpoint import check_resume, check_resume_data, load_checkpoint, make_checkpoint
 from .config import TrainConfig, resume_must_match
 from .batches import loader_batches, tensor_batches
+from .budget import BudgetPlanner, Plan, parse_duration
 from .data import TensorDataset, load_data
 from .ema import ModelEma
 from .errors import Interrupted, SqueezeNetError
@@ -231,6 +232,10 @@ class Trainer:
         self.spec = self.splits.spec
         self._setup_model(model)
         self.after_step: list[Callable[["Trainer"], None]] = []
+        self.total_steps = self.cfg.epochs * self.steps_per_epoch()  # a time budget re-plans it
+        self.budget: TimeBudget | None = None
+        self.clock = time.perf_counter  # the budget's clock (tests give a fake one)
+        self.budget_state: dict = {}  # a resumed run's budget: time spent, plans
         self.history: list[dict] = []
         self.epoch, self.step_in_epoch, self.global_step, self.best_top1 = 0, 0, 0, -1.0
         self.train_time = 0.0
@@ -290,11 +295,16 @@ class Trainer:
     def steps_per_epoch(self) -> int:
         return len(self.splits.train) // self.cfg.batch_size
 
+    @property
+    def n_epochs(self) -> int:
+        """Epochs the schedule spans (the last may be partial under a time budget)."""
+        return -(-self.total_steps // self.steps_per_epoch())
+
     def train_epoch(self, epoch: int) -> dict:
         cfg, spe = self.cfg, self.steps_per_epoch()
         crit = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
-        bar = Progress(spe, f"epoch {epoch + 1}/{cfg.epochs}", self.step_in_epoch) if cfg.progress and self.dist.main \
-            else None
+        bar = Progress(spe, f"epoch {epoch + 1}/{self.n_epochs}", self.step_in_epoch) \
+            if cfg.progress and self.dist.main else None
         self.ddp.train()
         stats = EpochStats(self.dist.world)
         try:
@@ -302,7 +312,7 @@ class Trainer:
                 self._rng_at_step_start = torch.get_rng_state()
                 # BN running stats change in forward; keep them to undo an interrupted step
                 self._buffers_at_step_start = [b.detach().clone() for b in self.model.buffers()]
-                lr = lr_at(cfg, self.global_step, cfg.epochs * spe, spe)
+                lr = lr_at(cfg, self.global_step, self.total_steps, spe)
                 try:
                     logits, loss = self.step(x, y, lr, crit)
                 except NonFiniteLoss as e:
@@ -316,6 +326,10 @@ class Trainer:
                     hook(self)
                 if bar is not None:
                     bar.update(1, **stats.postfix())
+                if self.budget is not None:
+                    self.budget.after_step()
+                if self.global_step >= self.total_steps:  # the schedule is complete (a budget's may end mid-epoch)
+                    break
                 if cfg.max_steps and self.global_step >= cfg.max_steps and self.step_in_epoch < spe:
                     self.stopped_early = True
                     break
@@ -325,12 +339,7 @@ class Trainer:
         return stats.row()
 
     def seed_epoch(self, epoch: int) -> None:
-        if self.rng_resume is not None and self.step_in_epoch > 0:
-            torch.set_rng_state(self.rng_resume["torch"])
-        else:
-            torch.manual_seed(self.cfg.seed * 104729 + epoch)
-        self.aug_gen.manual_seed(self.cfg.seed * 104729 + epoch)
-        self.rng_resume = None
+        seed_epoch(self, epoch)
 
     def run(self) -> dict:
         if not self.dist.main:
@@ -347,8 +356,10 @@ class Trainer:
                                   "choose another --out (nothing was overwritten)")
         if self.dist.main:
             write_run_files(self)
+        if cfg.time_budget:
+            self.budget = TimeBudget(self, self.clock)
         try:
-            while self.epoch < cfg.epochs and not self.stopped_early:
+            while self.epoch < self.n_epochs and not self.stopped_early:
                 self.seed_epoch(self.epoch)
                 t0 = time.perf_counter()
                 try:
@@ -360,7 +371,7 @@ class Trainer:
                     break
                 self.end_epoch(row)
                 if cfg.max_steps and self.global_step >= cfg.max_steps:
-                    self.stopped_early = self.epoch < cfg.epochs
+                    self.stopped_early = self.epoch < self.n_epochs
                     break
         except KeyboardInterrupt:
             undo_partial_step(self)
@@ -374,6 +385,7 @@ class Trainer:
         return result
 
     def end_epoch(self, row: dict) -> None:
+        trained_at = self.budget.now() if self.budget is not None else None
         if self.dist.main:
             metrics, self._last_confusion = self._evaluate()
             row.update(metrics)
@@ -387,6 +399,8 @@ class Trainer:
             self.save("best.pt")
         if self.dist.main:
             log_epoch(self.out, self.history)
+        if self.budget is not None:
+            self.budget.after_epoch(trained_at)
 
     def _evaluate(self) -> tuple[dict, list]:
         """({"test_top1": ..., ...}, confusion matrix) of the weights that are saved."""
@@ -396,18 +410,79 @@ class Trainer:
         return {f"test_{k}": v for k, v in m.items() if k != "n"}, conf
 
     def finish(self) -> dict:
-        if not self.dist.main:
-            return {}
-        from .report import write_report
+        return finish_run(self) if self.dist.main else {}
 
-        conf = getattr(self, "_last_confusion", None)
-        if not self.history:  # stopped before an epoch ended: evaluate what there is, once
-            self.final_eval, conf = self._evaluate()
-        summary = run_summary(self, conf)
-        write_report(self.out, summary, self.eval_model)
-        return {"out": str(self.out), "best_top1": summary.best_top1, "final": summary.final,
-                "epochs_done": self.epoch, "global_step": self.global_step, "stopped_early": self.stopped_early,
-                "train_time_s": self.train_time, "peak_rss_mib": summary.peak_rss_mib}
+
+class TimeBudget:
+    """``--time-budget``: measures the run and lets :class:`squeezenet.budget.BudgetPlanner`
+    fit ``trainer.total_steps`` to the clock (the planner is pure; this is the timing)."""
+
+    def __init__(self, tr: Trainer, clock=time.perf_counter):
+        self.tr, self.clock = tr, clock
+        spent = float(tr.budget_state.get("spent", 0.0))
+        self.planner = BudgetPlanner(parse_duration(tr.cfg.time_budget), tr.steps_per_epoch(), clock, spent=spent,
+                                     plans=[Plan(**p) for p in tr.budget_state.get("plans", [])])
+        self.planner.start()
+        self.mark = (tr.global_step, self.now())
+        if not self.planner.plans:
+            tr.total_steps = 10 ** 9  # until the first plan: warm-up does not depend on the total
+
+    def now(self) -> float:
+        if self.tr.device.type == "cuda":
+            torch.cuda.synchronize(self.tr.device)
+        return self.clock()
+
+    def after_step(self) -> None:
+        """Plan once the first steps are measured (then only at epoch ends)."""
+        tr = self.tr
+        if self.planner.plans or tr.global_step - self.mark[0] < self.planner.measure_steps():
+            return
+        step_s = (self.now() - self.mark[1]) / (tr.global_step - self.mark[0])
+        self._plan(self.planner.plan, step_s, self._estimate_eval_s(), self._estimate_save_s())
+
+    def after_epoch(self, trained_at: float) -> None:
+        """Re-plan from this epoch's measured step time and its evaluation and checkpoint
+        time (``trained_at``: the clock when its last step ended)."""
+        tr, now = self.tr, self.now()
+        steps = tr.global_step - self.mark[0]
+        if steps > 0 and self.planner.plans:
+            self._plan(self.planner.maybe_replan, (trained_at - self.mark[1]) / steps, now - trained_at, 0.0)
+        self.mark = (tr.global_step, self.now())
+
+    def _plan(self, how, step_s: float, eval_s: float, save_s: float) -> None:
+        plan = how(self.tr.global_step, step_s, eval_s, save_s)
+        total = plan.total_steps if plan is not None else self.tr.total_steps
+        if self.tr.dist.world > 1:  # rank 0's plan for every process
+            t = torch.tensor([total], device=self.tr.device if self.tr.device.type == "cuda" else "cpu")
+            dist.broadcast(t, 0)
+            total = int(t.item())
+        self.tr.total_steps = total
+
+    def _estimate_eval_s(self) -> float:
+        """One evaluation pass, priced by timing up to one evaluation batch."""
+        tr = self.tr
+        if not tr.dist.main:
+            return 0.0
+        n = min(len(tr.splits.test), tr.cfg.eval_batch_size)
+        t = self.now()
+        evaluate(tr.eval_model, tr.splits.test.subset(n), tr.spec, tr.device, tr.cfg.eval_batch_size, 0,
+                 channels_last=tr.cfg.channels_last)
+        return (self.now() - t) * len(tr.splits.test) / max(n, 1)
+
+    def _estimate_save_s(self) -> float:
+        """A checkpoint: serialising the state (writing it is as fast or faster)."""
+        import io
+
+        t = self.clock()
+        torch.save(self.tr.state(), io.BytesIO())
+        return 2 * (self.clock() - t)  # last.pt, and best.pt when it improves
+
+    def state(self) -> dict:
+        """What the checkpoint and the report keep: the budget, the time spent, the plans."""
+        from dataclasses import asdict
+
+        return {"budget_s": self.planner.budget_s, "spent": self.planner.elapsed(),
+                "plans": [asdict(p) for p in self.planner.plans]}
 
 
 def setup_runtime(cfg: TrainConfig) -> tuple[DistInfo, torch.device, str]:
@@ -478,6 +553,31 @@ def write_run_files(tr: Trainer) -> None:
         note(n)
 
 
+def seed_epoch(tr: Trainer, epoch: int) -> None:
+    """Every random draw of an epoch from the seed and the epoch (a resumed epoch continues
+    the torch stream from the interrupted step)."""
+    if tr.rng_resume is not None and tr.step_in_epoch > 0:
+        torch.set_rng_state(tr.rng_resume["torch"])
+    else:
+        torch.manual_seed(tr.cfg.seed * 104729 + epoch)
+    tr.aug_gen.manual_seed(tr.cfg.seed * 104729 + epoch)
+    tr.rng_resume = None
+
+
+def finish_run(tr: Trainer) -> dict:
+    """Evaluate a run stopped before any epoch ended, write the report, and sum it up."""
+    from .report import write_report
+
+    conf = getattr(tr, "_last_confusion", None)
+    if not tr.history:  # stopped before an epoch ended: evaluate what there is, once
+        tr.final_eval, conf = tr._evaluate()
+    summary = run_summary(tr, conf)
+    write_report(tr.out, summary, tr.eval_model)
+    return {"out": str(tr.out), "best_top1": summary.best_top1, "final": summary.final, "epochs_done": tr.epoch,
+            "global_step": tr.global_step, "stopped_early": tr.stopped_early, "train_time_s": tr.train_time,
+            "peak_rss_mib": summary.peak_rss_mib, "budget": summary.budget}
+
+
 def run_summary(tr: Trainer, confusion):
     """The run as the report shows it."""
     from .report import RunSummary
@@ -488,6 +588,7 @@ def run_summary(tr: Trainer, confusion):
         world=tr.dist.world, train_time=tr.train_time, history=tr.history,
         best_top1=tr.best_top1 if tr.history else None, final=final, global_step=tr.global_step,
         stopped_early=tr.stopped_early, peak_rss_mib=peak_rss_mib(), confusion=confusion,
+        budget=tr.budget.state() if tr.budget is not None else (tr.budget_state or None),
         files=sorted(p.name for p in tr.out.iterdir() if p.is_file() and not p.name.startswith(".")))
 
 
@@ -503,6 +604,7 @@ def trainer_state(tr: Trainer) -> dict:
         # an interrupted step is redone on resume, so store the RNG as it was when it began
         rng={"torch": tr._rng_at_step_start if tr._rng_at_step_start is not None else torch.get_rng_state()},
         config=tr.cfg.to_dict(), torch_version=str(torch.__version__), data_split=tr.splits.split,
+        total_steps=tr.total_steps, budget=tr.budget.state() if tr.budget is not None else tr.budget_state,
     )
 
 
@@ -527,6 +629,8 @@ def restore_trainer(tr: Trainer, path: Path) -> None:
     tr.global_step, tr.best_top1 = ckpt["global_step"], ckpt["best_top1"]
     tr.history, tr.train_time = list(ckpt["history"]), ckpt["train_time"]
     tr.rng_resume = ckpt["rng"]
+    tr.total_steps = ckpt.get("total_steps", tr.total_steps)
+    tr.budget_state = ckpt.get("budget") or {}
 
 
 def _init_from_weights(model, path: str, num_classes: int):

@@ -1,0 +1,141 @@
+"""Train to a time budget: ``squeezenet train --time-budget 10m``.
+
+The whole learning-rate schedule (warm-up and decay) is fitted to the clock, evaluation
+included, rather than cut off when the time is up (Lightning's ``max_time`` stops a run;
+timm, torchvision's references and airbench fix the epochs):
+
+1. **Measure.** The first steps of the run (:data:`MEASURE_STEPS`, or fewer in a short
+   budget) are timed; one evaluation batch is timed to price an evaluation pass.
+2. **Plan.** ``total steps = (time left - evaluations - checkpoints - margin) / step
+   time``; an evaluation runs after every full epoch and once at the end.
+3. **Re-plan.** After every epoch the measured step time is compared with the plan's;
+   more than 10% off, or far enough off that the plan would end past the budget or
+   more than 3% short of it, the remaining steps are fitted again to the remaining time.
+
+The clock is injected, so the planner is tested with a fake one (no timed tests). On
+``--resume`` the remaining budget is the budget minus the time already spent.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+
+from .errors import SqueezeNetError
+
+MEASURE_STEPS = 30  # steps timed before the first plan
+REPLAN_DRIFT = 0.10  # re-plan when the step time drifts by more than this
+MARGIN = 0.02  # of the budget, kept free for the report and the last checkpoint
+
+_UNIT = {"h": 3600.0, "m": 60.0, "s": 1.0}
+_DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?$")
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in ``1h30m``, ``10m``, ``90s``, ``2.5m`` or a bare number of seconds."""
+    s = str(text).strip().lower().replace(" ", "")
+    try:
+        seconds = float(s)
+    except ValueError:
+        m = _DURATION.match(s)
+        if not s or not m or not any(m.groups()):
+            raise SqueezeNetError(f"--time-budget '{text}' is not a duration; write it as 90s, 10m, 1h30m or a number "
+                                  "of seconds") from None
+        seconds = sum(float(v) * _UNIT[u] for v, u in zip(m.groups(), "hms") if v)
+    if not math.isfinite(seconds) or seconds < 10:
+        raise SqueezeNetError(f"--time-budget '{text}' is too short: at least 10 s are needed to measure the step "
+                              "rate and plan the schedule")
+    return seconds
+
+
+def format_duration(seconds: float) -> str:
+    m, s = divmod(int(round(seconds)), 60)
+    h, m = divmod(m, 60)
+    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s" if m else f"{s}s"
+
+
+@dataclass
+class Plan:
+    """How many optimizer steps fit, and why."""
+
+    total_steps: int
+    step_s: float  # seconds per optimizer step, as measured
+    eval_s: float  # seconds per evaluation pass, as estimated
+    evals: int  # evaluation passes the plan pays for
+    planned_s: float  # what the plan expects the whole run to take
+    at_step: int  # the global step the plan was made at
+
+
+@dataclass
+class BudgetPlanner:
+    """Fits the number of training steps to a time budget (seconds).
+
+    ``spent`` is the time already used (a resumed run's); ``clock`` returns seconds (a
+    fake one in tests). The run calls :meth:`start` when training starts,
+    :meth:`plan` after :data:`MEASURE_STEPS` steps and :meth:`maybe_replan` after each
+    epoch; :attr:`plans` keeps every plan for the report."""
+
+    budget_s: float
+    steps_per_epoch: int
+    clock: object
+    spent: float = 0.0
+    plans: list = field(default_factory=list)
+    _t0: float = 0.0
+
+    def start(self) -> None:
+        self._t0 = self.clock()
+
+    def elapsed(self) -> float:
+        """Budget used so far, earlier sessions of a resumed run included."""
+        return self.spent + (self.clock() - self._t0)
+
+    def measure_steps(self) -> int:
+        return max(3, min(MEASURE_STEPS, self.steps_per_epoch // 2))
+
+    def cost(self, done_steps: int, steps: int, step_s: float, eval_s: float, save_s: float) -> float:
+        """Seconds that ``steps`` more steps take from ``done_steps`` on: the steps, an
+        evaluation and a checkpoint at each epoch end they reach, and a last evaluation
+        where they stop mid-epoch."""
+        spe, end = self.steps_per_epoch, done_steps + steps
+        evals = end // spe - done_steps // spe + (1 if end % spe else 0)
+        return steps * step_s + evals * (eval_s + save_s)
+
+    def plan(self, done_steps: int, step_s: float, eval_s: float, save_s: float = 0.0) -> Plan:
+        """The most steps whose schedule, evaluations and checkpoints end inside the
+        budget (less a 2% margin for the report)."""
+        if step_s <= 0:
+            raise ValueError("step time must be positive")
+        left = self.budget_s * (1 - MARGIN) - self.elapsed()
+        lo, hi = 0, max(0, int(left / step_s))
+        while lo < hi:  # the cost only grows with the steps: the largest that fits
+            mid = (lo + hi + 1) // 2
+            if self.cost(done_steps, mid, step_s, eval_s, save_s) <= left:
+                lo = mid
+            else:
+                hi = mid - 1
+        total, spe = done_steps + lo, self.steps_per_epoch
+        if total < spe:
+            need = self.elapsed() + self.cost(done_steps, spe - done_steps, step_s, eval_s, save_s)
+            raise SqueezeNetError(f"--time-budget {format_duration(self.budget_s)} is too short for one epoch here: "
+                                  f"{spe} steps at {step_s * 1000:.0f} ms each plus an evaluation of "
+                                  f"{eval_s:.1f} s need about {format_duration(need / (1 - MARGIN))}; give a longer "
+                                  "budget, a smaller model or --train-subset")
+        evals = total // spe - done_steps // spe + (1 if total % spe else 0)
+        p = Plan(total, step_s, eval_s, evals, self.elapsed() + self.cost(done_steps, lo, step_s, eval_s, save_s),
+                 done_steps)
+        self.plans.append(p)
+        return p
+
+    def maybe_replan(self, done_steps: int, step_s: float, eval_s: float, save_s: float = 0.0) -> Plan | None:
+        """A new plan when the measured step time is more than 10% off the current
+        plan's, or when at that rate the plan would end past the budget or more than 3%
+        short of it; None otherwise (or when training is over)."""
+        cur = self.plans[-1]
+        if done_steps >= cur.total_steps:
+            return None
+        projected = self.elapsed() + self.cost(done_steps, cur.total_steps - done_steps, step_s, eval_s, save_s)
+        on_time = self.budget_s * (1 - MARGIN - 0.03) <= projected <= self.budget_s * (1 - MARGIN / 2)
+        if abs(step_s - cur.step_s) <= REPLAN_DRIFT * cur.step_s and on_time:
+            return None
+        return self.plan(done_steps, step_s, eval_s, save_s)

@@ -1,0 +1,144 @@
+"""--time-budget: the planner against a fake clock (no timed test), the parser, and a run
+whose schedule the budget sets."""
+
+import math
+
+import pytest
+
+from squeezenet import SqueezeNetError
+from squeezenet.budget import MARGIN, BudgetPlanner, parse_duration
+
+
+class FakeClock:
+    def __init__(self):
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+@pytest.mark.parametrize("text,seconds", [("90s", 90), ("10m", 600), ("1h30m", 5400), ("2.5m", 150), ("45", 45),
+                                          ("1h", 3600), ("1m30s", 90), (" 10M ", 600)])
+def test_durations(text, seconds):
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "abc", "10x", "m", "-5m", "nan", "5s", "1h30"])
+def test_bad_durations_are_one_line(text):
+    with pytest.raises(SqueezeNetError) as e:
+        parse_duration(text)
+    assert "\n" not in str(e.value) and "--time-budget" in str(e.value)
+
+
+def simulate(budget_s, spe, step_s, eval_s, save_s, drift_after=None, drift=1.0):
+    """Run the plan against a fake clock that advances by what each step, evaluation and
+    checkpoint really costs; the step time changes by ``drift`` after ``drift_after``
+    steps. Returns (steps done, seconds used, planner)."""
+    clock = FakeClock()
+    p = BudgetPlanner(budget_s, spe, clock)
+    p.start()
+    total, step, epoch_t0, epoch_steps = 10 ** 9, 0, 0.0, 0
+    while step < total:
+        cost = step_s * (drift if drift_after is not None and step >= drift_after else 1.0)
+        clock.t += cost
+        step += 1
+        epoch_steps += 1
+        if not p.plans and step == p.measure_steps():
+            total = p.plan(step, clock.t / step, eval_s, save_s).total_steps
+        if step % spe == 0 or step == total:
+            clock.t += eval_s + save_s
+            if p.plans and step < total:
+                new = p.maybe_replan(step, (clock.t - epoch_t0 - eval_s - save_s) / epoch_steps, eval_s, save_s)
+                total = new.total_steps if new else total
+            epoch_t0, epoch_steps = clock.t, 0
+    return step, clock.t, p
+
+
+@pytest.mark.parametrize("budget_s,spe,step_s,eval_s", [(60, 100, 0.05, 1.0), (600, 468, 0.09, 3.0),
+                                                         (1800, 390, 0.35, 12.0), (30, 40, 0.02, 0.5)])
+def test_the_schedule_ends_inside_the_budget_and_uses_it(budget_s, spe, step_s, eval_s):
+    steps, used, p = simulate(budget_s, spe, step_s, eval_s, 0.1)
+    assert used <= budget_s  # never over
+    assert used >= 0.95 * budget_s  # within 5%: the schedule is fitted, not cut short
+    assert steps == p.plans[-1].total_steps and len(p.plans) == 1  # no drift: one plan
+    assert p.plans[-1].planned_s == pytest.approx(used, rel=1e-6)
+
+
+def test_a_slower_machine_gets_a_new_plan_and_still_ends_in_time():
+    steps, used, p = simulate(600, 200, 0.05, 2.0, 0.1, drift_after=250, drift=1.3)
+    assert len(p.plans) >= 2 and p.plans[-1].total_steps < p.plans[0].total_steps
+    assert 0.95 * 600 <= used <= 600
+    _, used, p = simulate(600, 200, 0.05, 2.0, 0.1, drift_after=250, drift=0.7)  # a faster one uses the time
+    assert p.plans[-1].total_steps > p.plans[0].total_steps and 0.95 * 600 <= used <= 600
+
+
+def test_small_drift_keeps_the_plan_unless_it_would_overrun_or_end_short():
+    _, used, p = simulate(600, 200, 0.05, 2.0, 0.1, drift_after=250, drift=0.99)  # faster by 1%: same plan
+    assert len(p.plans) == 1 and 0.95 * 600 <= used <= 600
+    _, used, p = simulate(600, 200, 0.05, 2.0, 0.1, drift_after=250, drift=0.95)  # by 5%: would end 4% short
+    assert len(p.plans) >= 2 and 0.95 * 600 <= used <= 600
+    _, used, p = simulate(600, 200, 0.05, 2.0, 0.1, drift_after=250, drift=1.08)  # slower by 8%: would overrun
+    assert len(p.plans) >= 2 and used <= 600
+
+
+def test_a_budget_too_short_for_one_epoch_says_what_it_needs():
+    clock = FakeClock()
+    p = BudgetPlanner(20, 1000, clock)
+    p.start()
+    clock.t = 0.5
+    with pytest.raises(SqueezeNetError, match=r"too short for one epoch here: 1000 steps at 100 ms"):
+        p.plan(5, 0.1, 2.0)
+
+
+def test_margin_is_what_the_report_and_last_checkpoint_get():
+    _, used, _ = simulate(1000, 100, 0.1, 1.0, 0.0)
+    assert used <= 1000 * (1 - MARGIN)
+
+
+@pytest.mark.parametrize("value,needle", [("abc", "--time-budget must be a duration"),
+                                          ("3s", "--time-budget must be a duration of at least 10 s")])
+def test_time_budget_flag_is_checked_before_any_work(value, needle, tmp_path, monkeypatch):
+    import squeezenet.train as train
+    from helpers import assert_one_line, run_cli
+
+    monkeypatch.setattr(train, "load_data", lambda *a, **k: pytest.fail("data was read before the flag was checked"))
+    code, _, err = run_cli("train", "--time-budget", value, "--out", tmp_path / "r")
+    assert_one_line(code, err, needle)
+
+
+def test_a_budgeted_run_completes_its_schedule_and_resumes_with_what_is_left(tmp_path, fmnist_dir):
+    """A fake clock that moves 0.2 s per optimizer step and nothing else: the plan is
+    deterministic (about 20 s * 0.98 / 0.2 s = 98 steps); the run ends with its schedule
+    complete (the cosine decayed to its end), the report shows planned against actual, and
+    an interrupted run resumes with the time already spent counted."""
+    from helpers import TINY
+    from squeezenet.formats.checkpoint import load_checkpoint
+    from squeezenet.train import Trainer, TrainConfig, lr_at
+
+    def budgeted(**kw):
+        tr = Trainer(TrainConfig(**{**dict(model=TINY, data_dir=str(fmnist_dir), download=False, batch_size=32,
+                                           progress=False, precision="fp32", lr=0.1, time_budget="20s"), **kw}))
+        tr.clock = clock
+        tr.after_step.append(lambda t: setattr(clock, "t", clock.t + 0.2))
+        return tr
+
+    clock = FakeClock()
+    tr = budgeted(out=str(tmp_path / "r"))
+    res = tr.run()
+    spe = tr.steps_per_epoch()
+    assert tr.total_steps == int(20 * (1 - MARGIN) / 0.2) and tr.global_step == tr.total_steps
+    assert res["epochs_done"] == math.ceil(tr.total_steps / spe) and not res["stopped_early"]
+    assert 0.95 * 20 <= res["budget"]["spent"] <= 20
+    assert lr_at(tr.cfg, tr.total_steps - 1, tr.total_steps, spe) < 0.01 * tr.cfg.lr  # the decay ran to its end
+    report = (tmp_path / "r" / "report.md").read_text()
+    assert "time budget 20s: planned 20s, actual 20s (training, evaluation and checkpoints; 98.0% of the budget)" in report
+    assert load_checkpoint(tmp_path / "r" / "last.pt")["total_steps"] == tr.total_steps
+
+    clock.t = 0.0
+    budgeted(out=str(tmp_path / "r2"), max_steps=spe + 3).run()
+    spent = load_checkpoint(tmp_path / "r2" / "last.pt")["budget"]["spent"]
+    assert spent == pytest.approx((spe + 3) * 0.2)
+    again = budgeted(out=str(tmp_path / "r2"), resume=True)
+    res2 = again.run()
+    assert again.global_step == again.total_steps == tr.total_steps  # the same plan, finished with what was left
+    assert 0.95 * 20 <= res2["budget"]["spent"] <= 20
