@@ -271,7 +271,7 @@ def test_named_demo_config_is_what_train_without_a_model_runs():
     b = build_parser().parse_args(["train", "--config", "demo"])
     assert train_settings(a) == train_settings(b) == load_config_file("demo")
     cfg = TrainConfig.from_dict(train_settings(a))
-    assert (cfg.epochs, cfg.batch_size, cfg.lr, cfg.dropout, cfg.head_relu) == (8, 128, 0.1, 0.1, False)
+    assert (cfg.time_budget, cfg.batch_size, cfg.lr, cfg.dropout, cfg.head_relu) == ("10m", 128, 0.1, 0.1, False)
     c = build_parser().parse_args(["train", "--epochs", "3", "--no-head-relu", "squeezenet1_1_small"])
     assert train_settings(c) == {"epochs": 3, "head_relu": False, "model": "squeezenet1_1_small"}
 
