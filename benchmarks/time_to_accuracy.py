@@ -1,0 +1,95 @@
+"""Accuracy against minutes: one `squeezenet train --time-budget B` run per budget.
+
+    python benchmarks/time_to_accuracy.py --data fashion-mnist --budgets 5m,10m,20m,60m --out runs/tta
+    python benchmarks/time_to_accuracy.py --data DIR --budgets 10m,30m --out runs/tta_cifar   # an ImageFolder
+
+Each budget trains the named config (default: the demo's recipe) from scratch with the
+schedule fitted to that budget, and records the final top-1 on the held-out split, the
+planned and the used time. Writes `<out>/time_to_accuracy.{csv,md,png}` naming the CPU and
+its flags (AVX2 / AVX-512 / VNNI / bf16 / AMX). The baseline in the same run is the
+shortest budget.
+"""
+
+import argparse
+import csv
+import io
+import json
+from pathlib import Path
+
+from squeezenet.budget import format_duration, parse_duration
+from squeezenet.config import TrainConfig, load_config_file
+from squeezenet.files import atomic_write_text
+from squeezenet.render import markdown_table, pyplot, save_figure
+from squeezenet.train import Trainer
+
+FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16")
+
+
+def cpu() -> str:
+    name, flags = "unknown CPU", set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and name == "unknown CPU":
+                name = line.split(":", 1)[1].strip()
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return f"{name} ({', '.join(f for f in FLAGS if f in flags) or 'no AVX2'})"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", default="fashion-mnist")
+    ap.add_argument("--data-dir")
+    ap.add_argument("--budgets", default="5m,10m,20m,60m")
+    ap.add_argument("--config", default="demo", help="a named config or TOML/JSON file (default: demo)")
+    ap.add_argument("--model", help="override the config's model")
+    ap.add_argument("--out", default="runs/time_to_accuracy")
+    a = ap.parse_args()
+    budgets = [b.strip() for b in a.budgets.split(",") if b.strip()]
+    for b in budgets:
+        parse_duration(b)  # every budget checked before the first run
+    out = Path(a.out)
+    rows = []
+    for b in budgets:
+        settings = {**load_config_file(a.config), "data": a.data, "data_dir": a.data_dir, "time_budget": b,
+                    "out": str(out / f"budget_{b}"), "progress": False}
+        if a.model:
+            settings["model"] = a.model
+        res = Trainer(TrainConfig.from_dict(settings)).run()
+        plan = res["budget"]["plans"][-1]
+        rows.append({"budget": b, "budget_s": parse_duration(b), "used_s": res["budget"]["spent"],
+                     "planned_s": plan["planned_s"], "steps": plan["total_steps"], "epochs": res["epochs_done"],
+                     "top1": res["final"]["test_top1"], "best_top1": res["best_top1"]})
+        print(json.dumps(rows[-1]))
+    write(out, rows, a, cpu())
+
+
+def write(out: Path, rows: list[dict], a, machine: str) -> None:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(rows[0]))
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write_text(out / "time_to_accuracy.csv", buf.getvalue())
+    table = markdown_table(rows, [
+        ("budget", "budget"), ("used", lambda r: format_duration(r["used_s"])),
+        ("used / budget", lambda r: f"{100 * r['used_s'] / r['budget_s']:.1f}%"), ("steps", lambda r: f"{r['steps']:,}"),
+        ("epochs", "epochs"), ("final top-1 %", lambda r: f"{r['top1']:.2f}"),
+        ("vs shortest budget (pt)", lambda r: f"{r['top1'] - rows[0]['top1']:+.2f}")])
+    atomic_write_text(out / "time_to_accuracy.md", f"# Top-1 against the time budget: {a.data}\n\n{machine}; config "
+                      f"{a.config}{', model ' + a.model if a.model else ''}\n\n{table}\n")
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot([r["budget_s"] / 60 for r in rows], [r["top1"] for r in rows], "o-")
+    ax.set_xscale("log")
+    ax.set_xlabel("time budget (min)")
+    ax.set_ylabel("final test top-1 (%)")
+    ax.set_title(f"{a.data} on {machine}", fontsize=8)
+    ax.grid(alpha=0.3)
+    save_figure(fig, out / "time_to_accuracy.png")
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
