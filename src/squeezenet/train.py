@@ -223,8 +223,8 @@ class Trainer:
         self.cfg = cfg.resolved()
         self.model_name = self.cfg.model
         self.dist, self.device, self.precision = setup_runtime(self.cfg)
-        if model is None and self.cfg.input_size:
-            check_input_size_early(self.cfg)
+        if model is None:
+            check_model_early(self.cfg)
         self.out = Path(self.cfg.out)
         if self.dist.main:
             ensure_writable_dir(self.out)
@@ -496,11 +496,13 @@ def setup_runtime(cfg: TrainConfig) -> tuple[DistInfo, torch.device, str]:
     return info, device, resolve_precision(cfg.precision, device)
 
 
-def check_input_size_early(cfg: TrainConfig) -> None:
-    """--input-size checked before any data is read: a forward on the meta device."""
+def check_model_early(cfg: TrainConfig) -> None:
+    """The model's name and options, and --input-size when given, checked before any data
+    is read: the model built, and run, on the meta device (no memory)."""
     with torch.device("meta"):
         meta = create_model(cfg.model, num_classes=2, in_chans=3, **model_options(cfg))
-    check_input_size(meta, cfg.model, cfg.input_size, 3)
+    if cfg.input_size:
+        check_input_size(meta, cfg.model, cfg.input_size, 3)
 
 
 def training_data(cfg: TrainConfig, splits=None):
