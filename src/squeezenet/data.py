@@ -24,8 +24,8 @@ import torch
 
 from .errors import SqueezeNetError
 from .log import note, warn
-from .sources import (FASHION_MNIST_CLASSES, default_cache_dir, find_fashion_mnist, match_classes, read_idx,
-                      scan_folder, split_fingerprint)
+from .sources import (FASHION_MNIST_CLASSES, FASHION_MNIST_NAMES, default_cache_dir, find_fashion_mnist,
+                      match_classes, read_idx, scan_folder, split_fingerprint)
 from .spec import IMAGENET_GRAY_MEAN, IMAGENET_GRAY_STD, IMAGENET_MEAN, IMAGENET_STD, DataSpec
 
 SMALL_IMAGE_MAX = 64
@@ -281,7 +281,7 @@ def load_data(data: str = "fashion-mnist", data_dir: str | None = None, input_si
     """
     name = data.lower()
     notes = []
-    if name in ("fashion-mnist", "fashion_mnist", "fmnist"):
+    if name in FASHION_MNIST_NAMES:
         train, test = load_fashion_mnist(data_dir, download)
         name = "fashion-mnist"
     elif name in ("cifar10", "cifar100"):

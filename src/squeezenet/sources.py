@@ -21,6 +21,7 @@ from .log import warn
 FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                          "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 DEBIAN_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
+FASHION_MNIST_NAMES = ("fashion-mnist", "fashion_mnist", "fmnist")  # what --data accepts for it
 
 
 def default_cache_dir() -> Path:

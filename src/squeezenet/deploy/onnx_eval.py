@@ -19,10 +19,9 @@ import numpy as np
 from ..errors import SqueezeNetError
 from ..log import note, warn
 from ..imageio import image_to_array, normalize_array, resize_array
-from ..sources import FASHION_MNIST_CLASSES, find_fashion_mnist, match_classes, read_idx, scan_folder
+from ..sources import (FASHION_MNIST_CLASSES, FASHION_MNIST_NAMES, find_fashion_mnist, match_classes, read_idx,
+                       scan_folder)
 from ..formats.onnx import OnnxClassifier
-
-FMNIST_NAMES = ("fashion-mnist", "fashion_mnist", "fmnist")
 
 
 def _needs_torch(what: str) -> SqueezeNetError:
@@ -34,7 +33,7 @@ def eval_images(spec, data: str | None, data_dir: str | None, download: bool, wh
     name = data or spec.name
     if not spec.small:
         raise _needs_torch(f"evaluating {where} (large images: resize and centre crop)")
-    if name.lower() in FMNIST_NAMES:
+    if name.lower() in FASHION_MNIST_NAMES:
         files = find_fashion_mnist(data_dir, download)
         x, y = read_idx(files["test_images"])[:, None], read_idx(files["test_labels"]).astype(np.int64)
         if x.shape[-1] != spec.input_size:
