@@ -249,11 +249,12 @@ def test_training_on_a_large_image_folder(tmp_path, caplog):
     assert "bad.png" in caplog.text  # reported in the main process, not by the DataLoader worker
     ck = load_checkpoint(tmp_path / "run" / "best.pt")
     assert ck["data"]["classes"] == ["bright", "dark"] and ck["data"]["input_size"] == 64
-    model = model_from_checkpoint(ck).eval()
+    model = model_from_checkpoint(ck).eval().to(memory_format=torch.channels_last)  # as the trainer evaluates
     tf = T.Compose([T.Resize(73, antialias=True), T.CenterCrop(64), T.PILToTensor(), T.ToDtype(torch.float32, scale=True),
                     T.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])
     paths = [(tmp_path / "imgs" / "val" / c / f"{i}.png", k) for k, c in enumerate(("bright", "dark")) for i in range(8)]
     x = torch.stack([tf(Image.open(p).convert("RGB")) for p, _ in paths])
+    x = x.contiguous(memory_format=torch.channels_last)
     with torch.no_grad():
         pred = model(x).argmax(1)
     top1 = 100.0 * float((pred == torch.tensor([k for _, k in paths])).float().mean())
