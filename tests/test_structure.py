@@ -18,7 +18,7 @@ LAYERS = [
     ("formats", ["formats/"]),
     ("data & state", ["config.py", "budget.py", "data.py", "batches.py", "ema.py", "metrics.py"]),
     ("jobs", ["train.py", "report.py", "evaluate.py", "imagenet.py", "names.py", "deploy/", "serve/", "compression/",
-              "compare.py", "sweep.py"]),
+              "compare.py", "sweep/"]),
     ("interface", ["cli.py", "__main__.py", "__init__.py"]),
 ]
 
@@ -40,6 +40,7 @@ FORBIDDEN = {
     "deploy/sqz_onnx.py": {"torch"},
     "serve/protocol.py": {"torch"},
     "serve/batching.py": {"torch"},
+    "sweep/space.py": {"torch"},
     "archs.py": {"torch", "models", "factory"},  # architecture as data
 }
 

@@ -478,29 +478,34 @@ def _cmd_compare(a):
 
 
 def add_sweep_parser(sub):
-    p = sub.add_parser("sweep", help="design-space sweep over SR / pct3x3 (paper Fig. 3)",
+    from .settings import add_arguments
+    from .sweep.driver import SweepSettings
+
+    p = sub.add_parser("sweep", help="design-space sweep over SR / pct3x3 (paper Fig. 3) or a search, locally or on Ray",
                        description="Tabulate and plot size and MACs over SR and pct3x3; with --train-epochs, "
-                                   "train every point on real data. Interrupted sweeps resume.")
-    p.add_argument("--base", default="squeezenet1_0")
+                                   "train every point on real data. --search random|tpe searches base_e, incr_e, "
+                                   "pct3x3, freq and SR instead; --engine ray runs the points as Ray Tune trials. "
+                                   "Interrupted sweeps resume; a failing point is recorded and the sweep goes on.")
     p.add_argument("--sr", type=_float_list, default=None,
                    help="squeeze ratios (default 0.125,0.25,0.5,0.75,1.0; 'none' to skip the SR axis)")
     p.add_argument("--pct3x3", type=_float_list, default=None,
                    help="3x3 fractions at SR 0.5 (default 0.01,...,0.99; 'none' to skip)")
-    p.add_argument("--train-epochs", type=non_negative_int, default=0)
     _add_data_flags(p)
-    p.add_argument("--train-model-options", default="small,bn", help="modifiers for trained points (default small,bn)")
-    p.add_argument("--out", default="runs/sweep")
-    p.add_argument("--batch-size", type=positive_int, default=256)
+    add_arguments(p, SweepSettings)
     p.set_defaults(func=_cmd_sweep)
 
 
 def _cmd_sweep(a):
-    from .sweep import sweep
+    from .data import DataRef
+    from .sweep.driver import SweepSettings, sweep
 
-    r = sweep(base=a.base, sr=a.sr, pct3x3=a.pct3x3, train_epochs=a.train_epochs, data=a.data,
-              data_dir=a.data_dir, download=a.download, out=a.out, batch_size=a.batch_size,
-              train_model_options=a.train_model_options)
+    settings = SweepSettings(**{k: getattr(a, k) for k in SweepSettings.__dataclass_fields__})
+    r = sweep(sr=a.sr, pct3x3=a.pct3x3, data=DataRef(a.data, a.data_dir, a.download), settings=settings)
     print(r["table"])
+    if r["best"]:
+        print(f"best: {r['best']['model']} {r['best']['top1']:.2f}% top-1, {r['best']['params']:,} parameters")
+    if r["failed"]:
+        print(f"{r['failed']} point(s) failed (see {r['report']}); run the same command again to retry them")
     print(f"report: {r['report']}")
 
 

@@ -13,6 +13,9 @@ Modifiers (any order, each at most once):
     ``_sr<x>``     squeeze ratio SR            (design space, paper section 5)
     ``_pct<x>``    fraction of 3x3 expand filters pct3x3
     ``_w<x>``      width multiplier on every channel count
+    ``_be<n>``     base_e: expand filters of the first Fire module  (section 5)
+    ``_ie<n>``     incr_e: expand filters added every freq Fire modules
+    ``_freq<n>``   freq: Fire modules between increments of the expand width
     ``_bn``        BatchNorm after every conv except the classifier
     ``_small``     small-input stem for 28-64 px images
     ``_<N>``       native input resolution N px (metadata used by profile/bench/compare)
@@ -33,8 +36,11 @@ MODIFIERS = {
     "sr": ("squeeze_ratio", float),
     "pct": ("pct3x3", float),
     "w": ("width", float),
+    "be": ("base_e", int),
+    "ie": ("incr_e", int),
+    "freq": ("freq", int),
 }
-_MOD_RE = re.compile(r"_(sr|pct|w)(\d+(?:\.\d+)?)$|_(bn)$|_(small)$|_(\d{2,4})$")
+_MOD_RE = re.compile(r"_(sr|pct|w)(\d+(?:\.\d+)?)$|_(be|ie|freq)(\d+)$|_(bn)$|_(small)$|_(\d{2,4})$")
 
 
 def list_models(pattern: str = "*") -> list[str]:
@@ -58,15 +64,16 @@ def parse_model_name(name: str) -> ParsedName:
         m = _MOD_RE.search(rest)
         if not m:
             break
-        if m.group(1):
-            key, conv = MODIFIERS[m.group(1)]
-            mod, value = f"_{m.group(1)}", conv(m.group(2))
-        elif m.group(3):
+        if m.group(1) or m.group(3):
+            word, digits = (m.group(1), m.group(2)) if m.group(1) else (m.group(3), m.group(4))
+            key, conv = MODIFIERS[word]
+            mod, value = f"_{word}", conv(digits)
+        elif m.group(5):
             key, mod, value = "batch_norm", "_bn", True
-        elif m.group(4):
+        elif m.group(6):
             key, mod, value = "stem", "_small", "small"
         else:
-            key, mod, value = "input_size", "_<resolution>", int(m.group(5))
+            key, mod, value = "input_size", "_<resolution>", int(m.group(7))
             if not 16 <= value <= 2048:
                 raise SqueezeNetError(f"resolution {value} in '{name}' is outside 16-2048 px")
         if key in overrides or (key == "input_size" and input_size is not None):

@@ -185,7 +185,7 @@ def explain(name: str, counts: bool = True) -> dict:
     ours = registered_names()
     if any(name == r or name.startswith(r + "_") for r in ours):
         return explain_name(name)  # ours: its own errors name the bad modifier
-    stem = re.sub(r"\d+(\.\d+)?$", "", re.split(r"_(?:sr|pct|w)\d|_bn$|_small$", name)[0])
+    stem = re.sub(r"\d+(\.\d+)?$", "", re.split(r"_(?:sr|pct|w|be|ie|freq)\d|_bn$|_small$", name)[0])
     near = [r for r in ours if len(stem) >= 8 and r.startswith(stem)]
     if near:
         raise SqueezeNetError(f"'{name}' is not one of our models; ours that start the same: {', '.join(near)} "

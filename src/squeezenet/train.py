@@ -217,9 +217,11 @@ class Trainer:
     """One training run. Use :func:`train` unless you need the pieces.
 
     ``after_step`` holds callables ``f(trainer)`` run after every optimizer step (the
-    compression fine-tune re-applies its masks there)."""
+    compression fine-tune re-applies its masks there); ``on_epoch(row)`` is called with
+    every finished epoch's metrics (a sweep engine reports them, e.g. to Ray Tune)."""
 
-    def __init__(self, cfg: TrainConfig, model: nn.Module | None = None, splits=None):
+    def __init__(self, cfg: TrainConfig, model: nn.Module | None = None, splits=None,
+                 on_epoch: Callable[[dict], None] | None = None):
         self.cfg = cfg.resolved()
         self.model_name = self.cfg.model
         self.dist, self.device, self.precision = setup_runtime(self.cfg)
@@ -232,6 +234,7 @@ class Trainer:
         self.spec = self.splits.spec
         self._setup_model(model)
         self.after_step: list[Callable[["Trainer"], None]] = []
+        self.on_epoch = on_epoch
         self.total_steps = self.cfg.epochs * self.steps_per_epoch()  # a time budget re-plans it
         self.budget: TimeBudget | None = None
         self.clock = time.perf_counter  # the budget's clock (tests give a fake one)
@@ -399,6 +402,8 @@ class Trainer:
             self.save("best.pt")
         if self.dist.main:
             log_epoch(self.out, self.history)
+            if self.on_epoch is not None:
+                self.on_epoch(dict(row))
         if self.budget is not None:
             self.budget.after_epoch(trained_at)
 
