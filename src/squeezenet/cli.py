@@ -366,6 +366,17 @@ def add_quantize_parser(sub):
     p.add_argument("--out", help="output folder (default: next to the checkpoint)")
     p.add_argument("--backends", type=_str_list, default=["ort-int8", "ort-fp16", "pt2e-int8"])
     p.add_argument("--eval-size", type=positive_int, help="evaluate on the first N test images only")
+    low = p.add_argument_group("low-bit SqueezeNet files (.sqz + ONNX INT8/INT4/INT2; see docs)")
+    low.add_argument("--weight-bits", choices=["8", "4", "2", "mixed"],
+                     help="uniform per-channel weights at 8/4/2 bits, or a per-layer mixed allocation")
+    low.add_argument("--act-bits", type=int, choices=[8, 4, 32], default=8,
+                     help="bits of every conv input but the first (32: float activations; default 8)")
+    low.add_argument("--qat-epochs", type=float, default=0.0, help="LSQ quantization-aware fine-tune epochs")
+    low.add_argument("--size-budget", type=float, metavar="KB", help="mixed: the weights' bytes (default 1/12 of fp32)")
+    low.add_argument("--max-drop", type=float, metavar="PT",
+                     help="mixed: the smallest budget whose post-training drop stays within PT points")
+    low.add_argument("--lr", type=float, default=0.005, help="QAT learning rate (default 0.005)")
+    low.add_argument("--batch-size", type=positive_int, default=128, help="QAT batch size")
     _add_model_file_flags(p, map_by_index=True)
     p.set_defaults(func=_cmd_quantize)
 
@@ -374,6 +385,22 @@ def _cmd_quantize(a):
     from .data import DataRef
     from .deploy.quantize import QuantizeSettings, quantize
 
+    if a.weight_bits:
+        from .deploy.lowbit import LowBitSettings, quantize_lowbit
+
+        s = LowBitSettings(a.weight_bits, None if a.act_bits == 32 else a.act_bits, a.qat_epochs, a.size_budget,
+                           a.max_drop, a.calib_size, a.lr, a.batch_size, a.eval_size, 0, a.map_by_index)
+        s.check()
+        r = quantize_lowbit(a.checkpoint, a.out, DataRef(a.data, a.data_dir, a.download), s, a.verify)
+        print(r["table"])
+        p = r["parity"]
+        print(f"parity (ONNX Runtime vs fake-quant PyTorch): max |logit diff| {p['max_abs_logit_diff']:.2e}, "
+              f"same top-1 {p['top1_agreement_pct']:.2f}%")
+        print(f"files: {r['files']['sqz']}, {r['files']['onnx']}")
+        print(f"report: {r['report']}")
+        return
+    if a.qat_epochs or a.size_budget is not None or a.max_drop is not None:
+        raise SqueezeNetError("--qat-epochs, --size-budget and --max-drop are for low-bit files: add --weight-bits")
     r = quantize(a.checkpoint, a.out, DataRef(a.data, a.data_dir, a.download),
                  QuantizeSettings(a.calib_size, tuple(a.backends), a.eval_size, a.map_by_index), a.verify)
     print(r["table"])

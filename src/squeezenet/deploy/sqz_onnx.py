@@ -46,14 +46,56 @@ def _architecture(name: str, kw: dict):
                         kw.get("in_chans", 3))
 
 
+# ONNX integer types for low-bit weights, with the opset whose DequantizeLinear takes them
+# (INT4 from 21, INT2 from 25). Activations are UINT8 Q/DQ, after a Clip when narrower.
+WEIGHT_TYPES = {2: ("INT2", 25), 4: ("INT4", 21), 8: ("INT8", 17)}
+
+
 class _Graph:
-    def __init__(self, arrays: dict):
+    def __init__(self, arrays: dict, intq: dict | None = None, act_quant: dict | None = None):
         self.onnx = require("onnx", "serve")
         self.arrays, self.nodes, self.inits, self.n = arrays, [], [], 0
+        self.intq, self.act_quant = intq or {}, act_quant or {}
+        self.opset = 17
+
+    def typed(self, hint: str, kind: str, shape, values) -> str:
+        """An integer initializer of ONNX type ``kind`` (packed for 4 and 2 bits)."""
+        from ..formats.encoding import pack_signed
+
+        n = self.name(hint)
+        t = getattr(self.onnx.TensorProto, kind)
+        bits = {"INT2": 2, "UINT2": 2, "INT4": 4, "UINT4": 4}.get(kind)
+        if bits:
+            raw = pack_signed(np.asarray(values).astype(np.int64), bits)
+            self.inits.append(self.onnx.helper.make_tensor(n, t, list(shape), raw, raw=True))
+        else:  # 8-bit: one byte each, as raw data (a value list would take 4 bytes each)
+            data = np.asarray(values).astype(np.int8 if kind == "INT8" else np.uint8).tobytes()
+            self.inits.append(self.onnx.helper.make_tensor(n, t, list(shape), data, raw=True))
+        return n
+
+    def quantized_input(self, x: str, prefix: str) -> str:
+        """QuantizeLinear -> DequantizeLinear on a conv's input, as the container says."""
+        if prefix not in self.act_quant:
+            return x
+        step, bits = self.act_quant[prefix]
+        s = self.const(prefix + ".a_step", np.array(step, np.float32))  # no zero point: 0, uint8
+        if bits < 8:  # Clip to the b-bit range, then UINT8 Q/DQ: the same numbers as UINT4/UINT2 Q/DQ, which
+            # ONNX Runtime 1.32's QDQ propagation moves through MaxPool and then rejects (no uint4 MaxPool)
+            hi = self.const(prefix + ".a_max", np.array(step * ((1 << bits) - 1), np.float32))
+            x = self.op("Clip", [x, "", hi], prefix + ".clip")
+        return self.op("DequantizeLinear", [self.op("QuantizeLinear", [x, s], prefix + ".q"), s], prefix + ".dq")
+
+    def quantized_weight(self, prefix: str) -> str:
+        """An INT8/INT4/INT2 initializer -> DequantizeLinear (per output channel)."""
+        q, step, bits = self.intq[f"{prefix}.weight"]
+        kind, opset = WEIGHT_TYPES[bits]
+        self.opset = max(self.opset, opset)
+        w = self.typed(prefix + ".wq", kind, q.shape, q.ravel())  # zero point omitted: 0 (symmetric)
+        return self.op("DequantizeLinear", [w, self.const(prefix + ".w_step", step)], prefix + ".wdq", axis=0)
 
     def name(self, hint: str) -> str:
         self.n += 1
-        return f"{hint}_{self.n}"
+        return f"{hint.rsplit('.', 1)[-1]}{self.n}"  # short (w_step12): a small low-bit file is otherwise much names
 
     def const(self, hint: str, value: np.ndarray) -> str:
         from onnx import numpy_helper
@@ -63,7 +105,8 @@ class _Graph:
         return n
 
     def op(self, op: str, inputs: list, hint: str, **attrs) -> str:
-        out = self.name(hint)
+        self.n += 1
+        out = f"t{self.n}"  # intermediate tensors: short names (a small model's file is otherwise mostly names)
         self.nodes.append(self.onnx.helper.make_node(op, inputs, [out], **attrs))
         return out
 
@@ -77,24 +120,37 @@ class _Graph:
             scale = g / np.sqrt(var + BN_EPS)
             w, b = w * scale[:, None, None, None], (b - mean) * scale + beta
         k = w.shape[-1]
-        return self.op("Conv", [x, self.const(prefix + ".w", w), self.const(prefix + ".b", b)], prefix,
+        if f"{prefix}.weight" in self.intq:
+            if bn_prefix and f"{bn_prefix}.weight" in self.arrays:
+                raise SqueezeNetError(f"'{prefix}' has quantized weights and a BatchNorm; low-bit containers hold "
+                                      "BN-folded models")
+            weight = self.quantized_weight(prefix)
+        else:
+            weight = self.const(prefix + ".w", w)
+        return self.op("Conv", [self.quantized_input(x, prefix), weight, self.const(prefix + ".b", b)], prefix,
                        kernel_shape=[k, k], pads=[pad] * 4, strides=[stride, stride])
 
 
 def sqz_to_onnx(src, dst) -> str:
     """Write ``dst`` (.onnx) from the container ``src`` without importing torch."""
-    from ..formats.sqz import read_container
+    from ..formats.sqz import decode_arrays, intq_arrays, read_raw
     from ..files import atomic_write_bytes
     from ..spec import DataSpec
     from ..formats.onnx import DIGEST_KEY, DIGEST_PLACEHOLDER, META_KEY, stamp_digest
 
-    header, arrays = read_container(src)
+    header, payload = read_raw(src)
+    arrays = decode_arrays(header, payload, f"'{src}'")
+
+    def get(ref):
+        return payload[ref[0]:ref[0] + ref[1]]
+
+    intq = {t["key"]: (*intq_arrays(t, get), t["bits"]) for t in header["tensors"] if t["kind"] == "intq"}
     kw = header["model_kwargs"]
     stages = _architecture(header["model_name"], kw)
     for k, v in arrays.items():
         if v.dtype.kind == "f" and not np.isfinite(v).all():
             raise SqueezeNetError(f"'{src}': weights '{k}' contain NaN or inf")
-    g = _Graph(arrays)
+    g = _Graph(arrays, intq, header.get("act_quant"))
     onnx = g.onnx
     try:
         x = "input"
@@ -127,8 +183,9 @@ def sqz_to_onnx(src, dst) -> str:
         [onnx.helper.make_tensor_value_info("input", onnx.TensorProto.FLOAT, ["batch", chans, None, None])],
         [onnx.helper.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, ["batch", kw.get("num_classes", 1000)])],
         g.inits)
-    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)], producer_name="squeezenet")
-    model.ir_version = 8
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", g.opset)],
+                                   producer_name="squeezenet")
+    model.ir_version = {17: 8, 21: 10, 25: 11}[g.opset]
     data = header.get("data") or {}
     if data:
         DataSpec.from_dict(data, f"'{src}' header 'data'", kw.get("num_classes"), chans)

@@ -140,3 +140,27 @@ def huffman_decode(data: bytes, lengths: np.ndarray, count: int) -> np.ndarray:
         out[i] = sym_at[p]
         p += len_at[p]
     return np.asarray(out, dtype=np.int64)
+
+
+# ----------------------------------------------------------------- packed low-bit integers
+
+def pack_signed(q: np.ndarray, bits: int) -> bytes:
+    """Signed integers in [-2^(bits-1), 2^(bits-1)-1], ``bits`` each (two's complement),
+    packed little-endian, first value in the lowest bits: ONNX's INT4/INT2 layout."""
+    u = (q.astype(np.int64).ravel() & ((1 << bits) - 1)).astype(np.uint8)
+    per = 8 // bits
+    u = np.concatenate([u, np.zeros((-len(u)) % per, np.uint8)]).reshape(-1, per)
+    return (u << (np.arange(per, dtype=np.uint8) * bits)).sum(axis=1, dtype=np.uint16).astype(np.uint8).tobytes() \
+        if bits < 8 else u.astype(np.uint8).tobytes()
+
+
+def unpack_signed(data: bytes, bits: int, count: int) -> np.ndarray:
+    """The inverse of :func:`pack_signed`: ``count`` int8 values."""
+    b = np.frombuffer(data, np.uint8)
+    per = 8 // bits
+    if bits == 8:
+        u = b[:count].astype(np.int64)
+    else:
+        u = ((b[:, None] >> (np.arange(per, dtype=np.uint8) * bits)) & ((1 << bits) - 1)).reshape(-1)[:count]
+        u = u.astype(np.int64)
+    return np.where(u >= 1 << (bits - 1), u - (1 << bits), u).astype(np.int8)

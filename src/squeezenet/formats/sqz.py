@@ -10,10 +10,13 @@ Layout (all integers little-endian)::
     payload      codebooks (fp32), Huffman code lengths (u8), Huffman streams, raw fp32
     32 bytes     SHA-256 of everything before it
 
-Tensors are either ``shared`` (a pruned, k-means-shared conv/linear weight: codebook +
-Huffman-coded cluster indices + Huffman-coded relative gaps, or no gaps when dense) or
+Tensors are ``shared`` (a pruned, k-means-shared conv/linear weight: codebook +
+Huffman-coded cluster indices + Huffman-coded relative gaps, or no gaps when dense),
+``intq`` (uniformly quantized weights, version 2: a fp32 step per output channel and
+the integers packed ``bits`` each, two's complement, as ONNX packs INT4/INT2), or
 ``raw`` (biases, BatchNorm parameters and buffers, stored as fp32 so decoding is
-exact). Loading verifies the checksum first: a truncated or corrupted file is refused
+exact). A header ``act_quant`` table gives the input step and bits of every conv whose
+input is quantized. Loading verifies the checksum first: a truncated or corrupted file is refused
 with a one-line error, never turned into weights.
 """
 
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import struct
 import zlib
 from pathlib import Path
@@ -31,7 +35,7 @@ from ..errors import SqueezeNetError
 from . import encoding
 
 MAGIC = b"SQZ\x00"
-VERSION = 1
+VERSION = 2  # 2 adds "intq" tensors; files without them are written as version 1
 
 
 def _index_bits_for(density: float) -> int:
@@ -56,15 +60,26 @@ class _Writer:
 
 
 def encode_model(model, shared: dict, model_name: str, model_kwargs: dict, data_spec: dict | None = None,
-                 extra: dict | None = None) -> tuple[bytes, list[dict]]:
-    """Encode ``model`` (its shared layers from :func:`share.share_weights`) into the
-    container bytes. Returns (bytes, per-layer size rows)."""
+                 extra: dict | None = None, quantized: dict | None = None) -> tuple[bytes, list[dict]]:
+    """Encode ``model`` (its shared layers from :func:`share.share_weights`; its uniformly
+    quantized weights as ``quantized[key] = (int8 integers, fp32 step per channel, bits)``)
+    into the container bytes. Returns (bytes, per-layer size rows)."""
     w = _Writer()
     tensors, rows = [], []
     sd = model.state_dict()
     shared_keys = {f"{n}.weight": n for n in shared}
+    quantized = quantized or {}
     for key, t in sd.items():
-        if key in shared_keys:
+        if key in quantized:
+            q, step, bits = quantized[key]
+            entry = {"key": key, "kind": "intq", "shape": list(t.shape), "bits": int(bits),
+                     "scale": w.add(np.asarray(step, "<f4").tobytes()), "data": w.add(encoding.pack_signed(q, bits))}
+            tensors.append(entry)
+            nbytes = entry["scale"][1] + entry["data"][1]
+            rows.append({"layer": key.rsplit(".", 1)[0], "params": int(t.numel()), "density": 1.0, "bits": int(bits),
+                         "index_bits": 0, "bytes_fp32": 4 * int(t.numel()), "bytes_before_huffman": nbytes,
+                         "bytes_after_huffman": nbytes})
+        elif key in shared_keys:
             layer = shared[shared_keys[key]]
             mask = layer.mask.flatten().numpy()
             density = float(mask.mean())
@@ -102,10 +117,11 @@ def encode_model(model, shared: dict, model_name: str, model_kwargs: dict, data_
                 rows.append({"layer": key, "params": int(arr.size), "density": 1.0, "bits": 32, "index_bits": 0,
                              "bytes_fp32": 4 * int(arr.size), "bytes_before_huffman": arr.nbytes if raw_dtype == "<f4" else 8 * arr.size,
                              "bytes_after_huffman": arr.nbytes if raw_dtype == "<f4" else 8 * arr.size})
-    header = {"format": "squeezenet-sqz", "version": VERSION, "model_name": model_name, "model_kwargs": model_kwargs,
+    version = 2 if quantized else 1
+    header = {"format": "squeezenet-sqz", "version": version, "model_name": model_name, "model_kwargs": model_kwargs,
               "data": data_spec or {}, "tensors": tensors, **(extra or {})}
     hbytes = zlib.compress(json.dumps(header, separators=(",", ":")).encode(), 9)
-    body = MAGIC + struct.pack("<HI", VERSION, len(hbytes)) + hbytes + bytes(w.buf)
+    body = MAGIC + struct.pack("<HI", version, len(hbytes)) + hbytes + bytes(w.buf)
     return body + hashlib.sha256(body).digest(), rows
 
 
@@ -194,6 +210,13 @@ def _check_header(h, payload: bytes, where: str) -> None:
             if t.get("dtype") not in ("<f4", "<i8"):
                 raise bad("dtype", "is not <f4 or <i8", key)
             ref(t, "data", key, size * np.dtype(t["dtype"]).itemsize)
+        elif t.get("kind") == "intq":
+            if t.get("bits") not in (2, 4, 8):
+                raise bad("bits", "is not 2, 4 or 8", key)
+            if not shape:
+                raise bad("shape", "has no output-channel axis", key)
+            ref(t, "scale", key, 4 * shape[0])
+            ref(t, "data", key, -(-size * t["bits"] // 8))
         elif t.get("kind") == "shared":
             if not _is_int(t.get("bits"), 1, 8):
                 raise bad("bits", "is not between 1 and 8", key)
@@ -216,7 +239,12 @@ def _check_header(h, payload: bytes, where: str) -> None:
             elif t["count"] != size:
                 raise bad("count", f"is {t['count']} but a dense tensor has {size} values", key)
         else:
-            raise bad("kind", "is not 'raw' or 'shared'", t.get("key"))
+            raise bad("kind", "is not 'raw', 'shared' or 'intq'", t.get("key"))
+    act = h.get("act_quant", {})
+    if not isinstance(act, dict) or not all(
+            isinstance(v, list) and len(v) == 2 and isinstance(v[0], (int, float)) and v[0] > 0
+            and math.isfinite(v[0]) and v[1] in (2, 4, 8) for v in act.values()):
+        raise bad("act_quant", "is not a table of [step > 0, bits 2/4/8]")
 
 
 def _check_lengths(ln: np.ndarray, bad, field, key) -> None:
@@ -240,12 +268,26 @@ def decode_arrays(header: dict, payload: bytes, where: str = "container") -> dic
         if t["kind"] == "raw":
             out[t["key"]] = np.frombuffer(get(t["data"]), dtype=t["dtype"]).reshape(shape).copy()
             continue
+        if t["kind"] == "intq":
+            q, step = intq_arrays(t, get)
+            out[t["key"]] = (q.astype(np.float32) * step.reshape((-1,) + (1,) * (len(shape) - 1))).reshape(shape)
+            if not np.isfinite(out[t["key"]]).all():
+                raise SqueezeNetError(f"{where}: tensor '{t['key']}' has a step that is not finite; the container "
+                                      "was edited or is damaged")
+            continue
         try:
             out[t["key"]] = _decode_shared(t, get, shape)
         except (ValueError, IndexError, OverflowError, MemoryError) as e:
             raise SqueezeNetError(f"{where}: tensor '{t['key']}' does not decode ({str(e).splitlines()[0][:80]}); "
                                   "the container was edited or is damaged") from e
     return out
+
+
+def intq_arrays(t: dict, get) -> tuple[np.ndarray, np.ndarray]:
+    """(int8 integers in the tensor's shape, fp32 step per output channel) of an intq tensor."""
+    shape = tuple(t["shape"])
+    q = encoding.unpack_signed(get(t["data"]), t["bits"], int(np.prod(shape))).reshape(shape)
+    return q, np.frombuffer(get(t["scale"]), dtype="<f4").copy()
 
 
 def read_container(path) -> tuple[dict, dict[str, np.ndarray]]:
@@ -296,4 +338,16 @@ def load_container(path):
     sd = decode_state_dict(header, payload, where)
     check_finite(sd, where)
     load_state_dict_checked(model, sd, header["model_name"], where)
+    attach_act_quant(model, header.get("act_quant", {}))
     return model.eval(), header
+
+
+def attach_act_quant(model, act_quant: dict) -> None:
+    """Quantize each named conv's input as the file says (unsigned, zero point 0, round half
+    to even: what ONNX's QuantizeLinear does), so PyTorch computes what ONNX Runtime does."""
+    import torch
+
+    for name, (step, bits) in act_quant.items():
+        qp = (1 << bits) - 1
+        model.get_submodule(name).register_forward_pre_hook(
+            lambda mod, inp, s=float(step), qp=qp: (torch.clamp(torch.round(inp[0] / s), 0, qp) * s,))

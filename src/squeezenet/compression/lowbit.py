@@ -1,0 +1,276 @@
+"""Uniform low-bit quantization below int8: 8/4/2-bit weights, 8/4-bit activations,
+per-layer mixed precision, and quantization-aware training with learned step sizes.
+
+Policies (stated once, here):
+
+- **BatchNorm is folded first.** Every conv's BN is folded into its weights and bias
+  (:func:`fold_batchnorm`), giving the same network built without BN; quantization and
+  QAT then act on the folded weights, which are what inference runs. BN statistics are
+  not re-estimated (there is no BN left to re-estimate).
+- **Weights:** per output channel, symmetric, zero point 0, integers in
+  [-2^(b-1), 2^(b-1)-1] (LSQ's Q_N, Q_P). The step per channel starts at the clipping
+  that minimises the channel's squared error over 40 candidates (MSE clipping).
+- **Activations:** the input of every conv but the first is quantized per tensor,
+  unsigned (it follows a ReLU, a max pool or a sum of ReLUs), in [0, 2^b-1], step by MSE
+  over calibration batches. The first conv sees the normalised image (signed) and is
+  left in float.
+- **First and last layers** (the stem conv and conv10) keep 8-bit weights in every
+  setting, as HAWQ, LSQ and most of the literature do; they hold <2% of the weights here.
+- **QAT:** LSQ (Esser et al. 2020, arXiv:1902.08153): the steps are parameters learned
+  with the weights, the rounding passes gradients straight through, and the step's
+  gradient is scaled by 1/sqrt(N * Q_P).
+
+Why hand-written: torchao 0.18's QAT (``QATConfig``, ``IntxFakeQuantizeConfig``) swaps
+``nn.Linear`` and ``nn.Embedding`` only and its range learning is marked prototype;
+brevitas would be a second large dependency for one module. The fake-quant conv is
+~40 lines; the mixed-precision allocation is a knapsack no library offers.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import SqueezeNetError
+
+WEIGHT_BITS = (2, 4, 8)
+ACT_BITS = (4, 8)
+EDGE_BITS = 8  # the stem conv and conv10
+
+
+def qrange(bits: int, signed: bool = True) -> tuple[int, int]:
+    """(Q_N, Q_P): x is clamped to [-Q_N, Q_P]."""
+    return (1 << (bits - 1), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
+
+
+def _round_ste(x):
+    return (x.round() - x).detach() + x
+
+
+def _grad_scale(s, g: float):
+    return (s - s * g).detach() + s * g
+
+
+def fake_quant(x, step, qn: int, qp: int, g: float = 1.0):
+    """LSQ: round(clamp(x / s, -Q_N, Q_P)) * s with straight-through rounding."""
+    s = _grad_scale(step.clamp_min(1e-12), g)
+    return _round_ste(torch.clamp(x / s, -qn, qp)) * s
+
+
+def mse_step(x: torch.Tensor, bits: int, signed: bool, per_channel: bool, candidates: int = 40) -> torch.Tensor:
+    """The step minimising ||Q(x) - x||^2 among ``ratio * max|x| / Q_P`` for 40 ratios in
+    [0.2, 1] (per output channel if ``per_channel``)."""
+    qn, qp = qrange(bits, signed)
+    flat = x.detach().float().reshape(x.shape[0], -1) if per_channel else x.detach().float().reshape(1, -1)
+    amax = flat.abs().amax(dim=1).clamp_min(1e-8)
+    best_err, best = None, None
+    for r in torch.linspace(0.2, 1.0, candidates):
+        s = (r * amax / qp)[:, None]
+        err = ((torch.clamp(torch.round(flat / s), -qn, qp) * s - flat) ** 2).sum(dim=1)
+        if best is None:
+            best_err, best = err, s[:, 0].clone()
+        else:
+            better = err < best_err
+            best_err, best = torch.where(better, err, best_err), torch.where(better, s[:, 0], best)
+    return best if per_channel else best[0]
+
+
+class QConv2d(nn.Conv2d):
+    """A conv with fake-quantized weights (per channel) and, optionally, input (per tensor)."""
+
+    def __init__(self, conv: nn.Conv2d, weight_bits: int, act_bits: int | None):
+        super().__init__(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                         conv.dilation, conv.groups, conv.bias is not None, conv.padding_mode)
+        self.weight_bits, self.act_bits = weight_bits, act_bits
+        with torch.no_grad():
+            self.weight.copy_(conv.weight)
+            if conv.bias is not None:
+                self.bias.copy_(conv.bias)
+        self.w_step = nn.Parameter(mse_step(self.weight, weight_bits, True, True))
+        self.a_step = nn.Parameter(torch.ones(())) if act_bits else None
+
+    def quantized_weight(self):
+        qn, qp = qrange(self.weight_bits)
+        g = 1.0 / math.sqrt(self.weight[0].numel() * qp)
+        return fake_quant(self.weight, self.w_step.view(-1, 1, 1, 1), qn, qp, g)
+
+    def forward(self, x):
+        if self.a_step is not None:
+            qn, qp = qrange(self.act_bits, signed=False)
+            x = fake_quant(x, self.a_step, qn, qp, 1.0 / math.sqrt(x[0].numel() * qp))
+        return self._conv_forward(x, self.quantized_weight(), self.bias)
+
+    def integers(self) -> tuple[np.ndarray, np.ndarray]:
+        """(int8 array of the integer weights, fp32 step per output channel)."""
+        qn, qp = qrange(self.weight_bits)
+        s = self.w_step.detach().clamp_min(1e-12)
+        q = torch.clamp(torch.round(self.weight.detach() / s.view(-1, 1, 1, 1)), -qn, qp)
+        return q.to(torch.int8).numpy(), s.float().numpy()
+
+
+# ------------------------------------------------------------------ BN folding
+
+BN_OF = {"conv": "bn", "squeeze": "squeeze_bn", "expand1x1": "expand1x1_bn", "expand3x3": "expand3x3_bn"}
+
+
+def fold_batchnorm(model: nn.Module, name: str) -> nn.Module:
+    """The same network built without BatchNorm, every BN folded into the conv before it
+    (w' = w g / sqrt(v + eps), b' = (b - m) g / sqrt(v + eps) + beta). A SqueezeNet-family
+    model; a model without BN is returned as a copy."""
+    from ..factory import create_model
+
+    kwargs = dict(getattr(model, "model_kwargs", {}))
+    if not kwargs.get("batch_norm"):
+        import copy
+
+        return copy.deepcopy(model).eval()
+    plain = create_model(name, **{**kwargs, "batch_norm": False}).eval()
+    src = dict(model.named_modules())
+    sd = {}
+    for mname, m in plain.named_modules():
+        if not isinstance(m, nn.Conv2d):
+            continue
+        conv = src[mname]
+        parent, _, leaf = mname.rpartition(".")
+        bn = src.get(f"{parent}.{BN_OF.get(leaf, '')}") if leaf in BN_OF else None
+        w = conv.weight.detach().double()
+        b = conv.bias.detach().double() if conv.bias is not None else torch.zeros(w.shape[0], dtype=torch.float64)
+        if isinstance(bn, nn.BatchNorm2d):
+            scale = bn.weight.detach().double() / torch.sqrt(bn.running_var.double() + bn.eps)
+            w, b = w * scale.view(-1, 1, 1, 1), (b - bn.running_mean.double()) * scale + bn.bias.detach().double()
+        sd[f"{mname}.weight"], sd[f"{mname}.bias"] = w.float(), b.float()
+    plain.load_state_dict(sd, strict=True)
+    plain.model_kwargs = {**kwargs, "batch_norm": False}
+    return plain
+
+
+# ------------------------------------------------------------------ building a quantized model
+
+def conv_names(model: nn.Module) -> list[str]:
+    return [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+
+
+def edge_layers(model: nn.Module) -> tuple[str, str]:
+    names = conv_names(model)
+    return names[0], names[-1]
+
+
+def quantize_model(plain: nn.Module, bits: dict[str, int], act_bits: int | None) -> nn.Module:
+    """A copy of the BN-free ``plain`` with every conv a :class:`QConv2d` at ``bits[name]``;
+    activations at ``act_bits`` for every conv but the first (steps still to calibrate)."""
+    import copy
+
+    q = copy.deepcopy(plain)
+    first = conv_names(q)[0]
+    for name in conv_names(q):
+        parent, _, leaf = name.rpartition(".")
+        owner = q.get_submodule(parent) if parent else q
+        conv = getattr(owner, leaf)
+        setattr(owner, leaf, QConv2d(conv, bits[name], None if name == first else act_bits))
+    return q
+
+
+def uniform_bits(plain: nn.Module, weight_bits: int) -> dict[str, int]:
+    first, last = edge_layers(plain)
+    return {n: (EDGE_BITS if n in (first, last) else weight_bits) for n in conv_names(plain)}
+
+
+@torch.no_grad()
+def calibrate_activations(qmodel: nn.Module, batches: list[torch.Tensor]) -> None:
+    """Each activation step by MSE over the conv's inputs on ``batches`` (all at once)."""
+    seen: dict[str, list] = {}
+    hooks = []
+    for name, m in qmodel.named_modules():
+        if isinstance(m, QConv2d) and m.a_step is not None:
+            hooks.append(m.register_forward_pre_hook(lambda mod, inp, n=name: seen.setdefault(n, []).append(
+                inp[0].detach().flatten()[::7].clone())))
+            m.a_step.data.fill_(1e6)  # effectively no clipping while inputs are observed
+    qmodel.eval()
+    for x in batches:
+        qmodel(x)
+    for h in hooks:
+        h.remove()
+    for name, m in qmodel.named_modules():
+        if name in seen:
+            m.a_step.data.copy_(mse_step(torch.cat(seen[name]), m.act_bits, signed=False, per_channel=False))
+
+
+# ------------------------------------------------------------------ mixed precision
+
+@torch.no_grad()
+def layer_sensitivity(plain: nn.Module, batches: list[torch.Tensor], choices=WEIGHT_BITS) -> dict[str, dict[int, float]]:
+    """The measured damage when one conv alone has its weights quantized at each bit
+    width (the rest in float): the mean KL divergence of the quantized network's output
+    from the float network's on ``batches`` (no labels needed)."""
+    plain.eval()
+    ref = [F.log_softmax(plain(x), dim=1) for x in batches]
+
+    def damage():
+        n = sum(len(x) for x in batches)
+        return sum(F.kl_div(F.log_softmax(plain(x), dim=1), r, log_target=True, reduction="sum").item()
+                   for x, r in zip(batches, ref)) / n
+
+    out = {}
+    for name in conv_names(plain):
+        out[name] = {}
+        conv = plain.get_submodule(name)
+        w = conv.weight.data.clone()
+        for b in choices:
+            qn, qp = qrange(b)
+            s = mse_step(w, b, True, True).view(-1, 1, 1, 1)
+            conv.weight.data.copy_(torch.clamp(torch.round(w / s), -qn, qp) * s)
+            out[name][b] = damage()
+        conv.weight.data.copy_(w)
+    return out
+
+
+def weight_bytes(params: int, channels: int, bits: int) -> int:
+    """Bytes of one conv's weights at ``bits``: packed integers plus a fp32 step per channel."""
+    return math.ceil(params * bits / 8) + 4 * channels
+
+
+def allocate_bits(sizes: dict[str, tuple[int, int]], sensitivity: dict[str, dict[int, float]], budget: int,
+                  fixed: dict[str, int], choices=WEIGHT_BITS, quantum: int = 16) -> dict[str, int]:
+    """The bit width per layer minimising the summed sensitivity with the weights' bytes
+    within ``budget`` (``sizes[name] = (params, channels)``): an exact 0/1 multiple-choice
+    knapsack by dynamic programming over bytes in units of ``quantum`` (costs rounded up,
+    so the answer never exceeds the budget). ``fixed`` layers keep their width."""
+    fixed_cost = sum(weight_bytes(*sizes[n], b) for n, b in fixed.items())
+    free = [n for n in sizes if n not in fixed]
+    cap = (budget - fixed_cost) // quantum
+    if cap < 0 or sum(math.ceil(weight_bytes(*sizes[n], min(choices)) / quantum) for n in free) > cap:
+        least = fixed_cost + sum(weight_bytes(*sizes[n], min(choices)) for n in free)
+        raise SqueezeNetError(f"a weight budget of {budget:,} bytes cannot hold this model; the smallest mixed "
+                              f"allocation needs {least:,} bytes ({least / 1024:.1f} KB)")
+    inf = float("inf")
+    best = np.full(cap + 1, inf)
+    best[0] = 0.0
+    picks = []
+    for n in free:
+        nxt = np.full(cap + 1, inf)
+        pick = np.zeros(cap + 1, dtype=np.int64)
+        for b in choices:
+            c = math.ceil(weight_bytes(*sizes[n], b) / quantum)
+            if c > cap:
+                continue
+            cand = np.full(cap + 1, inf)
+            cand[c:] = best[:cap + 1 - c] + max(0.0, sensitivity[n][b])
+            better = cand < nxt
+            nxt[better], pick[better] = cand[better], b
+        best = nxt
+        picks.append(pick)
+    j = int(np.argmin(best))
+    out = dict(fixed)
+    for n, pick in zip(reversed(free), reversed(picks)):
+        b = int(pick[j])
+        out[n] = b
+        j -= math.ceil(weight_bytes(*sizes[n], b) / quantum)
+    return {n: out[n] for n in sizes}
+
+
+def layer_sizes(model: nn.Module) -> dict[str, tuple[int, int]]:
+    return {n: (m.weight.numel(), m.weight.shape[0]) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}

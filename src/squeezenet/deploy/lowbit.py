@@ -1,0 +1,312 @@
+"""``squeezenet quantize --weight-bits 8|4|2|mixed``: low-bit files with measured accuracy.
+
+Steps: fold BatchNorm (:func:`compression.lowbit.fold_batchnorm`), choose each conv's
+bits (uniform, or mixed: measured sensitivity + an exact knapsack under the size budget,
+or the smallest budget within ``--max-drop``), calibrate the steps (MSE), optionally
+fine-tune with LSQ (``--qat-epochs``), then write
+
+- ``model_<tag>.sqz``: the integers packed at their width, a step per channel, the
+  activation steps; checksummed (version 2 container);
+- ``model_<tag>.onnx``: INT8/INT4/INT2 initializers -> DequantizeLinear -> Conv, and
+  QuantizeLinear/DequantizeLinear on the quantized conv inputs (opset 21, 25 with INT2);
+- ``lowbit_report.md``/``.json``: top-1 of the float model, the fake-quant model, the
+  ONNX file under ONNX Runtime and the .sqz under PyTorch; bytes on disk against the
+  same graph in fp32; ONNX-vs-PyTorch parity; the per-layer bits, parameters and
+  sensitivity.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..compression import lowbit as lb
+from ..data import DataRef, TensorDataset, load_data_for
+from ..errors import SqueezeNetError
+from ..files import atomic_write_bytes, atomic_write_text, ensure_writable_dir
+from ..metrics import evaluate, iterate_eval
+from ..render import markdown_table
+
+WEIGHT_CHOICES = ("8", "4", "2", "mixed")
+MAX_DROP_BUDGETS = (4, 6, 8, 10, 12, 14, 16)  # fractions 1/k of the fp32 weight bytes tried by --max-drop
+
+
+@dataclass
+class LowBitSettings:
+    weight_bits: str = "4"  # 8, 4, 2 or mixed
+    act_bits: int | None = 8  # 8, 4, or None (float activations)
+    qat_epochs: float = 0.0
+    size_budget_kb: float | None = None  # mixed: the weights' bytes (default 1/12 of fp32)
+    max_drop: float | None = None  # mixed: the smallest budget whose PTQ drop on held-out training images is within
+    calib_size: int = 512
+    lr: float = 0.005
+    batch_size: int = 128
+    eval_size: int | None = None
+    seed: int = 0
+    map_by_index: bool = False
+
+    def check(self) -> None:
+        if str(self.weight_bits) not in WEIGHT_CHOICES:
+            raise SqueezeNetError(f"--weight-bits must be 8, 4, 2 or mixed, got '{self.weight_bits}'; ONNX Runtime "
+                                  "and the .sqz container take these widths")
+        if self.act_bits not in (None, 8, 4):
+            raise SqueezeNetError(f"--act-bits must be 8 or 4 (or 32 for float activations), got {self.act_bits}")
+        if (self.size_budget_kb is not None or self.max_drop is not None) and self.weight_bits != "mixed":
+            raise SqueezeNetError("--size-budget and --max-drop choose a mixed allocation; add --weight-bits mixed")
+        if self.size_budget_kb is not None and self.max_drop is not None:
+            raise SqueezeNetError("give --size-budget KB or --max-drop PT, not both")
+        if not (self.qat_epochs >= 0 and math.isfinite(self.qat_epochs)):
+            raise SqueezeNetError(f"--qat-epochs must be >= 0, got {self.qat_epochs}")
+        if self.size_budget_kb is not None and not self.size_budget_kb > 0:
+            raise SqueezeNetError(f"--size-budget must be > 0 KB, got {self.size_budget_kb}")
+        if self.max_drop is not None and not self.max_drop >= 0:
+            raise SqueezeNetError(f"--max-drop must be >= 0 points, got {self.max_drop}")
+
+    def tag(self) -> str:
+        w = "mixed" if self.weight_bits == "mixed" else f"w{self.weight_bits}"
+        return f"{w}a{self.act_bits or 32}" + (f"_qat{self.qat_epochs:g}" if self.qat_epochs else "")
+
+
+_SQUEEZENET = re.compile(r"^squeezenet(1_0|1_1)(_caffe|_simple_bypass|_complex_bypass)?(?:_|$)")
+
+
+def quantize_lowbit(checkpoint: str, out: str | None = None, data: DataRef | None = None,
+                    settings: LowBitSettings | None = None, verify: bool = True) -> dict:
+    from ..formats.open import open_model, resolve_file
+
+    s = settings or LowBitSettings()
+    s.check()
+    data = data or DataRef()
+    found = resolve_file(checkpoint)
+    mf = open_model(checkpoint, verify=verify, command="quantize")
+    if not _SQUEEZENET.match(mf.name):
+        raise SqueezeNetError(f"--weight-bits writes low-bit SqueezeNet files (.sqz and ONNX); '{mf.name}' is not a "
+                              "SqueezeNet. Use `squeezenet quantize -c FILE` (int8/fp16) for other families")
+    if s.qat_epochs and not data.data and (not mf.spec or mf.spec.name not in ("fashion-mnist", "cifar10", "cifar100")):
+        raise SqueezeNetError("--qat-epochs trains on the model's data; give --data (the training folder or dataset)")
+    outd = ensure_writable_dir(Path(out) if out else (found[0].parent if found else Path(".")) / "quantized")
+    splits = load_data_for(mf.need_spec(), data.data, data.data_dir, data.download, s.map_by_index,
+                           where=f"'{checkpoint}'")
+    from .quantize import calibration_batches
+
+    eval_tf = getattr(splits.test, "transform", None)
+    calib = [torch.from_numpy(x) for x in calibration_batches(splits.train, splits.spec, s.calib_size,
+                                                              eval_transform=eval_tf, seed=s.seed)]
+    test = splits.test.subset(s.eval_size) if s.eval_size and isinstance(splits.test, TensorDataset) else splits.test
+    model = mf.model.eval()
+    plain = lb.fold_batchnorm(model, mf.name)
+    _check_folding(model, plain, calib[0])
+
+    t0 = time.perf_counter()
+    sizes = lb.layer_sizes(plain)
+    sens, candidates, budget = None, [], None
+    if s.weight_bits == "mixed":
+        sens = lb.layer_sensitivity(plain, calib)
+        first, last = lb.edge_layers(plain)
+        fixed = {first: lb.EDGE_BITS, last: lb.EDGE_BITS}
+        fp32_bytes = sum(4 * p for p, _ in sizes.values())
+        if s.max_drop is not None:
+            bits, budget, candidates = _smallest_within(plain, model, sizes, sens, fixed, fp32_bytes, splits, s, calib)
+        else:
+            budget = int(s.size_budget_kb * 1024) if s.size_budget_kb else fp32_bytes // 12
+            bits = lb.allocate_bits(sizes, sens, budget, fixed)
+    else:
+        bits = lb.uniform_bits(plain, int(s.weight_bits))
+    qmodel = lb.quantize_model(plain, bits, s.act_bits)
+    lb.calibrate_activations(qmodel, calib)
+    search_s = time.perf_counter() - t0
+    qat = None
+    if s.qat_epochs > 0:
+        qmodel, qat = _qat(qmodel, mf, data, s, outd)
+    qmodel.eval()
+
+    tag = s.tag()
+    sqz_path, onnx_path = outd / f"model_{tag}.sqz", outd / f"model_{tag}.onnx"
+    fp32_sqz, fp32_onnx = outd / "model_folded_fp32.sqz", outd / "model_folded_fp32.onnx"
+    _write_files(qmodel, plain, mf, bits, s, sqz_path, onnx_path, fp32_sqz, fp32_onnx)
+    rows, parity = _measure(model, qmodel, test, splits.spec, sqz_path, onnx_path, fp32_onnx)
+    layers = [{"layer": n, "params": sizes[n][0], "bits": bits[n],
+               "bytes": lb.weight_bytes(*sizes[n], bits[n]),
+               **({f"kl_{b}bit": sens[n][b] for b in lb.WEIGHT_BITS} if sens else {})} for n in sizes]
+    res = {"model": mf.name, "settings": asdict(s), "tag": tag, "rows": rows, "parity": parity, "layers": layers,
+           "budget_bytes": budget, "max_drop_candidates": candidates, "search_s": search_s, "qat": qat,
+           "files": {"sqz": str(sqz_path), "onnx": str(onnx_path)}}
+    table = markdown_table(rows, ROW_COLUMNS)
+    report = outd / f"lowbit_report_{tag}.md"
+    atomic_write_text(report, _report(res, table, splits.spec.name, len(test)))
+    atomic_write_text(outd / f"lowbit_report_{tag}.json", json.dumps(res, indent=2))
+    return {**res, "table": table, "report": str(report)}
+
+
+def _check_folding(model, plain, x) -> None:
+    with torch.no_grad():
+        a, b = model(x), plain(x)
+    err = (a - b).abs().max().item() / max(1e-6, a.abs().max().item())
+    if err > 1e-3:
+        raise SqueezeNetError(f"folding BatchNorm changed the outputs by {err:.2e} (relative); this model's layout is "
+                              "not one the low-bit path knows")
+
+
+def _smallest_within(plain, model, sizes, sens, fixed, fp32_bytes, splits, s, calib):
+    """--max-drop: the smallest of the budgets 1/4 ... 1/16 of the fp32 weight bytes whose
+    post-training top-1 on 2,000 held-out training images (not the calibration ones, not
+    the test split) drops at most ``max_drop`` points below the float model's."""
+    from .quantize import calibration_batches
+
+    held = [torch.from_numpy(x) for x in calibration_batches(
+        splits.train, splits.spec, 2000, batch=250, seed=s.seed + 1, eval_transform=getattr(splits.test, "transform",
+                                                                                          None))]
+    with torch.no_grad():
+        labels = [model(x).argmax(1) for x in held]  # agreement with the float model stands in for labels
+
+    def agreement(m):
+        m.eval()
+        with torch.no_grad():
+            return 100 * sum((m(x).argmax(1) == y).sum().item() for x, y in zip(held, labels)) / \
+                sum(len(y) for y in labels)
+
+    cands, chosen = [], None
+    for k in MAX_DROP_BUDGETS:
+        budget = fp32_bytes // k
+        try:
+            bits = lb.allocate_bits(sizes, sens, budget, fixed)
+        except SqueezeNetError:
+            break
+        q = lb.quantize_model(plain, bits, s.act_bits)
+        lb.calibrate_activations(q, calib)
+        drop = 100 - agreement(q)
+        cands.append({"fraction": f"1/{k}", "budget_bytes": budget, "disagreement_pct": drop})
+        if drop <= s.max_drop:
+            chosen = (bits, budget)
+    if chosen is None:
+        raise SqueezeNetError(f"no mixed allocation down to 1/4 of the fp32 weights stays within --max-drop "
+                              f"{s.max_drop} (best: {min(c['disagreement_pct'] for c in cands):.2f} pt); raise it or "
+                              "add --qat-epochs")
+    return chosen[0], chosen[1], cands
+
+
+def _qat(qmodel, mf, data: DataRef, s: LowBitSettings, outd: Path):
+    """LSQ fine-tune with the project's trainer (fp32, cosine from ``lr``, no warm-up)."""
+    from ..train import Trainer, TrainConfig
+
+    whole = max(1, int(math.ceil(s.qat_epochs)))
+    work = outd / f"qat_{s.tag()}"
+    for f in work.glob("*.pt"):  # a previous run of the same settings: start afresh
+        f.unlink()
+    cfg = TrainConfig(model=mf.name, data=data.data or mf.spec.name, data_dir=data.data_dir, download=data.download,
+                      out=str(work), epochs=whole, batch_size=s.batch_size, lr=s.lr, warmup_epochs=0.0,
+                      schedule="cosine", label_smoothing=0.0, precision="fp32", seed=s.seed, progress=False,
+                      input_size=mf.input_size)
+    tr = Trainer(cfg, model=qmodel)
+    if s.qat_epochs < whole:
+        tr.cfg.max_steps = max(1, int(s.qat_epochs * tr.steps_per_epoch()))
+    t0 = time.perf_counter()
+    tr.run()
+    q = tr.model.to(memory_format=torch.contiguous_format).cpu().eval()
+    return q, {"epochs": s.qat_epochs, "seconds": time.perf_counter() - t0,
+               "top1_per_epoch": [h.get("test_top1") for h in tr.history]}
+
+
+def _write_files(qmodel, plain, mf, bits, s, sqz_path, onnx_path, fp32_sqz, fp32_onnx) -> None:
+    import copy
+
+    from ..formats import sqz
+    from .sqz_onnx import sqz_to_onnx
+
+    final = copy.deepcopy(plain)  # the BN-free layout, with the (fine-tuned) biases
+    quantized, act = {}, {}
+    for name, m in qmodel.named_modules():
+        if isinstance(m, lb.QConv2d):
+            q, step = m.integers()
+            quantized[f"{name}.weight"] = (q, step, m.weight_bits)
+            final.get_submodule(name).bias.data.copy_(m.bias.detach())
+            if m.a_step is not None:
+                act[name] = [float(m.a_step.detach().clamp_min(1e-12)), m.act_bits]
+    spec = mf.spec.to_dict() if mf.spec else None
+    kw = dict(plain.model_kwargs)
+    info = {"weight_bits": bits, "act_bits": s.act_bits, "qat_epochs": s.qat_epochs,
+            "policy": "BN folded; per-channel symmetric weights; unsigned per-tensor activations; stem and conv10 8-bit"}
+    blob, _ = sqz.encode_model(final, {}, mf.name, kw, spec, extra={"act_quant": act, "quantization": info},
+                               quantized=quantized)
+    atomic_write_bytes(sqz_path, blob)
+    sqz_to_onnx(sqz_path, onnx_path)
+    blob32, _ = sqz.encode_model(plain, {}, mf.name, kw, spec)
+    atomic_write_bytes(fp32_sqz, blob32)
+    sqz_to_onnx(fp32_sqz, fp32_onnx)
+
+
+def _measure(model, qmodel, test, spec, sqz_path, onnx_path, fp32_onnx):
+    from ..formats.sqz import load_container
+    from .quantize import ort_logits_fn
+
+    loaded, _ = load_container(sqz_path)
+    ort_q, ort_32 = ort_logits_fn(onnx_path), ort_logits_fn(fp32_onnx)
+    rows = []
+
+    def add(name, fn, path=None):
+        t = time.perf_counter()
+        m = evaluate(None, test, spec, predict_fn=fn)
+        rows.append({"what": name, "file": Path(path).name if path else "", "bytes": Path(path).stat().st_size
+                     if path else None, "top1": m["top1"], "top5": m["top5"], "eval_s": time.perf_counter() - t})
+
+    with torch.no_grad():
+        add("float model (PyTorch)", lambda x: model(x))
+        add("BN-folded fp32 (ONNX Runtime)", ort_32, fp32_onnx)
+        add("fake-quant model (PyTorch)", lambda x: qmodel(x))
+        add("low-bit .sqz (PyTorch)", lambda x: loaded(x), sqz_path)
+        add("low-bit ONNX (ONNX Runtime)", ort_q, onnx_path)
+        # parity: ONNX Runtime on the low-bit file against the fake-quant PyTorch model
+        diffs, agree, n = 0.0, 0, 0
+        for x, _ in iterate_eval(test, spec, 256):
+            a, b = qmodel(x), ort_q(x)
+            diffs = max(diffs, (a - b).abs().max().item())
+            agree += (a.argmax(1) == b.argmax(1)).sum().item()
+            n += len(x)
+    base = rows[0]["top1"]
+    fp32_bytes = rows[1]["bytes"]
+    for r in rows:
+        r["delta_top1"] = r["top1"] - base
+        r["size_vs_fp32"] = r["bytes"] / fp32_bytes if r["bytes"] else None
+    return rows, {"max_abs_logit_diff": diffs, "top1_agreement_pct": 100 * agree / max(1, n), "images": n}
+
+
+ROW_COLUMNS = [
+    ("what", "what"), ("file", "file"), ("bytes", lambda r: f"{r['bytes']:,}" if r["bytes"] else "-"),
+    ("vs fp32 ONNX", lambda r: f"1/{1 / r['size_vs_fp32']:.1f}" if r["size_vs_fp32"] else "-"),
+    ("top-1 %", lambda r: f"{r['top1']:.2f}"), ("top-5 %", lambda r: f"{r['top5']:.2f}"),
+    ("Δ top-1 (pt)", lambda r: f"{r['delta_top1']:+.2f}")]
+
+
+def _report(res: dict, table: str, data_name: str, n_test: int) -> str:
+    s = res["settings"]
+    cols = [("layer", "layer"), ("params", lambda r: f"{r['params']:,}"), ("bits", "bits"),
+            ("bytes", lambda r: f"{r['bytes']:,}")]
+    if res["layers"] and "kl_2bit" in res["layers"][0]:
+        cols += [(f"KL at {b} bits", lambda r, b=b: f"{r[f'kl_{b}bit']:.2e}") for b in lb.WEIGHT_BITS]
+    p = res["parity"]
+    text = (f"# Low-bit quantization: {res['model']} on {data_name} ({res['tag']})\n\n"
+            f"Weights {s['weight_bits']}, activations {s['act_bits'] or 'float'}, QAT epochs {s['qat_epochs']:g}; "
+            f"calibration {s['calib_size']} training images; {n_test} test images. Policy: BatchNorm folded first; "
+            "per-channel symmetric weights (MSE clipping, LSQ steps when fine-tuned); unsigned per-tensor "
+            "activations on every conv input but the first; the stem conv and conv10 keep 8-bit weights.\n\n"
+            f"{table}\n\nParity, ONNX Runtime on the low-bit file against the fake-quant PyTorch model over "
+            f"{p['images']} images: max |logit difference| {p['max_abs_logit_diff']:.2e}, same top-1 on "
+            f"{p['top1_agreement_pct']:.2f}%.\n\n")
+    if res["budget_bytes"]:
+        text += f"Mixed-precision weight budget: {res['budget_bytes']:,} bytes; search {res['search_s']:.1f} s.\n\n"
+    if res["max_drop_candidates"]:
+        text += "--max-drop candidates (disagreement with the float model on 2,000 held-out training images):\n\n"
+        text += markdown_table(res["max_drop_candidates"], [("budget", "fraction"), ("bytes", "budget_bytes"), (
+            "disagreement %", lambda r: f"{r['disagreement_pct']:.2f}")]) + "\n\n"
+    if res["qat"]:
+        text += f"QAT: {res['qat']['epochs']:g} epoch(s) in {res['qat']['seconds']:.0f} s; test top-1 after each: " \
+                f"{res['qat']['top1_per_epoch']}\n\n"
+    text += "## Per layer\n\n" + markdown_table(res["layers"], cols) + "\n"
+    return text
