@@ -99,8 +99,10 @@ def isa_tag() -> str:
     return "avx2" + ("-vnni" if "avx_vnni" in flags else "") if "avx2" in flags else platform.machine()
 
 
-def make_runner(backend: str, model, shape, batch: int, tmp: Path, threads: int | None, calib=None):
-    """A zero-argument callable that runs one batch on ``backend``."""
+def make_runner(backend: str, model, shape, batch: int, tmp: Path, threads: int | None, calib=None,
+                onnx_file: Path | None = None):
+    """A zero-argument callable that runs one batch on ``backend``. ``onnx_file``: the
+    ONNX Runtime backends run this file (a low-bit model's own graph) instead of an export."""
     x = torch.randn(batch, *shape)
     if backend == "eager":
         return lambda: _nograd(model, x)
@@ -115,7 +117,7 @@ def make_runner(backend: str, model, shape, batch: int, tmp: Path, threads: int 
     from .onnx_tools import convert_fp16
     from ..formats.onnx import open_session
 
-    fp32 = tmp / "model_fp32.onnx"
+    fp32 = onnx_file or tmp / "model_fp32.onnx"
     if not fp32.exists():
         export_model_to_onnx(model, fp32, shape, dynamic_batch=True)
     if backend in ("ort", "ort-tuned"):
@@ -193,7 +195,9 @@ def bench(model_name: str | None = None, checkpoint: str | None = None, out: str
     model = model.eval()
     macs = profile(model, shape).macs
     peak = gemm_gflops()
-    rows = _timed_rows(model, label, shape, macs, settings)
+    with tempfile.TemporaryDirectory() as tmp:
+        onnx_file = _low_bit_onnx(model_name or checkpoint, settings, Path(tmp))
+        rows = _timed_rows(model, label, shape, macs, settings, onnx_file)
     base = {r["batch"]: r["median_ms"] for r in rows if r["backend"] == "eager"}
     for r in rows:
         r["speedup_vs_eager"] = base[r["batch"]] / r["median_ms"]
@@ -206,11 +210,31 @@ def bench(model_name: str | None = None, checkpoint: str | None = None, out: str
     return {"rows": rows, "meta": meta, "table": table, "csv": str(csv_path), "png": str(png)}
 
 
-def _timed_rows(model, label, shape, macs, s: BenchSettings) -> list[dict]:
+def _low_bit_onnx(ref, s: BenchSettings, tmp: Path) -> Path | None:
+    """For a low-bit .sqz (version 2), its own ONNX graph (INT4/INT2 weights), which the
+    ``ort`` backends then time; None for anything else."""
+    from ..formats.open import resolve_file
+
+    found = resolve_file(ref) if ref else None
+    if not found or found[1] != "sqz":
+        return None
+    from ..formats.sqz import read_raw
+    from .sqz_onnx import sqz_to_onnx
+
+    if not any(t["kind"] == "intq" for t in read_raw(found[0])[0]["tensors"]):
+        return None
+    other = [b for b in s.backends if b in ("ort-int8", "ort-fp16")]
+    if other:
+        raise SqueezeNetError(f"'{found[0]}' is already quantized; --backends {other[0]} would quantize it again "
+                              "(use eager, channels_last, ort, ort-tuned)")
+    return Path(sqz_to_onnx(found[0], tmp / "model_lowbit.onnx"))
+
+
+def _timed_rows(model, label, shape, macs, s: BenchSettings, onnx_file: Path | None = None) -> list[dict]:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for bs in progress(s.batch_sizes, "bench"):
-            fns = {b: make_runner(b, model, shape, bs, Path(tmp), s.threads) for b in s.backends}
+            fns = {b: make_runner(b, model, shape, bs, Path(tmp), s.threads, onnx_file=onnx_file) for b in s.backends}
             # Time the backends in alternating blocks (3 rounds), so slow drift in the
             # machine's speed hits every backend alike. Run-by-run interleaving is worse
             # here: ORT's and torch's spinning thread pools then fight over the 2 cores.

@@ -1,0 +1,202 @@
+"""Low-bit quantization (issue 19): packing against ONNX's own, LSQ's gradient against the
+paper's formula, BN folding, the knapsack against brute force, and real files: ONNX
+Runtime on INT4/INT2 ONNX against the fake-quant PyTorch model, every command reading them."""
+
+import itertools
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("onnxruntime")
+import onnx  # noqa: E402
+from onnx import helper, numpy_helper  # noqa: E402
+
+from helpers import TINY, assert_one_line, run_cli  # noqa: E402
+from squeezenet import create_model  # noqa: E402
+from squeezenet.compression import lowbit as lb  # noqa: E402
+from squeezenet.formats.encoding import pack_signed, unpack_signed  # noqa: E402
+
+
+@pytest.mark.parametrize("bits, kind", [(2, onnx.TensorProto.INT2), (4, onnx.TensorProto.INT4),
+                                        (8, onnx.TensorProto.INT8)])
+def test_packing_is_onnx_packing(bits, kind):
+    rng = np.random.default_rng(bits)
+    q = rng.integers(-(1 << (bits - 1)), 1 << (bits - 1), 37)
+    raw = pack_signed(q, bits)
+    assert len(raw) == math.ceil(37 * bits / 8)
+    t = helper.make_tensor("t", kind, [37], raw, raw=True)
+    assert (numpy_helper.to_array(t).astype(np.int64) == q).all()  # onnx reads our bytes as the same values
+    assert (unpack_signed(raw, bits, 37) == q).all()
+
+
+def test_lsq_gradient_is_the_papers():
+    """LSQ (Esser et al. 2020, eq. 3): d x_hat / d s = round(x/s) - x/s inside the range,
+    -Q_N or Q_P outside; times the gradient scale g."""
+    s = torch.tensor(0.1, requires_grad=True)
+    x = torch.tensor([0.234, -0.051, 5.0, -5.0])
+    qn, qp = lb.qrange(4)
+    lb.fake_quant(x, s, qn, qp, g=0.5).sum().backward()
+    v = x / 0.1
+    want = torch.where(v > qp, torch.tensor(float(qp)), torch.where(v < -qn, torch.tensor(float(-qn)), v.round() - v))
+    assert s.grad.item() == pytest.approx(0.5 * want.sum().item(), rel=1e-5)
+
+
+def test_mse_step_recovers_an_exact_grid():
+    s = torch.tensor([0.01, 0.2, 3.0])
+    q = torch.randint(-7, 8, (3, 50)).float()
+    q[:, 0] = 7  # max |x| = 7 s: the grid is representable, error 0 only at step s
+    got = lb.mse_step(q * s[:, None], 4, signed=True, per_channel=True)
+    assert torch.allclose(got, s, rtol=1e-5)
+
+
+def test_folding_batchnorm_keeps_the_outputs():
+    torch.manual_seed(0)
+    m = create_model(TINY, num_classes=10, in_chans=1)
+    for mod in m.modules():  # non-trivial statistics
+        if isinstance(mod, torch.nn.BatchNorm2d):
+            mod.running_mean.uniform_(-1, 1)
+            mod.running_var.uniform_(0.5, 2)
+            mod.weight.data.uniform_(0.5, 1.5)
+            mod.bias.data.uniform_(-0.5, 0.5)
+    m.eval()
+    plain = lb.fold_batchnorm(m, TINY)
+    assert not any(isinstance(x, torch.nn.BatchNorm2d) for x in plain.modules())
+    x = torch.randn(4, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.allclose(m(x), plain(x), atol=1e-4, rtol=1e-4)
+
+
+def test_knapsack_is_the_brute_force_optimum():
+    rng = np.random.default_rng(0)
+    sizes = {f"l{i}": (int(rng.integers(100, 3000)), int(rng.integers(4, 32))) for i in range(6)}
+    sens = {n: {2: float(rng.uniform(0.5, 3)), 4: float(rng.uniform(0.05, 0.5)), 8: float(rng.uniform(0, 0.01))}
+            for n in sizes}
+    fixed = {"l0": 8}
+    budget = sum(lb.weight_bytes(p, c, 4) for p, c in sizes.values())  # room for ~4 bits on average
+    got = lb.allocate_bits(sizes, sens, budget, fixed, quantum=1)
+    best = None
+    for combo in itertools.product(lb.WEIGHT_BITS, repeat=5):
+        bits = {"l0": 8, **dict(zip(list(sizes)[1:], combo))}
+        cost = sum(lb.weight_bytes(*sizes[n], b) for n, b in bits.items())
+        if cost <= budget:
+            value = sum(sens[n][b] for n, b in bits.items() if n != "l0")
+            best = min(best or (math.inf, None), (value, bits), key=lambda t: t[0])
+    assert sum(sens[n][b] for n, b in got.items() if n != "l0") == pytest.approx(best[0])
+    assert sum(lb.weight_bytes(*sizes[n], b) for n, b in got.items()) <= budget
+    with pytest.raises(Exception, match="cannot hold"):
+        lb.allocate_bits(sizes, sens, 100, fixed)
+
+
+# ------------------------------------------------------------------ real files from a trained run
+
+def _quantize(tiny_run, fmnist_dir, out, *args):
+    code, stdout, err = run_cli("quantize", "-c", tiny_run / "best.pt", "--data-dir", fmnist_dir, "--no-download",
+                                "--out", out, *args)
+    assert code == 0, err
+    tag = next(out.glob("lowbit_report_*.json"))
+    return json.loads(tag.read_text()), stdout
+
+
+@pytest.fixture(scope="module")
+def w4(tiny_run, fmnist_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("w4")
+    return _quantize(tiny_run, fmnist_dir, out, "--weight-bits", "4", "--calib-size", "64")[0]
+
+
+def test_int4_onnx_matches_the_fake_quant_model(w4):
+    rows = {r["what"]: r for r in w4["rows"]}
+    onnx_row, fq = rows["low-bit ONNX (ONNX Runtime)"], rows["fake-quant model (PyTorch)"]
+    # parity: stated tolerance 0.1 on the logits, same top-1 on >= 99% of the test images
+    assert w4["parity"]["max_abs_logit_diff"] <= 0.1 and w4["parity"]["top1_agreement_pct"] >= 99.0
+    assert abs(onnx_row["top1"] - fq["top1"]) <= 1.0
+    assert rows["low-bit .sqz (PyTorch)"]["top1"] == fq["top1"]  # the .sqz rebuilds the fake-quant numbers
+    m = onnx.load(w4["files"]["onnx"])
+    int4 = {t.name: t for t in m.graph.initializer if t.data_type == onnx.TensorProto.INT4}
+    n_int4 = sum(int(np.prod(t.dims)) for t in int4.values())
+    assert sum(len(t.raw_data) for t in int4.values()) <= (n_int4 + len(int4)) // 2 + len(int4)  # packed, 2 per byte
+    dq = [n for n in m.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in int4]
+    assert len(dq) == len(int4) and all(any(c.op_type == "Conv" and d.output[0] in c.input for c in m.graph.node)
+                                        for d in dq)
+    layers = {r["layer"]: r["bits"] for r in w4["layers"]}
+    assert list(layers.values())[0] == 8 and list(layers.values())[-1] == 8  # stem and conv10 kept at 8 bits
+    assert set(list(layers.values())[1:-1]) == {4}
+    assert n_int4 == sum(r["params"] for r in w4["layers"][1:-1])
+
+
+def test_every_command_reads_the_low_bit_files(w4, fmnist_dir, tmp_path):
+    from helpers import make_image_folder  # noqa: F401
+    from PIL import Image
+
+    img = tmp_path / "x.png"
+    Image.fromarray((np.random.default_rng(0).random((28, 28)) * 255).astype(np.uint8)).save(img)
+    for f in (w4["files"]["sqz"], w4["files"]["onnx"]):
+        code, out, err = run_cli("eval", "-c", f, "--data-dir", fmnist_dir, "--no-download")
+        assert code == 0, err
+        code, out, err = run_cli("predict", "-c", f, img, "--topk", "2")
+        assert code == 0 and out.strip(), err
+    code, out, err = run_cli("bench", w4["files"]["sqz"], "--backends", "ort", "--batch-sizes", "1", "--repeats",
+                             "2", "--warmup", "1", "--input-size", "28", "--out", tmp_path / "b")
+    assert code == 0, err  # the ort rows time the file's own INT4 graph
+    code, out, err = run_cli("bench", w4["files"]["sqz"], "--backends", "ort-int8", "--out", tmp_path / "b")
+    assert_one_line(code, err, "already quantized")
+    from squeezenet.serve import load_classifier
+
+    clf = load_classifier(w4["files"]["sqz"], None, True, "ort", str(tmp_path))
+    assert len(clf.predict([str(img)], topk=2)[0]) == 2
+
+
+def test_int2_and_mixed_files(tiny_run, fmnist_dir, tmp_path):
+    r2, _ = _quantize(tiny_run, fmnist_dir, tmp_path / "w2", "--weight-bits", "2", "--calib-size", "64")
+    m = onnx.load(r2["files"]["onnx"])
+    assert any(t.data_type == onnx.TensorProto.INT2 for t in m.graph.initializer)
+    assert r2["parity"]["top1_agreement_pct"] >= 99.0
+    fp32 = sum(4 * r["params"] for r in r2["layers"])
+    budget_kb = fp32 / 10 / 1024
+    rm, _ = _quantize(tiny_run, fmnist_dir, tmp_path / "mixed", "--weight-bits", "mixed", "--size-budget",
+                      f"{budget_kb:.3f}", "--calib-size", "64")
+    assert sum(r["bytes"] for r in rm["layers"]) <= budget_kb * 1024
+    assert {r["bits"] for r in rm["layers"]} <= {2, 4, 8} and "kl_2bit" in rm["layers"][1]
+    assert rm["parity"]["top1_agreement_pct"] >= 99.0
+
+
+def test_qat_learns_the_steps(tiny_run, fmnist_dir, tmp_path):
+    r, _ = _quantize(tiny_run, fmnist_dir, tmp_path / "qat", "--weight-bits", "2", "--qat-epochs", "0.5",
+                     "--calib-size", "64", "--batch-size", "64")
+    assert r["qat"]["epochs"] == 0.5 and r["tag"] == "w2a8_qat0.5"
+    from squeezenet.formats.sqz import read_container
+
+    header, _ = read_container(r["files"]["sqz"])
+    assert header["version"] == 2 and header["quantization"]["qat_epochs"] == 0.5
+    assert all(v[1] == 8 and v[0] > 0 for v in header["act_quant"].values())
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--weight-bits", "3"], "invalid choice"),
+    (["--weight-bits", "4", "--size-budget", "10"], "add --weight-bits mixed"),
+    (["--qat-epochs", "1"], "add --weight-bits"),
+    (["--weight-bits", "mixed", "--size-budget", "10", "--max-drop", "1"], "not both"),
+])
+def test_bad_low_bit_flags_are_one_line(tiny_run, tmp_path, args, needle):
+    code, _, err = run_cli("quantize", "-c", tiny_run / "best.pt", "--out", tmp_path / "q", *args)
+    assert_one_line(code, err, needle)
+
+
+def test_an_edited_bit_width_is_refused(w4, tmp_path):
+    import hashlib
+    import struct
+    import zlib
+
+    from squeezenet.formats.sqz import read_raw
+
+    header, payload = read_raw(w4["files"]["sqz"])
+    t = next(t for t in header["tensors"] if t["kind"] == "intq")
+    t["bits"] = 3
+    h = zlib.compress(json.dumps(header).encode())
+    body = b"SQZ\x00" + struct.pack("<HI", 2, len(h)) + h + payload
+    bad = tmp_path / "bad.sqz"
+    bad.write_bytes(body + hashlib.sha256(body).digest())
+    code, _, err = run_cli("eval", "-c", bad, "--data", "fashion-mnist")
+    assert_one_line(code, err, "is not 2, 4 or 8")
