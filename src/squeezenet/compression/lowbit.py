@@ -92,6 +92,7 @@ class QConv2d(nn.Conv2d):
                 self.bias.copy_(conv.bias)
         self.w_step = nn.Parameter(mse_step(self.weight, weight_bits, True, True))
         self.a_step = nn.Parameter(torch.ones(())) if act_bits else None
+        self.observing = False  # calibration: inputs pass unquantized
 
     def quantized_weight(self):
         qn, qp = qrange(self.weight_bits)
@@ -99,7 +100,7 @@ class QConv2d(nn.Conv2d):
         return fake_quant(self.weight, self.w_step.view(-1, 1, 1, 1), qn, qp, g)
 
     def forward(self, x):
-        if self.a_step is not None:
+        if self.a_step is not None and not self.observing:
             qn, qp = qrange(self.act_bits, signed=False)
             x = fake_quant(x, self.a_step, qn, qp, 1.0 / math.sqrt(x[0].numel() * qp))
         return self._conv_forward(x, self.quantized_weight(), self.bias)
@@ -181,19 +182,24 @@ def uniform_bits(plain: nn.Module, weight_bits: int) -> dict[str, int]:
 
 @torch.no_grad()
 def calibrate_activations(qmodel: nn.Module, batches: list[torch.Tensor]) -> None:
-    """Each activation step by MSE over the conv's inputs on ``batches`` (all at once)."""
+    """Each activation step by MSE over the conv's float inputs on ``batches``."""
     seen: dict[str, list] = {}
     hooks = []
     for name, m in qmodel.named_modules():
         if isinstance(m, QConv2d) and m.a_step is not None:
             hooks.append(m.register_forward_pre_hook(lambda mod, inp, n=name: seen.setdefault(n, []).append(
                 inp[0].detach().flatten()[::7].clone())))
-            m.a_step.data.fill_(1e6)  # effectively no clipping while inputs are observed
+            m.observing = True
     qmodel.eval()
-    for x in batches:
-        qmodel(x)
-    for h in hooks:
-        h.remove()
+    try:
+        for x in batches:
+            qmodel(x)
+    finally:
+        for h in hooks:
+            h.remove()
+        for m in qmodel.modules():
+            if isinstance(m, QConv2d):
+                m.observing = False
     for name, m in qmodel.named_modules():
         if name in seen:
             m.a_step.data.copy_(mse_step(torch.cat(seen[name]), m.act_bits, signed=False, per_channel=False))
