@@ -204,3 +204,24 @@ def test_an_edited_bit_width_is_refused(w4, tmp_path):
     bad.write_bytes(body + hashlib.sha256(body).digest())
     code, _, err = run_cli("eval", "-c", bad, "--data", "fashion-mnist")
     assert_one_line(code, err, "is not 2, 4 or 8")
+
+
+def test_activation_steps_are_calibrated_on_the_float_inputs():
+    """Every activation step is the MSE step of that conv's input in the *float* network
+    (a calibration that quantized while observing would see other inputs downstream)."""
+    torch.manual_seed(0)
+    plain = lb.fold_batchnorm(create_model(TINY, num_classes=10, in_chans=1).eval(), TINY)
+    batches = [torch.randn(16, 1, 28, 28)]
+    seen = {}
+    hooks = [m.register_forward_pre_hook(lambda mod, inp, n=n: seen.setdefault(n, inp[0].flatten()[::7].clone()))
+             for n, m in plain.named_modules() if isinstance(m, torch.nn.Conv2d)]
+    with torch.no_grad():
+        plain(batches[0])
+    for h in hooks:
+        h.remove()
+    q = lb.quantize_model(plain, lb.uniform_bits(plain, 8), 8)
+    lb.calibrate_activations(q, batches)
+    for n, m in q.named_modules():
+        if isinstance(m, lb.QConv2d) and m.a_step is not None:
+            assert m.a_step.item() == pytest.approx(lb.mse_step(seen[n], 8, False, False).item(), rel=1e-6), n
+            assert not m.observing
