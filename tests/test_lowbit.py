@@ -207,19 +207,24 @@ def test_an_edited_bit_width_is_refused(w4, tmp_path):
 
 
 def test_activation_steps_are_calibrated_on_the_float_inputs():
-    """Every activation step is the MSE step of that conv's input in the *float* network
-    (a calibration that quantized while observing would see other inputs downstream)."""
+    """Every activation step is the MSE step of that conv's input in the network with
+    quantized weights and float activations, built here without activation quantizers
+    at all (a calibration that quantized while observing would see other inputs downstream)."""
     torch.manual_seed(0)
-    plain = lb.fold_batchnorm(create_model(TINY, num_classes=10, in_chans=1).eval(), TINY)
+    folded = lb.fold_batchnorm(create_model(TINY, num_classes=10, in_chans=1).eval(), TINY)
+    plain = lb.quantize_model(folded, lb.uniform_bits(folded, 8), None)
     batches = [torch.randn(16, 1, 28, 28)]
     seen = {}
-    hooks = [m.register_forward_pre_hook(lambda mod, inp, n=n: seen.setdefault(n, inp[0].flatten()[::7].clone()))
+    def keep(mod, inp, n):
+        seen.setdefault(n, inp[0].flatten()[::7].clone())  # returns None: the input is left as it is
+
+    hooks = [m.register_forward_pre_hook(lambda mod, inp, n=n: keep(mod, inp, n))
              for n, m in plain.named_modules() if isinstance(m, torch.nn.Conv2d)]
     with torch.no_grad():
         plain(batches[0])
     for h in hooks:
         h.remove()
-    q = lb.quantize_model(plain, lb.uniform_bits(plain, 8), 8)
+    q = lb.quantize_model(folded, lb.uniform_bits(folded, 8), 8)
     lb.calibrate_activations(q, batches)
     for n, m in q.named_modules():
         if isinstance(m, lb.QConv2d) and m.a_step is not None:

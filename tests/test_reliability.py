@@ -381,7 +381,7 @@ BAD_FLAGS = [
     (["compress", "--model", "squeezenet1_0", "--finetune-epochs", "nan"], "expected a number >= 0"),
     (["quantize", "-c", "x.pt", "--calib-size", "0"], "expected an integer >= 1"),
     (["compare", "--repeats", "0"], "expected an integer >= 1"),
-    (["sweep", "--train-epochs", "-1"], "expected an integer >= 0"),
+    (["sweep", "--train-epochs", "-1"], "--train-epochs must be >= 0"),
     (["sweep", "--sr", "0.5,nan"], "expected finite numbers"),
     (["serve", "m.onnx", "--max-batch", "0"], "--max-batch must be >= 1, got 0"),
     (["serve", "m.onnx", "--max-wait-ms", "nan"], "--max-wait-ms must be a finite number, got nan"),

@@ -41,6 +41,8 @@ FORBIDDEN = {
     "serve/protocol.py": {"torch"},
     "serve/batching.py": {"torch"},
     "sweep/space.py": {"torch"},
+    "sweep/config.py": {"torch", "data"},
+    "sweep/engines.py": {"torch"},
     "archs.py": {"torch", "models", "factory"},  # architecture as data
 }
 

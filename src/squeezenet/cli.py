@@ -506,7 +506,7 @@ def _cmd_compare(a):
 
 def add_sweep_parser(sub):
     from .settings import add_arguments
-    from .sweep.driver import SweepSettings
+    from .sweep.config import SweepSettings
 
     p = sub.add_parser("sweep", help="design-space sweep over SR / pct3x3 (paper Fig. 3) or a search, locally or on Ray",
                        description="Tabulate and plot size and MACs over SR and pct3x3; with --train-epochs, "
@@ -524,7 +524,8 @@ def add_sweep_parser(sub):
 
 def _cmd_sweep(a):
     from .data import DataRef
-    from .sweep.driver import SweepSettings, sweep
+    from .sweep.config import SweepSettings
+    from .sweep.driver import sweep
 
     settings = SweepSettings(**{k: getattr(a, k) for k in SweepSettings.__dataclass_fields__})
     r = sweep(sr=a.sr, pct3x3=a.pct3x3, data=DataRef(a.data, a.data_dir, a.download), settings=settings)
