@@ -91,7 +91,7 @@ def bytes_only(a) -> list[dict]:
 
     from squeezenet import create_model
     from squeezenet.compression import lowbit as lb
-    from squeezenet.deploy.lowbit import LowBitSettings, _write_files
+    from squeezenet.deploy.lowbit import LowBitSettings, write_files
     from squeezenet.formats.open import OpenedModel
 
     out = Path(a.out)
@@ -120,7 +120,7 @@ def bytes_only(a) -> list[dict]:
         lb.calibrate_activations(qm, calib)
         s = LowBitSettings(wb, ab)
         tag = s.tag()
-        _write_files(qm, plain, mf, bits, s, out / f"{tag}.sqz", out / f"{tag}.onnx", out / "fp32.sqz",
+        write_files(qm, plain, mf, bits, s, out / f"{tag}.sqz", out / f"{tag}.onnx", out / "fp32.sqz",
                      out / "fp32.onnx")
         rows.append({"row": label, "file": str(out / f"{tag}.onnx"), "bytes": (out / f"{tag}.onnx").stat().st_size,
                      "sqz_bytes": (out / f"{tag}.sqz").stat().st_size, "top1": None})

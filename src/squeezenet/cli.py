@@ -390,7 +390,6 @@ def _cmd_quantize(a):
 
         s = LowBitSettings(a.weight_bits, None if a.act_bits == 32 else a.act_bits, a.qat_epochs, a.size_budget,
                            a.max_drop, a.calib_size, a.lr, a.batch_size, a.eval_size, 0, a.map_by_index)
-        s.check()
         r = quantize_lowbit(a.checkpoint, a.out, DataRef(a.data, a.data_dir, a.download), s, a.verify)
         print(r["table"])
         p = r["parity"]

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -74,9 +73,6 @@ class LowBitSettings:
         return f"{w}a{self.act_bits or 32}" + (f"_qat{self.qat_epochs:g}" if self.qat_epochs else "")
 
 
-_SQUEEZENET = re.compile(r"^squeezenet(1_0|1_1)(_caffe|_simple_bypass|_complex_bypass)?(?:_|$)")
-
-
 def quantize_lowbit(checkpoint: str, out: str | None = None, data: DataRef | None = None,
                     settings: LowBitSettings | None = None, verify: bool = True) -> dict:
     from ..formats.open import open_model, resolve_file
@@ -86,7 +82,9 @@ def quantize_lowbit(checkpoint: str, out: str | None = None, data: DataRef | Non
     data = data or DataRef()
     found = resolve_file(checkpoint)
     mf = open_model(checkpoint, verify=verify, command="quantize")
-    if not _SQUEEZENET.match(mf.name):
+    from .sqz_onnx import is_squeezenet_name
+
+    if not is_squeezenet_name(mf.name):
         raise SqueezeNetError(f"--weight-bits writes low-bit SqueezeNet files (.sqz and ONNX); '{mf.name}' is not a "
                               "SqueezeNet. Use `squeezenet quantize -c FILE` (int8/fp16) for other families")
     if s.qat_epochs and not data.data and (not mf.spec or mf.spec.name not in ("fashion-mnist", "cifar10", "cifar100")):
@@ -130,7 +128,7 @@ def quantize_lowbit(checkpoint: str, out: str | None = None, data: DataRef | Non
     tag = s.tag()
     sqz_path, onnx_path = outd / f"model_{tag}.sqz", outd / f"model_{tag}.onnx"
     fp32_sqz, fp32_onnx = outd / "model_folded_fp32.sqz", outd / "model_folded_fp32.onnx"
-    _write_files(qmodel, plain, mf, bits, s, sqz_path, onnx_path, fp32_sqz, fp32_onnx)
+    write_files(qmodel, plain, mf, bits, s, sqz_path, onnx_path, fp32_sqz, fp32_onnx)
     rows, parity = _measure(model, qmodel, test, splits.spec, sqz_path, onnx_path, fp32_onnx)
     layers = [{"layer": n, "params": sizes[n][0], "bits": bits[n],
                "bytes": lb.weight_bytes(*sizes[n], bits[n]),
@@ -214,7 +212,7 @@ def _qat(qmodel, mf, data: DataRef, s: LowBitSettings, outd: Path):
                "top1_per_epoch": [h.get("test_top1") for h in tr.history]}
 
 
-def _write_files(qmodel, plain, mf, bits, s, sqz_path, onnx_path, fp32_sqz, fp32_onnx) -> None:
+def write_files(qmodel, plain, mf, bits, s, sqz_path, onnx_path, fp32_sqz, fp32_onnx) -> None:
     import copy
 
     from ..formats import sqz

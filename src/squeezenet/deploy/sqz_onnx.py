@@ -24,12 +24,17 @@ BN_EPS = 1e-5  # torch.nn.BatchNorm2d's default, which the models use
 _BASE = re.compile(r"^squeezenet(1_0|1_1)(_caffe|_simple_bypass|_complex_bypass)?(?:_|$)")
 
 
+def is_squeezenet_name(name: str) -> bool:
+    """Whether a model name is of the SqueezeNet family (what this module can write)."""
+    return bool(_BASE.match(name))
+
+
 def is_squeezenet_sqz(path) -> bool:
     """Whether a .sqz container holds a model of the SqueezeNet family, which
     :func:`sqz_to_onnx` converts without PyTorch."""
     from ..formats.sqz import read_raw
 
-    return bool(_BASE.match(read_raw(path)[0]["model_name"]))
+    return is_squeezenet_name(read_raw(path)[0]["model_name"])
 
 
 def _architecture(name: str, kw: dict):

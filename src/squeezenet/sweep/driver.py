@@ -63,6 +63,7 @@ class Sweep:
         self.outd, self.s, self.data, self.engine, self.trial_fn = outd, settings, data, engine, trial_fn
         self.settings = point_settings(settings, data)
         self.rejected = 0  # search draws over the parameter / MAC budget
+        self._base_rows: dict[str, dict] = {}  # name -> sizes and MACs, profiled once per point
         (outd / "points").mkdir(parents=True, exist_ok=True)
 
     def run(self, grid: list[dict] | None) -> dict:
@@ -91,9 +92,11 @@ class Sweep:
 
     def base_row(self, p: dict) -> dict:
         name = point_name(self.s.base, p)
-        prof = profile(create_model(name), (3, 224, 224))
-        return {**p, "model": name, "params": prof.params, "size_mib": prof.params * 4 / 2**20, "macs": prof.macs,
-                "settings": self.settings}
+        if name not in self._base_rows:
+            prof = profile(create_model(name), (3, 224, 224))
+            self._base_rows[name] = {"model": name, "params": prof.params, "size_mib": prof.params * 4 / 2**20,
+                                     "macs": prof.macs, "settings": self.settings}
+        return {**p, **self._base_rows[name]}
 
     def over_budget(self, row: dict) -> bool:
         return bool((self.s.max_params and row["params"] > self.s.max_params)
