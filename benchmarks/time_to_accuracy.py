@@ -18,25 +18,10 @@ from pathlib import Path
 
 from squeezenet.budget import format_duration, parse_duration
 from squeezenet.config import TrainConfig, load_config_file
+from squeezenet.deploy.bench import cpu_line
 from squeezenet.files import atomic_write_text
 from squeezenet.render import markdown_table, pyplot, save_figure
 from squeezenet.train import Trainer
-
-FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16")
-
-
-def cpu() -> str:
-    name, flags = "unknown CPU", set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and name == "unknown CPU":
-                name = line.split(":", 1)[1].strip()
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return f"{name} ({', '.join(f for f in FLAGS if f in flags) or 'no AVX2'})"
-
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -63,7 +48,7 @@ def main() -> None:
                      "planned_s": plan["planned_s"], "steps": plan["total_steps"], "epochs": res["epochs_done"],
                      "top1": res["final"]["test_top1"], "best_top1": res["best_top1"]})
         print(json.dumps(rows[-1]))
-    write(out, rows, a, cpu())
+    write(out, rows, a, cpu_line())
 
 
 def write(out: Path, rows: list[dict], a, machine: str) -> None:

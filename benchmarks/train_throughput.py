@@ -1,119 +1,272 @@
-"""Training throughput: this project's pipeline vs a plain fp32 NCHW PyTorch loop.
+"""Training throughput: today's pipeline against the trainer as it is now, and every lever alone.
 
-Same model, same batch size, same optimizer, data pipeline included, one run:
+One run, one machine, two models (issue 18):
 
-  baseline  torchvision FashionMNIST-style Dataset (PIL images, RandomCrop(pad) +
-            RandomHorizontalFlip + ToTensor + Normalize per image) -> DataLoader ->
-            fp32 NCHW model. Timed with 0 and 2 DataLoader workers; the faster one is
-            the baseline.
-  ours      uint8 tensor decoded once, per-batch tensor crop/flip, channels_last,
-            bf16 autocast where the CPU has native bf16 (else fp32, as `train` does).
+  demo   the demo model (squeezenet1_1_simple_bypass_small_bn_w0.5_sr0.25, the demo's
+         options) on Fashion-MNIST, 28 px, 1 channel, batch 128;
+  v1.1   full-width squeezenet1_1_small_bn on 32 px RGB (CIFAR-10-shaped uint8 images,
+         synthetic: throughput does not depend on the pixels), batch 128.
 
-Prints both img/s figures and the ratio. Usage:
-    python benchmarks/train_throughput.py [--model NAME] [--batch-size 128] [--steps 30]
+Rows, each timed in the same process over the same number of steps:
 
-The model is built with the demo's options (no head ReLU, dropout 0.1) unless --model is given.
+  today      the pipeline as it was when issue 18 was filed, frozen here as the baseline
+             (uint8 tensors, per-batch crop/flip, channels_last, --precision auto,
+             nn.Dropout, the trainer's per-step bookkeeping);
+  trainer    squeezenet's Trainer itself (its train_epoch over real batches);
+  levers     today's pipeline with one change each: 1 thread, NCHW, batch 64 / 256,
+             bf16 autocast on / off, the CPU dropout mask, a producer thread for batches,
+             flush-denormal, and with --compile, torch.compile (inductor C++) of the step.
+
+Each figure is also given as a share of the CPU's fp32 peak, measured in the same run as
+the best of a few large sgemm calls at the same thread count; a training step is counted
+as 3 x the forward multiply-accumulates x 2 FLOPs.
+
+    python benchmarks/train_throughput.py [--steps 30] [--compile] [--json runs/bench/train_throughput.json]
 """
 
 import argparse
 import json
-import platform
+import queue
+import tempfile
+import threading
 import time
 
 import torch
-from torchvision import transforms as T
+from torch import nn
 
 from squeezenet import create_model
-from squeezenet.batches import augment_batch, augment_params, normalize
-from squeezenet.data import load_data
 from squeezenet.config import DEFAULT_MODEL, TrainConfig, load_config_file
-from squeezenet.train import cpu_has_native_bf16, model_options
+from squeezenet.data import Splits, TensorDataset, load_data
+from squeezenet.deploy.bench import cpu_line
+from squeezenet.profiler import profile
+from squeezenet.spec import DataSpec
+from squeezenet.train import Trainer, cpu_has_native_bf16, model_options
 
 DEMO = TrainConfig.from_dict(load_config_file("demo"))
 
 
-class PILDataset(torch.utils.data.Dataset):
-    """What torchvision.datasets.FashionMNIST does: one PIL image per item."""
+# ------------------------------------------------------------- the data of each case
 
-    def __init__(self, images, labels, tf):
-        self.images, self.labels, self.tf = images, labels, tf
-
-    def __len__(self):
-        return len(self.labels)
-
-    def __getitem__(self, i):
-        from PIL import Image
-
-        return self.tf(Image.fromarray(self.images[i, 0].numpy(), mode="L")), int(self.labels[i])
+def demo_splits() -> Splits:
+    return load_data("fashion-mnist")
 
 
-def run_steps(model, batches, steps, warmup, autocast_dtype=None):
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    crit = torch.nn.CrossEntropyLoss()
-    model.train()
-    n, t0 = 0, None
-    for i, (x, y) in enumerate(batches):
-        if i == warmup:
-            t0, n = time.perf_counter(), 0
-        with torch.autocast("cpu", dtype=autocast_dtype or torch.bfloat16, enabled=autocast_dtype is not None):
-            loss = crit(model(x).float(), y)
-        opt.zero_grad(set_to_none=True)
+def cifar_shaped_splits(n: int = 12800) -> Splits:
+    g = torch.Generator().manual_seed(0)
+    classes = [str(i) for i in range(10)]
+    imgs = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g)
+    labels = torch.randint(0, 10, (n,), generator=g)
+    ds = TensorDataset(imgs, labels, classes)
+    spec = DataSpec("cifar-shaped", classes, 3, 32, [0.49, 0.48, 0.45], [0.25, 0.24, 0.26], True, pad=4)
+    return Splits(ds, TensorDataset(imgs[:1000], labels[:1000], classes), spec)
+
+
+CASES = {
+    "demo": dict(model=DEFAULT_MODEL, options=model_options(DEMO), splits=demo_splits),
+    "v1.1": dict(model="squeezenet1_1_small_bn", options={}, splits=cifar_shaped_splits),
+}
+
+
+# ------------------------------------------------------------- today's pipeline, frozen
+
+def today_batches(ds, spec, batch, gen):
+    """tensor_batches as it was: crop with zero padding + flip on uint8, then normalise."""
+    mean = torch.tensor(spec.mean).view(1, -1, 1, 1)
+    std = torch.tensor(spec.std).view(1, -1, 1, 1)
+    p = spec.pad
+    while True:
+        perm = torch.randperm(len(ds), generator=gen)
+        for s in range(len(ds) // batch):
+            idx = perm[s * batch:(s + 1) * batch]
+            x = ds.images[idx]
+            b, c, h, w = x.shape
+            dy = torch.randint(0, 2 * p + 1, (b,), generator=gen)
+            dx = torch.randint(0, 2 * p + 1, (b,), generator=gen)
+            flip = torch.rand(b, generator=gen) < 0.5
+            xp = nn.functional.pad(x, (p, p, p, p))
+            iy = torch.arange(h)[None, :] + dy[:, None]
+            ix = torch.arange(w)[None, :] + dx[:, None]
+            ix = torch.where(flip[:, None], ix.flip(1), ix)
+            x = xp.permute(0, 2, 3, 1)[torch.arange(b)[:, None, None], iy[:, :, None], ix[:, None, :]]
+            x = x.permute(0, 3, 1, 2)
+            yield (x.float().div_(255.0) - mean) / std, ds.labels[idx]
+
+
+def prefetched(it, depth: int = 2):
+    """The producer-thread lever: batches made in a thread while the step runs."""
+    q, stop = queue.Queue(depth), object()
+
+    def work():
+        for item in it:
+            q.put(item)
+        q.put(stop)
+
+    threading.Thread(target=work, daemon=True).start()
+    while (item := q.get()) is not stop:
+        yield item
+
+
+class TodayStep:
+    """The trainer's step and bookkeeping as they were: lr set, channels_last input,
+    autocast, finiteness check, zero_grad / backward / step, buffers kept for an undo,
+    running loss and top-1."""
+
+    def __init__(self, model, memory_format, precision, compiled=False):
+        self.model, self.mf, self.precision = model, memory_format, precision
+        self.opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4)
+        self.crit = nn.CrossEntropyLoss(label_smoothing=0.1)
+        self.fwd = torch.compile(self._fwd) if compiled else self._fwd
+
+    def _fwd(self, x, y):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+            logits = self.model(x)
+            return logits, self.crit(logits.float(), y)
+
+    def __call__(self, x, y):
+        torch.get_rng_state()
+        [b.detach().clone() for b in self.model.buffers()]
+        for g in self.opt.param_groups:
+            g["lr"] = 0.1
+        x = x.contiguous(memory_format=self.mf)
+        logits, loss = self.fwd(x, y)
+        if not torch.isfinite(loss):
+            raise RuntimeError("diverged")
+        self.opt.zero_grad(set_to_none=True)
         loss.backward()
-        opt.step()
-        n += len(y)
-        if i + 1 >= warmup + steps:
-            break
-    return n / (time.perf_counter() - t0)
+        self.opt.step()
+        loss.item(), (logits.detach().float().argmax(1) == y).sum().item()
+
+
+def build(case, cl=True, fast_dropout=False):
+    torch.manual_seed(0)
+    spec = case["data"].spec
+    m = create_model(case["model"], num_classes=10, in_chans=spec.channels, **case["options"])
+    if not fast_dropout:  # today's model drew its dropout mask with bernoulli_
+        m.classifier.dropout = nn.Dropout(m.classifier.dropout.p)
+    return m.to(memory_format=torch.channels_last if cl else torch.contiguous_format)
+
+
+def time_today(case, steps, warmup, batch=128, threads=None, cl=True, precision=None, fast_dropout=False,
+               producer=False, denormal=False, compiled=False):
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    torch.set_flush_denormal(denormal)
+    try:
+        prec = precision or ("bf16" if cpu_has_native_bf16() else "fp32")
+        step = TodayStep(build(case, cl, fast_dropout), torch.channels_last if cl else torch.contiguous_format, prec,
+                         compiled)
+        step.model.train()
+        batches = today_batches(case["data"].train, case["data"].spec, batch, torch.Generator().manual_seed(0))
+        if producer:
+            batches = prefetched(batches)
+        t0 = None
+        for i, (x, y) in enumerate(batches):
+            if i == warmup:
+                t0 = time.perf_counter()
+            step(x, y)
+            if i + 1 == warmup + steps:
+                return steps * batch / (time.perf_counter() - t0)
+    finally:
+        torch.set_num_threads(before)
+        torch.set_flush_denormal(False)
+
+
+def time_trainer(case, steps, warmup, batch=128):
+    """Squeezenet's own Trainer: img/s between the warm-up's last step and the last one."""
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = TrainConfig.from_dict({**load_config_file("demo"), "model": case["model"], "epochs": 1,
+                                     "batch_size": batch, "out": tmp, "progress": False,
+                                     "max_steps": warmup + steps, **_options(case)})
+        tr = Trainer(cfg, splits=case["data"])
+        stamps = []
+        tr.after_step.append(lambda _: stamps.append(time.perf_counter()))
+        tr.seed_epoch(0)
+        tr.train_epoch(0)
+    return steps * batch / (stamps[-1] - stamps[warmup - 1])
+
+
+def _options(case) -> dict:
+    o = case["options"]
+    return {"head_relu": o.get("head_relu", True), "dropout": o.get("dropout", 0.5)}
+
+
+# ------------------------------------------------------------- the CPU's fp32 peak
+
+def fp32_peak_gflops(threads: int) -> float:
+    """Best of a few n x n sgemm calls (n = 1024..3072) at ``threads``: what this CPU's
+    fp32 units deliver to a compute-bound kernel, measured, not taken from a datasheet."""
+    torch.set_num_threads(threads)
+    best = 0.0
+    for n in (1024, 2048, 3072):
+        a, b = torch.randn(n, n), torch.randn(n, n)
+        a @ b
+        reps = max(2, int(4e9 / (2 * n ** 3)))
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            a @ b
+        best = max(best, 2 * n ** 3 * reps / (time.perf_counter() - t0) / 1e9)
+    return best
+
+
+def step_gflop(case) -> float:
+    spec = case["data"].spec
+    m = create_model(case["model"], num_classes=10, in_chans=spec.channels, **case["options"])
+    return 3 * 2 * profile(m, (spec.channels, spec.input_size, spec.input_size)).macs / 1e9
+
+
+# ------------------------------------------------------------- the run
+
+LEVERS = [
+    ("1 thread", dict(threads=1)),
+    ("NCHW instead of channels_last", dict(cl=False)),
+    ("batch 64", dict(batch=64)),
+    ("batch 256", dict(batch=256)),
+    ("fp32 forced", dict(precision="fp32")),
+    ("bf16 autocast forced", dict(precision="bf16")),
+    ("dropout mask by rand (CPU)", dict(fast_dropout=True)),
+    ("producer thread for batches", dict(producer=True)),
+    ("flush denormals", dict(denormal=True)),
+]
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default=DEFAULT_MODEL)
-    ap.add_argument("--batch-size", type=int, default=DEMO.batch_size)
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--steps", type=int, default=30)
-    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--cases", default="demo,v1.1")
+    ap.add_argument("--compile", action="store_true", help="also time torch.compile of the step (about a minute "
+                                                             "of compiling per model)")
     ap.add_argument("--json", help="write the figures here")
     a = ap.parse_args()
-    s = load_data("fashion-mnist")
-    spec, tr = s.spec, s.train
-    opts = model_options(DEMO) if a.model == DEFAULT_MODEL else {}
-    res = {"model": a.model, "batch_size": a.batch_size, "torch": torch.__version__, "threads": torch.get_num_threads(),
-           "machine": platform.processor() or platform.machine()}
+    threads = torch.get_num_threads()
+    peak = fp32_peak_gflops(threads)
+    res = {"machine": cpu_line(), "torch": torch.__version__, "threads": threads, "fp32_peak_gflops": peak,
+           "steps": a.steps, "cases": {}}
+    print(f"{res['machine']}; torch {torch.__version__}; {threads} threads; fp32 peak {peak:.0f} GFLOP/s", flush=True)
+    levers = LEVERS + ([("torch.compile (inductor C++)", dict(compiled=True))] if a.compile else [])
+    for name in a.cases.split(","):
+        case = dict(CASES[name])
+        case["data"] = case["splits"]()
+        gflop = step_gflop(case)
+        rows = {}
 
-    tf = T.Compose([T.RandomCrop(28, padding=spec.pad), T.RandomHorizontalFlip(), T.ToTensor(),
-                    T.Normalize(spec.mean, spec.std)])
-    for workers in (0, 2):
-        torch.manual_seed(0)
-        model = create_model(a.model, num_classes=10, in_chans=1, **opts)
-        loader = torch.utils.data.DataLoader(PILDataset(tr.images, tr.labels, tf), batch_size=a.batch_size,
-                                             shuffle=True, num_workers=workers, drop_last=True,
-                                             persistent_workers=workers > 0)
-        res[f"baseline_workers{workers}_img_s"] = run_steps(model, loader, a.steps, a.warmup)
-        print(f"baseline fp32 NCHW, PIL pipeline, {workers} workers: {res[f'baseline_workers{workers}_img_s']:.0f} img/s",
-              flush=True)
+        def record(label, ips):
+            rows[label] = {"img_s": ips, "share_of_peak": ips * gflop / peak}
+            print(f"  {name:5s} {label:34s} {ips:7.0f} img/s  {100 * rows[label]['share_of_peak']:5.1f}% of peak",
+                  flush=True)
 
-    def tensor_batches(g=torch.Generator().manual_seed(0)):
-        while True:
-            perm = torch.randperm(len(tr), generator=g)
-            for i in range(len(tr) // a.batch_size):
-                idx = perm[i * a.batch_size:(i + 1) * a.batch_size]
-                x = augment_batch(tr.images[idx], spec.pad, *augment_params(len(idx), spec.pad, g))
-                yield normalize(x, spec.mean, spec.std).contiguous(memory_format=torch.channels_last), tr.labels[idx]
-
-    torch.manual_seed(0)
-    model = create_model(a.model, num_classes=10, in_chans=1, **opts).to(memory_format=torch.channels_last)
-    dtype = torch.bfloat16 if cpu_has_native_bf16() else None
-    res["ours_precision"] = "bf16" if dtype else "fp32"
-    res["ours_img_s"] = run_steps(model, tensor_batches(), a.steps, a.warmup, dtype)
-    print(f"ours: uint8 tensors + batch augmentation + channels_last ({res['ours_precision']}): "
-          f"{res['ours_img_s']:.0f} img/s", flush=True)
-    torch.manual_seed(0)
-    model = create_model(a.model, num_classes=10, in_chans=1, **opts).to(memory_format=torch.channels_last)
-    res["ours_bf16_forced_img_s"] = run_steps(model, tensor_batches(), max(5, a.steps // 3), a.warmup, torch.bfloat16)
-    print(f"ours with bf16 autocast forced: {res['ours_bf16_forced_img_s']:.0f} img/s", flush=True)
-    base = max(res["baseline_workers0_img_s"], res["baseline_workers2_img_s"])
-    res["ratio_vs_best_baseline"] = res["ours_img_s"] / base
-    print(f"ratio ours / best baseline: {res['ratio_vs_best_baseline']:.2f}x")
+        record("today (baseline)", time_today(case, a.steps, a.warmup))
+        record("trainer now", time_trainer(case, a.steps, a.warmup))
+        for label, kw in levers:
+            record(label, time_today(case, a.steps, a.warmup, **kw))
+        record("today (baseline, again)", time_today(case, a.steps, a.warmup))
+        base = (rows["today (baseline)"]["img_s"] + rows["today (baseline, again)"]["img_s"]) / 2
+        for r in rows.values():
+            r["vs_today"] = r["img_s"] / base
+        res["cases"][name] = {"model": case["model"], "input": case["data"].spec.input_size,
+                              "gflop_per_image_step": gflop, "rows": rows}
+        print(f"  {name}: trainer now / today = {rows['trainer now']['vs_today']:.2f}x", flush=True)
     if a.json:
         with open(a.json, "w") as f:
             json.dump(res, f, indent=2)

@@ -142,3 +142,58 @@ def test_a_budgeted_run_completes_its_schedule_and_resumes_with_what_is_left(tmp
     res2 = again.run()
     assert again.global_step == again.total_steps == tr.total_steps  # the same plan, finished with what was left
     assert 0.95 * 20 <= res2["budget"]["spent"] <= 20
+
+
+def test_every_step_trains_in_train_mode_after_the_plan_prices_an_evaluation(tmp_path, fmnist_dir):
+    """The planner times an evaluation pass mid-epoch; the steps after it must still train
+    with batch statistics and dropout (a model left in eval mode trained the rest of epoch 1
+    on BatchNorm's running averages, which collapsed wider models on CIFAR-10)."""
+    from helpers import TINY
+    from squeezenet.train import Trainer, TrainConfig
+
+    clock = FakeClock()
+    tr = Trainer(TrainConfig(model=TINY, data_dir=str(fmnist_dir), download=False, batch_size=32, progress=False,
+                             precision="fp32", time_budget="20s", out=str(tmp_path / "r")))
+    tr.clock = clock
+    modes = []
+    tr.after_step.append(lambda t: (modes.append(t.model.training), setattr(clock, "t", clock.t + 0.2)))
+    tr.run()
+    assert tr.budget.planner.plans and len(modes) == tr.total_steps and all(modes)
+
+
+def _settings(*argv):
+    from squeezenet.cli import build_parser, train_settings
+
+    return train_settings(build_parser().parse_args(["train", *map(str, argv)]))
+
+
+def test_an_epochs_flag_replaces_a_configs_time_budget_and_the_other_way_round(tmp_path):
+    """`--config demo --epochs 30` trains 30 epochs (the demo file says 10m); `--config long
+    --time-budget 5m` trains to the clock (the long file says 40 epochs); both flags: one line."""
+    from squeezenet.config import load_config_file
+    from helpers import assert_one_line, run_cli
+
+    assert load_config_file("demo")["time_budget"] == "10m" and load_config_file("long")["epochs"] == 40
+    s = _settings("--config", "demo", "--epochs", 30)
+    assert s["epochs"] == 30 and "time_budget" not in s
+    s = _settings("--config", "long", "--time-budget", "5m")
+    assert s["time_budget"] == "5m" and "epochs" not in s
+    assert _settings()["time_budget"] == "10m"  # no flag: the demo's budget
+    code, _, err = run_cli("train", "--epochs", 3, "--time-budget", "5m", "--out", tmp_path / "r")
+    assert_one_line(code, err, "give --epochs or --time-budget, not both")
+
+
+def test_small_colour_images_start_from_the_natural_config(tmp_path):
+    from helpers import make_image_folder
+    from PIL import Image
+
+    colour = make_image_folder(tmp_path / "c", n=2, size=32, splits=("train",))
+    grey = tmp_path / "g" / "a"
+    grey.mkdir(parents=True)
+    Image.new("L", (28, 28)).save(grey / "0.png")
+    large = make_image_folder(tmp_path / "l", n=1, size=96, splits=("train",))
+    assert _settings("--data", colour)["model"] == _settings("--config", "natural")["model"] != \
+        _settings()["model"]
+    for data in (grey.parent, large, "fashion-mnist"):
+        assert _settings("--data", data)["model"] == _settings()["model"]
+    assert _settings("--data", "cifar10")["model"] == _settings("--config", "natural")["model"]

@@ -188,6 +188,18 @@ def test_bad_low_bit_flags_are_one_line(tiny_run, tmp_path, args, needle):
     assert_one_line(code, err, needle)
 
 
+def test_low_bits_refuse_a_model_that_is_not_a_squeezenet(tmp_path):
+    from squeezenet.formats.checkpoint import make_checkpoint
+    from squeezenet.spec import DataSpec
+
+    m = create_model("shufflenet_v1_g3_w0.25", num_classes=2, in_chans=1)
+    spec = DataSpec("fashion-mnist", ["a", "b"], 1, 28, [0.5], [0.25], True, 2).to_dict()
+    torch.save(make_checkpoint(m, "shufflenet_v1_g3_w0.25", spec), tmp_path / "s.pt")
+    code, _, err = run_cli("quantize", "-c", tmp_path / "s.pt", "--weight-bits", "4", "--out", tmp_path / "q")
+    assert_one_line(code, err, "'shufflenet_v1_g3_w0.25' is not a SqueezeNet")
+    assert not (tmp_path / "q").exists()
+
+
 def test_an_edited_bit_width_is_refused(w4, tmp_path):
     import hashlib
     import struct

@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 import torchvision
+from torch import nn
 
 from squeezenet import SqueezeNetError, create_model, list_models, profile
 from squeezenet.formats.open import open_model
@@ -221,3 +222,23 @@ def test_authors_release_v10_pads_conv10():
     assert shapes["conv10"][2:] == [15, 15] and shapes["fire9"][2:] == [13, 13]
     assert rel.default_cfg["input_size"] == (3, 227, 227) and rel.default_cfg["preprocess"] == "caffe"
     assert rel.model_kwargs["head_padding"] == 1 and "head_padding" not in t1.model_kwargs
+
+
+def test_cpu_dropout_keeps_nn_dropouts_distribution_and_gradient():
+    """The classifier's dropout draws its CPU mask as rand >= p: a Bernoulli(1 - p) keep
+    mask scaled by 1 / (1 - p), as nn.Dropout's (closed form: mean kept share 1 - p, each
+    kept value x / (1 - p), gradient the same mask); identity in eval mode."""
+    from squeezenet.models.squeezenet import Dropout
+
+    torch.manual_seed(0)
+    d = Dropout(0.3)
+    x = torch.full((400, 256), 2.0, requires_grad=True)
+    y = d(x)
+    kept = y != 0
+    assert abs(kept.float().mean().item() - 0.7) < 0.005  # 102,400 draws: 4.5 standard errors
+    assert torch.allclose(y[kept], torch.tensor(2.0 / 0.7))
+    y.sum().backward()
+    assert torch.equal(x.grad != 0, kept) and torch.allclose(x.grad[kept], torch.tensor(1 / 0.7))
+    d.eval()
+    assert torch.equal(d(x), x)
+    assert isinstance(create_model("squeezenet1_1").classifier.dropout, nn.Dropout)

@@ -113,6 +113,35 @@ def test_resume_refuses_other_files_and_renamed_classes(tmp_path):
         Trainer(_folder_run(tmp_path, root, resume=True, max_steps=None)).run()
 
 
+def test_eval_redraws_the_runs_own_held_out_split(tmp_path, caplog):
+    """A folder without val/ trained with --val-fraction 0.3 --seed 5 holds out 6 of its 20
+    images; `eval --data` on it must score exactly those (not the default 10%, seed 0 draw,
+    which would include training images), and refuse once the folder has changed."""
+    from squeezenet.evaluate import evaluate_checkpoint
+
+    root = make_image_folder(tmp_path / "imgs", n=10, size=12, splits=("train",))
+    res = Trainer(_folder_run(tmp_path, root, val_fraction=0.3, seed=5, max_steps=None, epochs=1)).run()
+    ckpt = tmp_path / "run" / "last.pt"
+    saved = torch.load(ckpt, weights_only=True)
+    assert saved["data_split"]["val"] == 6 and saved["data"]["holdout"]["seed"] == 5
+    r = evaluate_checkpoint(str(ckpt), data=str(root))
+    assert r["n"] == 6 and r["top1"] == pytest.approx(res["final"]["test_top1"])
+    shutil.copy(root / "train" / "cat" / "0.png", root / "train" / "cat" / "extra.png")
+    code, _, err = run_cli("eval", "--checkpoint", ckpt, "--data", root)
+    assert_one_line(code, err, "no longer holds the images")
+
+
+def test_eval_warns_when_a_model_does_not_record_its_held_out_split(tmp_path):
+    root = make_image_folder(tmp_path / "imgs", n=10, size=12, splits=("train",))
+    Trainer(_folder_run(tmp_path, root)).run()
+    ckpt = tmp_path / "run" / "last.pt"
+    saved = torch.load(ckpt, weights_only=True)
+    del saved["data"]["holdout"]  # as files written before the hold-out was recorded
+    torch.save(saved, ckpt)
+    code, _, err = run_cli("eval", "--checkpoint", ckpt, "--data", root, "--skip-integrity-check")
+    assert code == 0 and "does not record which images" in err
+
+
 def test_train_subset_applies_to_large_image_folders(tmp_path):
     root = make_image_folder(tmp_path / "imgs", n=10, size=80)
     tr = Trainer(TrainConfig(model="squeezenet1_1_bn_w0.25", data=str(root), input_size=64, out=str(tmp_path / "r"),

@@ -194,7 +194,7 @@ def train_settings(a) -> dict:
     config.json (with --resume) < explicit flags."""
     from dataclasses import fields
 
-    from .config import TrainConfig, check_types, load_config_file, run_config
+    from .config import TrainConfig, check_types, default_config, load_config_file, run_config
 
     names = {f.name for f in fields(TrainConfig)}
     explicit = {k: v for k, v in vars(a).items() if k in names and v is not None}
@@ -208,8 +208,21 @@ def train_settings(a) -> dict:
         saved.pop("max_steps", None)  # a smoke-test stop is not a setting of the run
         return {**saved, **cfg, **explicit, "resume": True, "out": out}
     if "model" not in cfg and "model" not in explicit:
-        cfg = {**load_config_file("demo"), **cfg}
-    return {**cfg, **explicit}
+        cfg = {**load_config_file(default_config(explicit.get("data") or cfg.get("data"))), **cfg}
+    return {**length_from(cfg, explicit), **explicit}
+
+
+def length_from(cfg: dict, explicit: dict) -> dict:
+    """A run's length comes from --epochs or --time-budget: a flag replaces the other
+    setting of a config file (`--config demo --epochs 30` trains 30 epochs, not the
+    demo's 10 minutes); both flags at once is an error."""
+    if "epochs" in explicit and "time_budget" in explicit:
+        raise SqueezeNetError("give --epochs or --time-budget, not both: a time budget sets the number of steps itself")
+    if "epochs" in explicit:
+        return {k: v for k, v in cfg.items() if k != "time_budget"}
+    if "time_budget" in explicit:
+        return {k: v for k, v in cfg.items() if k != "epochs"}
+    return cfg
 
 
 def _cmd_train(a):

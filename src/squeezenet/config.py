@@ -159,6 +159,19 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     add_arguments(parser, TrainConfig, defaults=False)
 
 
+def default_config(data: str | None) -> str:
+    """The named config ``squeezenet train`` starts from when no model is given: ``natural``
+    for small colour images (CIFAR-10/100, or an ImageFolder of RGB images up to 64 px),
+    chosen on CIFAR-10 (docs/BENCHMARKS.md 2.0.2); ``demo`` otherwise."""
+    from .sources import FASHION_MNIST_NAMES, small_colour_folder
+
+    if data is None or data.lower() in FASHION_MNIST_NAMES:
+        return "demo"
+    if data.lower() in ("cifar10", "cifar100"):
+        return "natural"
+    return "natural" if small_colour_folder(Path(data)) else "demo"
+
+
 def load_config_file(path: str) -> dict:
     """A TOML/JSON file of settings, or a named config (``demo``, ``long``)."""
     p = Path(path)

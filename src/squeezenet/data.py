@@ -25,10 +25,10 @@ import torch
 from .errors import SqueezeNetError
 from .log import note, warn
 from .sources import (FASHION_MNIST_CLASSES, FASHION_MNIST_NAMES, default_cache_dir, find_fashion_mnist,
-                      match_classes, read_idx, scan_folder, split_fingerprint)
+                      match_classes, read_idx, scan_folder, split_fingerprint,
+                      SMALL_IMAGE_MAX)
 from .spec import IMAGENET_GRAY_MEAN, IMAGENET_GRAY_STD, IMAGENET_MEAN, IMAGENET_STD, DataSpec
 
-SMALL_IMAGE_MAX = 64
 # Bump when the decoder's output for the same file can change (resize, bit-depth or mode
 # handling): the decoded-image cache is keyed on it.
 DECODE_VERSION = 2
@@ -315,6 +315,9 @@ def _load_folder(root: Path, input_size, val_fraction, seed, grayscale, cache) -
         samples = [samples[i] for i in tr]
         notes.append(f"no val/ folder: held out {len(val_samples)} images ({val_fraction:.0%}, seed {seed}) for validation")
     split = split_fingerprint(samples, val_samples, classes, root)
+    # which images were held out, recorded with the model so evaluation redraws the same split
+    holdout = {} if val_dir is not None else {"holdout": {"val_fraction": val_fraction, "seed": seed,
+                                                          "sha256": split["sha256"]}}
     mode = "L" if grayscale else "RGB"
     w, h = _probe_size(samples, mode)
     native = max(w, h)
@@ -325,7 +328,7 @@ def _load_folder(root: Path, input_size, val_fraction, seed, grayscale, cache) -
         test = _decode_folder(val_samples, classes, size, mode, cache_dir)
         mean, std = _mean_std(train.images)
         spec = DataSpec(f"folder:{root.name}", classes, train.channels, size, mean, std, True,
-                        pad=max(2, size // 8))
+                        pad=max(2, size // 8), extra=holdout)
         return Splits(train, test, spec, notes, split)
     from torchvision.transforms import v2 as T
 
@@ -337,12 +340,33 @@ def _load_folder(root: Path, input_size, val_fraction, seed, grayscale, cache) -
     to_tensor = [T.PILToTensor(), T.ToDtype(torch.float32, scale=True), T.Normalize(mean, std)]
     train_tf = T.Compose([T.RandomResizedCrop(size, antialias=True), T.RandomHorizontalFlip(), *to_tensor])
     test_tf = T.Compose([T.Resize(int(size * 256 / 224), antialias=True), T.CenterCrop(size), *to_tensor])
-    spec = DataSpec(f"folder:{root.name}", classes, ch, size, mean, std, small=False)
+    spec = DataSpec(f"folder:{root.name}", classes, ch, size, mean, std, small=False, extra=holdout)
     return Splits(FolderDataset(samples, classes, train_tf, mode), FolderDataset(val_samples, classes, test_tf, mode),
                   spec, notes, split)
 
 
 # ------------------------------------------------------------- data for a trained model
+
+def _valid_holdout(h) -> bool:
+    return (isinstance(h, dict) and isinstance(h.get("val_fraction"), float) and 0 < h["val_fraction"] < 1
+            and isinstance(h.get("seed"), int) and h["seed"] >= 0 and isinstance(h.get("sha256"), str))
+
+
+def check_holdout(splits: Splits, holdout, name: str, where: str) -> None:
+    """A folder without val/ is split again as training split it; scoring it is honest only
+    when that redraws exactly the images the model never saw. A model that recorded its
+    held-out images is checked against them (an error when the folder changed); one that
+    did not gets a warning, because the default split may include its training images."""
+    if "holdout" not in splits.spec.extra:  # the folder has val/ (or the data is a named dataset)
+        return
+    if holdout is None:
+        warn(f"{where} does not record which images of '{name}' it held out; the validation split is redrawn "
+             "with the defaults (10%, seed 0), which can include its training images if it was trained otherwise")
+    elif not _valid_holdout(holdout) or holdout["sha256"] != splits.split["sha256"]:
+        raise SqueezeNetError(f"'{name}' no longer holds the images {where} was trained and validated on, so its "
+                              "held-out split cannot be rebuilt (scores could include training images); evaluate "
+                              "on a folder with a val/ subfolder of images it never saw")
+
 
 def load_data_for(spec: DataSpec, data: str | None = None, data_dir: str | None = None, download: bool = True,
                   map_by_index: bool = False, where: str = "the model") -> Splits:
@@ -358,7 +382,10 @@ def load_data_for(spec: DataSpec, data: str | None = None, data_dir: str | None 
         folder = f" '{name[7:]}'" if name.startswith("folder:") else ""
         raise SqueezeNetError(f"{where} was trained on an image folder{folder}; pass that folder (train/ and val/ "
                               "inside) with --data PATH")
-    splits = load_data(name, data_dir, spec.input_size, download=download, grayscale=spec.channels == 1)
+    holdout = spec.extra.get("holdout")
+    how = dict(val_fraction=holdout["val_fraction"], seed=holdout["seed"]) if _valid_holdout(holdout) else {}
+    splits = load_data(name, data_dir, spec.input_size, download=download, grayscale=spec.channels == 1, **how)
+    check_holdout(splits, holdout, name, where)
     got = splits.spec
     if got.channels != spec.channels:
         raise SqueezeNetError(f"{where} takes {spec.channels}-channel images but '{name}' has {got.channels}")

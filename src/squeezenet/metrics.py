@@ -54,11 +54,20 @@ def evaluate(model, dataset, spec, device="cpu", batch_size: int = 500, workers:
         raise SqueezeNetError(f"unknown test-time augmentation '{tta}'; use 'flip' or none")
     if batch_size < 1:
         raise SqueezeNetError(f"evaluation batch size must be >= 1, got {batch_size}")
+    was_training = model is not None and model.training
+    if model is not None:
+        model.eval()
+    try:
+        return _evaluate(model, dataset, spec, device, batch_size, workers, channels_last, predict_fn, tta)
+    finally:  # a model evaluated mid-training (the time budget prices a pass) goes on training
+        if was_training:
+            model.train()
+
+
+def _evaluate(model, dataset, spec, device, batch_size, workers, channels_last, predict_fn, tta) -> dict:
     n_cls = len(spec.classes)
     conf = torch.zeros(n_cls, n_cls, dtype=torch.int64)
     loss_sum, hits, n = 0.0, [0, 0], 0
-    if model is not None:
-        model.eval()
     run = predict_fn or (lambda v: model(v.to(device)).float().cpu())
     for x, y in iterate_eval(dataset, spec, batch_size, workers, channels_last):
         logits = run(x)

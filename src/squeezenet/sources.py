@@ -97,6 +97,27 @@ def find_fashion_mnist(data_dir: str | None = None, download: bool = True) -> di
         f"Fashion-MNIST not found (looked in {where}{' and tried downloading' if download else ''}); "
         "install it with `apt-get install dataset-fashion-mnist` or pass --data-dir with the IDX files")
 
+# Images up to this size (px, longer side) are decoded once into uint8 tensors and trained
+# with the small-image recipe; larger ones stream through DataLoader workers.
+SMALL_IMAGE_MAX = 64
+
+
+def small_colour_folder(root: Path) -> bool:
+    """Whether the first image of an ImageFolder (``root`` or ``root/train``) is an RGB image
+    of at most SMALL_IMAGE_MAX px: a cheap look, not a check (loading reports bad trees)."""
+    from PIL import Image
+
+    root = root / "train" if (root / "train").is_dir() else root
+    try:
+        for c in sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")):
+            f = next((p for p in sorted(c.rglob("*")) if p.suffix.lower() in IMG_EXTENSIONS), None)
+            if f is not None:
+                with Image.open(f) as im:
+                    return max(im.size) <= SMALL_IMAGE_MAX and im.mode not in ("L", "LA", "1", "I", "I;16", "F")
+    except (OSError, ValueError):
+        pass
+    return False
+
 
 def scan_folder(root: Path) -> tuple[list[tuple[str, int]], list[str]]:
     """List ``root/<class>/*`` images. Empty class folders are kept as classes (so the

@@ -86,6 +86,23 @@ def machine_tag() -> str:
     return f"{cpu.replace(' ', '-')}-{os.cpu_count()}c-{isa_tag()}"
 
 
+CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16")
+
+
+def cpu_line() -> str:
+    """The CPU's name and the flags that decide its fast paths, for a benchmark's header."""
+    name, flags = "unknown CPU", set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and name == "unknown CPU":
+                name = line.split(":", 1)[1].strip()
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return f"{name} ({', '.join(f for f in CPU_FLAGS if f in flags) or 'no AVX2'})"
+
+
 def isa_tag() -> str:
     """The vector ISA that decides the fast kernels here: avx512-vnni-bf16, avx512, avx2, ..."""
     try:
