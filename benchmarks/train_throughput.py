@@ -27,6 +27,7 @@ as 3 x the forward multiply-accumulates x 2 FLOPs.
 import argparse
 import json
 import queue
+import statistics
 import tempfile
 import threading
 import time
@@ -234,6 +235,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=2, help="baseline/lever pairs per lever (median ratio)")
     ap.add_argument("--cases", default="demo,v1.1")
     ap.add_argument("--compile", action="store_true", help="also time torch.compile of the step (about a minute "
                                                              "of compiling per model)")
@@ -251,19 +253,25 @@ def main():
         gflop = step_gflop(case)
         rows = {}
 
-        def record(label, ips):
-            rows[label] = {"img_s": ips, "share_of_peak": ips * gflop / peak}
-            print(f"  {name:5s} {label:34s} {ips:7.0f} img/s  {100 * rows[label]['share_of_peak']:5.1f}% of peak",
-                  flush=True)
+        def record(label, ips, ratio):
+            rows[label] = {"img_s": ips, "share_of_peak": ips * gflop / peak, "vs_today": ratio}
+            print(f"  {name:5s} {label:34s} {ips:7.0f} img/s  {100 * rows[label]['share_of_peak']:5.1f}% of peak  "
+                  f"{ratio:.2f}x today", flush=True)
 
-        record("today (baseline)", time_today(case, a.steps, a.warmup))
-        record("trainer now", time_trainer(case, a.steps, a.warmup))
-        for label, kw in levers:
-            record(label, time_today(case, a.steps, a.warmup, **kw))
-        record("today (baseline, again)", time_today(case, a.steps, a.warmup))
-        base = (rows["today (baseline)"]["img_s"] + rows["today (baseline, again)"]["img_s"]) / 2
-        for r in rows.values():
-            r["vs_today"] = r["img_s"] / base
+        # each lever is timed right after a baseline block, in --rounds rounds; its ratio is the
+        # median of (lever / the baseline just before it), so the machine's drift cancels
+        runs = [("trainer now", None)] + levers
+        samples = {label: [] for label, _ in runs}
+        base_samples = []
+        for _ in range(a.rounds):
+            for label, kw in runs:
+                b = time_today(case, a.steps, a.warmup)
+                v = time_trainer(case, a.steps, a.warmup) if kw is None else time_today(case, a.steps, a.warmup, **kw)
+                base_samples.append(b)
+                samples[label].append((v, v / b))
+        record("today (baseline)", statistics.median(base_samples), 1.0)
+        for label, got in samples.items():
+            record(label, statistics.median(v for v, _ in got), statistics.median(r for _, r in got))
         res["cases"][name] = {"model": case["model"], "input": case["data"].spec.input_size,
                               "gflop_per_image_step": gflop, "rows": rows}
         print(f"  {name}: trainer now / today = {rows['trainer now']['vs_today']:.2f}x", flush=True)

@@ -192,8 +192,9 @@ def test_small_colour_images_start_from_the_natural_config(tmp_path):
     grey.mkdir(parents=True)
     Image.new("L", (28, 28)).save(grey / "0.png")
     large = make_image_folder(tmp_path / "l", n=1, size=96, splits=("train",))
-    assert _settings("--data", colour)["model"] == _settings("--config", "natural")["model"] != \
-        _settings()["model"]
+    natural, demo = _settings("--config", "natural"), _settings()
+    assert natural != demo and natural["time_budget"] == "30m" and demo["time_budget"] == "10m"
+    for data in (colour, "cifar10"):
+        assert _settings("--data", data) == {**natural, "data": str(data)}
     for data in (grey.parent, large, "fashion-mnist"):
-        assert _settings("--data", data)["model"] == _settings()["model"]
-    assert _settings("--data", "cifar10")["model"] == _settings("--config", "natural")["model"]
+        assert _settings("--data", data) == {**demo, "data": str(data)}

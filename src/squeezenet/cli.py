@@ -177,13 +177,14 @@ def add_train_parser(sub):
     from .config import add_train_arguments
 
     p = sub.add_parser("train", help="train and evaluate a model",
-                       description="Train a model (default: the demo recipe, `--config demo`). Writes config.json, "
+                       description="Train a model (default: `--config natural` for small colour images, else `--config demo`). "
+                                   "Writes config.json, "
                                    "run.json, last.pt/best.pt, metrics.csv/jsonl, curves.png, confusion.png and "
                                    "report.md into --out, which is locked while the run writes. Under torchrun it "
                                    "runs DistributedDataParallel; --batch-size is then the global batch. "
                                    "`--resume --out DIR` continues a run with its own settings.")
-    p.add_argument("model", nargs="?", help="model name (default: the demo recipe's)")
-    p.add_argument("--config", help="TOML or JSON file with any of these options, or a named config (demo, long); "
+    p.add_argument("model", nargs="?", help="model name (default: the natural or demo config's, by the data)")
+    p.add_argument("--config", help="TOML or JSON file with any of these options, or a named config (demo, natural, long); "
                                     "flags win")
     add_train_arguments(p)
     p.set_defaults(func=_cmd_train)

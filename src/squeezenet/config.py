@@ -6,7 +6,8 @@ validation of config files (TOML/JSON) and of flags alike (:meth:`TrainConfig.va
 run before any data is read), and the ``config.json`` saved in every run folder, which
 loads back with :meth:`TrainConfig.from_dict`. Named configs (``--config demo``) are
 TOML files in ``squeezenet/configs/`` that override the defaults; ``make demo`` uses
-``demo``, and ``squeezenet train`` with no model does too.
+``demo``, and ``squeezenet train`` with no model uses ``natural`` for small colour images
+and ``demo`` otherwise (:func:`default_config`).
 """
 
 from __future__ import annotations
@@ -173,7 +174,7 @@ def default_config(data: str | None) -> str:
 
 
 def load_config_file(path: str) -> dict:
-    """A TOML/JSON file of settings, or a named config (``demo``, ``long``)."""
+    """A TOML/JSON file of settings, or a named config (``demo``, ``natural``, ``long``)."""
     p = Path(path)
     if not p.is_file() and (CONFIG_DIR / f"{path}.toml").is_file():
         p = CONFIG_DIR / f"{path}.toml"
