@@ -72,17 +72,21 @@ def bench_tag(label: str, backends) -> str:
     return f"{tag}_ort{ort_version}" if ort_version else tag
 
 
-def machine_tag() -> str:
-    cpu = platform.processor() or platform.machine()
+def cpu_info() -> tuple[str | None, set[str] | None]:
+    """(model name, flags) from /proc/cpuinfo; None for what cannot be read."""
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
     except OSError:
-        pass
+        return None, None
+    name = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")), None)
+    flags = next((set(ln.split(":", 1)[1].split()) for ln in lines if ln.startswith("flags")), set())
+    return name, flags
+
+
+def machine_tag() -> str:
     import os
 
+    cpu = cpu_info()[0] or platform.processor() or platform.machine()
     return f"{cpu.replace(' ', '-')}-{os.cpu_count()}c-{isa_tag()}"
 
 
@@ -91,24 +95,14 @@ CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16")
 
 def cpu_line() -> str:
     """The CPU's name and the flags that decide its fast paths, for a benchmark's header."""
-    name, flags = "unknown CPU", set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and name == "unknown CPU":
-                name = line.split(":", 1)[1].strip()
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return f"{name} ({', '.join(f for f in CPU_FLAGS if f in flags) or 'no AVX2'})"
+    name, flags = cpu_info()
+    return f"{name or 'unknown CPU'} ({', '.join(f for f in CPU_FLAGS if f in (flags or ())) or 'no AVX2'})"
 
 
 def isa_tag() -> str:
     """The vector ISA that decides the fast kernels here: avx512-vnni-bf16, avx512, avx2, ..."""
-    try:
-        flags = set(next((ln for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("flags")),
-                         "").split())
-    except OSError:
+    flags = cpu_info()[1]
+    if flags is None:
         return "unknown-isa"
     if "avx512f" in flags:
         extra = [n for f, n in (("avx512_vnni", "vnni"), ("avx512_bf16", "bf16"), ("amx_tile", "amx")) if f in flags]
