@@ -84,17 +84,20 @@ def test_corrupt_onnx_is_a_clear_error(tmp_path):
 
 def test_int8_quantization_keeps_accuracy(tmp_path, fmnist_dir):
     """Train a small model on the band dataset, quantize with ORT (QDQ, per-channel),
-    and check top-1 drops by at most 1 point on the test split."""
+    and check top-1 drops by at most 1 point on the test split. The model is trained to
+    convergence first: after 4 epochs it sat on the steep part of its curve (38% -> 76% in
+    one epoch on an AVX2 EPYC), where int8's rounding flipped 4 of 128 images on one CPU
+    kind and none on another; a converged model makes the check about quantization."""
     from squeezenet.deploy.quantize import quantize
     from squeezenet.train import Trainer, TrainConfig
 
     Trainer(TrainConfig(model="squeezenet1_1_small_bn_w0.25", data_dir=str(fmnist_dir), download=False,
-                        out=str(tmp_path / "run"), epochs=4, batch_size=64, progress=False, lr=0.1,
+                        out=str(tmp_path / "run"), epochs=8, batch_size=64, progress=False, lr=0.1,
                         model_options={"head_relu": False})).run()
     r = quantize(str(tmp_path / "run" / "best.pt"), data_dir=str(fmnist_dir), download=False, calib_size=128,
                  backends=("ort-int8",))
     rows = {row["backend"]: row for row in r["rows"]}
-    assert rows["eager-fp32"]["top1"] > 50
+    assert rows["eager-fp32"]["top1"] > 95
     assert rows["ort-fp32"]["top1"] == pytest.approx(rows["eager-fp32"]["top1"])
     assert rows["eager-fp32"]["top1"] - rows["ort-int8"]["top1"] <= 1.0
     assert rows["ort-int8"]["size_bytes"] < rows["ort-fp32"]["size_bytes"]
