@@ -155,10 +155,14 @@ def test_every_step_trains_in_train_mode_after_the_plan_prices_an_evaluation(tmp
     tr = Trainer(TrainConfig(model=TINY, data_dir=str(fmnist_dir), download=False, batch_size=32, progress=False,
                              precision="fp32", time_budget="20s", out=str(tmp_path / "r")))
     tr.clock = clock
-    modes = []
-    tr.after_step.append(lambda t: (modes.append(t.model.training), setattr(clock, "t", clock.t + 0.2)))
+    modes, labels = [], []
+    tr.after_step.append(lambda t: (modes.append(t.model.training), labels.append(t.epochs_label()),
+                                    setattr(clock, "t", clock.t + 0.2)))
     tr.run()
     assert tr.budget.planner.plans and len(modes) == tr.total_steps and all(modes)
+    # the progress line's epoch count: '?' until the first plan (it showed 'epoch 1/2136753'), then the plan's
+    first = tr.budget.planner.plans[0].at_step
+    assert set(labels[:first - 1]) == {"?"} and labels[-1] == str(tr.n_epochs)
 
 
 def _settings(*argv):

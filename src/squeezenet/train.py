@@ -303,10 +303,14 @@ class Trainer:
         """Epochs the schedule spans (the last may be partial under a time budget)."""
         return -(-self.total_steps // self.steps_per_epoch())
 
+    def epochs_label(self) -> str:
+        """The epoch count a progress line shows: '?' until a time budget has made its first plan."""
+        return "?" if self.budget is not None and not self.budget.planner.plans else str(self.n_epochs)
+
     def train_epoch(self, epoch: int) -> dict:
         cfg, spe = self.cfg, self.steps_per_epoch()
         crit = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
-        bar = Progress(spe, f"epoch {epoch + 1}/{self.n_epochs}", self.step_in_epoch) \
+        bar = Progress(spe, f"epoch {epoch + 1}/{self.epochs_label()}", self.step_in_epoch) \
             if cfg.progress and self.dist.main else None
         self.ddp.train()
         stats = EpochStats(self.dist.world)
