@@ -185,6 +185,17 @@ def test_an_epochs_flag_replaces_a_configs_time_budget_and_the_other_way_round(t
     assert _settings()["time_budget"] == "10m"  # no flag: the demo's budget
     code, _, err = run_cli("train", "--epochs", 3, "--time-budget", "5m", "--out", tmp_path / "r")
     assert_one_line(code, err, "give --epochs or --time-budget, not both")
+    # a file that sets both, with no flag to choose: one line (the budget silently won before)
+    both = tmp_path / "both.toml"
+    both.write_text('epochs = 30\ntime_budget = "5m"\n')
+    code, _, err = run_cli("train", "--config", both, "--out", tmp_path / "r")
+    assert_one_line(code, err, "sets both epochs and time_budget")
+    assert not (tmp_path / "r").exists()
+    assert _settings("--config", both, "--epochs", 30)["epochs"] == 30  # a flag chooses
+    own = tmp_path / "own.toml"  # no model: the default config fills in, but the file's length is the file's
+    own.write_text("epochs = 3\n")
+    s = _settings("--config", own)
+    assert s["epochs"] == 3 and "time_budget" not in s
 
 
 def test_small_colour_images_start_from_the_natural_config(tmp_path):

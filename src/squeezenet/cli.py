@@ -209,16 +209,24 @@ def train_settings(a) -> dict:
         saved.pop("max_steps", None)  # a smoke-test stop is not a setting of the run
         return {**saved, **cfg, **explicit, "resume": True, "out": out}
     if "model" not in cfg and "model" not in explicit:
-        cfg = {**load_config_file(default_config(explicit.get("data") or cfg.get("data"))), **cfg}
-    return {**length_from(cfg, explicit), **explicit}
+        base = load_config_file(default_config(explicit.get("data") or cfg.get("data")))
+        if cfg.keys() & {"epochs", "time_budget"}:  # the file's own length replaces the default's
+            base = {k: v for k, v in base.items() if k not in ("epochs", "time_budget")}
+        cfg = {**base, **cfg}
+    return {**length_from(cfg, explicit, a.config), **explicit}
 
 
-def length_from(cfg: dict, explicit: dict) -> dict:
+def length_from(cfg: dict, explicit: dict, source: str | None = None) -> dict:
     """A run's length comes from --epochs or --time-budget: a flag replaces the other
     setting of a config file (`--config demo --epochs 30` trains 30 epochs, not the
-    demo's 10 minutes); both flags at once is an error."""
+    demo's 10 minutes); both flags at once, or a file that sets both with no flag to
+    choose, is an error (the budget would silently win over the file's epochs)."""
     if "epochs" in explicit and "time_budget" in explicit:
         raise SqueezeNetError("give --epochs or --time-budget, not both: a time budget sets the number of steps itself")
+    if not explicit.keys() & {"epochs", "time_budget"} and cfg.get("epochs") is not None \
+            and cfg.get("time_budget") is not None:
+        raise SqueezeNetError(f"config file '{source}' sets both epochs and time_budget: keep one in the file, or "
+                              "choose with --epochs N or --time-budget DURATION")
     if "epochs" in explicit:
         return {k: v for k, v in cfg.items() if k != "time_budget"}
     if "time_budget" in explicit:
