@@ -30,7 +30,7 @@ from ..compression import lowbit as lb
 from ..data import DataRef, TensorDataset, load_data_for
 from ..errors import SqueezeNetError
 from ..files import atomic_write_bytes, atomic_write_text, ensure_writable_dir
-from ..metrics import evaluate, iterate_eval
+from ..metrics import evaluate
 from ..render import markdown_table
 
 WEIGHT_CHOICES = ("8", "4", "2", "mixed")
@@ -254,19 +254,19 @@ def _measure(model, qmodel, test, spec, sqz_path, onnx_path, fp32_onnx):
         rows.append({"what": name, "file": Path(path).name if path else "", "bytes": Path(path).stat().st_size
                      if path else None, "top1": m["top1"], "top5": m["top5"], "eval_s": time.perf_counter() - t})
 
+    def recorded(fn, into):
+        return lambda x: into.append(fn(x)) or into[-1]
+
+    fq_out, onnx_out = [], []  # both passes walk the test split in the same order
     with torch.no_grad():
         add("float model (PyTorch)", lambda x: model(x))
         add("BN-folded fp32 (ONNX Runtime)", ort_32, fp32_onnx)
-        add("fake-quant model (PyTorch)", lambda x: qmodel(x))
+        add("fake-quant model (PyTorch)", recorded(qmodel, fq_out))
         add("low-bit .sqz (PyTorch)", lambda x: loaded(x), sqz_path)
-        add("low-bit ONNX (ONNX Runtime)", ort_q, onnx_path)
-        # parity: ONNX Runtime on the low-bit file against the fake-quant PyTorch model
-        diffs, agree, n = 0.0, 0, 0
-        for x, _ in iterate_eval(test, spec, 256):
-            a, b = qmodel(x), ort_q(x)
-            diffs = max(diffs, (a - b).abs().max().item())
-            agree += (a.argmax(1) == b.argmax(1)).sum().item()
-            n += len(x)
+        add("low-bit ONNX (ONNX Runtime)", recorded(ort_q, onnx_out), onnx_path)
+    # parity: ONNX Runtime on the low-bit file against the fake-quant PyTorch model, from the passes above
+    a, b = torch.cat(fq_out), torch.cat(onnx_out)
+    diffs, agree, n = (a - b).abs().max().item(), (a.argmax(1) == b.argmax(1)).sum().item(), len(a)
     base = rows[0]["top1"]
     fp32_bytes = rows[1]["bytes"]
     for r in rows:
