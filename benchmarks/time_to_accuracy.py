@@ -17,6 +17,7 @@ import argparse
 import csv
 import io
 import json
+import sys
 import tomllib
 from pathlib import Path
 
@@ -104,4 +105,8 @@ def write(out: Path, rows: list[dict], a, machine: str) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except SqueezeNetError as e:  # a bad budget, --set or setting: one line before any run
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
