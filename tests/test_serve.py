@@ -35,8 +35,10 @@ class Server:
     def __init__(self, cfg: ServeConfig):
         import uvicorn
 
+        from squeezenet.serve import uvicorn_config
+
         self.app = create_app(cfg)
-        self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=0, log_level="error"))
+        self.server = uvicorn.Server(uvicorn_config(self.app, cfg, host="127.0.0.1", port=0, log_level="error"))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def __enter__(self):
@@ -463,3 +465,57 @@ def test_serving_a_sqz_file(tiny_run, tmp_path):
     with Server(ServeConfig(sqz)) as s:
         assert httpx.get(f"{s.url}/v2/models/t").json()["name"] == "t"
         assert httpx.post(f"{s.url}/v1/predict", content=images(1)[0]).status_code == 200
+
+
+def _read_until_closed(sock, limit_s: float) -> tuple[bytes, float]:
+    """Everything the server sends until it closes the connection, and when it closed."""
+    got = b""
+    sock.settimeout(limit_s)
+    while True:
+        chunk = sock.recv(4096)
+        if not chunk:
+            return got, time.monotonic()
+        got += chunk
+
+
+@pytest.mark.parametrize("parser", ["httptools", "h11"])
+def test_slow_or_stalled_clients_are_cut_off_and_others_are_served(onnx_model, parser, monkeypatch):
+    """slowloris: a client that never finishes its headers, or its body, is answered 408 and
+    closed at the deadline instead of holding a connection for ever; one that connects and
+    says nothing is closed; a normal keep-alive client is unaffected meanwhile. Under both
+    of uvicorn's HTTP parsers (httptools is installed with the extra; h11 is its fallback)."""
+    import socket
+
+    from squeezenet.serve import app as app_module
+    from squeezenet.serve.connection import header_timeout_protocol
+
+    if parser == "h11":
+        from uvicorn.protocols.http.h11_impl import H11Protocol
+
+        monkeypatch.setattr(app_module, "http_protocol", lambda t: header_timeout_protocol(H11Protocol, t))
+
+    cfg = ServeConfig(str(onnx_model), header_timeout_s=0.5, read_timeout_s=0.5)
+    with Server(cfg) as s:
+        def connect():
+            return socket.create_connection(("127.0.0.1", s.port), timeout=10)
+
+        stalled_headers, idle, stalled_body = connect(), connect(), connect()
+        stalled_headers.sendall(b"GET /v2/health/ready HTTP/1.1\r\nHost: x\r\n")  # no blank line: never ends
+        sent = time.monotonic()
+        stalled_body.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+                             b"Content-Length: 1000\r\n\r\n" + b"\x89PNG")  # 4 of 1,000 bytes
+        with httpx.Client(base_url=s.url) as client:  # one keep-alive connection, served throughout
+            for _ in range(3):
+                assert client.get("/v2/health/ready").status_code == 200
+                time.sleep(0.2)  # under the deadline between requests: the connection stays usable
+        reply, closed = _read_until_closed(stalled_headers, 10)
+        assert reply.startswith(b"HTTP/1.1 408") and b"headers did not arrive within 0.5 s" in reply
+        assert 0.3 < closed - sent < 5
+        reply, _ = _read_until_closed(idle, 10)
+        assert reply == b""  # nothing was asked, nothing is answered: just closed
+        reply, _ = _read_until_closed(stalled_body, 10)
+        assert b" 408 " in reply.split(b"\r\n")[0] and b"body did not arrive within 0.5 s" in reply
+        for sock in (stalled_headers, idle, stalled_body):
+            sock.close()
+        with httpx.Client(base_url=s.url) as client:
+            assert client.get("/v2/health/ready").status_code == 200

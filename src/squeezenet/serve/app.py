@@ -25,6 +25,7 @@ from ..formats.open import resolve_file
 from ..imageio import IMG_EXTENSIONS
 from .batching import Batcher, Metrics
 from .config import ServeConfig
+from .connection import http_protocol
 from .protocol import BYTES_INPUT, OUTPUT, HTTPError, bytes_elements, check_input, fp_tensor, parse_infer_request
 
 OPEN_ROUTES = ("/v2/health/live", "/v2/health/ready", "/metrics", "/")  # no API key needed
@@ -375,6 +376,15 @@ def check_port(host: str, port: int) -> None:
                                   "stop what holds it)") from None
 
 
+def uvicorn_config(app, cfg: ServeConfig, **overrides):
+    """uvicorn's settings for ``app``: the address from ``cfg``, a 30 s drain on shutdown,
+    and the request-header deadline (:mod:`.connection`); ``overrides`` for tests."""
+    uvicorn = require("uvicorn", "serve")
+    kw = dict(host=cfg.host, port=cfg.port, log_level="warning", timeout_graceful_shutdown=30,
+              http=http_protocol(cfg.header_timeout_s))
+    return uvicorn.Config(app, **{**kw, **overrides})
+
+
 def serve(cfg: ServeConfig) -> None:
     """Run the server until SIGTERM/SIGINT; in-flight requests are drained first and a
     clean drain exits 0."""
@@ -390,8 +400,7 @@ def serve(cfg: ServeConfig) -> None:
 
     host = f"[{cfg.host}]" if ":" in cfg.host else cfg.host
     say(f"serving {cfg.model_file} on http://{host}:{cfg.port} (Ctrl-C or SIGTERM to stop)")
-    server = Server(uvicorn.Config(app, host=cfg.host, port=cfg.port, log_level="warning",
-                                   timeout_graceful_shutdown=30))
+    server = Server(uvicorn_config(app, cfg))
     server.run()
     if not server.started:
         raise SqueezeNetError(f"the server could not start on {host}:{cfg.port}")

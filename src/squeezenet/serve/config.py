@@ -23,6 +23,8 @@ class ServeConfig:
     max_queue: int = opt(256, "waiting images before 503 (and the most one request may hold: 413 past it)",
                          positive_int)
     max_body_mb: float = opt(16.0, "request body limit in MB, chunked uploads included", within(0.001, 4096))
+    header_timeout_s: float = opt(10.0, "seconds a client may take to send a request's line and headers (408 and "
+                                  "the connection closed after)", within(0.01, 3600))
     read_timeout_s: float = opt(30.0, "seconds a client may take to send its body (408 after)", within(0.01, 3600))
     api_key_env: str | None = opt(None, "require the API key held in this environment variable")
     cors_origins: tuple = opt((), "allow this browser origin (repeatable)", flag="--cors-origin")
