@@ -169,7 +169,7 @@ def test_int2_and_mixed_files(tiny_run, fmnist_dir, tmp_path):
 def test_qat_learns_the_steps(tiny_run, fmnist_dir, tmp_path):
     r, _ = _quantize(tiny_run, fmnist_dir, tmp_path / "qat", "--weight-bits", "2", "--qat-epochs", "0.5",
                      "--calib-size", "64", "--batch-size", "64")
-    assert r["qat"]["epochs"] == 0.5 and r["tag"] == "w2a8_qat0.5"
+    assert r["qat"]["epochs"] == 0.5 and r["tag"] == "w2a8_qat0.5" and r["qat"]["loss"] == "distillation"
     from squeezenet.formats.sqz import read_container
 
     header, _ = read_container(r["files"]["sqz"])
@@ -177,10 +177,39 @@ def test_qat_learns_the_steps(tiny_run, fmnist_dir, tmp_path):
     assert all(v[1] == 8 and v[0] > 0 for v in header["act_quant"].values())
 
 
+@pytest.mark.parametrize("temperature", [1.0, 4.0])
+def test_distillation_loss_is_hintons_kl_divergence(temperature):
+    """QAT's loss against the closed form: T^2 * mean over images of sum_k p_k (log p_k - log q_k)
+    with p = softmax(teacher / T), q = softmax(student / T); its gradient in the student's
+    logits is T (q - p) / N; it is 0 when the student already equals the teacher."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(6, 5, generator=g, dtype=torch.float64)
+    student = torch.randn(6, 5, generator=g, dtype=torch.float64, requires_grad=True)
+    teacher = torch.nn.Linear(5, 5).double()
+    loss = lb.distillation_loss(teacher, temperature)
+    with torch.no_grad():
+        t = teacher(x).numpy()
+    s, T = student.detach().numpy(), temperature
+
+    def softmax(z):
+        e = np.exp(z - z.max(1, keepdims=True))
+        return e / e.sum(1, keepdims=True)
+
+    p, q = softmax(t / T), softmax(s / T)
+    value = loss(student, torch.zeros(6, dtype=torch.long), x)
+    assert value.item() == pytest.approx(T * T * np.mean(np.sum(p * (np.log(p) - np.log(q)), 1)), rel=1e-6)  # the teacher is read in fp32
+    value.backward()
+    np.testing.assert_allclose(student.grad.numpy(), T * (q - p) / 6, rtol=1e-5, atol=1e-9)
+    assert loss(teacher(x).detach(), None, x).item() == pytest.approx(0.0, abs=1e-6)
+    assert not any(w.requires_grad for w in teacher.parameters())  # the teacher is not trained
+
+
 @pytest.mark.parametrize("args, needle", [
     (["--weight-bits", "3"], "invalid choice"),
     (["--weight-bits", "4", "--size-budget", "10"], "add --weight-bits mixed"),
     (["--qat-epochs", "1"], "add --weight-bits"),
+    (["--no-distill"], "add --weight-bits"),
+    (["--weight-bits", "4", "--no-distill"], "add --qat-epochs"),
     (["--weight-bits", "mixed", "--size-budget", "10", "--max-drop", "1"], "not both"),
 ])
 def test_bad_low_bit_flags_are_one_line(tiny_run, tmp_path, args, needle):

@@ -397,6 +397,8 @@ def add_quantize_parser(sub):
     low.add_argument("--size-budget", type=float, metavar="KB", help="mixed: the weights' bytes (default 1/12 of fp32)")
     low.add_argument("--max-drop", type=float, metavar="PT",
                      help="mixed: the smallest budget whose post-training drop stays within PT points")
+    low.add_argument("--no-distill", dest="distill", action="store_false",
+                     help="QAT on the labels (cross-entropy) instead of distilling from the float model")
     low.add_argument("--lr", type=float, default=0.005, help="QAT learning rate (default 0.005)")
     low.add_argument("--batch-size", type=positive_int, default=128, help="QAT batch size")
     _add_model_file_flags(p, map_by_index=True)
@@ -411,7 +413,8 @@ def _cmd_quantize(a):
         from .deploy.lowbit import LowBitSettings, quantize_lowbit
 
         s = LowBitSettings(a.weight_bits, None if a.act_bits == 32 else a.act_bits, a.qat_epochs, a.size_budget,
-                           a.max_drop, a.calib_size, a.lr, a.batch_size, a.eval_size, 0, a.map_by_index)
+                           a.max_drop, a.calib_size, a.lr, a.batch_size, a.eval_size, 0, a.map_by_index,
+                           distill=a.distill)
         r = quantize_lowbit(a.checkpoint, a.out, DataRef(a.data, a.data_dir, a.download), s, a.verify)
         print(r["table"])
         p = r["parity"]
@@ -420,8 +423,9 @@ def _cmd_quantize(a):
         print(f"files: {r['files']['sqz']}, {r['files']['onnx']}")
         print(f"report: {r['report']}")
         return
-    if a.qat_epochs or a.size_budget is not None or a.max_drop is not None:
-        raise SqueezeNetError("--qat-epochs, --size-budget and --max-drop are for low-bit files: add --weight-bits")
+    if a.qat_epochs or a.size_budget is not None or a.max_drop is not None or not a.distill:
+        raise SqueezeNetError("--qat-epochs, --size-budget, --max-drop and --no-distill are for low-bit files: add "
+                              "--weight-bits")
     r = quantize(a.checkpoint, a.out, DataRef(a.data, a.data_dir, a.download),
                  QuantizeSettings(a.calib_size, tuple(a.backends), a.eval_size, a.map_by_index), a.verify)
     print(r["table"])

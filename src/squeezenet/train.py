@@ -151,6 +151,13 @@ class NonFiniteLoss(Exception):
     pass
 
 
+def cross_entropy(label_smoothing: float = 0.0):
+    """The default loss, in the trainer's ``criterion(logits, y, x)`` form (a loss that
+    needs the inputs, such as distillation, replaces it: ``Trainer.criterion``)."""
+    ce = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+    return lambda logits, y, x: ce(logits, y)
+
+
 class StepRunner:
     """One optimizer step: the forward under autocast at the run's precision, the loss and
     its finiteness check (before any weight changes), backward through the GradScaler,
@@ -166,13 +173,14 @@ class StepRunner:
         return torch.autocast(self.device.type, dtype=torch.bfloat16 if self.precision == "bf16" else torch.float16)
 
     def __call__(self, x, y, lr: float, crit) -> tuple[torch.Tensor, torch.Tensor]:
+        """``crit(logits, y, x)``: the loss (see :func:`cross_entropy`)."""
         for g in self.optimizer.param_groups:
             g["lr"] = lr
         x = x.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
         y = y.to(self.device, non_blocking=True)
         with self.autocast():
             logits = self.net(x)
-            loss = crit(logits.float(), y)
+            loss = crit(logits.float(), y, x)
         if not torch.isfinite(loss):
             raise NonFiniteLoss(loss.item())
         self.optimizer.zero_grad(set_to_none=True)
@@ -217,7 +225,8 @@ class Trainer:
     """One training run. Use :func:`train` unless you need the pieces.
 
     ``after_step`` holds callables ``f(trainer)`` run after every optimizer step (the
-    compression fine-tune re-applies its masks there); ``on_epoch(row)`` is called with
+    compression fine-tune re-applies its masks there); ``criterion(logits, y, x)`` is the
+    loss (cross-entropy; quantization-aware training distils from the float model); ``on_epoch(row)`` is called with
     every finished epoch's metrics (a sweep engine reports them, e.g. to Ray Tune)."""
 
     def __init__(self, cfg: TrainConfig, model: nn.Module | None = None, splits=None,
@@ -235,6 +244,7 @@ class Trainer:
         self._setup_model(model)
         self.after_step: list[Callable[["Trainer"], None]] = []
         self.on_epoch = on_epoch
+        self.criterion = cross_entropy(self.cfg.label_smoothing)  # (logits, y, x) -> loss
         self.total_steps = self.cfg.epochs * self.steps_per_epoch()  # a time budget re-plans it
         self.budget: TimeBudget | None = None
         self.clock = time.perf_counter  # the budget's clock (tests give a fake one)
@@ -309,7 +319,7 @@ class Trainer:
 
     def train_epoch(self, epoch: int) -> dict:
         cfg, spe = self.cfg, self.steps_per_epoch()
-        crit = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+        crit = self.criterion
         bar = Progress(spe, f"epoch {epoch + 1}/{self.epochs_label()}", self.step_in_epoch) \
             if cfg.progress and self.dist.main else None
         self.ddp.train()

@@ -50,6 +50,7 @@ class LowBitSettings:
     eval_size: int | None = None
     seed: int = 0
     map_by_index: bool = False
+    distill: bool = True  # QAT learns the float model's outputs (compression.lowbit.distillation_loss), not labels
 
     def check(self) -> None:
         if str(self.weight_bits) not in WEIGHT_CHOICES:
@@ -65,6 +66,8 @@ class LowBitSettings:
             raise SqueezeNetError(f"--qat-epochs must be >= 0, got {self.qat_epochs}")
         if self.size_budget_kb is not None and not self.size_budget_kb > 0:
             raise SqueezeNetError(f"--size-budget must be > 0 KB, got {self.size_budget_kb}")
+        if not self.distill and not self.qat_epochs:
+            raise SqueezeNetError("--no-distill sets the loss of quantization-aware training; add --qat-epochs")
         if self.max_drop is not None and not self.max_drop >= 0:
             raise SqueezeNetError(f"--max-drop must be >= 0 points, got {self.max_drop}")
 
@@ -122,7 +125,7 @@ def quantize_lowbit(checkpoint: str, out: str | None = None, data: DataRef | Non
     search_s = time.perf_counter() - t0
     qat = None
     if s.qat_epochs > 0:
-        qmodel, qat = _qat(qmodel, mf, data, s, outd)
+        qmodel, qat = _qat(qmodel, plain, mf, data, s, outd)
     qmodel.eval()
 
     tag = s.tag()
@@ -190,8 +193,11 @@ def _smallest_within(plain, model, sizes, sens, fixed, fp32_bytes, splits, s, ca
     return chosen[0], chosen[1], cands
 
 
-def _qat(qmodel, mf, data: DataRef, s: LowBitSettings, outd: Path):
-    """LSQ fine-tune with the project's trainer (fp32, cosine from ``lr``, no warm-up)."""
+def _qat(qmodel, plain, mf, data: DataRef, s: LowBitSettings, outd: Path):
+    """LSQ fine-tune with the project's trainer (fp32, cosine from ``lr``, no warm-up),
+    distilling from ``plain`` (the folded float model) unless ``s.distill`` is off."""
+    import copy
+
     from ..train import Trainer, TrainConfig
 
     whole = max(1, int(math.ceil(s.qat_epochs)))
@@ -203,12 +209,15 @@ def _qat(qmodel, mf, data: DataRef, s: LowBitSettings, outd: Path):
                       schedule="cosine", label_smoothing=0.0, precision="fp32", seed=s.seed, progress=False,
                       input_size=mf.input_size)
     tr = Trainer(cfg, model=qmodel)
+    if s.distill:
+        tr.criterion = lb.distillation_loss(copy.deepcopy(plain).to(tr.device).to(memory_format=tr.memory_format))
     if s.qat_epochs < whole:
         tr.cfg.max_steps = max(1, int(s.qat_epochs * tr.steps_per_epoch()))
     t0 = time.perf_counter()
     tr.run()
     q = tr.model.to(memory_format=torch.contiguous_format).cpu().eval()
-    return q, {"epochs": s.qat_epochs, "seconds": time.perf_counter() - t0,
+    return q, {"epochs": s.qat_epochs, "loss": "distillation" if s.distill else "cross-entropy",
+               "seconds": time.perf_counter() - t0,
                "top1_per_epoch": [h.get("test_top1") for h in tr.history]}
 
 
