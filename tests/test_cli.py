@@ -57,6 +57,7 @@ def test_summary_other_formats_and_peers():
     (["eval", "--checkpoint", "missing.pt"], "model file not found"),
     (["predict", "--checkpoint", "missing.pt", "x.png"], "model file not found"),
     (["compress", "--model", "squeezenet1_0", "--bits", "12"], "--bits must be between 1 and 8"),
+    (["compress", "--model", "squeezenet1_0", "--distill"], "add --finetune-epochs"),
     (["bench", "squeezenet1_1", "--backends", "tensorrt"], "unknown backend"),
 ])
 def test_bad_input_is_one_line(args, needle):

@@ -1,5 +1,6 @@
 """Deep Compression pieces: k-means, relative indices, Huffman, container, masks."""
 
+import json
 import math
 
 import numpy as np
@@ -225,3 +226,22 @@ def test_compress_accepts_torchvision_checkpoint(tmp_path):
     w = model.features["conv1"].conv.weight
     assert (w - tv.features[0].weight).abs().max() < 0.05
     assert header["bits"] == 6
+
+
+def test_fine_tuning_keeps_the_pruning_and_can_distil(tiny_run, fmnist_dir, tmp_path):
+    """compress --finetune-epochs on a trained run: the pruned weights stay zero and the shared
+    ones on their centroids through both fine-tunes (the file decodes to the fine-tuned model
+    exactly), top-1 is measured after every stage, and --distill's loss is recorded."""
+    from helpers import run_cli
+
+    out = tmp_path / "m.sqz"
+    code, _, err = run_cli("compress", "-c", tiny_run / "best.pt", "--data-dir", fmnist_dir, "--no-download",
+                           "--sparsity", "0.5", "--bits", "4", "--finetune-epochs", "0.3", "--distill", "--out", out)
+    assert code == 0, err
+    res = json.loads(out.with_suffix(".json").read_text())
+    assert res["lossless"] and res["finetune"] == {"epochs": 0.3, "lr": 0.01, "loss": "distillation"}
+    assert list(res["accuracy"]) == ["original", "pruned", "pruned_finetuned", "shared", "shared_finetuned"]
+    pruned = [r for r in res["layers"] if r["bits"] == 4]  # the weights (biases stay fp32): half of them kept
+    assert pruned and abs(sum(r["params"] * r["density"] for r in pruned) / sum(r["params"] for r in pruned) - 0.5) \
+        < 0.02
+    assert "loss: distillation from the uncompressed model" in out.with_suffix(".md").read_text()

@@ -170,6 +170,7 @@ def test_qat_learns_the_steps(tiny_run, fmnist_dir, tmp_path):
     r, _ = _quantize(tiny_run, fmnist_dir, tmp_path / "qat", "--weight-bits", "2", "--qat-epochs", "0.5",
                      "--calib-size", "64", "--batch-size", "64")
     assert r["qat"]["epochs"] == 0.5 and r["tag"] == "w2a8_qat0.5" and r["qat"]["loss"] == "distillation"
+    assert "loss distillation from the float model" in (tmp_path / "qat" / "lowbit_report_w2a8_qat0.5.md").read_text()
     from squeezenet.formats.sqz import read_container
 
     header, _ = read_container(r["files"]["sqz"])

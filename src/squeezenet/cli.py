@@ -472,6 +472,8 @@ def add_compress_parser(sub):
     p.add_argument("--sparsity", default="paper", help="'paper' (Table 1 per-layer density) or a density in (0, 1]")
     p.add_argument("--bits", type=int, default=6)
     p.add_argument("--finetune-epochs", type=non_negative_float, default=0.0)
+    p.add_argument("--distill", action="store_true",
+                   help="fine-tune on the uncompressed model's outputs (KL) instead of the labels, as the paper does")
     _add_data_flags(p, default=None)
     p.add_argument("--out", help="output .sqz file")
     p.add_argument("--lr", type=positive_float, default=0.01)
@@ -489,7 +491,7 @@ def _cmd_compress(a):
     r = compress(model_name=a.model, checkpoint=a.checkpoint, weights=a.weights, out=a.out, verify=a.verify,
                  data=DataRef(a.data, a.data_dir, a.download),
                  settings=CompressSettings(a.sparsity, a.bits, a.finetune_epochs, a.lr, a.batch_size,
-                                           map_by_index=a.map_by_index))
+                                           map_by_index=a.map_by_index, distill=a.distill))
     print(r["table"])
     print(f"wrote {r['path']} ({r['file_bytes']:,} bytes, {r['ratio_fp32']:.1f}x smaller than fp32, "
           f"{r['ratio_alexnet']:.0f}x smaller than AlexNet's 240 MB); report: {r['report']}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,9 +21,10 @@ ALEXNET_BYTES = 240e6  # paper Table 2: AlexNet 240 MB
 
 
 def _finetune(model, model_name, data, data_dir, download, epochs: float, lr: float, batch_size: int, out: Path,
-              hooks_fn, post_step, tag: str, input_size: int | None = None):
+              hooks_fn, post_step, tag: str, input_size: int | None = None, teacher=None):
     """Fine-tune with the project's trainer; ``hooks_fn`` installs gradient hooks,
-    ``post_step`` runs after every optimizer step (re-applying masks/sharing)."""
+    ``post_step`` runs after every optimizer step (re-applying masks/sharing); with a
+    ``teacher``, the loss is distillation from its outputs instead of the labels."""
     from ..train import Trainer, TrainConfig
 
     whole = max(1, int(epochs + 0.999))
@@ -33,6 +35,10 @@ def _finetune(model, model_name, data, data_dir, download, epochs: float, lr: fl
                       epochs=whole, batch_size=batch_size, lr=lr, warmup_epochs=0.0, schedule="cosine",
                       label_smoothing=0.0, input_size=input_size)
     tr = Trainer(cfg, model=model)
+    if teacher is not None:
+        from .lowbit import distillation_loss
+
+        tr.criterion = distillation_loss(teacher.to(tr.device).to(memory_format=tr.memory_format))
     if epochs < whole:
         tr.cfg.max_steps = max(1, int(epochs * tr.steps_per_epoch()))
     handles = hooks_fn(tr.model)
@@ -56,12 +62,15 @@ class CompressSettings:
     seed: int = 0
     evaluate_data: bool = True
     map_by_index: bool = False
+    distill: bool = False  # fine-tune on the uncompressed model's outputs; the paper fine-tunes on labels
 
     def check(self) -> None:
         if not 1 <= self.bits <= 8:
             raise SqueezeNetError(f"--bits must be between 1 and 8 (the paper uses 6 or 8), got {self.bits}")
         if self.finetune_epochs < 0 or self.lr <= 0 or self.batch_size < 1:
             raise SqueezeNetError("--finetune-epochs must be >= 0, --lr > 0 and --batch-size >= 1")
+        if self.distill and not self.finetune_epochs:
+            raise SqueezeNetError("--distill sets the fine-tune's loss; add --finetune-epochs")
 
 
 def compress(model_name: str | None = None, checkpoint: str | None = None, weights: str | None = None,
@@ -148,6 +157,7 @@ class _Evaluator:
 def _prune_and_share(model, opened, data: DataRef, s: CompressSettings, evaluate, work: Path):
     """Prune -> (fine-tune) -> share -> (fine-tune the centroids); top-1 after each stage."""
     size = opened.spec.input_size if opened.spec else None
+    teacher = copy.deepcopy(model).eval() if s.distill and s.finetune_epochs > 0 else None
     evaluate(model, "original")
     masks = compute_masks(model, density_plan(model, s.sparsity))
     apply_masks(model, masks)
@@ -155,7 +165,7 @@ def _prune_and_share(model, opened, data: DataRef, s: CompressSettings, evaluate
     if s.finetune_epochs > 0:
         model, _, _ = _finetune(model, opened.name, data.data, data.data_dir, data.download, s.finetune_epochs, s.lr,
                                 s.batch_size, work, lambda m: hold_masks(m, masks), lambda m: apply_masks(m, masks),
-                                "prune_finetune", size)
+                                "prune_finetune", size, teacher)
         apply_masks(model, masks)
         evaluate(model.eval(), "pruned_finetuned")
     shared = share_weights(model, masks, s.bits)
@@ -163,7 +173,7 @@ def _prune_and_share(model, opened, data: DataRef, s: CompressSettings, evaluate
     if s.finetune_epochs > 0:
         model, _, _ = _finetune(model, opened.name, data.data, data.data_dir, data.download, s.finetune_epochs,
                                 s.lr / 10, s.batch_size, work, lambda m: hold_sharing(m, shared), lambda m: None,
-                                "centroid_finetune", size)
+                                "centroid_finetune", size, teacher)
         model.eval()
         refresh_centroids(model, shared)
         evaluate(model, "shared_finetuned")
@@ -189,7 +199,9 @@ def _result(path, name, source, s: CompressSettings, model, masks, blob, rows, a
            "payload_bytes_before_huffman": sum(r["bytes_before_huffman"] for r in rows),
            "payload_bytes_after_huffman": sum(r["bytes_after_huffman"] for r in rows),
            "fp32_bytes": 4 * params, "ratio_fp32": 4 * params / file_bytes, "ratio_alexnet": ALEXNET_BYTES / file_bytes,
-           "accuracy": acc, "layers": rows, "lossless": lossless}
+           "accuracy": acc, "layers": rows, "lossless": lossless,
+           "finetune": {"epochs": s.finetune_epochs, "lr": s.lr,
+                        "loss": "distillation" if s.distill else "cross-entropy"} if s.finetune_epochs else None}
     res["table"] = _table(res)
     return res
 
@@ -210,6 +222,14 @@ def _table(res) -> str:
     return markdown_table(rows + [total], LAYER_COLUMNS)
 
 
+def _finetune_line(ft: dict | None) -> str:
+    if not ft:
+        return ""
+    loss = "distillation from the uncompressed model" if ft["loss"] == "distillation" else "cross-entropy on the labels"
+    return (f"Fine-tune: {ft['epochs']:g} epoch(s) after pruning (lr {ft['lr']:g}, cosine) and again after sharing "
+            f"(the centroids, lr {ft['lr'] / 10:g}); loss: {loss}.\n\n")
+
+
 def _report_md(res) -> str:
     acc = markdown_table([{"stage": k, "top1": f"{v:.2f}"} for k, v in res["accuracy"].items()],
                          [("stage", "stage"), ("top-1", "top1")])
@@ -221,5 +241,6 @@ def _report_md(res) -> str:
             f"vs AlexNet's 240 MB: {res['ratio_alexnet']:.0f}x\n"
             f"- payload before Huffman {res['payload_bytes_before_huffman']:,} bytes, after {res['payload_bytes_after_huffman']:,}\n"
             f"- decoded model equals the shared-weight model exactly: {res['lossless']}\n\n"
+            + _finetune_line(res.get("finetune"))
             + (f"## Accuracy (test top-1 %)\n\n{acc}\n\n" if res["accuracy"] else "")
             + f"## Per layer\n\n{res['table']}\n")

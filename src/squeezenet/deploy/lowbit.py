@@ -313,7 +313,9 @@ def _report(res: dict, table: str, data_name: str, n_test: int) -> str:
         text += markdown_table(res["max_drop_candidates"], [("budget", "fraction"), ("bytes", "budget_bytes"), (
             "disagreement %", lambda r: f"{r['disagreement_pct']:.2f}")]) + "\n\n"
     if res["qat"]:
-        text += f"QAT: {res['qat']['epochs']:g} epoch(s) in {res['qat']['seconds']:.0f} s; test top-1 after each: " \
-                f"{res['qat']['top1_per_epoch']}\n\n"
+        loss = {"distillation": "distillation from the float model (KL, T=1)",
+                "cross-entropy": "cross-entropy on the labels"}[res["qat"]["loss"]]
+        text += f"QAT: {res['qat']['epochs']:g} epoch(s) in {res['qat']['seconds']:.0f} s, loss {loss}, lr " \
+                f"{s['lr']:g} cosine; test top-1 after each: {res['qat']['top1_per_epoch']}\n\n"
     text += "## Per layer\n\n" + markdown_table(res["layers"], cols) + "\n"
     return text
