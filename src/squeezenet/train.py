@@ -26,6 +26,7 @@ from typing import Callable
 
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 from torch import nn
 
 from .formats.checkpoint import check_resume, check_resume_data, load_checkpoint, make_checkpoint
@@ -152,10 +153,26 @@ class NonFiniteLoss(Exception):
 
 
 def cross_entropy(label_smoothing: float = 0.0):
-    """The default loss, in the trainer's ``criterion(logits, y, x)`` form (a loss that
-    needs the inputs, such as distillation, replaces it: ``Trainer.criterion``)."""
+    """The default loss, in the trainer's ``criterion(logits, y, x)`` form."""
     ce = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
     return lambda logits, y, x: ce(logits, y)
+
+
+def distillation_loss(teacher: nn.Module, temperature: float = 1.0):
+    """The loss of a fine-tune that should reproduce ``teacher`` (quantization-aware
+    training, ``compress --distill``), in the ``criterion(logits, y, x)`` form: the KL
+    divergence from the teacher's softened outputs to the student's, times T^2 (Hinton et
+    al. 2015, arXiv:1503.02531). Soft targets carry more per image than a label and are
+    the quantity a compression drop measures; the labels ``y`` are not used."""
+    teacher = teacher.eval().requires_grad_(False)
+    t = float(temperature)
+
+    def loss(logits, y, x):
+        with torch.no_grad():
+            target = F.log_softmax(teacher(x).float() / t, 1)
+        return F.kl_div(F.log_softmax(logits / t, 1), target, log_target=True, reduction="batchmean") * t * t
+
+    return loss
 
 
 class StepRunner:
@@ -226,8 +243,8 @@ class Trainer:
 
     ``after_step`` holds callables ``f(trainer)`` run after every optimizer step (the
     compression fine-tune re-applies its masks there); ``criterion(logits, y, x)`` is the
-    loss (cross-entropy; quantization-aware training distils from the float model); ``on_epoch(row)`` is called with
-    every finished epoch's metrics (a sweep engine reports them, e.g. to Ray Tune)."""
+    loss (cross-entropy, or distillation after :meth:`distil_from`); ``on_epoch(row)`` is
+    called with every finished epoch's metrics (a sweep engine reports them, e.g. to Ray Tune)."""
 
     def __init__(self, cfg: TrainConfig, model: nn.Module | None = None, splits=None,
                  on_epoch: Callable[[dict], None] | None = None):
@@ -276,6 +293,11 @@ class Trainer:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.ddp = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
         self.step = StepRunner(self.ddp, self.optimizer, self.scaler, self.device, self.precision, self.memory_format)
+
+    def distil_from(self, teacher: nn.Module) -> None:
+        """Train on ``teacher``'s outputs instead of the labels (:func:`distillation_loss`);
+        the teacher is moved to the run's device and memory format (pass a copy to keep it)."""
+        self.criterion = distillation_loss(teacher.to(self.device).to(memory_format=self.memory_format))
 
     # ------------------------------------------------------------------ state
     @property

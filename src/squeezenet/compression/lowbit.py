@@ -19,7 +19,7 @@ Policies (stated once, here):
 - **QAT:** LSQ (Esser et al. 2020, arXiv:1902.08153): the steps are parameters learned
   with the weights, the rounding passes gradients straight through, and the step's
   gradient is scaled by 1/sqrt(N * Q_P). The loss is distillation from the float model
-  (:func:`distillation_loss`), not the labels, unless ``--no-distill``.
+  (:func:`squeezenet.train.distillation_loss`), not the labels, unless ``--no-distill``.
 
 Why hand-written: torchao 0.18's QAT (``QATConfig``, ``IntxFakeQuantizeConfig``) swaps
 ``nn.Linear`` and ``nn.Embedding`` only and its range learning is marked prototype;
@@ -277,23 +277,6 @@ def allocate_bits(sizes: dict[str, tuple[int, int]], sensitivity: dict[str, dict
         out[n] = b
         j -= math.ceil(weight_bytes(*sizes[n], b) / quantum)
     return {n: out[n] for n in sizes}
-
-
-def distillation_loss(teacher: nn.Module, temperature: float = 1.0):
-    """QAT's loss in the trainer's ``(logits, y, x)`` form: the KL divergence from the
-    float ``teacher``'s softened outputs to the student's, times T^2 (Hinton et al. 2015,
-    arXiv:1503.02531). The quantized student learns to reproduce its own float model, the
-    quantity a quantization drop measures, with soft targets that carry more per image
-    than a label; the labels ``y`` are not used."""
-    teacher = teacher.eval().requires_grad_(False)
-    t = float(temperature)
-
-    def loss(logits, y, x):
-        with torch.no_grad():
-            target = F.log_softmax(teacher(x).float() / t, 1)
-        return F.kl_div(F.log_softmax(logits / t, 1), target, log_target=True, reduction="batchmean") * t * t
-
-    return loss
 
 
 def layer_sizes(model: nn.Module) -> dict[str, tuple[int, int]]:

@@ -36,9 +36,7 @@ def _finetune(model, model_name, data, data_dir, download, epochs: float, lr: fl
                       label_smoothing=0.0, input_size=input_size)
     tr = Trainer(cfg, model=model)
     if teacher is not None:
-        from .lowbit import distillation_loss
-
-        tr.criterion = distillation_loss(teacher.to(tr.device).to(memory_format=tr.memory_format))
+        tr.distil_from(teacher)
     if epochs < whole:
         tr.cfg.max_steps = max(1, int(epochs * tr.steps_per_epoch()))
     handles = hooks_fn(tr.model)

@@ -50,7 +50,7 @@ class LowBitSettings:
     eval_size: int | None = None
     seed: int = 0
     map_by_index: bool = False
-    distill: bool = True  # QAT learns the float model's outputs (compression.lowbit.distillation_loss), not labels
+    distill: bool = True  # QAT learns the float model's outputs (train.distillation_loss), not labels
 
     def check(self) -> None:
         if str(self.weight_bits) not in WEIGHT_CHOICES:
@@ -210,7 +210,7 @@ def _qat(qmodel, plain, mf, data: DataRef, s: LowBitSettings, outd: Path):
                       input_size=mf.input_size)
     tr = Trainer(cfg, model=qmodel)
     if s.distill:
-        tr.criterion = lb.distillation_loss(copy.deepcopy(plain).to(tr.device).to(memory_format=tr.memory_format))
+        tr.distil_from(copy.deepcopy(plain))  # plain is written to the fp32 files afterwards
     if s.qat_epochs < whole:
         tr.cfg.max_steps = max(1, int(s.qat_epochs * tr.steps_per_epoch()))
     t0 = time.perf_counter()
