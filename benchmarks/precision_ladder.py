@@ -7,8 +7,9 @@ Pareto plot, every file's bytes on disk, accuracy and batch-1 latency measured i
 
 Rows: fp32 and fp16 ONNX, int8 (ONNX Runtime QDQ, `squeezenet quantize`), W8A8 / W4A8 /
 W4A4 / W2A8 / mixed 2-4-8 at 1/12 of the fp32 weight bytes (`quantize --weight-bits`,
-each after --qat-epochs of LSQ), Deep Compression 6-bit and pruning + 4-bit weights
-(`squeezenet compress`, paper densities, --finetune-epochs). Latency: the median of
+each after --qat-epochs of LSQ), pruning at the paper's densities + uniform int4 (`quantize
+--sparsity paper`, float activations, its sparse .sqz), Deep Compression 6-bit and pruning +
+4-bit k-means weights (`squeezenet compress`, paper densities, --finetune-epochs). Latency: the median of
 batch-1 calls of each file's ONNX graph in ONNX Runtime (2 threads), in one run, against
 the fp32 file. ``--bytes-only NAME``: a registered ImageNet-shaped model with its random
 initialisation; only the file sizes mean anything there.
@@ -30,9 +31,11 @@ from squeezenet.errors import SqueezeNetError  # noqa: E402
 from squeezenet.files import atomic_write_text  # noqa: E402
 from squeezenet.render import markdown_table, pyplot, save_figure  # noqa: E402
 
-# (label, weight bits, activation bits, fine-tuned?): 8-bit is post-training only (lossless without QAT)
-LOWBIT = [("W8A8", "8", 8, False), ("W4A8", "4", 8, True), ("W4A4", "4", 4, True), ("W2A8", "2", 8, True),
-          ("mixed 2/4/8 (1/12)", "mixed", 8, True)]
+# (label, weight bits, activation bits, fine-tuned?, pruning): 8-bit is post-training only (lossless without
+# QAT); the pruned row keeps float activations, as Deep Compression's rows do, so the two compare weights alone
+LOWBIT = [("W8A8", "8", 8, False, None), ("W4A8", "4", 8, True, None), ("W4A4", "4", 4, True, None),
+          ("W2A8", "2", 8, True, None), ("mixed 2/4/8 (1/12)", "mixed", 8, True, None),
+          ("pruning (paper densities) + int4 (uniform, float activations)", "4", None, True, "paper")]
 
 
 def latency_ms(path, shape, threads=2, repeats=200) -> float:
@@ -60,18 +63,20 @@ def ladder(a) -> list[dict]:
         if r["backend"].startswith("ort"):
             rows.append({"row": {"ort-fp32": "fp32", "ort-int8": "int8 (ORT QDQ)", "ort-fp16": "fp16"}[r["backend"]],
                          "file": r["file"], "bytes": r["size_bytes"], "top1": r["top1"]})
-    for label, wb, ab, tuned in LOWBIT:
+    for label, wb, ab, tuned, sparsity in LOWBIT:
         epochs = a.qat_epochs if tuned else 0.0
-        s = LowBitSettings(wb, ab, epochs, eval_size=a.eval_size)
+        s = LowBitSettings(wb, ab, epochs, eval_size=a.eval_size, sparsity=sparsity)
         try:
             r = quantize_lowbit(a.run, str(out / "lowbit"), data, s)
         except SqueezeNetError as e:  # e.g. a budget too small for this model: say so, go on
             print(f"{label}: {e}")
             continue
         onnx_row = next(x for x in r["rows"] if x["what"].startswith("low-bit ONNX"))
+        sqz_bytes = Path(r["files"]["sqz"]).stat().st_size
         rows.append({"row": label + (f", QAT {epochs:g} ep" if epochs else ", PTQ"),
-                     "file": r["files"]["onnx"], "bytes": onnx_row["bytes"], "top1": onnx_row["top1"],
-                     "sqz_bytes": Path(r["files"]["sqz"]).stat().st_size})
+                     "file": r["files"]["onnx"], "bytes": sqz_bytes if sparsity else onnx_row["bytes"],
+                     "top1": onnx_row["top1"], "sqz_bytes": sqz_bytes,
+                     **({"note": "bytes of the sparse .sqz; its ONNX is dense INT4"} if sparsity else {})})
     if a.dc_from:  # Deep Compression rows of an earlier ladder of the same checkpoint (their files are re-timed)
         rows += [r for r in json.loads(Path(a.dc_from).read_text()) if "k-means" in r["row"]]
         return rows

@@ -178,6 +178,80 @@ def test_qat_learns_the_steps(tiny_run, fmnist_dir, tmp_path):
     assert all(v[1] == 8 and v[0] > 0 for v in header["act_quant"].values())
 
 
+# the SqueezeNet paper's Table 1 (Deep Compression's per-layer sparsity columns), read as the share of
+# weights kept: fire2-5 100/100/33%, fire6 100/50/33%, fire7 50/100/33%, fire8 100/50/33%, fire9 50/100/30%,
+# conv10 20%; conv1 is kept whole
+_T1 = {2: (1, 1, .33), 3: (1, 1, .33), 4: (1, 1, .33), 5: (1, 1, .33), 6: (1, .5, .33), 7: (.5, 1, .33),
+       8: (1, .5, .33), 9: (.5, 1, .30)}
+PAPER_TABLE1_DENSITY = {f"fire{i}.{part}": d[j] for i, d in _T1.items()
+                        for j, part in enumerate(("squeeze", "expand1x1", "expand3x3"))} | {"conv10": 0.2}
+
+
+@pytest.fixture(scope="module")
+def pruned_w4(tiny_run, fmnist_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("pruned_w4")
+    return _quantize(tiny_run, fmnist_dir, out, "--weight-bits", "4", "--sparsity", "paper", "--qat-epochs",
+                     "0.5", "--calib-size", "64", "--batch-size", "64")[0]
+
+
+def test_pruned_int4_is_stored_sparse_and_runs_everywhere(pruned_w4, w4):
+    """Pruning + int4: every pruned layer keeps round(density x weights) integers (Table 1's
+    densities), the pruned ones stay 0 through QAT, the .sqz holds them sparse and is smaller
+    than the dense int4 file, and ONNX Runtime's dense INT4 graph computes what the
+    fake-quant model does."""
+    from squeezenet.formats.sqz import intq_arrays, read_raw
+
+    assert pruned_w4["tag"] == "w4a8_ppaper_qat0.5"
+    header, payload = read_raw(pruned_w4["files"]["sqz"])
+    assert header["version"] == 3 and header["quantization"]["sparsity"] == "paper"
+    tensors = {t["key"].removeprefix("features.").removeprefix("classifier.").rsplit(".", 1)[0]: t
+               for t in header["tensors"] if t["kind"] == "intq"}
+    get = lambda ref: payload[ref[0]:ref[0] + ref[1]]  # noqa: E731
+    for layer, density in PAPER_TABLE1_DENSITY.items():
+        t = tensors[layer]
+        if density == 1:
+            assert "data" in t and "g_stream" not in t, layer  # kept whole: stored dense
+            continue
+        assert "g_stream" in t and "data" not in t, layer
+        q, _ = intq_arrays(t, get)
+        assert t["v_count"] == round(density * q.size)  # the kept integers, some of which may round to 0
+        assert np.count_nonzero(q) <= round(density * q.size)
+    assert "data" in tensors["conv1.conv"]
+    rows = {r["layer"]: r for r in pruned_w4["layers"]}
+    assert all(r["sqz_bytes"] < r["bytes"] for r in rows.values() if r["density"] < 1)
+    from pathlib import Path
+
+    assert Path(pruned_w4["files"]["sqz"]).stat().st_size < 0.8 * Path(w4["files"]["sqz"]).stat().st_size
+    by_what = {r["what"]: r for r in pruned_w4["rows"]}
+    assert by_what["low-bit .sqz (PyTorch)"]["top1"] == by_what["fake-quant model (PyTorch)"]["top1"]
+    assert pruned_w4["parity"]["max_abs_logit_diff"] <= 0.25 and pruned_w4["parity"]["top1_agreement_pct"] >= 99.0
+
+
+def test_sparse_layers_decode_to_the_encoded_integers():
+    """The sparse intq form against the dense one on the same integers: equal arrays, and a
+    Huffman stream no longer than fixed-width codes of the same symbols."""
+    from squeezenet.formats import sqz
+
+    rng = np.random.default_rng(0)
+    conv = torch.nn.Conv2d(16, 32, 3)
+    mask = rng.random(conv.weight.shape) < 0.3
+    q = np.where(mask, rng.integers(-8, 8, conv.weight.shape), 0).astype(np.int8)
+    step = rng.random(32).astype(np.float32) + 0.1
+    blob, rows = sqz.encode_model(conv, {}, "x", {}, quantized={"weight": (q, step, 4, mask)})
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as d:
+        f = Path(d) / "m.sqz"
+        f.write_bytes(blob)
+        header, arrays = sqz.read_container(f)
+    assert header["version"] == 3
+    np.testing.assert_array_equal(arrays["weight"], q.astype(np.float32) * step.reshape(-1, 1, 1, 1))
+    row = next(r for r in rows if r["layer"] == "weight")
+    assert row["bytes_after_huffman"] <= row["bytes_before_huffman"] < 4 * q.size
+    assert row["density"] == pytest.approx(mask.mean())
+
+
 @pytest.mark.parametrize("temperature", [1.0, 4.0])
 def test_distillation_loss_is_hintons_kl_divergence(temperature):
     """QAT's loss against the closed form: T^2 * mean over images of sum_k p_k (log p_k - log q_k)
@@ -214,6 +288,10 @@ def test_distillation_loss_is_hintons_kl_divergence(temperature):
     (["--no-distill"], "add --weight-bits"),
     (["--weight-bits", "4", "--no-distill"], "add --qat-epochs"),
     (["--weight-bits", "mixed", "--size-budget", "10", "--max-drop", "1"], "not both"),
+    (["--weight-bits", "4", "--sparsity", "1.5"], "--sparsity must be 'paper'"),
+    (["--weight-bits", "4", "--sparsity", "most"], "--sparsity must be 'paper'"),
+    (["--weight-bits", "mixed", "--sparsity", "paper"], "uniform width"),
+    (["--sparsity", "paper"], "add --weight-bits"),
 ])
 def test_bad_low_bit_flags_are_one_line(tiny_run, tmp_path, args, needle):
     code, _, err = run_cli("quantize", "-c", tiny_run / "best.pt", "--out", tmp_path / "q", *args)
@@ -232,22 +310,61 @@ def test_low_bits_refuse_a_model_that_is_not_a_squeezenet(tmp_path):
     assert not (tmp_path / "q").exists()
 
 
-def test_an_edited_bit_width_is_refused(w4, tmp_path):
+def _edited(path, tmp_path, edit):
+    """A copy of the container with ``edit(tensor headers)`` applied and the checksum redone
+    (what a careless editor would write), so only the field checks can catch it."""
     import hashlib
     import struct
     import zlib
 
     from squeezenet.formats.sqz import read_raw
 
-    header, payload = read_raw(w4["files"]["sqz"])
-    t = next(t for t in header["tensors"] if t["kind"] == "intq")
-    t["bits"] = 3
+    header, payload = read_raw(path)
+    edit(header["tensors"])
     h = zlib.compress(json.dumps(header).encode())
-    body = b"SQZ\x00" + struct.pack("<HI", 2, len(h)) + h + payload
+    body = b"SQZ\x00" + struct.pack("<HI", header["version"], len(h)) + h + payload
     bad = tmp_path / "bad.sqz"
     bad.write_bytes(body + hashlib.sha256(body).digest())
+    return bad
+
+
+def _set_bits(tensors):
+    next(t for t in tensors if t["kind"] == "intq")["bits"] = 3
+
+
+def _one_more_integer(tensors):  # one integer more than the gaps place
+    next(t for t in tensors if t["kind"] == "intq" and "v_stream" in t)["v_count"] += 1
+
+
+@pytest.mark.parametrize("which, edit, needle", [("w4", _set_bits, "is not 2, 4 or 8"),
+                                                 ("pruned_w4", _one_more_integer, "does not decode")])
+def test_an_edited_low_bit_file_is_refused(which, edit, needle, request, tmp_path):
+    bad = _edited(request.getfixturevalue(which)["files"]["sqz"], tmp_path, edit)
     code, _, err = run_cli("eval", "-c", bad, "--data", "fashion-mnist")
-    assert_one_line(code, err, "is not 2, 4 or 8")
+    assert_one_line(code, err, needle)
+
+
+def test_output_aware_steps_are_the_brute_force_choice():
+    """calibrate_weight_steps against a brute force through F.conv2d: for each output channel,
+    the candidate step whose quantized weights change that channel's conv output least."""
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(4, 5, 3, stride=2))
+    q = lb.quantize_model(net, {"0": 8, "2": 2}, None)
+    x = [torch.randn(2, 3, 6, 6)]  # few patches: every one is used
+    lb.calibrate_weight_steps(q, net, x, rows=10_000)
+    inp = F.relu(net[0](x[0]))
+    w = net[2].weight.detach()
+    amax = w.reshape(5, -1).abs().amax(1)
+    errs = []
+    for r in torch.linspace(0.2, 1.0, 40):
+        s = (r * amax / 1).view(-1, 1, 1, 1)  # Q_P = 1 at 2 bits
+        wq = torch.clamp(torch.round(w / s), -2, 1) * s
+        errs.append(((F.conv2d(inp, wq, stride=2) - F.conv2d(inp, w, stride=2)) ** 2).sum((0, 2, 3)))
+    want = (torch.linspace(0.2, 1.0, 40)[torch.stack(errs).argmin(0)] * amax)
+    torch.testing.assert_close(q[2].w_step.detach(), want, rtol=1e-5, atol=0)
+    assert not torch.allclose(want, lb.mse_step(w, 2, True, True))  # it is not the weight-MSE choice here
 
 
 def test_activation_steps_are_calibrated_on_the_float_inputs():

@@ -399,6 +399,12 @@ def add_quantize_parser(sub):
                      help="mixed: the smallest budget whose post-training drop stays within PT points")
     low.add_argument("--no-distill", dest="distill", action="store_false",
                      help="QAT on the labels (cross-entropy) instead of distilling from the float model")
+    low.add_argument("--sparsity", metavar="paper|D",
+                     help="prune first: 'paper' (the SqueezeNet paper's per-layer densities) or the share of weights "
+                          "kept; the masks hold through QAT and the .sqz stores those layers sparse")
+    low.add_argument("--weight-clip", choices=["output", "mse"], default="output",
+                     help="each channel's weight step: the one that least changes its output on the calibration "
+                          "images (output, default) or its weights (mse)")
     low.add_argument("--lr", type=float, default=0.005, help="QAT learning rate (default 0.005)")
     low.add_argument("--batch-size", type=positive_int, default=128, help="QAT batch size")
     _add_model_file_flags(p, map_by_index=True)
@@ -414,7 +420,7 @@ def _cmd_quantize(a):
 
         s = LowBitSettings(a.weight_bits, None if a.act_bits == 32 else a.act_bits, a.qat_epochs, a.size_budget,
                            a.max_drop, a.calib_size, a.lr, a.batch_size, a.eval_size, 0, a.map_by_index,
-                           distill=a.distill)
+                           distill=a.distill, sparsity=a.sparsity, weight_clip=a.weight_clip)
         r = quantize_lowbit(a.checkpoint, a.out, DataRef(a.data, a.data_dir, a.download), s, a.verify)
         print(r["table"])
         p = r["parity"]
@@ -423,9 +429,9 @@ def _cmd_quantize(a):
         print(f"files: {r['files']['sqz']}, {r['files']['onnx']}")
         print(f"report: {r['report']}")
         return
-    if a.qat_epochs or a.size_budget is not None or a.max_drop is not None or not a.distill:
-        raise SqueezeNetError("--qat-epochs, --size-budget, --max-drop and --no-distill are for low-bit files: add "
-                              "--weight-bits")
+    if a.qat_epochs or a.size_budget is not None or a.max_drop is not None or not a.distill or a.sparsity:
+        raise SqueezeNetError("--qat-epochs, --size-budget, --max-drop, --sparsity and --no-distill are for low-bit "
+                              "files: add --weight-bits")
     r = quantize(a.checkpoint, a.out, DataRef(a.data, a.data_dir, a.download),
                  QuantizeSettings(a.calib_size, tuple(a.backends), a.eval_size, a.map_by_index), a.verify)
     print(r["table"])

@@ -8,14 +8,17 @@ Policies (stated once, here):
   QAT then act on the folded weights, which are what inference runs. BN statistics are
   not re-estimated (there is no BN left to re-estimate).
 - **Weights:** per output channel, symmetric, zero point 0, integers in
-  [-2^(b-1), 2^(b-1)-1] (LSQ's Q_N, Q_P). The step per channel starts at the clipping
-  that minimises the channel's squared error over 40 candidates (MSE clipping).
+  [-2^(b-1), 2^(b-1)-1] (LSQ's Q_N, Q_P). The step per channel starts at the clipping,
+  among 40 candidates, that least changes the channel's output on calibration images
+  (:func:`calibrate_weight_steps`; ``--weight-clip mse``: its weights' squared error).
 - **Activations:** the input of every conv but the first is quantized per tensor,
   unsigned (it follows a ReLU, a max pool or a sum of ReLUs), in [0, 2^b-1], step by MSE
   over calibration batches. The first conv sees the normalised image (signed) and is
   left in float.
 - **First and last layers** (the stem conv and conv10) keep 8-bit weights in every
   setting, as HAWQ, LSQ and most of the literature do; they hold <2% of the weights here.
+- **Pruning** (``--sparsity``): magnitude masks on the folded weights, held through QAT
+  (a pruned weight is the integer 0); the .sqz stores such a layer sparse.
 - **QAT:** LSQ (Esser et al. 2020, arXiv:1902.08153): the steps are parameters learned
   with the weights, the rounding passes gradients straight through, and the step's
   gradient is scaled by 1/sqrt(N * Q_P). The loss is distillation from the float model
@@ -81,24 +84,30 @@ def mse_step(x: torch.Tensor, bits: int, signed: bool, per_channel: bool, candid
 
 
 class QConv2d(nn.Conv2d):
-    """A conv with fake-quantized weights (per channel) and, optionally, input (per tensor)."""
+    """A conv with fake-quantized weights (per channel) and, optionally, input (per tensor).
+    With a pruning ``mask`` the weights are masked before quantizing, so a pruned weight is
+    the integer 0 and gets no gradient: pruning holds through QAT without hooks."""
 
-    def __init__(self, conv: nn.Conv2d, weight_bits: int, act_bits: int | None):
+    def __init__(self, conv: nn.Conv2d, weight_bits: int, act_bits: int | None, mask: torch.Tensor | None = None):
         super().__init__(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
                          conv.dilation, conv.groups, conv.bias is not None, conv.padding_mode)
         self.weight_bits, self.act_bits = weight_bits, act_bits
+        self.register_buffer("mask", None if mask is None else mask.to(torch.bool).clone())
         with torch.no_grad():
             self.weight.copy_(conv.weight)
             if conv.bias is not None:
                 self.bias.copy_(conv.bias)
-        self.w_step = nn.Parameter(mse_step(self.weight, weight_bits, True, True))
+        self.w_step = nn.Parameter(mse_step(self.masked_weight(), weight_bits, True, True))
         self.a_step = nn.Parameter(torch.ones(())) if act_bits else None
         self.observing = False  # calibration: inputs pass unquantized
+
+    def masked_weight(self):
+        return self.weight if self.mask is None else self.weight * self.mask
 
     def quantized_weight(self):
         qn, qp = qrange(self.weight_bits)
         g = 1.0 / math.sqrt(self.weight[0].numel() * qp)
-        return fake_quant(self.weight, self.w_step.view(-1, 1, 1, 1), qn, qp, g)
+        return fake_quant(self.masked_weight(), self.w_step.view(-1, 1, 1, 1), qn, qp, g)
 
     def forward(self, x):
         if self.a_step is not None and not self.observing:
@@ -110,7 +119,7 @@ class QConv2d(nn.Conv2d):
         """(int8 array of the integer weights, fp32 step per output channel)."""
         qn, qp = qrange(self.weight_bits)
         s = self.w_step.detach().clamp_min(1e-12)
-        q = torch.clamp(torch.round(self.weight.detach() / s.view(-1, 1, 1, 1)), -qn, qp)
+        q = torch.clamp(torch.round(self.masked_weight().detach() / s.view(-1, 1, 1, 1)), -qn, qp)
         return q.to(torch.int8).numpy(), s.float().numpy()
 
 
@@ -161,19 +170,31 @@ def edge_layers(model: nn.Module) -> tuple[str, str]:
     return names[0], names[-1]
 
 
-def quantize_model(plain: nn.Module, bits: dict[str, int], act_bits: int | None) -> nn.Module:
+def quantize_model(plain: nn.Module, bits: dict[str, int], act_bits: int | None,
+                   masks: dict[str, torch.Tensor] | None = None) -> nn.Module:
     """A copy of the BN-free ``plain`` with every conv a :class:`QConv2d` at ``bits[name]``;
-    activations at ``act_bits`` for every conv but the first (steps still to calibrate)."""
+    activations at ``act_bits`` for every conv but the first (steps still to calibrate);
+    the convs named in ``masks`` pruned by them (see :func:`pruning_masks`)."""
     import copy
 
     q = copy.deepcopy(plain)
     first = conv_names(q)[0]
+    masks = masks or {}
     for name in conv_names(q):
         parent, _, leaf = name.rpartition(".")
         owner = q.get_submodule(parent) if parent else q
         conv = getattr(owner, leaf)
-        setattr(owner, leaf, QConv2d(conv, bits[name], None if name == first else act_bits))
+        setattr(owner, leaf, QConv2d(conv, bits[name], None if name == first else act_bits, masks.get(name)))
     return q
+
+
+def pruning_masks(plain: nn.Module, sparsity: str | float) -> dict[str, torch.Tensor]:
+    """Magnitude-pruning masks of the BN-folded convs (the weights inference runs), at the
+    paper's per-layer densities (``'paper'``) or a global density; layers kept whole get none."""
+    from .prune import compute_masks, density_plan
+
+    masks = compute_masks(plain, density_plan(plain, sparsity))
+    return {n: m for n, m in masks.items() if not bool(m.all())}
 
 
 def uniform_bits(plain: nn.Module, weight_bits: int) -> dict[str, int]:
@@ -204,6 +225,52 @@ def calibrate_activations(qmodel: nn.Module, batches: list[torch.Tensor]) -> Non
     for name, m in qmodel.named_modules():
         if name in seen:
             m.a_step.data.copy_(mse_step(torch.cat(seen[name]), m.act_bits, signed=False, per_channel=False))
+
+
+@torch.no_grad()
+def calibrate_weight_steps(qmodel: nn.Module, plain: nn.Module, batches: list[torch.Tensor], rows: int = 8192,
+                           candidates: int = 40, seed: int = 0) -> None:
+    """Each quantized conv's weight step per output channel by the error of that channel's
+    *output* on calibration inputs, not of its weights: among the same candidates as
+    :func:`mse_step` (``r * max|w_c| / Q_P``, r in [0.2, 1]), the one minimising
+    ||X (w_c - Q(w_c))||^2 over ``rows`` input patches X of the float network ``plain``
+    (im2col rows, sampled without replacement with ``seed``; all of them when fewer). A channel's output depends on its own weights
+    only, so the choice is exact per channel. Grouped convs keep the weight-MSE step."""
+    convs = {n: m for n, m in qmodel.named_modules() if isinstance(m, QConv2d) and m.groups == 1}
+    per_batch = max(1, rows // max(1, len(batches)))
+    g = torch.Generator().manual_seed(seed)
+    seen: dict[str, list] = {n: [] for n in convs}
+
+    def grab(name, conv):
+        def hook(mod, inp):
+            x = F.unfold(inp[0].float(), conv.kernel_size, conv.dilation, conv.padding, conv.stride)
+            x = x.transpose(1, 2).reshape(-1, x.shape[1])
+            seen[name].append(x if len(x) <= per_batch else x[torch.randperm(len(x), generator=g)[:per_batch]])
+        return hook
+
+    handles = [plain.get_submodule(n).register_forward_pre_hook(grab(n, m)) for n, m in convs.items()]
+    plain.eval()
+    try:
+        for x in batches:
+            plain(x)
+    finally:
+        for h in handles:
+            h.remove()
+    for name, m in convs.items():
+        x = torch.cat(seen[name])  # (rows, C*k*k)
+        w = m.masked_weight().detach().float().reshape(m.out_channels, -1)
+        qn, qp = qrange(m.weight_bits)
+        amax = w.abs().amax(dim=1).clamp_min(1e-8)
+        best_err, best = None, None
+        for r in torch.linspace(0.2, 1.0, candidates):
+            step = (r * amax / qp)[:, None]
+            err = ((x @ (torch.clamp(torch.round(w / step), -qn, qp) * step - w).T) ** 2).sum(dim=0)
+            if best is None:
+                best_err, best = err, step[:, 0].clone()
+            else:
+                better = err < best_err
+                best_err, best = torch.where(better, err, best_err), torch.where(better, step[:, 0], best)
+        m.w_step.data.copy_(best)
 
 
 # ------------------------------------------------------------------ mixed precision

@@ -222,7 +222,7 @@ def bench(model_name: str | None = None, checkpoint: str | None = None, out: str
 
 
 def _low_bit_onnx(ref, s: BenchSettings, tmp: Path) -> Path | None:
-    """For a low-bit .sqz (version 2), its own ONNX graph (INT4/INT2 weights), which the
+    """For a low-bit .sqz (version 2 or 3), its own ONNX graph (INT4/INT2 weights), which the
     ``ort`` backends then time; None for anything else."""
     from ..formats.open import resolve_file
 

@@ -2,11 +2,12 @@
 
 Steps: fold BatchNorm (:func:`compression.lowbit.fold_batchnorm`), choose each conv's
 bits (uniform, or mixed: measured sensitivity + an exact knapsack under the size budget,
-or the smallest budget within ``--max-drop``), calibrate the steps (MSE), optionally
+or the smallest budget within ``--max-drop``), optionally prune (``--sparsity``), calibrate
+the steps (weights by the error of each channel's output, activations by MSE), optionally
 fine-tune with LSQ (``--qat-epochs``), then write
 
 - ``model_<tag>.sqz``: the integers packed at their width, a step per channel, the
-  activation steps; checksummed (version 2 container);
+  activation steps; checksummed (container version 2; 3 with sparse, pruned layers);
 - ``model_<tag>.onnx``: INT8/INT4/INT2 initializers -> DequantizeLinear -> Conv, and
   QuantizeLinear/DequantizeLinear on the quantized conv inputs (opset 21, 25 with INT2);
 - ``lowbit_report.md``/``.json``: top-1 of the float model, the fake-quant model, the
@@ -34,6 +35,8 @@ from ..metrics import evaluate
 from ..render import markdown_table
 
 WEIGHT_CHOICES = ("8", "4", "2", "mixed")
+WEIGHT_CLIPS = ("output", "mse")
+CLIP_WORDS = {"output": "steps chosen by the error of each channel's output", "mse": "MSE clipping"}
 MAX_DROP_BUDGETS = (4, 6, 8, 10, 12, 14, 16)  # fractions 1/k of the fp32 weight bytes tried by --max-drop
 
 
@@ -51,6 +54,8 @@ class LowBitSettings:
     seed: int = 0
     map_by_index: bool = False
     distill: bool = True  # QAT learns the float model's outputs (train.distillation_loss), not labels
+    sparsity: str | None = None  # prune first: 'paper' (Table 1 densities) or a global density in (0, 1]
+    weight_clip: str = "output"  # each channel's step by the error of its output (output) or of its weights (mse)
 
     def check(self) -> None:
         if str(self.weight_bits) not in WEIGHT_CHOICES:
@@ -70,10 +75,29 @@ class LowBitSettings:
             raise SqueezeNetError("--no-distill sets the loss of quantization-aware training; add --qat-epochs")
         if self.max_drop is not None and not self.max_drop >= 0:
             raise SqueezeNetError(f"--max-drop must be >= 0 points, got {self.max_drop}")
+        if self.weight_clip not in WEIGHT_CLIPS:
+            raise SqueezeNetError(f"--weight-clip must be {' or '.join(WEIGHT_CLIPS)}, got '{self.weight_clip}'")
+        if self.sparsity is not None:
+            self._check_sparsity()
+
+    def _check_sparsity(self) -> None:
+        if self.weight_bits == "mixed":
+            raise SqueezeNetError("--sparsity prunes a uniform width: use --weight-bits 8, 4 or 2 with it (the mixed "
+                                  "search budgets dense layers)")
+        if self.sparsity == "paper":
+            return
+        try:
+            d = float(self.sparsity)
+        except ValueError:
+            d = float("nan")
+        if not 0 < d < 1:
+            raise SqueezeNetError(f"--sparsity must be 'paper' (the SqueezeNet paper's per-layer densities) or the "
+                                  f"share of weights kept, in (0, 1), got '{self.sparsity}'")
 
     def tag(self) -> str:
         w = "mixed" if self.weight_bits == "mixed" else f"w{self.weight_bits}"
-        return f"{w}a{self.act_bits or 32}" + (f"_qat{self.qat_epochs:g}" if self.qat_epochs else "")
+        pruned = f"_p{self.sparsity}" if self.sparsity is not None else ""
+        return f"{w}a{self.act_bits or 32}{pruned}" + (f"_qat{self.qat_epochs:g}" if self.qat_epochs else "")
 
 
 def quantize_lowbit(checkpoint: str, out: str | None = None, data: DataRef | None = None,
@@ -120,8 +144,8 @@ def quantize_lowbit(checkpoint: str, out: str | None = None, data: DataRef | Non
             bits = lb.allocate_bits(sizes, sens, budget, fixed)
     else:
         bits = lb.uniform_bits(plain, int(s.weight_bits))
-    qmodel = lb.quantize_model(plain, bits, s.act_bits)
-    lb.calibrate_activations(qmodel, calib)
+    masks = lb.pruning_masks(plain, s.sparsity) if s.sparsity is not None else {}
+    qmodel = calibrated(plain, bits, s, calib, masks)
     search_s = time.perf_counter() - t0
     qat = None
     if s.qat_epochs > 0:
@@ -131,10 +155,11 @@ def quantize_lowbit(checkpoint: str, out: str | None = None, data: DataRef | Non
     tag = s.tag()
     sqz_path, onnx_path = outd / f"model_{tag}.sqz", outd / f"model_{tag}.onnx"
     fp32_sqz, fp32_onnx = outd / "model_folded_fp32.sqz", outd / "model_folded_fp32.onnx"
-    write_files(qmodel, plain, mf, bits, s, sqz_path, onnx_path, fp32_sqz, fp32_onnx)
+    stored = write_files(qmodel, plain, mf, bits, s, sqz_path, onnx_path, fp32_sqz, fp32_onnx)
     rows, parity = _measure(model, qmodel, test, splits.spec, sqz_path, onnx_path, fp32_onnx)
     layers = [{"layer": n, "params": sizes[n][0], "bits": bits[n],
-               "bytes": lb.weight_bytes(*sizes[n], bits[n]),
+               "density": float(masks[n].float().mean()) if n in masks else 1.0,
+               "bytes": lb.weight_bytes(*sizes[n], bits[n]), "sqz_bytes": stored[n],
                **({f"kl_{b}bit": sens[n][b] for b in lb.WEIGHT_BITS} if sens else {})} for n in sizes]
     res = {"model": mf.name, "settings": asdict(s), "tag": tag, "rows": rows, "parity": parity, "layers": layers,
            "budget_bytes": budget, "max_drop_candidates": candidates, "search_s": search_s, "qat": qat,
@@ -144,6 +169,16 @@ def quantize_lowbit(checkpoint: str, out: str | None = None, data: DataRef | Non
     atomic_write_text(report, _report(res, table, splits.spec.name, len(test)))
     atomic_write_text(outd / f"lowbit_report_{tag}.json", json.dumps(res, indent=2))
     return {**res, "table": table, "report": str(report)}
+
+
+def calibrated(plain, bits: dict, s: LowBitSettings, calib: list, masks: dict | None = None):
+    """The quantized copy of ``plain`` with its weight steps (``s.weight_clip``) and then
+    its activation steps calibrated on ``calib``."""
+    q = lb.quantize_model(plain, bits, s.act_bits, masks)
+    if s.weight_clip == "output":
+        lb.calibrate_weight_steps(q, plain, calib, seed=s.seed)
+    lb.calibrate_activations(q, calib)
+    return q
 
 
 def _check_folding(model, plain, x) -> None:
@@ -180,8 +215,7 @@ def _smallest_within(plain, model, sizes, sens, fixed, fp32_bytes, splits, s, ca
             bits = lb.allocate_bits(sizes, sens, budget, fixed)
         except SqueezeNetError:
             break
-        q = lb.quantize_model(plain, bits, s.act_bits)
-        lb.calibrate_activations(q, calib)
+        q = calibrated(plain, bits, s, calib)
         drop = 100 - agreement(q)
         cands.append({"fraction": f"1/{k}", "budget_bytes": budget, "disagreement_pct": drop})
         if drop <= s.max_drop:
@@ -221,7 +255,9 @@ def _qat(qmodel, plain, mf, data: DataRef, s: LowBitSettings, outd: Path):
                "top1_per_epoch": [h.get("test_top1") for h in tr.history]}
 
 
-def write_files(qmodel, plain, mf, bits, s, sqz_path, onnx_path, fp32_sqz, fp32_onnx) -> None:
+def write_files(qmodel, plain, mf, bits, s, sqz_path, onnx_path, fp32_sqz, fp32_onnx) -> dict[str, int]:
+    """Write the four files; returns each quantized conv's weight bytes in the .sqz (steps,
+    integers and, for a pruned layer, its Huffman-coded gaps and values)."""
     import copy
 
     from ..formats import sqz
@@ -232,21 +268,22 @@ def write_files(qmodel, plain, mf, bits, s, sqz_path, onnx_path, fp32_sqz, fp32_
     for name, m in qmodel.named_modules():
         if isinstance(m, lb.QConv2d):
             q, step = m.integers()
-            quantized[f"{name}.weight"] = (q, step, m.weight_bits)
+            quantized[f"{name}.weight"] = (q, step, m.weight_bits) + ((m.mask.numpy(),) if m.mask is not None else ())
             final.get_submodule(name).bias.data.copy_(m.bias.detach())
             if m.a_step is not None:
                 act[name] = [float(m.a_step.detach().clamp_min(1e-12)), m.act_bits]
     spec = mf.spec.to_dict() if mf.spec else None
     kw = dict(plain.model_kwargs)
-    info = {"weight_bits": bits, "act_bits": s.act_bits, "qat_epochs": s.qat_epochs,
+    info = {"weight_bits": bits, "act_bits": s.act_bits, "qat_epochs": s.qat_epochs, "sparsity": s.sparsity,
             "policy": "BN folded; per-channel symmetric weights; unsigned per-tensor activations; stem and conv10 8-bit"}
-    blob, _ = sqz.encode_model(final, {}, mf.name, kw, spec, extra={"act_quant": act, "quantization": info},
-                               quantized=quantized)
+    blob, rows = sqz.encode_model(final, {}, mf.name, kw, spec, extra={"act_quant": act, "quantization": info},
+                                  quantized=quantized)
     atomic_write_bytes(sqz_path, blob)
     sqz_to_onnx(sqz_path, onnx_path)
     blob32, _ = sqz.encode_model(plain, {}, mf.name, kw, spec)
     atomic_write_bytes(fp32_sqz, blob32)
     sqz_to_onnx(fp32_sqz, fp32_onnx)
+    return {r["layer"]: r["bytes_after_huffman"] for r in rows if f"{r['layer']}.weight" in quantized}
 
 
 def _measure(model, qmodel, test, spec, sqz_path, onnx_path, fp32_onnx):
@@ -291,19 +328,31 @@ ROW_COLUMNS = [
     ("Δ top-1 (pt)", lambda r: f"{r['delta_top1']:+.2f}")]
 
 
+def _pruning_line(sparsity: str | None) -> str:
+    if sparsity is None:
+        return ""
+    density = "the paper's per-layer densities" if sparsity == "paper" else f"density {sparsity}"
+    return (f" Pruned first ({density}; by magnitude, on the folded weights), the masks held through QAT; the .sqz "
+            "stores pruned layers sparse (Huffman-coded gaps and integers), the ONNX file dense (ONNX Runtime has "
+            "no sparse low-bit conv).")
+
+
 def _report(res: dict, table: str, data_name: str, n_test: int) -> str:
     s = res["settings"]
     cols = [("layer", "layer"), ("params", lambda r: f"{r['params']:,}"), ("bits", "bits"),
             ("bytes", lambda r: f"{r['bytes']:,}")]
+    if s.get("sparsity") is not None:
+        cols += [("density", lambda r: f"{r['density']:.2f}"), (".sqz bytes (sparse)", lambda r: f"{r['sqz_bytes']:,}")]
     if res["layers"] and "kl_2bit" in res["layers"][0]:
         cols += [(f"KL at {b} bits", lambda r, b=b: f"{r[f'kl_{b}bit']:.2e}") for b in lb.WEIGHT_BITS]
     p = res["parity"]
     text = (f"# Low-bit quantization: {res['model']} on {data_name} ({res['tag']})\n\n"
             f"Weights {s['weight_bits']}, activations {s['act_bits'] or 'float'}, QAT epochs {s['qat_epochs']:g}; "
             f"calibration {s['calib_size']} training images; {n_test} test images. Policy: BatchNorm folded first; "
-            "per-channel symmetric weights (MSE clipping, LSQ steps when fine-tuned); unsigned per-tensor "
-            "activations on every conv input but the first; the stem conv and conv10 keep 8-bit weights.\n\n"
-            f"{table}\n\nParity, ONNX Runtime on the low-bit file against the fake-quant PyTorch model over "
+            f"per-channel symmetric weights ({CLIP_WORDS[s.get('weight_clip', 'mse')]}, LSQ steps when fine-tuned); "
+            "unsigned per-tensor "
+            "activations on every conv input but the first; the stem conv and conv10 keep 8-bit weights."
+            + _pruning_line(s.get("sparsity")) + f"\n\n{table}\n\nParity, ONNX Runtime on the low-bit file against the fake-quant PyTorch model over "
             f"{p['images']} images: max |logit difference| {p['max_abs_logit_diff']:.2e}, same top-1 on "
             f"{p['top1_agreement_pct']:.2f}%.\n\n")
     if res["budget_bytes"]:

@@ -13,7 +13,9 @@ Layout (all integers little-endian)::
 Tensors are ``shared`` (a pruned, k-means-shared conv/linear weight: codebook +
 Huffman-coded cluster indices + Huffman-coded relative gaps, or no gaps when dense),
 ``intq`` (uniformly quantized weights, version 2: a fp32 step per output channel and
-the integers packed ``bits`` each, two's complement, as ONNX packs INT4/INT2), or
+the integers packed ``bits`` each, two's complement, as ONNX packs INT4/INT2; version 3
+adds the sparse form of a pruned layer: Huffman-coded relative gaps, as ``shared`` has,
+and the kept integers Huffman-coded, offset by 2^(bits-1)), or
 ``raw`` (biases, BatchNorm parameters and buffers, stored as fp32 so decoding is
 exact). A header ``act_quant`` table gives the input step and bits of every conv whose
 input is quantized. Loading verifies the checksum first: a truncated or corrupted file is refused
@@ -35,7 +37,7 @@ from ..errors import SqueezeNetError
 from . import encoding
 
 MAGIC = b"SQZ\x00"
-VERSION = 2  # 2 adds "intq" tensors; files without them are written as version 1
+VERSION = 3  # 2 adds "intq" tensors, 3 sparse "intq" (a pruned layer); a file is written at the lowest it needs
 
 
 def _index_bits_for(density: float) -> int:
@@ -71,14 +73,10 @@ def encode_model(model, shared: dict, model_name: str, model_kwargs: dict, data_
     quantized = quantized or {}
     for key, t in sd.items():
         if key in quantized:
-            q, step, bits = quantized[key]
-            entry = {"key": key, "kind": "intq", "shape": list(t.shape), "bits": int(bits),
-                     "scale": w.add(np.asarray(step, "<f4").tobytes()), "data": w.add(encoding.pack_signed(q, bits))}
+            q, step, bits, *mask = quantized[key]
+            entry, row = _intq_entry(w, key, q, step, int(bits), mask[0] if mask else None)
             tensors.append(entry)
-            nbytes = entry["scale"][1] + entry["data"][1]
-            rows.append({"layer": key.rsplit(".", 1)[0], "params": int(t.numel()), "density": 1.0, "bits": int(bits),
-                         "index_bits": 0, "bytes_fp32": 4 * int(t.numel()), "bytes_before_huffman": nbytes,
-                         "bytes_after_huffman": nbytes})
+            rows.append(row)
         elif key in shared_keys:
             layer = shared[shared_keys[key]]
             mask = layer.mask.flatten().numpy()
@@ -117,12 +115,46 @@ def encode_model(model, shared: dict, model_name: str, model_kwargs: dict, data_
                 rows.append({"layer": key, "params": int(arr.size), "density": 1.0, "bits": 32, "index_bits": 0,
                              "bytes_fp32": 4 * int(arr.size), "bytes_before_huffman": arr.nbytes if raw_dtype == "<f4" else 8 * arr.size,
                              "bytes_after_huffman": arr.nbytes if raw_dtype == "<f4" else 8 * arr.size})
-    version = 2 if quantized else 1
+    version = 3 if any(t["kind"] == "intq" and "g_stream" in t for t in tensors) else 2 if quantized else 1
     header = {"format": "squeezenet-sqz", "version": version, "model_name": model_name, "model_kwargs": model_kwargs,
               "data": data_spec or {}, "tensors": tensors, **(extra or {})}
     hbytes = zlib.compress(json.dumps(header, separators=(",", ":")).encode(), 9)
     body = MAGIC + struct.pack("<HI", version, len(hbytes)) + hbytes + bytes(w.buf)
     return body + hashlib.sha256(body).digest(), rows
+
+
+def _huffman_stream(w: _Writer, symbols: np.ndarray, n_symbols: int, prefix: str) -> dict:
+    """Code lengths (a byte per symbol) and the Huffman stream of ``symbols``, as entry fields."""
+    lengths = encoding.code_lengths(np.bincount(symbols, minlength=n_symbols))
+    return {f"{prefix}_count": int(len(symbols)), f"{prefix}_lengths": w.add(lengths.astype(np.uint8).tobytes()),
+            f"{prefix}_stream": w.add(encoding.huffman_encode(symbols, lengths))}
+
+
+def _intq_entry(w: _Writer, key: str, q, step, bits: int, mask) -> tuple[dict, dict]:
+    """A uniformly quantized weight: dense (the integers packed ``bits`` each) or, given the
+    pruning ``mask``, sparse (relative gaps and the kept integers, both Huffman-coded)."""
+    q = np.asarray(q)
+    size = int(q.size)
+    entry = {"key": key, "kind": "intq", "shape": list(q.shape), "bits": bits,
+             "scale": w.add(np.asarray(step, "<f4").tobytes())}
+    row = {"layer": key.rsplit(".", 1)[0], "params": size, "density": 1.0, "bits": bits, "index_bits": 0,
+           "bytes_fp32": 4 * size}
+    if mask is None:
+        entry["data"] = w.add(encoding.pack_signed(q, bits))
+        nbytes = entry["scale"][1] + entry["data"][1]
+        return entry, {**row, "bytes_before_huffman": nbytes, "bytes_after_huffman": nbytes}
+    keep = np.asarray(mask, dtype=bool).reshape(-1)
+    if np.any(q.reshape(-1)[~keep]):
+        raise SqueezeNetError(f"internal error: '{key}' has non-zero integers where its pruning mask is 0")
+    density = float(keep.mean())
+    ib = _index_bits_for(density)
+    gaps = encoding.encode_relative(keep, ib)
+    values = q.reshape(-1)[keep].astype(np.int64) + (1 << (bits - 1))
+    entry.update(index_bits=ib, **_huffman_stream(w, gaps, 1 << ib, "g"), **_huffman_stream(w, values, 1 << bits, "v"))
+    side = entry["scale"][1] + entry["g_lengths"][1] + entry["v_lengths"][1]
+    return entry, {**row, "density": density, "index_bits": ib,
+                   "bytes_before_huffman": side + math.ceil((len(gaps) * ib + len(values) * bits) / 8),
+                   "bytes_after_huffman": side + entry["g_stream"][1] + entry["v_stream"][1]}
 
 
 MAX_HEADER_BYTES = 16 * 1024 * 1024  # decompressed JSON header
@@ -216,7 +248,16 @@ def _check_header(h, payload: bytes, where: str) -> None:
             if not shape:
                 raise bad("shape", "has no output-channel axis", key)
             ref(t, "scale", key, 4 * shape[0])
-            ref(t, "data", key, -(-size * t["bits"] // 8))
+            if "g_stream" not in t:
+                ref(t, "data", key, -(-size * t["bits"] // 8))
+                continue
+            if not _is_int(t.get("index_bits"), 1, 8):
+                raise bad("index_bits", "is not between 1 and 8", key)
+            for field, n in (("g", 1 << t["index_bits"]), ("v", 1 << t["bits"])):
+                if not _is_int(t.get(f"{field}_count"), 0, size * (2 if field == "g" else 1)):
+                    raise bad(f"{field}_count", "is out of range", key)
+                _check_lengths(lengths(t, f"{field}_lengths", key, n), bad, f"{field}_lengths", key)
+                ref(t, f"{field}_stream", key)
         elif t.get("kind") == "shared":
             if not _is_int(t.get("bits"), 1, 8):
                 raise bad("bits", "is not between 1 and 8", key)
@@ -269,7 +310,11 @@ def decode_arrays(header: dict, payload: bytes, where: str = "container") -> dic
             out[t["key"]] = np.frombuffer(get(t["data"]), dtype=t["dtype"]).reshape(shape).copy()
             continue
         if t["kind"] == "intq":
-            q, step = intq_arrays(t, get)
+            try:
+                q, step = intq_arrays(t, get)
+            except (ValueError, IndexError, OverflowError, MemoryError) as e:
+                raise SqueezeNetError(f"{where}: tensor '{t['key']}' does not decode ({str(e).splitlines()[0][:80]}); "
+                                      "the container was edited or is damaged") from e
             out[t["key"]] = (q.astype(np.float32) * step.reshape((-1,) + (1,) * (len(shape) - 1))).reshape(shape)
             if not np.isfinite(out[t["key"]]).all():
                 raise SqueezeNetError(f"{where}: tensor '{t['key']}' has a step that is not finite; the container "
@@ -284,10 +329,30 @@ def decode_arrays(header: dict, payload: bytes, where: str = "container") -> dic
 
 
 def intq_arrays(t: dict, get) -> tuple[np.ndarray, np.ndarray]:
-    """(int8 integers in the tensor's shape, fp32 step per output channel) of an intq tensor."""
+    """(int8 integers in the tensor's shape, fp32 step per output channel) of an intq tensor,
+    dense or sparse (zeros where the layer was pruned)."""
     shape = tuple(t["shape"])
-    q = encoding.unpack_signed(get(t["data"]), t["bits"], int(np.prod(shape))).reshape(shape)
-    return q, np.frombuffer(get(t["scale"]), dtype="<f4").copy()
+    size = int(np.prod(shape))
+    step = np.frombuffer(get(t["scale"]), dtype="<f4").copy()
+    if "g_stream" not in t:
+        return encoding.unpack_signed(get(t["data"]), t["bits"], size).reshape(shape), step
+
+    def symbols(field):
+        lengths = np.frombuffer(get(t[f"{field}_lengths"]), dtype=np.uint8).astype(np.int64)
+        return encoding.huffman_decode(get(t[f"{field}_stream"]), lengths, t[f"{field}_count"])
+
+    gaps = symbols("g")
+    if gaps.size and gaps.max() >= 1 << t["index_bits"]:
+        raise ValueError("a gap symbol is out of range")
+    if int(np.asarray(gaps).sum()) + int(np.count_nonzero(gaps != (1 << t["index_bits"]) - 1)) > size:
+        raise ValueError("the gaps run past the end of the tensor")
+    mask = encoding.decode_relative(gaps, t["index_bits"], size)
+    values = symbols("v")
+    if int(mask.sum()) != len(values):
+        raise ValueError(f"{int(mask.sum())} kept weights but {len(values)} integers")
+    q = np.zeros(size, dtype=np.int8)
+    q[mask] = (values - (1 << (t["bits"] - 1))).astype(np.int8)
+    return q.reshape(shape), step
 
 
 def read_container(path) -> tuple[dict, dict[str, np.ndarray]]:
