@@ -227,7 +227,7 @@ def test_pruned_int4_is_stored_sparse_and_runs_everywhere(pruned_w4, w4):
     assert pruned_w4["parity"]["max_abs_logit_diff"] <= 0.25 and pruned_w4["parity"]["top1_agreement_pct"] >= 99.0
 
 
-def test_sparse_layers_decode_to_the_encoded_integers():
+def test_sparse_layers_decode_to_the_encoded_integers(tmp_path):
     """The sparse intq form against the dense one on the same integers: equal arrays, and a
     Huffman stream no longer than fixed-width codes of the same symbols."""
     from squeezenet.formats import sqz
@@ -238,13 +238,8 @@ def test_sparse_layers_decode_to_the_encoded_integers():
     q = np.where(mask, rng.integers(-8, 8, conv.weight.shape), 0).astype(np.int8)
     step = rng.random(32).astype(np.float32) + 0.1
     blob, rows = sqz.encode_model(conv, {}, "x", {}, quantized={"weight": (q, step, 4, mask)})
-    import tempfile
-    from pathlib import Path
-
-    with tempfile.TemporaryDirectory() as d:
-        f = Path(d) / "m.sqz"
-        f.write_bytes(blob)
-        header, arrays = sqz.read_container(f)
+    (tmp_path / "m.sqz").write_bytes(blob)
+    header, arrays = sqz.read_container(tmp_path / "m.sqz")
     assert header["version"] == 3
     np.testing.assert_array_equal(arrays["weight"], q.astype(np.float32) * step.reshape(-1, 1, 1, 1))
     row = next(r for r in rows if r["layer"] == "weight")
@@ -357,14 +352,17 @@ def test_output_aware_steps_are_the_brute_force_choice():
     inp = F.relu(net[0](x[0]))
     w = net[2].weight.detach()
     amax = w.reshape(5, -1).abs().amax(1)
-    errs = []
-    for r in torch.linspace(0.2, 1.0, 40):
-        s = (r * amax / 1).view(-1, 1, 1, 1)  # Q_P = 1 at 2 bits
-        wq = torch.clamp(torch.round(w / s), -2, 1) * s
-        errs.append(((F.conv2d(inp, wq, stride=2) - F.conv2d(inp, w, stride=2)) ** 2).sum((0, 2, 3)))
-    want = (torch.linspace(0.2, 1.0, 40)[torch.stack(errs).argmin(0)] * amax)
-    torch.testing.assert_close(q[2].w_step.detach(), want, rtol=1e-5, atol=0)
-    assert not torch.allclose(want, lb.mse_step(w, 2, True, True))  # it is not the weight-MSE choice here
+
+    def output_error(step):  # per output channel, through torch's own convolution; Q_P = 1, Q_N = 2 at 2 bits
+        s = step.view(-1, 1, 1, 1)
+        return ((F.conv2d(inp, torch.clamp(torch.round(w / s), -2, 1) * s, stride=2)
+                 - F.conv2d(inp, w, stride=2)) ** 2).sum((0, 2, 3))
+
+    least = torch.stack([output_error(r * amax) for r in torch.linspace(0.2, 1.0, 40)]).min(0).values
+    # the chosen step reaches the brute-force least error (to float rounding, so the test does not
+    # hinge on which of two near-equal candidates a CPU's summation order prefers)
+    torch.testing.assert_close(output_error(q[2].w_step.detach()), least, rtol=1e-4, atol=0)
+    assert (output_error(lb.mse_step(w, 2, True, True)) > least * 1.01).any()  # the weight-MSE step is worse here
 
 
 def test_activation_steps_are_calibrated_on_the_float_inputs():

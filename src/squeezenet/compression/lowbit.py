@@ -70,17 +70,24 @@ def mse_step(x: torch.Tensor, bits: int, signed: bool, per_channel: bool, candid
     [0.2, 1] (per output channel if ``per_channel``)."""
     qn, qp = qrange(bits, signed)
     flat = x.detach().float().reshape(x.shape[0], -1) if per_channel else x.detach().float().reshape(1, -1)
-    amax = flat.abs().amax(dim=1).clamp_min(1e-8)
-    best_err, best = None, None
+    best = best_step(flat, qn, qp, lambda err: (err ** 2).sum(dim=1), candidates)
+    return best if per_channel else best[0]
+
+
+def best_step(w: torch.Tensor, qn: int, qp: int, cost, candidates: int = 40) -> torch.Tensor:
+    """Per row of ``w`` (rows, n), the step among ``r * max|w_row| / Q_P`` for ``candidates``
+    ratios r in [0.2, 1] with the least ``cost(Q(w) - w)`` (a value per row); the first on ties."""
+    amax = w.abs().amax(dim=1).clamp_min(1e-8)
+    best_cost, best = None, None
     for r in torch.linspace(0.2, 1.0, candidates):
         s = (r * amax / qp)[:, None]
-        err = ((torch.clamp(torch.round(flat / s), -qn, qp) * s - flat) ** 2).sum(dim=1)
+        c = cost(torch.clamp(torch.round(w / s), -qn, qp) * s - w)
         if best is None:
-            best_err, best = err, s[:, 0].clone()
+            best_cost, best = c, s[:, 0].clone()
         else:
-            better = err < best_err
-            best_err, best = torch.where(better, err, best_err), torch.where(better, s[:, 0], best)
-    return best if per_channel else best[0]
+            better = c < best_cost
+            best_cost, best = torch.where(better, c, best_cost), torch.where(better, s[:, 0], best)
+    return best
 
 
 class QConv2d(nn.Conv2d):
@@ -234,8 +241,9 @@ def calibrate_weight_steps(qmodel: nn.Module, plain: nn.Module, batches: list[to
     *output* on calibration inputs, not of its weights: among the same candidates as
     :func:`mse_step` (``r * max|w_c| / Q_P``, r in [0.2, 1]), the one minimising
     ||X (w_c - Q(w_c))||^2 over ``rows`` input patches X of the float network ``plain``
-    (im2col rows, sampled without replacement with ``seed``; all of them when fewer). A channel's output depends on its own weights
-    only, so the choice is exact per channel. Grouped convs keep the weight-MSE step."""
+    (im2col rows, sampled without replacement with ``seed``; all of them when fewer). A
+    channel's output depends on its own weights only, so the choice is exact per channel.
+    Grouped convs keep the weight-MSE step."""
     convs = {n: m for n, m in qmodel.named_modules() if isinstance(m, QConv2d) and m.groups == 1}
     per_batch = max(1, rows // max(1, len(batches)))
     g = torch.Generator().manual_seed(seed)
@@ -260,17 +268,7 @@ def calibrate_weight_steps(qmodel: nn.Module, plain: nn.Module, batches: list[to
         x = torch.cat(seen[name])  # (rows, C*k*k)
         w = m.masked_weight().detach().float().reshape(m.out_channels, -1)
         qn, qp = qrange(m.weight_bits)
-        amax = w.abs().amax(dim=1).clamp_min(1e-8)
-        best_err, best = None, None
-        for r in torch.linspace(0.2, 1.0, candidates):
-            step = (r * amax / qp)[:, None]
-            err = ((x @ (torch.clamp(torch.round(w / step), -qn, qp) * step - w).T) ** 2).sum(dim=0)
-            if best is None:
-                best_err, best = err, step[:, 0].clone()
-            else:
-                better = err < best_err
-                best_err, best = torch.where(better, err, best_err), torch.where(better, step[:, 0], best)
-        m.w_step.data.copy_(best)
+        m.w_step.data.copy_(best_step(w, qn, qp, lambda err: ((x @ err.T) ** 2).sum(dim=0), candidates))
 
 
 # ------------------------------------------------------------------ mixed precision

@@ -336,18 +336,8 @@ def intq_arrays(t: dict, get) -> tuple[np.ndarray, np.ndarray]:
     step = np.frombuffer(get(t["scale"]), dtype="<f4").copy()
     if "g_stream" not in t:
         return encoding.unpack_signed(get(t["data"]), t["bits"], size).reshape(shape), step
-
-    def symbols(field):
-        lengths = np.frombuffer(get(t[f"{field}_lengths"]), dtype=np.uint8).astype(np.int64)
-        return encoding.huffman_decode(get(t[f"{field}_stream"]), lengths, t[f"{field}_count"])
-
-    gaps = symbols("g")
-    if gaps.size and gaps.max() >= 1 << t["index_bits"]:
-        raise ValueError("a gap symbol is out of range")
-    if int(np.asarray(gaps).sum()) + int(np.count_nonzero(gaps != (1 << t["index_bits"]) - 1)) > size:
-        raise ValueError("the gaps run past the end of the tensor")
-    mask = encoding.decode_relative(gaps, t["index_bits"], size)
-    values = symbols("v")
+    mask = _gap_mask(t, get, size)
+    values = _symbols(t, get, "v")
     if int(mask.sum()) != len(values):
         raise ValueError(f"{int(mask.sum())} kept weights but {len(values)} integers")
     q = np.zeros(size, dtype=np.int8)
@@ -367,6 +357,22 @@ def decode_state_dict(header: dict, payload: bytes, where: str = "container") ->
     return {k: torch.from_numpy(v) for k, v in decode_arrays(header, payload, where).items()}
 
 
+def _symbols(t: dict, get, field: str) -> np.ndarray:
+    """The ``{field}_count`` symbols of a tensor's Huffman stream ``{field}_stream``."""
+    lengths = np.frombuffer(get(t[f"{field}_lengths"]), dtype=np.uint8).astype(np.int64)
+    return encoding.huffman_decode(get(t[f"{field}_stream"]), lengths, t[f"{field}_count"])
+
+
+def _gap_mask(t: dict, get, size: int) -> np.ndarray:
+    """The kept positions of a sparse tensor (shared or intq) from its relative gaps."""
+    gaps, esc = _symbols(t, get, "g"), (1 << t["index_bits"]) - 1
+    if gaps.size and gaps.max() > esc:
+        raise ValueError("a gap symbol is out of range")
+    if int(gaps.sum()) + int(np.count_nonzero(gaps != esc)) > size:
+        raise ValueError("the gaps run past the end of the tensor")
+    return encoding.decode_relative(gaps, t["index_bits"], size)
+
+
 def _decode_shared(t: dict, get, shape) -> np.ndarray:
     codebook = np.frombuffer(get(t["codebook"]), dtype="<f4")
     w_len = np.frombuffer(get(t["w_lengths"]), dtype=np.uint8).astype(np.int64)
@@ -374,12 +380,7 @@ def _decode_shared(t: dict, get, shape) -> np.ndarray:
     if labels.size and labels.max() >= len(codebook):
         raise ValueError("a cluster index points past the codebook")
     size = int(np.prod(shape))
-    if "g_stream" in t:
-        g_len = np.frombuffer(get(t["g_lengths"]), dtype=np.uint8).astype(np.int64)
-        gaps = encoding.huffman_decode(get(t["g_stream"]), g_len, t["g_count"])
-        mask = encoding.decode_relative(gaps, t["index_bits"], size)
-    else:
-        mask = np.ones(size, dtype=bool)
+    mask = _gap_mask(t, get, size) if "g_stream" in t else np.ones(size, dtype=bool)
     if int(mask.sum()) != len(labels):
         raise ValueError(f"{int(mask.sum())} kept weights but {len(labels)} cluster indices")
     w = np.zeros(size, dtype=np.float32)
