@@ -11,6 +11,7 @@ Policies (stated once, here):
   [-2^(b-1), 2^(b-1)-1] (LSQ's Q_N, Q_P). The step per channel starts at the clipping,
   among 40 candidates, that least changes the channel's output on calibration images
   (:func:`calibrate_weight_steps`; ``--weight-clip mse``: its weights' squared error).
+  Rounding is to nearest, or learned per weight (``--rounding adaround``, :func:`adaround`).
 - **Activations:** the input of every conv but the first is quantized per tensor,
   unsigned (it follows a ReLU, a max pool or a sum of ReLUs), in [0, 2^b-1], step by MSE
   over calibration batches. The first conv sees the normalised image (signed) and is
@@ -27,7 +28,8 @@ Policies (stated once, here):
 Why hand-written: torchao 0.18's QAT (``QATConfig``, ``IntxFakeQuantizeConfig``) swaps
 ``nn.Linear`` and ``nn.Embedding`` only and its range learning is marked prototype;
 brevitas would be a second large dependency for one module. The fake-quant conv is
-~40 lines; the mixed-precision allocation is a knapsack no library offers.
+~40 lines; the mixed-precision allocation is a knapsack no library offers. AdaRound ships
+in AIMET, another large dependency; here it is one function over im2col rows.
 """
 
 from __future__ import annotations
@@ -234,29 +236,29 @@ def calibrate_activations(qmodel: nn.Module, batches: list[torch.Tensor]) -> Non
             m.a_step.data.copy_(mse_step(torch.cat(seen[name]), m.act_bits, signed=False, per_channel=False))
 
 
+def im2col(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
+    """The rows (N*H_out*W_out, C*k*k) that ``conv``'s weights, flattened, multiply."""
+    x = F.unfold(x, conv.kernel_size, conv.dilation, conv.padding, conv.stride)
+    return x.transpose(1, 2).reshape(-1, x.shape[1])
+
+
 @torch.no_grad()
-def calibrate_weight_steps(qmodel: nn.Module, plain: nn.Module, batches: list[torch.Tensor], rows: int = 8192,
-                           candidates: int = 40, seed: int = 0) -> None:
-    """Each quantized conv's weight step per output channel by the error of that channel's
-    *output* on calibration inputs, not of its weights: among the same candidates as
-    :func:`mse_step` (``r * max|w_c| / Q_P``, r in [0.2, 1]), the one minimising
-    ||X (w_c - Q(w_c))||^2 over ``rows`` input patches X of the float network ``plain``
-    (im2col rows, sampled without replacement with ``seed``; all of them when fewer). A
-    channel's output depends on its own weights only, so the choice is exact per channel.
-    Grouped convs keep the weight-MSE step."""
-    convs = {n: m for n, m in qmodel.named_modules() if isinstance(m, QConv2d) and m.groups == 1}
+def patch_rows(plain: nn.Module, names: list[str], batches: list[torch.Tensor], rows: int = 8192,
+               seed: int = 0) -> dict[str, torch.Tensor]:
+    """Per conv of ``names``, ``rows`` im2col rows (rows, C*k*k) of its input in the float
+    network ``plain`` over ``batches``, sampled without replacement with ``seed`` (all of
+    them when fewer)."""
     per_batch = max(1, rows // max(1, len(batches)))
     g = torch.Generator().manual_seed(seed)
-    seen: dict[str, list] = {n: [] for n in convs}
+    seen: dict[str, list] = {n: [] for n in names}
 
     def grab(name, conv):
         def hook(mod, inp):
-            x = F.unfold(inp[0].float(), conv.kernel_size, conv.dilation, conv.padding, conv.stride)
-            x = x.transpose(1, 2).reshape(-1, x.shape[1])
+            x = im2col(inp[0].float(), conv)
             seen[name].append(x if len(x) <= per_batch else x[torch.randperm(len(x), generator=g)[:per_batch]])
         return hook
 
-    handles = [plain.get_submodule(n).register_forward_pre_hook(grab(n, m)) for n, m in convs.items()]
+    handles = [plain.get_submodule(n).register_forward_pre_hook(grab(n, plain.get_submodule(n))) for n in names]
     plain.eval()
     try:
         for x in batches:
@@ -264,21 +266,167 @@ def calibrate_weight_steps(qmodel: nn.Module, plain: nn.Module, batches: list[to
     finally:
         for h in handles:
             h.remove()
+    return {n: torch.cat(v) for n, v in seen.items()}
+
+
+def output_step(w: torch.Tensor, x: torch.Tensor, bits: int, candidates: int = 40) -> torch.Tensor:
+    """Per output channel of ``w``, the candidate step (as :func:`mse_step`'s) minimising
+    ||X (w_c - Q(w_c))||^2 over the im2col rows ``x``. A channel's output depends on its own
+    weights only, so the choice is exact per channel."""
+    qn, qp = qrange(bits)
+    w2 = w.detach().float().reshape(w.shape[0], -1)
+    return best_step(w2, qn, qp, lambda err: ((x @ err.T) ** 2).sum(dim=0), candidates)
+
+
+@torch.no_grad()
+def calibrate_weight_steps(qmodel: nn.Module, plain: nn.Module, batches: list[torch.Tensor], rows: int = 8192,
+                           candidates: int = 40, seed: int = 0) -> None:
+    """Each quantized conv's weight step per output channel by the error of that channel's
+    *output* on calibration inputs, not of its weights (:func:`output_step`, over ``rows``
+    input patches of the float network ``plain``, :func:`patch_rows`). Grouped convs keep
+    the weight-MSE step."""
+    convs = {n: m for n, m in qmodel.named_modules() if isinstance(m, QConv2d) and m.groups == 1}
+    x = patch_rows(plain, list(convs), batches, rows, seed)
     for name, m in convs.items():
-        x = torch.cat(seen[name])  # (rows, C*k*k)
-        w = m.masked_weight().detach().float().reshape(m.out_channels, -1)
+        m.w_step.data.copy_(output_step(m.masked_weight(), x[name], m.weight_bits, candidates))
+
+
+# ------------------------------------------------------------------ learned rounding
+
+ADAROUND_ITERS = 1500
+ADAROUND_ROWS = 2048  # im2col rows per step
+ZETA, GAMMA = 1.1, -0.1  # the rectified sigmoid's stretch (AdaRound, eq. 23)
+
+
+def rectified_sigmoid(v: torch.Tensor) -> torch.Tensor:
+    return torch.clamp(torch.sigmoid(v) * (ZETA - GAMMA) + GAMMA, 0, 1)
+
+
+def adaround_layer(w: torch.Tensor, step: torch.Tensor, qn: int, qp: int, xq: torch.Tensor, target: torch.Tensor,
+                   bias: torch.Tensor | None, relu: bool, iters: int = ADAROUND_ITERS, rows: int = ADAROUND_ROWS,
+                   reg: float = 0.01, mask: torch.Tensor | None = None, seed: int = 0) -> torch.Tensor:
+    """AdaRound (Nagel et al. 2020, arXiv:2004.10568) for one conv as a matrix product: the
+    integer weights, each ``floor(w/s)`` or ``floor(w/s) + 1``, whose output on the im2col rows
+    ``xq`` (rows, C*k*k: the quantized network's inputs) best matches ``target`` (rows, out:
+    the float layer's output on the float network's inputs; asymmetric reconstruction),
+    after the ReLU when ``relu``. Adam on the rounding variables V, h(V) the rectified
+    sigmoid, the regulariser lambda * sum(1 - |2h - 1|^beta) with beta annealed 20 -> 2 after
+    a 20% warm-up, lambda = ``reg``; the reconstruction error is summed over the output
+    channels and averaged over rows. Returns the integers (float tensor shaped like ``w``)."""
+    out_c = w.shape[0]
+    w2, s = w.detach().float().reshape(out_c, -1), step.detach().float().reshape(-1, 1)
+    base = torch.floor(w2 / s)
+    rest = (w2 / s - base).clamp(0.01, 0.99)
+    v = (-torch.log((ZETA - GAMMA) / (rest - GAMMA) - 1)).requires_grad_(True)  # h(V) = the fraction at start
+    keep = None if mask is None else mask.reshape(out_c, -1).float()
+    b = None if bias is None else bias.detach().float()
+    g = torch.Generator().manual_seed(seed)
+    opt = torch.optim.Adam([v], lr=1e-3)
+    warm = int(0.2 * iters)
+
+    def weights(h):
+        q = torch.clamp(base + h, -qn, qp)
+        return q if keep is None else q * keep
+
+    for i in range(iters):
+        idx = torch.randint(len(xq), (min(rows, len(xq)),), generator=g)
+        y = xq[idx] @ (weights(rectified_sigmoid(v)) * s).T
+        if b is not None:
+            y = y + b
+        t = target[idx]
+        if relu:
+            y = F.relu(y)
+        loss = ((y - t) ** 2).sum(1).mean()
+        if i >= warm:
+            beta = 20 + (2 - 20) * (i - warm) / max(1, iters - warm)
+            loss = loss + reg * (1 - (2 * rectified_sigmoid(v) - 1).abs().pow(beta)).sum()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        return weights((v >= 0).float()).reshape(w.shape)  # h(V) >= 0.5 exactly where V >= 0
+
+
+def layer_inputs(model: nn.Module, name: str, batches: list[torch.Tensor], index: list[torch.Tensor] | None = None,
+                 quantize_input: bool = False):
+    """The im2col rows (rows, C*k*k) of conv ``name``'s input over ``batches``: the rows at
+    ``index`` (one tensor per batch) if given; with ``quantize_input``, after the conv's own
+    activation quantizer (what a :class:`QConv2d` multiplies)."""
+    conv = model.get_submodule(name)
+    got = []
+
+    def hook(mod, inp):
+        x = inp[0].float()
+        if quantize_input and getattr(mod, "a_step", None) is not None:
+            qn, qp = qrange(mod.act_bits, signed=False)
+            s = mod.a_step.detach().clamp_min(1e-12)
+            x = torch.clamp(torch.round(x / s), -qn, qp) * s
+        got.append(im2col(x, conv))
+        raise _Enough
+
+    h = conv.register_forward_pre_hook(hook)
+    model.eval()
+    try:
+        for x in batches:
+            try:
+                model(x)
+            except _Enough:
+                pass
+    finally:
+        h.remove()
+    return got if index is None else [r[i] for r, i in zip(got, index)]
+
+
+class _Enough(Exception):
+    """Stops a forward pass once the wanted layer's input is seen."""
+
+
+@torch.no_grad()
+def adaround(qmodel: nn.Module, plain: nn.Module, batches: list[torch.Tensor], iters: int = ADAROUND_ITERS,
+             rows: int = 16384, seed: int = 0, progress=None) -> None:
+    """Learned rounding for every (ungrouped) quantized conv, layer by layer in network
+    order: each layer's inputs come from ``qmodel`` with the layers before it already
+    rounded (so later layers correct earlier ones' error), its target from ``plain``. The
+    rounded integers are written back as grid-exact weights, so :meth:`QConv2d.integers`
+    and QAT start from them; the steps are kept. ``rows`` im2col rows per layer are sampled
+    (the same positions for both networks). SqueezeNet's convs each feed a ReLU (conv10's
+    only with ``head_relu``), which the reconstruction includes."""
+    names = [n for n, m in qmodel.named_modules() if isinstance(m, QConv2d) and m.groups == 1]
+    last = conv_names(qmodel)[-1]
+    g = torch.Generator().manual_seed(seed)
+    for k, name in enumerate(names):
+        m, ref = qmodel.get_submodule(name), plain.get_submodule(name)
+        per = max(1, rows // max(1, len(batches)))
+        fp = layer_inputs(plain, name, batches)
+        index = [torch.randperm(len(r), generator=g)[:per] for r in fp]
+        xf = torch.cat([r[i] for r, i in zip(fp, index)])
+        xq = torch.cat(layer_inputs(qmodel, name, batches, index, quantize_input=True))
+        w = ref.weight.detach().float().reshape(ref.out_channels, -1)
+        target = xf @ w.T + (ref.bias.detach().float() if ref.bias is not None else 0)
+        relu = name != last or bool(getattr(plain, "head_relu", True))
+        if relu:
+            target = F.relu(target)
         qn, qp = qrange(m.weight_bits)
-        m.w_step.data.copy_(best_step(w, qn, qp, lambda err: ((x @ err.T) ** 2).sum(dim=0), candidates))
+        with torch.enable_grad():
+            q = adaround_layer(m.masked_weight(), m.w_step, qn, qp, xq, target, m.bias, relu, iters,
+                               mask=m.mask, seed=seed + k)
+        m.weight.data.copy_(q * m.w_step.detach().view(-1, 1, 1, 1))
+        if progress:
+            progress(name, k + 1, len(names))
 
 
 # ------------------------------------------------------------------ mixed precision
 
 @torch.no_grad()
-def layer_sensitivity(plain: nn.Module, batches: list[torch.Tensor], choices=WEIGHT_BITS) -> dict[str, dict[int, float]]:
+def layer_sensitivity(plain: nn.Module, batches: list[torch.Tensor], choices=WEIGHT_BITS,
+                      clip: str = "output", seed: int = 0) -> dict[str, dict[int, float]]:
     """The measured damage when one conv alone has its weights quantized at each bit
     width (the rest in float): the mean KL divergence of the quantized network's output
-    from the float network's on ``batches`` (no labels needed)."""
+    from the float network's on ``batches`` (no labels needed). Each layer's steps are
+    chosen as the quantized model's will be: by its output error (``clip='output'``,
+    :func:`output_step`) or its weights' (``'mse'``)."""
     plain.eval()
+    rows = patch_rows(plain, conv_names(plain), batches, seed=seed) if clip == "output" else {}
     ref = [F.log_softmax(plain(x), dim=1) for x in batches]
 
     def damage():
@@ -293,7 +441,8 @@ def layer_sensitivity(plain: nn.Module, batches: list[torch.Tensor], choices=WEI
         w = conv.weight.data.clone()
         for b in choices:
             qn, qp = qrange(b)
-            s = mse_step(w, b, True, True).view(-1, 1, 1, 1)
+            s = (output_step(w, rows[name], b) if clip == "output" and conv.groups == 1
+                 else mse_step(w, b, True, True)).view(-1, 1, 1, 1)
             conv.weight.data.copy_(torch.clamp(torch.round(w / s), -qn, qp) * s)
             out[name][b] = damage()
         conv.weight.data.copy_(w)

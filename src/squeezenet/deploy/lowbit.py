@@ -36,6 +36,7 @@ from ..render import markdown_table
 
 WEIGHT_CHOICES = ("8", "4", "2", "mixed")
 WEIGHT_CLIPS = ("output", "mse")
+ROUNDINGS = ("nearest", "adaround")
 CLIP_WORDS = {"output": "steps chosen by the error of each channel's output", "mse": "MSE clipping"}
 MAX_DROP_BUDGETS = (4, 6, 8, 10, 12, 14, 16)  # fractions 1/k of the fp32 weight bytes tried by --max-drop
 
@@ -56,6 +57,8 @@ class LowBitSettings:
     distill: bool = True  # QAT learns the float model's outputs (train.distillation_loss), not labels
     sparsity: str | None = None  # prune first: 'paper' (Table 1 densities) or a global density in (0, 1]
     weight_clip: str = "output"  # each channel's step by the error of its output (output) or of its weights (mse)
+    rounding: str = "nearest"  # or adaround: each weight rounded up or down as learned on the calibration images
+    adaround_iters: int = lb.ADAROUND_ITERS  # Adam steps per conv
 
     def check(self) -> None:
         if str(self.weight_bits) not in WEIGHT_CHOICES:
@@ -77,6 +80,10 @@ class LowBitSettings:
             raise SqueezeNetError(f"--max-drop must be >= 0 points, got {self.max_drop}")
         if self.weight_clip not in WEIGHT_CLIPS:
             raise SqueezeNetError(f"--weight-clip must be {' or '.join(WEIGHT_CLIPS)}, got '{self.weight_clip}'")
+        if self.rounding not in ROUNDINGS:
+            raise SqueezeNetError(f"--rounding must be {' or '.join(ROUNDINGS)}, got '{self.rounding}'")
+        if not (isinstance(self.adaround_iters, int) and self.adaround_iters >= 1):
+            raise SqueezeNetError(f"--adaround-iters must be a whole number >= 1, got {self.adaround_iters}")
         if self.sparsity is not None:
             self._check_sparsity()
 
@@ -97,7 +104,8 @@ class LowBitSettings:
     def tag(self) -> str:
         w = "mixed" if self.weight_bits == "mixed" else f"w{self.weight_bits}"
         pruned = f"_p{self.sparsity}" if self.sparsity is not None else ""
-        return f"{w}a{self.act_bits or 32}{pruned}" + (f"_qat{self.qat_epochs:g}" if self.qat_epochs else "")
+        ada = "_ada" if self.rounding == "adaround" else ""
+        return f"{w}a{self.act_bits or 32}{pruned}{ada}" + (f"_qat{self.qat_epochs:g}" if self.qat_epochs else "")
 
 
 def quantize_lowbit(checkpoint: str, out: str | None = None, data: DataRef | None = None,
@@ -133,7 +141,7 @@ def quantize_lowbit(checkpoint: str, out: str | None = None, data: DataRef | Non
     sizes = lb.layer_sizes(plain)
     sens, candidates, budget = None, [], None
     if s.weight_bits == "mixed":
-        sens = lb.layer_sensitivity(plain, calib)
+        sens = lb.layer_sensitivity(plain, calib, clip=s.weight_clip, seed=s.seed)
         first, last = lb.edge_layers(plain)
         fixed = {first: lb.EDGE_BITS, last: lb.EDGE_BITS}
         fp32_bytes = sum(4 * p for p, _ in sizes.values())
@@ -171,13 +179,17 @@ def quantize_lowbit(checkpoint: str, out: str | None = None, data: DataRef | Non
     return {**res, "table": table, "report": str(report)}
 
 
-def calibrated(plain, bits: dict, s: LowBitSettings, calib: list, masks: dict | None = None):
-    """The quantized copy of ``plain`` with its weight steps (``s.weight_clip``) and then
-    its activation steps calibrated on ``calib``."""
+def calibrated(plain, bits: dict, s: LowBitSettings, calib: list, masks: dict | None = None,
+               rounding: str | None = None):
+    """The quantized copy of ``plain`` with its weight steps (``s.weight_clip``), then its
+    activation steps calibrated on ``calib``, then (``rounding``, default ``s.rounding``)
+    its weights' rounding learned layer by layer (AdaRound)."""
     q = lb.quantize_model(plain, bits, s.act_bits, masks)
     if s.weight_clip == "output":
         lb.calibrate_weight_steps(q, plain, calib, seed=s.seed)
     lb.calibrate_activations(q, calib)
+    if (rounding or s.rounding) == "adaround":
+        lb.adaround(q, plain, calib, iters=s.adaround_iters, seed=s.seed)
     return q
 
 
@@ -215,7 +227,7 @@ def _smallest_within(plain, model, sizes, sens, fixed, fp32_bytes, splits, s, ca
             bits = lb.allocate_bits(sizes, sens, budget, fixed)
         except SqueezeNetError:
             break
-        q = calibrated(plain, bits, s, calib)
+        q = calibrated(plain, bits, s, calib, rounding="nearest")  # the search rounds to nearest: AdaRound x 7 is slow
         drop = 100 - agreement(q)
         cands.append({"fraction": f"1/{k}", "budget_bytes": budget, "disagreement_pct": drop})
         if drop <= s.max_drop:
@@ -275,6 +287,7 @@ def write_files(qmodel, plain, mf, bits, s, sqz_path, onnx_path, fp32_sqz, fp32_
     spec = mf.spec.to_dict() if mf.spec else None
     kw = dict(plain.model_kwargs)
     info = {"weight_bits": bits, "act_bits": s.act_bits, "qat_epochs": s.qat_epochs, "sparsity": s.sparsity,
+            "rounding": s.rounding,
             "policy": "BN folded; per-channel symmetric weights; unsigned per-tensor activations; stem and conv10 8-bit"}
     blob, rows = sqz.encode_model(final, {}, mf.name, kw, spec, extra={"act_quant": act, "quantization": info},
                                   quantized=quantized)
@@ -337,6 +350,14 @@ def _pruning_line(sparsity: str | None) -> str:
             "no sparse low-bit conv).")
 
 
+def _rounding_line(s: dict) -> str:
+    if s.get("rounding") != "adaround":
+        return ""
+    return (f" Rounding learned before any fine-tune (AdaRound, {s['adaround_iters']} Adam steps per conv, layer by layer "
+            "on the calibration images: each weight goes to the grid point below or above it, whichever reconstructs "
+            "the float layer's output best).")
+
+
 def _report(res: dict, table: str, data_name: str, n_test: int) -> str:
     s = res["settings"]
     cols = [("layer", "layer"), ("params", lambda r: f"{r['params']:,}"), ("bits", "bits"),
@@ -352,7 +373,7 @@ def _report(res: dict, table: str, data_name: str, n_test: int) -> str:
             f"per-channel symmetric weights ({CLIP_WORDS[s.get('weight_clip', 'mse')]}, LSQ steps when fine-tuned); "
             "unsigned per-tensor "
             "activations on every conv input but the first; the stem conv and conv10 keep 8-bit weights."
-            + _pruning_line(s.get("sparsity")) + f"\n\n{table}\n\nParity, ONNX Runtime on the low-bit file against the fake-quant PyTorch model over "
+            + _pruning_line(s.get("sparsity")) + _rounding_line(s) + f"\n\n{table}\n\nParity, ONNX Runtime on the low-bit file against the fake-quant PyTorch model over "
             f"{p['images']} images: max |logit difference| {p['max_abs_logit_diff']:.2e}, same top-1 on "
             f"{p['top1_agreement_pct']:.2f}%.\n\n")
     if res["budget_bytes"]:
