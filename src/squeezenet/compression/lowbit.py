@@ -118,10 +118,16 @@ class QConv2d(nn.Conv2d):
         g = 1.0 / math.sqrt(self.weight[0].numel() * qp)
         return fake_quant(self.masked_weight(), self.w_step.view(-1, 1, 1, 1), qn, qp, g)
 
+    def quantized_input(self, x):
+        """The input as this conv multiplies it: through the activation quantizer, if any."""
+        if self.a_step is None:
+            return x
+        qn, qp = qrange(self.act_bits, signed=False)
+        return fake_quant(x, self.a_step, qn, qp, 1.0 / math.sqrt(x[0].numel() * qp))
+
     def forward(self, x):
-        if self.a_step is not None and not self.observing:
-            qn, qp = qrange(self.act_bits, signed=False)
-            x = fake_quant(x, self.a_step, qn, qp, 1.0 / math.sqrt(x[0].numel() * qp))
+        if not self.observing:
+            x = self.quantized_input(x)
         return self._conv_forward(x, self.quantized_weight(), self.bias)
 
     def integers(self) -> tuple[np.ndarray, np.ndarray]:
@@ -330,7 +336,8 @@ def adaround_layer(w: torch.Tensor, step: torch.Tensor, qn: int, qp: int, xq: to
 
     for i in range(iters):
         idx = torch.randint(len(xq), (min(rows, len(xq)),), generator=g)
-        y = xq[idx] @ (weights(rectified_sigmoid(v)) * s).T
+        h = rectified_sigmoid(v)
+        y = xq[idx] @ (weights(h) * s).T
         if b is not None:
             y = y + b
         t = target[idx]
@@ -339,7 +346,7 @@ def adaround_layer(w: torch.Tensor, step: torch.Tensor, qn: int, qp: int, xq: to
         loss = ((y - t) ** 2).sum(1).mean()
         if i >= warm:
             beta = 20 + (2 - 20) * (i - warm) / max(1, iters - warm)
-            loss = loss + reg * (1 - (2 * rectified_sigmoid(v) - 1).abs().pow(beta)).sum()
+            loss = loss + reg * (1 - (2 * h - 1).abs().pow(beta)).sum()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -347,21 +354,21 @@ def adaround_layer(w: torch.Tensor, step: torch.Tensor, qn: int, qp: int, xq: to
         return weights((v >= 0).float()).reshape(w.shape)  # h(V) >= 0.5 exactly where V >= 0
 
 
+class _Enough(Exception):
+    """Stops a forward pass once the wanted layer's input is seen."""
+
+
 def layer_inputs(model: nn.Module, name: str, batches: list[torch.Tensor], index: list[torch.Tensor] | None = None,
                  quantize_input: bool = False):
     """The im2col rows (rows, C*k*k) of conv ``name``'s input over ``batches``: the rows at
-    ``index`` (one tensor per batch) if given; with ``quantize_input``, after the conv's own
-    activation quantizer (what a :class:`QConv2d` multiplies)."""
+    ``index`` (one tensor per batch) if given; with ``quantize_input`` (a :class:`QConv2d`),
+    after the conv's own activation quantizer."""
     conv = model.get_submodule(name)
     got = []
 
     def hook(mod, inp):
         x = inp[0].float()
-        if quantize_input and getattr(mod, "a_step", None) is not None:
-            qn, qp = qrange(mod.act_bits, signed=False)
-            s = mod.a_step.detach().clamp_min(1e-12)
-            x = torch.clamp(torch.round(x / s), -qn, qp) * s
-        got.append(im2col(x, conv))
+        got.append(im2col(mod.quantized_input(x) if quantize_input else x, conv))
         raise _Enough
 
     h = conv.register_forward_pre_hook(hook)
@@ -377,13 +384,9 @@ def layer_inputs(model: nn.Module, name: str, batches: list[torch.Tensor], index
     return got if index is None else [r[i] for r, i in zip(got, index)]
 
 
-class _Enough(Exception):
-    """Stops a forward pass once the wanted layer's input is seen."""
-
-
 @torch.no_grad()
 def adaround(qmodel: nn.Module, plain: nn.Module, batches: list[torch.Tensor], iters: int = ADAROUND_ITERS,
-             rows: int = 16384, seed: int = 0, progress=None) -> None:
+             rows: int = 16384, seed: int = 0) -> None:
     """Learned rounding for every (ungrouped) quantized conv, layer by layer in network
     order: each layer's inputs come from ``qmodel`` with the layers before it already
     rounded (so later layers correct earlier ones' error), its target from ``plain``. The
@@ -394,9 +397,9 @@ def adaround(qmodel: nn.Module, plain: nn.Module, batches: list[torch.Tensor], i
     names = [n for n, m in qmodel.named_modules() if isinstance(m, QConv2d) and m.groups == 1]
     last = conv_names(qmodel)[-1]
     g = torch.Generator().manual_seed(seed)
+    per = max(1, rows // max(1, len(batches)))
     for k, name in enumerate(names):
         m, ref = qmodel.get_submodule(name), plain.get_submodule(name)
-        per = max(1, rows // max(1, len(batches)))
         fp = layer_inputs(plain, name, batches)
         index = [torch.randperm(len(r), generator=g)[:per] for r in fp]
         xf = torch.cat([r[i] for r, i in zip(fp, index)])
@@ -411,8 +414,6 @@ def adaround(qmodel: nn.Module, plain: nn.Module, batches: list[torch.Tensor], i
             q = adaround_layer(m.masked_weight(), m.w_step, qn, qp, xq, target, m.bias, relu, iters,
                                mask=m.mask, seed=seed + k)
         m.weight.data.copy_(q * m.w_step.detach().view(-1, 1, 1, 1))
-        if progress:
-            progress(name, k + 1, len(names))
 
 
 # ------------------------------------------------------------------ mixed precision
