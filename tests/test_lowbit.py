@@ -103,7 +103,7 @@ def _quantize(tiny_run, fmnist_dir, out, *args):
 @pytest.fixture(scope="module")
 def w4(tiny_run, fmnist_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("w4")
-    return _quantize(tiny_run, fmnist_dir, out, "--weight-bits", "4", "--calib-size", "64")[0]
+    return _quantize(tiny_run, fmnist_dir, out, "--weight-bits", "4", "--calib-size", "64", "--rounding", "nearest")[0]
 
 
 def test_int4_onnx_matches_the_fake_quant_model(w4):
@@ -165,7 +165,11 @@ def test_int2_and_mixed_files(tiny_run, fmnist_dir, tmp_path):
     fp32 = sum(4 * r["params"] for r in r2["layers"])
     budget_kb = fp32 / 10 / 1024
     rm, _ = _quantize(tiny_run, fmnist_dir, tmp_path / "mixed", "--weight-bits", "mixed", "--size-budget",
-                      f"{budget_kb:.3f}", "--calib-size", "64")
+                      f"{budget_kb:.3f}", "--calib-size", "64", "--adaround-iters", "50")
+    # no --rounding: auto learns the rounding of a post-training file below 8 bits, and says so
+    assert rm["tag"] == "mixeda8_ada" and rm["settings"]["rounding_chosen_by"] == "auto"
+    assert "(chosen by --rounding auto: a post-training file below 8 bits)" in \
+        (tmp_path / "mixed" / "lowbit_report_mixeda8_ada.md").read_text()
     assert sum(r["bytes"] for r in rm["layers"]) <= budget_kb * 1024
     assert {r["bits"] for r in rm["layers"]} <= {2, 4, 8} and "kl_2bit" in rm["layers"][1]
     assert rm["parity"]["top1_agreement_pct"] >= 99.0
@@ -206,9 +210,10 @@ def test_pruned_int4_is_stored_sparse_and_runs_everywhere(pruned_w4, w4):
     fake-quant model does."""
     from squeezenet.formats.sqz import intq_arrays, read_raw
 
-    assert pruned_w4["tag"] == "w4a8_ppaper_qat0.5"
+    assert pruned_w4["tag"] == "w4a8_ppaper_qat0.5"  # --rounding auto with QAT: nearest (QAT learns the rest)
     header, payload = read_raw(pruned_w4["files"]["sqz"])
     assert header["version"] == 3 and header["quantization"]["sparsity"] == "paper"
+    assert (header["quantization"]["rounding"], header["quantization"]["rounding_chosen_by"]) == ("nearest", "auto")
     tensors = {t["key"].removeprefix("features.").removeprefix("classifier.").rsplit(".", 1)[0]: t
                for t in header["tensors"] if t["kind"] == "intq"}
     get = lambda ref: payload[ref[0]:ref[0] + ref[1]]  # noqa: E731
@@ -294,12 +299,34 @@ def test_distillation_loss_is_hintons_kl_divergence(temperature):
     (["--sparsity", "paper"], "add --weight-bits"),
     (["--weight-bits", "4", "--rounding", "up"], "invalid choice"),
     (["--weight-bits", "4", "--adaround-iters", "0"], "--adaround-iters"),
-    (["--weight-bits", "4", "--adaround-iters", "50"], "add --rounding adaround"),
+    (["--weight-bits", "4", "--rounding", "nearest", "--adaround-iters", "50"], "add --rounding adaround"),
+    (["--weight-bits", "8", "--adaround-iters", "50"], "auto learns rounding only without --qat-epochs and below 8"),
+    (["--weight-bits", "4", "--qat-epochs", "1", "--adaround-iters", "50"], "add --rounding adaround"),
     (["--rounding", "adaround"], "add --weight-bits"),
+    (["--rounding", "nearest"], "add --weight-bits"),
+    (["--adaround-iters", "50"], "add --weight-bits"),
 ])
 def test_bad_low_bit_flags_are_one_line(tiny_run, tmp_path, args, needle):
     code, _, err = run_cli("quantize", "-c", tiny_run / "best.pt", "--out", tmp_path / "q", *args)
     assert_one_line(code, err, needle)
+
+
+@pytest.mark.parametrize("bits, qat, expected", [
+    ("4", 0.0, "adaround"), ("2", 0.0, "adaround"), ("mixed", 0.0, "adaround"),  # post-training below 8 bits
+    ("8", 0.0, "nearest"),  # 8-bit weights lose nothing measurable to nearest rounding
+    ("4", 1.0, "nearest"), ("mixed", 0.5, "nearest"),  # QAT learns the weights and steps after it
+])
+def test_rounding_auto_learns_rounding_only_for_post_training_low_bits(bits, qat, expected):
+    from squeezenet.compression import lowbit as lb
+    from squeezenet.deploy.lowbit import LowBitSettings
+
+    s = LowBitSettings(bits, 8, qat).resolved()
+    iters = lb.ADAROUND_ITERS if expected == "adaround" else None
+    assert (s.rounding, s.rounding_chosen_by, s.adaround_iters) == (expected, "auto", iters)
+    assert s.tag().endswith("_ada") == (expected == "adaround")
+    assert s.resolved() == s  # resolving twice changes nothing (the record still says auto chose it)
+    given = LowBitSettings(bits, 8, qat, rounding="nearest").resolved()
+    assert (given.rounding, given.rounding_chosen_by) == ("nearest", "flag")
 
 
 def test_low_bits_refuse_a_model_that_is_not_a_squeezenet(tmp_path):

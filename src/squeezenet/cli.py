@@ -405,9 +405,10 @@ def add_quantize_parser(sub):
     low.add_argument("--weight-clip", choices=["output", "mse"], default="output",
                      help="each channel's weight step: the one that least changes its output on the calibration "
                           "images (output, default) or its weights (mse)")
-    low.add_argument("--rounding", choices=["nearest", "adaround"], default="nearest",
-                     help="round each weight to nearest (default) or learn up/down per weight on the calibration "
-                          "images, layer by layer (AdaRound; minutes on 2 cores)")
+    low.add_argument("--rounding", choices=["auto", "nearest", "adaround"],
+                     help="round each weight to nearest, or learn up/down per weight on the calibration images, "
+                          "layer by layer (adaround; minutes on 2 cores); auto (default): adaround for a "
+                          "post-training file below 8 bits, nearest with --qat-epochs or 8-bit weights")
     low.add_argument("--adaround-iters", type=positive_int, metavar="N",
                      help="AdaRound's Adam steps per conv (default: the library's, stated in the report)")
     low.add_argument("--lr", type=float, default=0.005, help="QAT learning rate (default 0.005)")
@@ -420,15 +421,13 @@ def _cmd_quantize(a):
     from .data import DataRef
     from .deploy.quantize import QuantizeSettings, quantize
 
-    if a.adaround_iters and a.rounding != "adaround":
-        raise SqueezeNetError("--adaround-iters sets AdaRound's steps; add --rounding adaround")
     if a.weight_bits:
         from .deploy.lowbit import LowBitSettings, quantize_lowbit
 
         s = LowBitSettings(a.weight_bits, None if a.act_bits == 32 else a.act_bits, a.qat_epochs, a.size_budget,
                            a.max_drop, a.calib_size, a.lr, a.batch_size, a.eval_size, 0, a.map_by_index,
                            distill=a.distill, sparsity=a.sparsity, weight_clip=a.weight_clip,
-                           rounding=a.rounding, **({"adaround_iters": a.adaround_iters} if a.adaround_iters else {}))
+                           rounding=a.rounding or "auto", adaround_iters=a.adaround_iters)
         r = quantize_lowbit(a.checkpoint, a.out, DataRef(a.data, a.data_dir, a.download), s, a.verify)
         print(r["table"])
         p = r["parity"]
@@ -438,8 +437,9 @@ def _cmd_quantize(a):
         print(f"report: {r['report']}")
         return
     if (a.qat_epochs or a.size_budget is not None or a.max_drop is not None or not a.distill or a.sparsity
-            or a.rounding != "nearest"):
-        raise SqueezeNetError("--qat-epochs, --size-budget, --max-drop, --sparsity, --rounding and --no-distill are "
+            or a.rounding or a.adaround_iters):
+        raise SqueezeNetError("--qat-epochs, --size-budget, --max-drop, --sparsity, --rounding, --adaround-iters and "
+                              "--no-distill are "
                               "for low-bit files: add --weight-bits")
     r = quantize(a.checkpoint, a.out, DataRef(a.data, a.data_dir, a.download),
                  QuantizeSettings(a.calib_size, tuple(a.backends), a.eval_size, a.map_by_index), a.verify)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +36,7 @@ from ..render import markdown_table
 
 WEIGHT_CHOICES = ("8", "4", "2", "mixed")
 WEIGHT_CLIPS = ("output", "mse")
-ROUNDINGS = ("nearest", "adaround")
+ROUNDINGS = ("auto", "nearest", "adaround")
 CLIP_WORDS = {"output": "steps chosen by the error of each channel's output", "mse": "MSE clipping"}
 MAX_DROP_BUDGETS = (4, 6, 8, 10, 12, 14, 16)  # fractions 1/k of the fp32 weight bytes tried by --max-drop
 
@@ -57,8 +57,11 @@ class LowBitSettings:
     distill: bool = True  # QAT learns the float model's outputs (train.distillation_loss), not labels
     sparsity: str | None = None  # prune first: 'paper' (Table 1 densities) or a global density in (0, 1]
     weight_clip: str = "output"  # each channel's step by the error of its output (output) or of its weights (mse)
-    rounding: str = "nearest"  # or adaround: each weight rounded up or down as learned on the calibration images
-    adaround_iters: int = lb.ADAROUND_ITERS  # Adam steps per conv
+    # nearest, adaround (each weight rounded up or down as learned on the calibration images), or auto:
+    # adaround for a post-training file with weights below 8 bits, else nearest (see resolved_rounding)
+    rounding: str = "auto"
+    adaround_iters: int | None = None  # Adam steps per conv (None: lb.ADAROUND_ITERS)
+    rounding_chosen_by: str = "flag"  # set by resolved(): "auto" when --rounding auto chose it
 
     def check(self) -> None:
         if str(self.weight_bits) not in WEIGHT_CHOICES:
@@ -82,8 +85,14 @@ class LowBitSettings:
             raise SqueezeNetError(f"--weight-clip must be {' or '.join(WEIGHT_CLIPS)}, got '{self.weight_clip}'")
         if self.rounding not in ROUNDINGS:
             raise SqueezeNetError(f"--rounding must be {' or '.join(ROUNDINGS)}, got '{self.rounding}'")
-        if not (isinstance(self.adaround_iters, int) and self.adaround_iters >= 1):
-            raise SqueezeNetError(f"--adaround-iters must be a whole number >= 1, got {self.adaround_iters}")
+        if self.adaround_iters is not None:
+            if not (isinstance(self.adaround_iters, int) and self.adaround_iters >= 1):
+                raise SqueezeNetError(f"--adaround-iters must be a whole number >= 1, got {self.adaround_iters}")
+            if self.resolved_rounding() != "adaround":
+                raise SqueezeNetError("--adaround-iters sets AdaRound's steps, and this file rounds to nearest ("
+                                      + ("--rounding nearest" if self.rounding == "nearest" else
+                                         "--rounding auto learns rounding only without --qat-epochs and below 8 bits")
+                                      + "); add --rounding adaround or drop --adaround-iters")
         if self.sparsity is not None:
             self._check_sparsity()
 
@@ -101,10 +110,28 @@ class LowBitSettings:
             raise SqueezeNetError(f"--sparsity must be 'paper' (the SqueezeNet paper's per-layer densities) or the "
                                   f"share of weights kept, in (0, 1), got '{self.sparsity}'")
 
+    def resolved_rounding(self) -> str:
+        """``auto`` made concrete, by the measurements in docs/BENCHMARKS.md 4.1 (session 12): learned
+        rounding (AdaRound) cut the post-training drop of W4A8 from 0.88 to 0.02 pt and of mixed 2/4/8
+        from 3.82 to 0.84 pt, but added nothing once QAT followed (it learns the steps and weights
+        anyway) and 8-bit weights round to nearest with no measurable loss; it costs minutes."""
+        if self.rounding != "auto":
+            return self.rounding
+        return "adaround" if not self.qat_epochs and str(self.weight_bits) != "8" else "nearest"
+
+    def resolved(self) -> "LowBitSettings":
+        """A checked copy with ``rounding`` made concrete, and ``adaround_iters`` where it rounds
+        that way (what the files record)."""
+        self.check()
+        ada = self.resolved_rounding() == "adaround"
+        return replace(self, rounding=self.resolved_rounding(),
+                       adaround_iters=(self.adaround_iters or lb.ADAROUND_ITERS) if ada else None,
+                       rounding_chosen_by="auto" if self.rounding == "auto" else self.rounding_chosen_by)
+
     def tag(self) -> str:
         w = "mixed" if self.weight_bits == "mixed" else f"w{self.weight_bits}"
         pruned = f"_p{self.sparsity}" if self.sparsity is not None else ""
-        ada = "_ada" if self.rounding == "adaround" else ""
+        ada = "_ada" if self.resolved_rounding() == "adaround" else ""
         return f"{w}a{self.act_bits or 32}{pruned}{ada}" + (f"_qat{self.qat_epochs:g}" if self.qat_epochs else "")
 
 
@@ -112,8 +139,7 @@ def quantize_lowbit(checkpoint: str, out: str | None = None, data: DataRef | Non
                     settings: LowBitSettings | None = None, verify: bool = True) -> dict:
     from ..formats.open import open_model, resolve_file
 
-    s = settings or LowBitSettings()
-    s.check()
+    s = (settings or LowBitSettings()).resolved()
     data = data or DataRef()
     found = resolve_file(checkpoint)
     mf = open_model(checkpoint, verify=verify, command="quantize")
@@ -182,14 +208,14 @@ def quantize_lowbit(checkpoint: str, out: str | None = None, data: DataRef | Non
 def calibrated(plain, bits: dict, s: LowBitSettings, calib: list, masks: dict | None = None,
                rounding: str | None = None):
     """The quantized copy of ``plain`` with its weight steps (``s.weight_clip``), then its
-    activation steps calibrated on ``calib``, then (``rounding``, default ``s.rounding``)
+    activation steps calibrated on ``calib``, then (``rounding``, default ``s.resolved_rounding()``)
     its weights' rounding learned layer by layer (AdaRound)."""
     q = lb.quantize_model(plain, bits, s.act_bits, masks)
     if s.weight_clip == "output":
         lb.calibrate_weight_steps(q, plain, calib, seed=s.seed)
     lb.calibrate_activations(q, calib)
-    if (rounding or s.rounding) == "adaround":
-        lb.adaround(q, plain, calib, iters=s.adaround_iters, seed=s.seed)
+    if (rounding or s.resolved_rounding()) == "adaround":
+        lb.adaround(q, plain, calib, iters=s.adaround_iters or lb.ADAROUND_ITERS, seed=s.seed)
     return q
 
 
@@ -287,7 +313,7 @@ def write_files(qmodel, plain, mf, bits, s, sqz_path, onnx_path, fp32_sqz, fp32_
     spec = mf.spec.to_dict() if mf.spec else None
     kw = dict(plain.model_kwargs)
     info = {"weight_bits": bits, "act_bits": s.act_bits, "qat_epochs": s.qat_epochs, "sparsity": s.sparsity,
-            "rounding": s.rounding,
+            "rounding": s.rounding, "rounding_chosen_by": s.rounding_chosen_by,
             "policy": "BN folded; per-channel symmetric weights; unsigned per-tensor activations; stem and conv10 8-bit"}
     blob, rows = sqz.encode_model(final, {}, mf.name, kw, spec, extra={"act_quant": act, "quantization": info},
                                   quantized=quantized)
@@ -351,11 +377,12 @@ def _pruning_line(sparsity: str | None) -> str:
 
 
 def _rounding_line(s: dict) -> str:
+    why = " (chosen by --rounding auto" if s.get("rounding_chosen_by") == "auto" else ""
     if s.get("rounding") != "adaround":
-        return ""
+        return f" Weights rounded to nearest{why + ': 8-bit weights or a QAT fine-tune follows)' if why else ''}."
     return (f" Rounding learned before any fine-tune (AdaRound, {s['adaround_iters']} Adam steps per conv, layer by layer "
             "on the calibration images: each weight goes to the grid point below or above it, whichever reconstructs "
-            "the float layer's output best).")
+            f"the float layer's output best){why + ': a post-training file below 8 bits)' if why else ''}.")
 
 
 def _report(res: dict, table: str, data_name: str, n_test: int) -> str:
