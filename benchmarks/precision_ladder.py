@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from time_to_accuracy import cpu  # noqa: E402
+from squeezenet.deploy.bench import cpu_line as cpu  # noqa: E402
 
 from squeezenet.data import DataRef  # noqa: E402
 from squeezenet.errors import SqueezeNetError  # noqa: E402
@@ -108,7 +108,7 @@ def bytes_only(a) -> list[dict]:
     plain = lb.fold_batchnorm(model, a.bytes_only)
     calib = [torch.rand(8, 3, 224, 224)]
     rows = []
-    for label, wb, ab, _ in LOWBIT:
+    for label, wb, ab, _, sparsity in LOWBIT:
         if wb == "mixed":
             sizes = lb.layer_sizes(plain)
             first, last = lb.edge_layers(plain)
@@ -121,9 +121,10 @@ def bytes_only(a) -> list[dict]:
                 continue
         else:
             bits = lb.uniform_bits(plain, int(wb))
-        qm = lb.quantize_model(plain, bits, ab)
+        masks = lb.pruning_masks(plain, sparsity) if sparsity else {}
+        qm = lb.quantize_model(plain, bits, ab, masks)
         lb.calibrate_activations(qm, calib)
-        s = LowBitSettings(wb, ab)
+        s = LowBitSettings(wb, ab, sparsity=sparsity, rounding="nearest").resolved()  # no data: nearest, as done here
         tag = s.tag()
         write_files(qm, plain, mf, bits, s, out / f"{tag}.sqz", out / f"{tag}.onnx", out / "fp32.sqz",
                      out / "fp32.onnx")

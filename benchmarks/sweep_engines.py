@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from time_to_accuracy import cpu  # noqa: E402
+from squeezenet.deploy.bench import cpu_line as cpu  # noqa: E402
 
 from squeezenet.files import atomic_write_text  # noqa: E402
 from squeezenet.sweep import sweep  # noqa: E402
