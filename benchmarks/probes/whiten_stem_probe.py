@@ -16,6 +16,7 @@ baseline). Prints and writes the final top-1 (and flip TTA) as JSON.
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import torch
@@ -60,9 +61,10 @@ def main() -> None:
     ap.add_argument("--plain", action="store_true", help="the baseline: no whitening")
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
-    import tomllib
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from time_to_accuracy import parse_setting  # the one --set KEY=VALUE reader
 
-    overrides = {k: tomllib.loads(f"v = {v}")["v"] for k, v in (kv.split("=", 1) for kv in a.set)}
+    overrides = dict(parse_setting(kv) for kv in a.set)
     settings = {**load_config_file(a.config), **overrides, "data": a.data, "time_budget": a.budget,
                 "out": a.out, "progress": False}
     tr = Trainer(TrainConfig.from_dict(settings))

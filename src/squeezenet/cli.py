@@ -439,8 +439,7 @@ def _cmd_quantize(a):
     if (a.qat_epochs or a.size_budget is not None or a.max_drop is not None or not a.distill or a.sparsity
             or a.rounding or a.adaround_iters):
         raise SqueezeNetError("--qat-epochs, --size-budget, --max-drop, --sparsity, --rounding, --adaround-iters and "
-                              "--no-distill are "
-                              "for low-bit files: add --weight-bits")
+                              "--no-distill are for low-bit files: add --weight-bits")
     r = quantize(a.checkpoint, a.out, DataRef(a.data, a.data_dir, a.download),
                  QuantizeSettings(a.calib_size, tuple(a.backends), a.eval_size, a.map_by_index), a.verify)
     print(r["table"])

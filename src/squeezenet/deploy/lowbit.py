@@ -123,9 +123,9 @@ class LowBitSettings:
         """A checked copy with ``rounding`` made concrete, and ``adaround_iters`` where it rounds
         that way (what the files record)."""
         self.check()
-        ada = self.resolved_rounding() == "adaround"
-        return replace(self, rounding=self.resolved_rounding(),
-                       adaround_iters=(self.adaround_iters or lb.ADAROUND_ITERS) if ada else None,
+        rounding = self.resolved_rounding()
+        return replace(self, rounding=rounding,
+                       adaround_iters=(self.adaround_iters or lb.ADAROUND_ITERS) if rounding == "adaround" else None,
                        rounding_chosen_by="auto" if self.rounding == "auto" else self.rounding_chosen_by)
 
     def tag(self) -> str:
@@ -313,7 +313,7 @@ def write_files(qmodel, plain, mf, bits, s, sqz_path, onnx_path, fp32_sqz, fp32_
     spec = mf.spec.to_dict() if mf.spec else None
     kw = dict(plain.model_kwargs)
     info = {"weight_bits": bits, "act_bits": s.act_bits, "qat_epochs": s.qat_epochs, "sparsity": s.sparsity,
-            "rounding": s.rounding, "rounding_chosen_by": s.rounding_chosen_by,
+            "rounding": s.resolved_rounding(), "rounding_chosen_by": s.rounding_chosen_by,
             "policy": "BN folded; per-channel symmetric weights; unsigned per-tensor activations; stem and conv10 8-bit"}
     blob, rows = sqz.encode_model(final, {}, mf.name, kw, spec, extra={"act_quant": act, "quantization": info},
                                   quantized=quantized)
@@ -376,13 +376,17 @@ def _pruning_line(sparsity: str | None) -> str:
             "no sparse low-bit conv).")
 
 
+AUTO_WHY = {"adaround": "a post-training file below 8 bits", "nearest": "8-bit weights or a QAT fine-tune follows"}
+
+
 def _rounding_line(s: dict) -> str:
-    why = " (chosen by --rounding auto" if s.get("rounding_chosen_by") == "auto" else ""
-    if s.get("rounding") != "adaround":
-        return f" Weights rounded to nearest{why + ': 8-bit weights or a QAT fine-tune follows)' if why else ''}."
+    rounding = s.get("rounding", "nearest")
+    why = f" (chosen by --rounding auto: {AUTO_WHY[rounding]})" if s.get("rounding_chosen_by") == "auto" else ""
+    if rounding != "adaround":
+        return f" Weights rounded to nearest{why}."
     return (f" Rounding learned before any fine-tune (AdaRound, {s['adaround_iters']} Adam steps per conv, layer by layer "
             "on the calibration images: each weight goes to the grid point below or above it, whichever reconstructs "
-            f"the float layer's output best){why + ': a post-training file below 8 bits)' if why else ''}.")
+            f"the float layer's output best){why}.")
 
 
 def _report(res: dict, table: str, data_name: str, n_test: int) -> str:
