@@ -254,3 +254,56 @@ def test_one_default_opset_everywhere(tmp_path):
     assert {cli_default} == fn_defaults == {DEFAULT_OPSET}
     path = export_model_to_onnx(create_model("squeezenet1_1_small_w0.25"), tmp_path / "m.onnx", (3, 32, 32))
     assert {o.version for o in onnx.load(str(path)).opset_import if o.domain in ("", "ai.onnx")} == {DEFAULT_OPSET}
+
+
+def test_flip_tta_built_into_an_export_is_evaluated_once(tmp_path, tiny_run, fmnist_dir):
+    """`export --tta flip`: the graph's logits are the mean of the plain model's logits on each
+    image and on its mirror, computed here by eager PyTorch; the file records it, so `eval`
+    of the file matches `eval --tta flip` of the plain export and refuses to apply it twice."""
+    from helpers import assert_one_line, run_cli
+
+    from squeezenet.formats.open import open_model
+
+    plain, tta = tmp_path / "plain.onnx", tmp_path / "tta.onnx"
+    for out, extra in ((plain, ()), (tta, ("--tta", "flip"))):
+        code, _, err = run_cli("export", tiny_run / "best.pt", "--dynamic-batch", "--out", out, *extra)
+        assert code == 0, err
+    m = open_model(str(tiny_run / "best.pt")).model
+    torch.manual_seed(0)
+    x = torch.randn(5, 1, 28, 28)
+    with torch.no_grad():
+        own, mirror = m(x), m(x.flip(-1))
+    got = torch.from_numpy(_ort(tta, x))
+    assert (own - mirror).abs().max() > 1e-3  # the mirror changes the logits, so the check below can fail
+    assert (got - (own + mirror) / 2).abs().max() <= 1e-5
+    assert (got - torch.from_numpy(_ort(tta, x.flip(-1)))).abs().max() <= 1e-5  # a vertical flip would fail this
+    assert OnnxClassifier(tta).spec.tta == "flip" and OnnxClassifier(plain).spec.tta is None
+
+    data = ("--data-dir", fmnist_dir, "--no-download")
+    code, out_plain, err = run_cli("eval", "-c", plain, *data, "--tta", "flip", "--out", tmp_path / "p.json")
+    assert code == 0, err
+    code, out_tta, err = run_cli("eval", "-c", tta, *data, "--out", tmp_path / "t.json")
+    assert code == 0 and "flip TTA built into the file" in out_tta, err
+    import json
+
+    p, t = (json.loads((tmp_path / f).read_text()) for f in ("p.json", "t.json"))
+    assert (t["tta"], t["tta_in_model"], p["tta"], p["tta_in_model"]) == (None, "flip", "flip", None)
+    assert t["top1"] == p["top1"] and t["confusion"] == p["confusion"] and abs(t["loss"] - p["loss"]) < 1e-5
+    assert_one_line(*run_cli("eval", "-c", tta, *data, "--tta", "flip")[::2], "already averages each image")
+    assert_one_line(*run_cli("export", "squeezenet1_1_small_bn_w0.25", "--tta", "flip",
+                             "--out", tmp_path / "x.onnx")[::2], "--tta needs a trained model file")
+
+
+def test_a_tta_record_that_the_model_cannot_honour_is_refused(tmp_path):
+    """An unknown TTA in an export's metadata, or one claimed by a .pt/.sqz (whose torch
+    model has none built in), would make `eval` report a number it did not measure."""
+    from squeezenet.formats.open import _spec_of
+    from squeezenet.spec import DataSpec
+
+    d = {"name": "x", "classes": ["a", "b"], "channels": 1, "input_size": 28, "mean": [0.5], "std": [0.5]}
+    assert DataSpec.from_dict({**d, "tta": "flip"}, "f").tta == "flip"
+    with pytest.raises(SqueezeNetError, match="field 'tta' must be one of flip"):
+        DataSpec.from_dict({**d, "tta": "rot90"}, "f")
+    with pytest.raises(SqueezeNetError, match="only an ONNX export has test-time augmentation"):
+        _spec_of({**d, "tta": "flip"}, "'m.pt' field 'data'", create_model("squeezenet1_1_small_bn_w0.25",
+                                                                              num_classes=2, in_chans=1))

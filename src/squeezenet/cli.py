@@ -298,7 +298,8 @@ def _cmd_eval(a):
 
     r = evaluate_checkpoint(a.checkpoint, a.data, a.data_dir, a.download, a.batch_size, a.out, a.tta,
                             a.map_by_index, a.verify)
-    tta = f", {a.tta} TTA" if a.tta else ""
+    tta = (f", {r['tta_in_model']} TTA built into the file" if r["tta_in_model"] else
+           f", {a.tta} TTA" if a.tta else "")
     print(f"{r['model']} on {r['data']} ({r['n']} images{tta}): top-1 {r['top1']:.2f}%, top-5 {r['top5']:.2f}%, "
           f"loss {r['loss']:.4f}; written to {r['json']}")
 
@@ -361,6 +362,10 @@ def add_export_parser(sub):
     p.add_argument("--dynamic-batch", action="store_true")
     p.add_argument("--fp16", action="store_true", help="also convert weights to fp16")
     p.add_argument("--input-size", type=image_size)
+    p.add_argument("--tta", choices=["flip"],
+                   help="build test-time augmentation into the graph: 'flip' averages each image's logits with its "
+                        "horizontal mirror's, as `eval --tta flip` measures it, at twice the inference cost; "
+                        "recorded in the file, so predict, eval and serve all run it")
     p.add_argument("--out", help="output .onnx path")
     _add_model_file_flags(p)
     p.set_defaults(func=_cmd_export)
@@ -370,8 +375,10 @@ def _cmd_export(a):
     from .deploy.export import export_onnx
 
     r = export_onnx(model_name=a.model, checkpoint=a.checkpoint, out=a.out, opset=a.opset,
-                    dynamic_batch=a.dynamic_batch, fp16=a.fp16, input_size=a.input_size, verify=a.verify)
-    print(f"wrote {r['path']} ({r['size_bytes']:,} bytes); onnx.checker ok; max |ORT - eager| = "
+                    dynamic_batch=a.dynamic_batch, fp16=a.fp16, input_size=a.input_size, verify=a.verify,
+                    tta=a.tta)
+    print(f"wrote {r['path']} ({r['size_bytes']:,} bytes" + (f", {a.tta} TTA built in" if a.tta else "") +
+          "); onnx.checker ok; max |ORT - eager| = "
           f"{r['max_abs_diff']:.2e}" + (f"; fp16: {r['fp16_path']} max diff {r['fp16_max_abs_diff']:.2e}"
                                          if a.fp16 else ""))
 

@@ -17,6 +17,7 @@ from .log import note
 from .files import atomic_write_text, ensure_writable_file
 from .formats.sniff import sniff
 from .imageio import image_to_array
+from .spec import evaluation_tta
 
 
 def torch_available() -> bool:
@@ -52,7 +53,8 @@ def evaluate_checkpoint(checkpoint: str, data: str | None = None, data_dir: str 
     else:
         name, classes, data_name, m = _evaluate_with_torch(checkpoint, data, data_dir, download, batch_size, tta,
                                                            map_by_index, verify)
-    res = {"model": name, "checkpoint": str(checkpoint), "data": data_name, "tta": tta, "n": m["n"],
+    res = {"model": name, "checkpoint": str(checkpoint), "data": data_name, "tta": tta,
+           "tta_in_model": m["tta_in_model"], "n": m["n"],
            "top1": m["top1"], "top5": m["top5"], "loss": m["loss"], "confusion": m["confusion"],
            "classes": classes, "map_by_index": map_by_index}
     atomic_write_text(path, json.dumps(res, indent=2))
@@ -68,8 +70,10 @@ def _evaluate_with_torch(checkpoint, data, data_dir, download, batch_size, tta, 
     mf = open_model(checkpoint, need="any", verify=verify, command="eval")
     for n in mf.notes:
         note(n)
+    tta = evaluation_tta(mf.need_spec(), tta, f"'{checkpoint}'")
     splits = load_data_for(mf.need_spec(), data, data_dir, download, map_by_index, where=f"'{checkpoint}'")
     m = evaluate(None, splits.test, splits.spec, batch_size=batch_size, tta=tta, predict_fn=mf.logits)
+    m["tta_in_model"] = mf.need_spec().tta
     return mf.name, splits.spec.classes, splits.spec.name, m
 
 

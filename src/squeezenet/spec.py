@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 
 from .errors import SqueezeNetError
 
+# Test-time augmentations: "flip" averages each image's logits with its horizontal mirror's.
+TTA_MODES = ("flip",)
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
 # One-channel models on ImageNet-style data: the channel mean of the above (torchvision's
@@ -33,6 +35,11 @@ class DataSpec:
     small: bool = True
     pad: int = 0
     extra: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def tta(self) -> str | None:
+        """The test-time augmentation built into the model's graph (``export --tta``), or None."""
+        return self.extra.get("tta")
 
     def to_dict(self) -> dict:
         d = {k: v for k, v in self.__dict__.items() if k != "extra"}
@@ -65,12 +72,26 @@ class DataSpec:
                 raise bad(key, f"a list of {ch} finite numbers")
         if not all(s > 0 for s in d["std"]):
             raise bad("std", "positive")
+        if d.get("tta") not in (None, *TTA_MODES):
+            raise bad("tta", f"one of {', '.join(TTA_MODES)} or absent (the test-time augmentation built into the "
+                             "model); this file may come from a newer squeezenet")
         name = d.get("name", "")
         pad = d.get("pad", 0)
         known = {"name", "classes", "channels", "input_size", "mean", "std", "small", "pad"}
         return cls(str(name), list(classes), ch, size, [float(x) for x in d["mean"]], [float(x) for x in d["std"]],
                    bool(d.get("small", True)), pad if _int(pad) and 0 <= pad <= size else 0,
                    {k: v for k, v in d.items() if k not in known})
+
+
+def evaluation_tta(spec: DataSpec, tta: str | None, where: str) -> str | None:
+    """The augmentation an evaluation applies on top of the model: ``tta`` (from --tta),
+    refused when the model already has one built in, which would apply it twice."""
+    if tta not in (None, *TTA_MODES):
+        raise SqueezeNetError(f"unknown test-time augmentation '{tta}'; use {', '.join(TTA_MODES)} or none")
+    if tta and spec.tta:
+        raise SqueezeNetError(f"{where} already averages each image with its mirror (exported with --tta "
+                              f"{spec.tta}); drop --tta, or export without it")
+    return tta
 
 
 def _int(v) -> bool:

@@ -12,7 +12,22 @@ from ..files import ensure_writable_file
 from ..formats.open import open_model, resolve_file
 from .onnx_tools import DEFAULT_OPSET, convert_fp16, finalize_onnx
 from ..formats.onnx import open_session
+from ..spec import TTA_MODES
 
+
+
+class FlipAverage(torch.nn.Module):
+    """``model`` with flip test-time augmentation built in: the mean of the logits of
+    each image and of its horizontal mirror, as :func:`squeezenet.metrics.evaluate`
+    computes them with ``tta="flip"``."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.model(torch.cat([x, x.flip(-1)]))  # one pass at twice the batch: one graph, better kernels
+        return out.view(2, -1, out.shape[-1]).mean(0)
 
 
 def export_model_to_onnx(model: torch.nn.Module, path, input_shape=(3, 224, 224), opset: int = DEFAULT_OPSET,
@@ -77,13 +92,23 @@ def load_model_and_spec(model_name: str | None, checkpoint: str | None, input_si
 
 def export_onnx(model_name: str | None = None, checkpoint: str | None = None, out: str | None = None,
                 opset: int = DEFAULT_OPSET, dynamic_batch: bool = False, fp16: bool = False,
-                input_size: int | None = None, exporter: str = "torchscript", verify: bool = True) -> dict:
-    """Export a model or checkpoint to ONNX and verify it. Returns paths, sizes, diffs."""
+                input_size: int | None = None, exporter: str = "torchscript", verify: bool = True,
+                tta: str | None = None) -> dict:
+    """Export a model or checkpoint to ONNX and verify it. Returns paths, sizes, diffs.
+    ``tta="flip"`` builds flip test-time augmentation into the graph and records it in
+    the file's data spec (field ``tta``), so evaluation never applies it twice."""
+    if tta not in (None, *TTA_MODES):
+        raise SqueezeNetError(f"unknown test-time augmentation '{tta}'; use {', '.join(TTA_MODES)} or none")
     if out is None:
         found = resolve_file(checkpoint or model_name)  # a run folder's best.pt -> best.onnx beside it
         out = str(found[0].with_suffix(".onnx")) if found else f"{model_name.replace(':', '_')}.onnx"
     ensure_writable_file(out)
     model, label, shape, spec = load_model_and_spec(model_name, checkpoint, input_size, verify)
+    if tta:
+        if spec is None:
+            raise SqueezeNetError(f"--tta needs a trained model file (a .pt, .sqz or run folder) whose data "
+                                  f"description can record it; '{label}' has none")
+        model, spec = FlipAverage(model).eval(), {**spec, "tta": tta}
     try:
         with torch.no_grad():
             model(torch.zeros(1, *shape))

@@ -22,6 +22,7 @@ from ..imageio import image_to_array, normalize_array, resize_array
 from ..sources import (FASHION_MNIST_CLASSES, FASHION_MNIST_NAMES, find_fashion_mnist, match_classes, read_idx,
                        scan_folder)
 from ..formats.onnx import OnnxClassifier
+from ..spec import evaluation_tta
 
 
 def _needs_torch(what: str) -> SqueezeNetError:
@@ -66,10 +67,9 @@ def evaluate_onnx(path: str, data: str | None = None, data_dir: str | None = Non
                   verify: bool = True) -> dict:
     """Loss, top-1, top-5 and the confusion matrix of an .onnx classifier, as
     :func:`squeezenet.metrics.evaluate` computes them."""
-    if tta not in (None, "flip"):
-        raise SqueezeNetError(f"unknown test-time augmentation '{tta}'; use 'flip' or none")
     clf = OnnxClassifier(path, verify=verify)
     spec = clf.spec
+    tta = evaluation_tta(spec, tta, f"'{path}'")
     x, y, classes, name = eval_images(spec, data, data_dir, download, f"'{path}'")
     mapping, msg = match_classes(classes, spec.classes, map_by_index, name, f"'{path}'")
     if mapping is not None:
@@ -93,7 +93,7 @@ def evaluate_onnx(path: str, data: str | None = None, data_dir: str | None = Non
         np.add.at(conf, (yb, order[:, 0]), 1)
     n = len(y)
     return {"loss": loss_sum / n, "top1": 100.0 * hits[0] / n, "top5": 100.0 * hits[1] / n, "n": n,
-            "confusion": conf.tolist(), "classes": spec.classes, "data": name}
+            "confusion": conf.tolist(), "classes": spec.classes, "data": name, "tta_in_model": spec.tta}
 
 
 def predict_onnx(path: str, images: list[str], topk: int, verify: bool = True):

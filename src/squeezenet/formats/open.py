@@ -135,7 +135,11 @@ def _spec_of(d: dict | None, where: str, model) -> DataSpec | None:
     if not d:
         return None
     kw = getattr(model, "model_kwargs", {})
-    return DataSpec.from_dict(d, where, kw.get("num_classes"), kw.get("in_chans"))
+    spec = DataSpec.from_dict(d, where, kw.get("num_classes"), kw.get("in_chans"))
+    if spec.tta:  # only an ONNX export builds it into the graph; here it would be a false record
+        raise SqueezeNetError(f"{where}: field 'tta' is set, but only an ONNX export has test-time augmentation "
+                              "built in; the file is damaged or was edited by hand")
+    return spec
 
 
 def _opened_torch(ref, path, kind, name, model, data) -> OpenedModel:

@@ -192,7 +192,8 @@ class Routes:
                 "inputs": [{"name": self.clf.input_name, "datatype": "FP32", "shape": self.in_shape},
                            {"name": BYTES_INPUT, "datatype": "BYTES", "shape": [-1]}],
                 "outputs": [{"name": OUTPUT, "datatype": "FP32", "shape": [-1, self.n_out]}],
-                "parameters": {"classes": s.classes, "input_size": s.input_size, "mean": s.mean, "std": s.std}}
+                "parameters": {"classes": s.classes, "input_size": s.input_size, "mean": s.mean, "std": s.std,
+                               "tta": s.tta}}
 
     async def model_ready(self, model_name: str, version: str = VERSION):
         self.check_model(model_name, version)
