@@ -14,6 +14,7 @@ from pathlib import Path
 
 from . import __version__
 from .errors import SqueezeNetError
+from .spec import TTA_MODES
 
 EPILOG = """examples:
   squeezenet list
@@ -283,7 +284,7 @@ def add_eval_parser(sub):
     _add_data_flags(p, default=None)
     p.add_argument("--out", help="JSON file to write (default: <checkpoint>.eval.json)")
     p.add_argument("--batch-size", type=positive_int, default=1000)
-    p.add_argument("--tta", choices=["flip"], help="test-time augmentation: average each image's logits with its "
+    p.add_argument("--tta", choices=TTA_MODES, help="test-time augmentation: average each image's logits with its "
                                                    "horizontal mirror's (reported separately from plain accuracy)")
     _add_model_file_flags(p, map_by_index=True)
     p.set_defaults(func=_cmd_eval)
@@ -362,7 +363,7 @@ def add_export_parser(sub):
     p.add_argument("--dynamic-batch", action="store_true")
     p.add_argument("--fp16", action="store_true", help="also convert weights to fp16")
     p.add_argument("--input-size", type=image_size)
-    p.add_argument("--tta", choices=["flip"],
+    p.add_argument("--tta", choices=TTA_MODES,
                    help="build test-time augmentation into the graph: 'flip' averages each image's logits with its "
                         "horizontal mirror's, as `eval --tta flip` measures it, at twice the inference cost; "
                         "recorded in the file, so predict, eval and serve all run it")

@@ -7,6 +7,7 @@ import torch
 from .batches import normalize
 from .data import TensorDataset, collate_skip_bad, readable
 from .errors import SqueezeNetError
+from .spec import TTA_MODES
 
 
 def topk_correct(logits: torch.Tensor, targets: torch.Tensor, ks=(1, 5)) -> list[int]:
@@ -50,8 +51,8 @@ def evaluate(model, dataset, spec, device="cpu", batch_size: int = 500, workers:
     ``tta="flip"`` averages the logits of each image and its horizontal mirror (test-time
     augmentation; the training augmentation flips too, so both views are in-distribution).
     """
-    if tta not in (None, "flip"):
-        raise SqueezeNetError(f"unknown test-time augmentation '{tta}'; use 'flip' or none")
+    if tta not in (None, *TTA_MODES):
+        raise SqueezeNetError(f"unknown test-time augmentation '{tta}'; use {', '.join(TTA_MODES)} or none")
     if batch_size < 1:
         raise SqueezeNetError(f"evaluation batch size must be >= 1, got {batch_size}")
     was_training = model is not None and model.training
