@@ -10,6 +10,8 @@ MODE:
   merged    each Fire's two expands as one 3x3 convolution (the 1x1 filters zero-padded to 3x3),
             one BatchNorm and one ReLU over the joined channels: the same function with no concat,
             at 9x the 1x1 expand's MACs. Does removing the concat and half the BN/ReLU calls pay?
+  foreach   the eager step with SGD's multi-tensor (foreach) update: one call per step, not one per tensor;
+  fused     the eager step with SGD's fused CPU kernel (fused=True);
   profile   the eager step under torch.profiler: self CPU time by operator, 5 steps.
 
 e.g. `squeezenet1_1_simple_bypass_small_bn_w0.5_sr0.25 1 28 128 regional` (the demo model; its
@@ -95,7 +97,8 @@ def main():
     if mode == "merged":
         merge_fires(m)
     m = m.to(memory_format=torch.channels_last)
-    opt = torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9, nesterov=True)
+    how = {"foreach": dict(foreach=True), "fused": dict(fused=True)}.get(mode, dict(foreach=False))
+    opt = torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9, nesterov=True, **how)
     crit = nn.CrossEntropyLoss(label_smoothing=0.1)
     x = torch.randn(bs, ch, px, px).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 10, (bs,))

@@ -1,0 +1,98 @@
+"""Do the last two recipe levers of issue 18 pay under a time budget?
+
+    python benchmarks/probes/recipe_lever_probe.py --data DIR --budget 15m --lever plain --out runs/p
+    python benchmarks/probes/recipe_lever_probe.py --data DIR --budget 15m --lever bn-bias-lr=16 --out runs/b
+    python benchmarks/probes/recipe_lever_probe.py --data DIR --budget 15m --lever lookahead=5,0.5 --out runs/l
+
+Levers, each on top of the config's recipe (default: natural), the model unchanged:
+  plain           the baseline;
+  bn-bias-lr=K    BatchNorm as airbench trains it (Jordan 2024): the BN scales frozen at 1 and
+                  the BN biases learning at K times the schedule's rate. SGD's update is linear
+                  in the gradient and these biases have no weight decay, so scaling their
+                  gradient by K is exactly a K-times learning rate, momentum included;
+  lookahead=K,A   Lookahead (Zhang et al. 2019) around the SGD: every K steps the slow weights
+                  move a fraction A towards the fast ones and the fast weights restart from
+                  them; the run ends on the slow weights.
+Prints and writes the final top-1 (and flip TTA) as JSON, with the epochs the budget bought.
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from squeezenet.config import TrainConfig, load_config_file
+from squeezenet.evaluate import evaluate_checkpoint
+from squeezenet.files import atomic_write_text
+from squeezenet.train import Trainer
+
+
+def bn_bias_lr(tr: Trainer, k: float) -> str:
+    n = 0
+    for m in tr.model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.weight.requires_grad_(False)  # frozen at its init, 1
+            m.bias.register_hook(lambda g: g * k)
+            n += 1
+    return f"{n} BatchNorms: scales frozen, biases at {k:g}x the learning rate"
+
+
+def lookahead(tr: Trainer, k: int, alpha: float) -> str:
+    params = [p for p in tr.model.parameters() if p.requires_grad]
+    slow = [p.detach().clone() for p in params]
+
+    @torch.no_grad()
+    def sync(t: Trainer) -> None:
+        if t.global_step % k and t.global_step < t.total_steps:
+            return
+        for p, s in zip(params, slow):
+            s.add_(p - s, alpha=alpha)
+            p.copy_(s)
+
+    tr.after_step.append(sync)
+    return f"lookahead k={k}, alpha={alpha:g} over {len(params)} tensors"
+
+
+def apply_lever(tr: Trainer, lever: str) -> str:
+    name, _, arg = lever.partition("=")
+    if name == "plain":
+        return "plain"
+    if name == "bn-bias-lr":
+        return bn_bias_lr(tr, float(arg))
+    if name == "lookahead":
+        k, alpha = arg.split(",")
+        return lookahead(tr, int(k), float(alpha))
+    raise SystemExit(f"error: unknown --lever '{lever}'; use plain, bn-bias-lr=K or lookahead=K,ALPHA")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--config", default="natural")
+    ap.add_argument("--budget", default="15m")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--lever", default="plain")
+    ap.add_argument("--out", required=True)
+    a = ap.parse_args()
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from time_to_accuracy import parse_setting  # the one --set KEY=VALUE reader
+
+    overrides = dict(parse_setting(kv) for kv in a.set)
+    settings = {**load_config_file(a.config), **overrides, "data": a.data, "time_budget": a.budget,
+                "out": a.out, "progress": False}
+    tr = Trainer(TrainConfig.from_dict(settings))
+    what = apply_lever(tr, a.lever)
+    print(what)
+    res = tr.run()
+    tta = evaluate_checkpoint(str(Path(a.out) / "last.pt"), a.data, tta="flip")["top1"]
+    row = {"lever": a.lever, "what": what, "top1": res["final"]["test_top1"], "best_top1": res["best_top1"],
+           "tta_top1": tta, "epochs": res["epochs_done"], "used_s": res["budget"]["spent"]}
+    print(json.dumps(row))
+    atomic_write_text(Path(a.out) / "lever_probe.json", json.dumps({**row, "result": res}, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()
