@@ -6,6 +6,7 @@
 
 Levers, each on top of the config's recipe (default: natural), the model unchanged:
   plain           the baseline;
+  whiten          the stem initialised by patch whitening (whiten_stem_probe.py);
   bn-bias-lr=K    BatchNorm as airbench trains it (Jordan 2024): the BN scales frozen at 1 and
                   the BN biases learning at K times the schedule's rate. SGD's update is linear
                   in the gradient and these biases have no weight decay, so scaling their
@@ -62,21 +63,30 @@ def apply_lever(tr: Trainer, lever: str) -> str:
         return "plain"
     if name == "bn-bias-lr":
         return bn_bias_lr(tr, float(arg))
+    if name == "whiten":
+        from whiten_stem_probe import whiten_stem  # this folder is on sys.path when a probe runs
+
+        return whiten_stem(tr)
     if name == "lookahead":
         k, alpha = arg.split(",")
         return lookahead(tr, int(k), float(alpha))
-    raise SystemExit(f"error: unknown --lever '{lever}'; use plain, bn-bias-lr=K or lookahead=K,ALPHA")
+    raise SystemExit(f"error: unknown --lever '{lever}'; use plain, whiten, bn-bias-lr=K or lookahead=K,ALPHA")
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def probe_args(description: str, **extra) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=description)
     ap.add_argument("--data", required=True)
     ap.add_argument("--config", default="natural")
     ap.add_argument("--budget", default="15m")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    ap.add_argument("--lever", default="plain")
     ap.add_argument("--out", required=True)
-    a = ap.parse_args()
+    for flag, kw in extra.items():
+        ap.add_argument(flag, **kw)
+    return ap.parse_args()
+
+
+def run_probe(a: argparse.Namespace, lever: str, json_name: str = "lever_probe.json", **row_extra) -> dict:
+    """Train ``a.config`` under ``a.budget`` with ``lever`` applied; print and write the row."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from time_to_accuracy import parse_setting  # the one --set KEY=VALUE reader
 
@@ -84,14 +94,22 @@ def main() -> None:
     settings = {**load_config_file(a.config), **overrides, "data": a.data, "time_budget": a.budget,
                 "out": a.out, "progress": False}
     tr = Trainer(TrainConfig.from_dict(settings))
-    what = apply_lever(tr, a.lever)
+    what = apply_lever(tr, lever)
     print(what)
     res = tr.run()
-    tta = evaluate_checkpoint(str(Path(a.out) / "last.pt"), a.data, tta="flip")["top1"]
-    row = {"lever": a.lever, "what": what, "top1": res["final"]["test_top1"], "best_top1": res["best_top1"],
-           "tta_top1": tta, "epochs": res["epochs_done"], "used_s": res["budget"]["spent"]}
+    tta = evaluate_checkpoint(str(Path(a.out) / "last.pt"), a.data, tr.cfg.data_dir, tr.cfg.download,
+                              tta="flip")["top1"]
+    row = {**row_extra, "lever": lever, "what": what, "top1": res["final"]["test_top1"],
+           "best_top1": res["best_top1"], "tta_top1": tta, "epochs": res["epochs_done"],
+           "used_s": res["budget"]["spent"]}
     print(json.dumps(row))
-    atomic_write_text(Path(a.out) / "lever_probe.json", json.dumps({**row, "result": res}, indent=2, default=str))
+    atomic_write_text(Path(a.out) / json_name, json.dumps({**row, "result": res}, indent=2, default=str))
+    return row
+
+
+def main() -> None:
+    a = probe_args(__doc__.split("\n\n")[0], **{"--lever": dict(default="plain")})
+    run_probe(a, a.lever)
 
 
 if __name__ == "__main__":

@@ -14,20 +14,11 @@ initialisation, not a frozen preprocessor. ``--plain`` runs the same budget with
 baseline). Prints and writes the final top-1 (and flip TTA) as JSON.
 """
 
-import argparse
-import json
-import sys
-from pathlib import Path
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from squeezenet.batches import normalize
-from squeezenet.config import TrainConfig, load_config_file
-from squeezenet.evaluate import evaluate_checkpoint
-from squeezenet.files import atomic_write_text
-from squeezenet.train import Trainer
 
 
 def whitening_filters(images_uint8: torch.Tensor, mean, std, kernel: int, count: int, eps: float = 1e-2,
@@ -52,35 +43,21 @@ def first_conv(model: nn.Module) -> nn.Conv2d:
     return next(m for m in model.modules() if isinstance(m, nn.Conv2d))
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--data", required=True)
-    ap.add_argument("--config", default="natural")
-    ap.add_argument("--budget", default="30m")
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    ap.add_argument("--plain", action="store_true", help="the baseline: no whitening")
-    ap.add_argument("--out", required=True)
-    a = ap.parse_args()
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from time_to_accuracy import parse_setting  # the one --set KEY=VALUE reader
-
-    overrides = dict(parse_setting(kv) for kv in a.set)
-    settings = {**load_config_file(a.config), **overrides, "data": a.data, "time_budget": a.budget,
-                "out": a.out, "progress": False}
-    tr = Trainer(TrainConfig.from_dict(settings))
+def whiten_stem(tr) -> str:
+    """Initialise ``tr``'s stem conv from its training images' patch whitening."""
     conv = first_conv(tr.model)
-    if not a.plain:
-        w = whitening_filters(tr.splits.train.images, tr.spec.mean, tr.spec.std, conv.kernel_size[0],
-                              conv.out_channels, seed=tr.cfg.seed)
-        with torch.no_grad():
-            conv.weight[:len(w)].copy_(w.to(conv.weight.dtype))
-        print(f"whitened {len(w)} of {conv.out_channels} stem filters")
-    res = tr.run()
-    tta = evaluate_checkpoint(str(Path(a.out) / "last.pt"), a.data, tta="flip")["top1"]
-    row = {"whiten": not a.plain, "top1": res["final"]["test_top1"], "best_top1": res["best_top1"],
-           "tta_top1": tta, "epochs": res["epochs_done"], "used_s": res["budget"]["spent"]}
-    print(json.dumps(row))
-    atomic_write_text(Path(a.out) / "whiten_probe.json", json.dumps({**row, "result": res}, indent=2, default=str))
+    w = whitening_filters(tr.splits.train.images, tr.spec.mean, tr.spec.std, conv.kernel_size[0],
+                          conv.out_channels, seed=tr.cfg.seed)
+    with torch.no_grad():
+        conv.weight[:len(w)].copy_(w.to(conv.weight.dtype))
+    return f"whitened {len(w)} of {conv.out_channels} stem filters"
+
+
+def main() -> None:
+    from recipe_lever_probe import probe_args, run_probe  # this folder is on sys.path when a probe runs
+
+    a = probe_args(__doc__.split("\n\n")[0], **{"--plain": dict(action="store_true", help="the baseline")})
+    run_probe(a, "plain" if a.plain else "whiten", "whiten_probe.json", whiten=not a.plain)
 
 
 if __name__ == "__main__":
