@@ -90,6 +90,20 @@ def test_a_budget_too_short_for_one_epoch_says_what_it_needs():
         p.plan(5, 0.1, 2.0)
 
 
+def test_the_final_flip_tta_passes_are_paid_for_inside_the_budget():
+    """Two evaluation passes after the last epoch (the flip-TTA check) cost 2 x eval_s:
+    the plan is the largest step count whose steps, per-epoch evaluations and those two
+    passes fit in the budget less its margin, counted here by brute force."""
+    for extra in (0.0, 2.0):
+        clock = FakeClock()
+        p = BudgetPlanner(600, 100, clock, final_evals=extra)
+        p.start()
+        plan = p.plan(0, 0.1, 3.0, 0.0)
+        fits = [n for n in range(1, 6001) if 0.1 * n + 3.0 * math.ceil(n / 100) + extra * 3.0 <= 600 * (1 - MARGIN)]
+        assert plan.total_steps == max(fits)  # 4,500 steps (45 epochs) without; 4,470 with (44 and 70 steps)
+        assert plan.planned_s <= 600 * (1 - MARGIN)
+
+
 def test_margin_is_what_the_report_and_last_checkpoint_get():
     _, used, _ = simulate(1000, 100, 0.1, 1.0, 0.0)
     assert used <= 1000 * (1 - MARGIN)

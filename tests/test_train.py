@@ -65,6 +65,12 @@ def test_train_writes_a_complete_run(tmp_path, fmnist_dir):
 
     ev = evaluate_checkpoint(str(tmp_path / "last.pt"), data_dir=str(fmnist_dir), download=False)
     assert ev["top1"] == pytest.approx(rows[-1]["test_top1"])
+    # the last epoch also scores the saved weights with flip TTA, as `eval --tta flip` does, and the report says so
+    ev = evaluate_checkpoint(str(tmp_path / "last.pt"), data_dir=str(fmnist_dir), download=False, tta="flip",
+                             out=str(tmp_path / "tta.json"))
+    assert ev["top1"] == pytest.approx(rows[-1]["test_tta_top1"]) and all("test_tta_top1" not in r for r in rows[:-1])
+    assert f"| final test top-1 with flip TTA | {rows[-1]['test_tta_top1']:.2f}% " in report
+    assert "test_tta_top1" in (tmp_path / "metrics.csv").read_text().splitlines()[0]
 
 
 def test_existing_run_is_not_overwritten(tmp_path, fmnist_dir):

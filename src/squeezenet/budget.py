@@ -81,6 +81,7 @@ class BudgetPlanner:
     clock: object
     spent: float = 0.0
     plans: list = field(default_factory=list)
+    final_evals: float = 0.0  # extra evaluation passes after the last epoch's (the flip-TTA check: 2)
     _t0: float = 0.0
 
     def start(self) -> None:
@@ -95,11 +96,11 @@ class BudgetPlanner:
 
     def cost(self, done_steps: int, steps: int, step_s: float, eval_s: float, save_s: float) -> float:
         """Seconds that ``steps`` more steps take from ``done_steps`` on: the steps, an
-        evaluation and a checkpoint at each epoch end they reach, and a last evaluation
-        where they stop mid-epoch."""
+        evaluation and a checkpoint at each epoch end they reach, a last evaluation where
+        they stop mid-epoch, and the :attr:`final_evals` passes after the end."""
         spe, end = self.steps_per_epoch, done_steps + steps
         evals = end // spe - done_steps // spe + (1 if end % spe else 0)
-        return steps * step_s + evals * (eval_s + save_s)
+        return steps * step_s + evals * (eval_s + save_s) + self.final_evals * eval_s
 
     def plan(self, done_steps: int, step_s: float, eval_s: float, save_s: float = 0.0) -> Plan:
         """The most steps whose schedule, evaluations and checkpoints end inside the

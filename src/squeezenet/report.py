@@ -97,6 +97,17 @@ def _pct(v) -> str:
     return f"{v:.2f}%" if isinstance(v, (int, float)) and v == v else "not evaluated"
 
 
+def tta_lines(last: dict, out) -> list[str]:
+    """The flip-TTA row of the result table, when the run measured it."""
+    tta = last.get("test_tta_top1")
+    if tta is None:
+        return []
+    gain = tta - last["test_top1"]
+    how = (f"ship it with `squeezenet export {Path(out) / 'last.pt'} --tta flip`, at about twice the inference time"
+           if gain > 0 else "no gain: ship the plain model")
+    return [f"| final test top-1 with flip TTA | {_pct(tta)} ({gain:+.2f} pt; {how}) |"]
+
+
 def write_report(out: Path, run: RunSummary, model) -> Path:
     """Write curves.png, confusion.png, confusion.json and report.md into ``out``."""
     from .files import atomic_write_text
@@ -138,6 +149,7 @@ def write_report(out: Path, run: RunSummary, model) -> Path:
         f"| final test top-5 | {_pct(last.get('test_top5'))} |",
         f"| best test top-1 (per epoch) | {_pct(run.best_top1) if run.best_top1 is not None else 'no epoch finished'} |",
         f"| final test loss | {last.get('test_loss', float('nan')):.4f} |",
+    ] + tta_lines(last, out) + [
         "",
     ] + (["![curves](curves.png)", ""] if hist else []) + [
         "![confusion matrix](confusion.png)",

@@ -428,6 +428,10 @@ class Trainer:
         if self.dist.main:
             metrics, self._last_confusion = self._evaluate()
             row.update(metrics)
+            if self.checks_flip_tta and self.global_step >= self.total_steps:  # the schedule's end
+                row["test_tta_top1"] = evaluate(self.eval_model, self.splits.test, self.spec, self.device,
+                                                self.cfg.eval_batch_size, self.cfg.workers,
+                                                channels_last=self.cfg.channels_last, tta="flip")["top1"]
         row.update(epoch=self.epoch + 1, train_time_s=self.train_time, peak_rss_mib=peak_rss_mib())
         self.history.append(row)
         self.epoch, self.step_in_epoch = self.epoch + 1, 0
@@ -442,6 +446,12 @@ class Trainer:
                 self.on_epoch(dict(row))
         if self.budget is not None:
             self.budget.after_epoch(trained_at)
+
+    @property
+    def checks_flip_tta(self) -> bool:
+        """Small-image runs also score the final weights with flip TTA (two cheap passes),
+        so the report can say what `export --tta flip` would ship."""
+        return bool(self.spec.small)
 
     def _evaluate(self) -> tuple[dict, list]:
         """({"test_top1": ..., ...}, confusion matrix) of the weights that are saved."""
@@ -462,7 +472,8 @@ class TimeBudget:
         self.tr, self.clock = tr, clock
         spent = float(tr.budget_state.get("spent", 0.0))
         self.planner = BudgetPlanner(parse_duration(tr.cfg.time_budget), tr.steps_per_epoch(), clock, spent=spent,
-                                     plans=[Plan(**p) for p in tr.budget_state.get("plans", [])])
+                                     plans=[Plan(**p) for p in tr.budget_state.get("plans", [])],
+                                     final_evals=2.0 if tr.checks_flip_tta else 0.0)
         self.planner.start()
         self.mark = (tr.global_step, self.now())
         if not self.planner.plans:
@@ -695,7 +706,8 @@ def _write_metrics(out: Path, history: list[dict]):
 
     atomic_write_text(out / "metrics.jsonl", "".join(json.dumps(row) + "\n" for row in history))
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=list(history[0].keys()))
+    fields = list(dict.fromkeys(k for row in history for k in row))  # the last epoch adds test_tta_top1
+    w = csv.DictWriter(buf, fieldnames=fields)
     w.writeheader()
     w.writerows(history)
     atomic_write_text(out / "metrics.csv", buf.getvalue())
