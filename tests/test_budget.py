@@ -91,8 +91,8 @@ def test_a_budget_too_short_for_one_epoch_says_what_it_needs():
 
 
 def test_the_final_flip_tta_passes_are_paid_for_inside_the_budget():
-    """Two evaluation passes after the last epoch (the flip-TTA check) cost 2 x eval_s:
-    the plan is the largest step count whose steps, per-epoch evaluations and those two
+    """Evaluation passes after the last epoch's (the flip-TTA check takes 1) cost eval_s each:
+    the plan is the largest step count whose steps, per-epoch evaluations and those extra
     passes fit in the budget less its margin, counted here by brute force."""
     for extra in (0.0, 2.0):
         clock = FakeClock()

@@ -81,7 +81,7 @@ class BudgetPlanner:
     clock: object
     spent: float = 0.0
     plans: list = field(default_factory=list)
-    final_evals: float = 0.0  # extra evaluation passes after the last epoch's (the flip-TTA check: 2)
+    final_evals: float = 0.0  # extra evaluation passes at the end (the flip-TTA check: 1)
     _t0: float = 0.0
 
     def start(self) -> None:

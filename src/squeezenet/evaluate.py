@@ -70,10 +70,11 @@ def _evaluate_with_torch(checkpoint, data, data_dir, download, batch_size, tta, 
     mf = open_model(checkpoint, need="any", verify=verify, command="eval")
     for n in mf.notes:
         note(n)
-    tta = evaluation_tta(mf.need_spec(), tta, f"'{checkpoint}'")
-    splits = load_data_for(mf.need_spec(), data, data_dir, download, map_by_index, where=f"'{checkpoint}'")
+    spec = mf.need_spec()
+    tta = evaluation_tta(spec, tta, f"'{checkpoint}'")
+    splits = load_data_for(spec, data, data_dir, download, map_by_index, where=f"'{checkpoint}'")
     m = evaluate(None, splits.test, splits.spec, batch_size=batch_size, tta=tta, predict_fn=mf.logits)
-    m["tta_in_model"] = mf.need_spec().tta
+    m["tta_in_model"] = spec.tta
     return mf.name, splits.spec.classes, splits.spec.name, m
 
 

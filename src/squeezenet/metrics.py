@@ -7,7 +7,7 @@ import torch
 from .batches import normalize
 from .data import TensorDataset, collate_skip_bad, readable
 from .errors import SqueezeNetError
-from .spec import TTA_MODES
+from .spec import check_tta
 
 
 def topk_correct(logits: torch.Tensor, targets: torch.Tensor, ks=(1, 5)) -> list[int]:
@@ -44,36 +44,43 @@ def iterate_eval(dataset, spec, batch_size: int = 1000, workers: int = 0, channe
 
 @torch.no_grad()
 def evaluate(model, dataset, spec, device="cpu", batch_size: int = 500, workers: int = 0,
-             channels_last: bool = False, predict_fn=None, tta: str | None = None) -> dict:
+             channels_last: bool = False, predict_fn=None, tta: str | None = None,
+             flip_top1_too: bool = False) -> dict:
     """Loss, top-1, top-5 and the confusion matrix (rows = true class) on a dataset.
 
     ``predict_fn(x) -> logits`` replaces ``model`` when given (e.g. an ONNX session).
     ``tta="flip"`` averages the logits of each image and its horizontal mirror (test-time
     augmentation; the training augmentation flips too, so both views are in-distribution).
+    ``flip_top1_too`` adds ``tta_top1``, the flip-TTA top-1, to the plain metrics: one more
+    pass (the mirrored images), the plain logits reused.
     """
-    if tta not in (None, *TTA_MODES):
-        raise SqueezeNetError(f"unknown test-time augmentation '{tta}'; use {', '.join(TTA_MODES)} or none")
+    check_tta(tta)
     if batch_size < 1:
         raise SqueezeNetError(f"evaluation batch size must be >= 1, got {batch_size}")
     was_training = model is not None and model.training
     if model is not None:
         model.eval()
     try:
-        return _evaluate(model, dataset, spec, device, batch_size, workers, channels_last, predict_fn, tta)
+        return _evaluate(model, dataset, spec, device, batch_size, workers, channels_last, predict_fn, tta,
+                         flip_top1_too)
     finally:  # a model evaluated mid-training (the time budget prices a pass) goes on training
         if was_training:
             model.train()
 
 
-def _evaluate(model, dataset, spec, device, batch_size, workers, channels_last, predict_fn, tta) -> dict:
+def _evaluate(model, dataset, spec, device, batch_size, workers, channels_last, predict_fn, tta,
+              flip_top1_too=False) -> dict:
     n_cls = len(spec.classes)
     conf = torch.zeros(n_cls, n_cls, dtype=torch.int64)
-    loss_sum, hits, n = 0.0, [0, 0], 0
+    loss_sum, hits, n, flip_hits = 0.0, [0, 0], 0, 0
     run = predict_fn or (lambda v: model(v.to(device)).float().cpu())
     for x, y in iterate_eval(dataset, spec, batch_size, workers, channels_last):
         logits = run(x)
-        if tta == "flip":
-            logits = (logits + run(x.flip(-1))) / 2
+        if tta == "flip" or flip_top1_too:
+            averaged = (logits + run(x.flip(-1))) / 2
+            flip_hits += topk_correct(averaged, y, ks=(1,))[0]
+            if tta == "flip":
+                logits = averaged
         if not torch.isfinite(logits).all():
             raise SqueezeNetError("the model produced NaN/inf outputs; its weights are broken (a diverged run?); "
                                   "use an earlier checkpoint")
@@ -85,4 +92,5 @@ def _evaluate(model, dataset, spec, device, batch_size, workers, channels_last, 
     if n == 0:
         raise SqueezeNetError("no images were evaluated (the test split is empty or every image was unreadable)")
     return {"loss": loss_sum / max(n, 1), "top1": 100.0 * hits[0] / max(n, 1),
-            "top5": 100.0 * hits[1] / max(n, 1), "n": n, "confusion": conf.tolist()}
+            "top5": 100.0 * hits[1] / max(n, 1), "n": n, "confusion": conf.tolist(),
+            **({"tta_top1": 100.0 * flip_hits / n} if flip_top1_too else {})}

@@ -83,12 +83,17 @@ class DataSpec:
                    {k: v for k, v in d.items() if k not in known})
 
 
+def check_tta(tta: str | None) -> str | None:
+    """``tta`` if it is None or one of :data:`TTA_MODES`, else a one-line error."""
+    if tta not in (None, *TTA_MODES):
+        raise SqueezeNetError(f"unknown test-time augmentation '{tta}'; use {', '.join(TTA_MODES)} or none")
+    return tta
+
+
 def evaluation_tta(spec: DataSpec, tta: str | None, where: str) -> str | None:
     """The augmentation an evaluation applies on top of the model: ``tta`` (from --tta),
     refused when the model already has one built in, which would apply it twice."""
-    if tta not in (None, *TTA_MODES):
-        raise SqueezeNetError(f"unknown test-time augmentation '{tta}'; use {', '.join(TTA_MODES)} or none")
-    if tta and spec.tta:
+    if check_tta(tta) and spec.tta:
         raise SqueezeNetError(f"{where} already averages each image with its mirror (exported with --tta "
                               f"{spec.tta}); drop --tta, or export without it")
     return tta

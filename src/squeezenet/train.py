@@ -426,12 +426,9 @@ class Trainer:
     def end_epoch(self, row: dict) -> None:
         trained_at = self.budget.now() if self.budget is not None else None
         if self.dist.main:
-            metrics, self._last_confusion = self._evaluate()
+            final = self.checks_flip_tta and self.global_step >= self.total_steps  # the schedule's end
+            metrics, self._last_confusion = self._evaluate(flip_top1_too=final)
             row.update(metrics)
-            if self.checks_flip_tta and self.global_step >= self.total_steps:  # the schedule's end
-                row["test_tta_top1"] = evaluate(self.eval_model, self.splits.test, self.spec, self.device,
-                                                self.cfg.eval_batch_size, self.cfg.workers,
-                                                channels_last=self.cfg.channels_last, tta="flip")["top1"]
         row.update(epoch=self.epoch + 1, train_time_s=self.train_time, peak_rss_mib=peak_rss_mib())
         self.history.append(row)
         self.epoch, self.step_in_epoch = self.epoch + 1, 0
@@ -449,14 +446,15 @@ class Trainer:
 
     @property
     def checks_flip_tta(self) -> bool:
-        """Small-image runs also score the final weights with flip TTA (two cheap passes),
-        so the report can say what `export --tta flip` would ship."""
+        """Small-image runs also score the final weights with flip TTA (one more cheap pass,
+        over the mirrored images), so the report can say what `export --tta flip` would ship."""
         return bool(self.spec.small)
 
-    def _evaluate(self) -> tuple[dict, list]:
-        """({"test_top1": ..., ...}, confusion matrix) of the weights that are saved."""
+    def _evaluate(self, flip_top1_too: bool = False) -> tuple[dict, list]:
+        """({"test_top1": ..., ...}, confusion matrix) of the weights that are saved
+        (with ``test_tta_top1`` too when ``flip_top1_too``)."""
         m = evaluate(self.eval_model, self.splits.test, self.spec, self.device, self.cfg.eval_batch_size,
-                     self.cfg.workers, channels_last=self.cfg.channels_last)
+                     self.cfg.workers, channels_last=self.cfg.channels_last, flip_top1_too=flip_top1_too)
         conf = m.pop("confusion")
         return {f"test_{k}": v for k, v in m.items() if k != "n"}, conf
 
@@ -473,7 +471,7 @@ class TimeBudget:
         spent = float(tr.budget_state.get("spent", 0.0))
         self.planner = BudgetPlanner(parse_duration(tr.cfg.time_budget), tr.steps_per_epoch(), clock, spent=spent,
                                      plans=[Plan(**p) for p in tr.budget_state.get("plans", [])],
-                                     final_evals=2.0 if tr.checks_flip_tta else 0.0)
+                                     final_evals=1.0 if tr.checks_flip_tta else 0.0)
         self.planner.start()
         self.mark = (tr.global_step, self.now())
         if not self.planner.plans:

@@ -12,7 +12,7 @@ from ..files import ensure_writable_file
 from ..formats.open import open_model, resolve_file
 from .onnx_tools import DEFAULT_OPSET, convert_fp16, finalize_onnx
 from ..formats.onnx import open_session
-from ..spec import TTA_MODES
+from ..spec import check_tta
 
 
 
@@ -97,8 +97,7 @@ def export_onnx(model_name: str | None = None, checkpoint: str | None = None, ou
     """Export a model or checkpoint to ONNX and verify it. Returns paths, sizes, diffs.
     ``tta="flip"`` builds flip test-time augmentation into the graph and records it in
     the file's data spec (field ``tta``), so evaluation never applies it twice."""
-    if tta not in (None, *TTA_MODES):
-        raise SqueezeNetError(f"unknown test-time augmentation '{tta}'; use {', '.join(TTA_MODES)} or none")
+    check_tta(tta)
     if out is None:
         found = resolve_file(checkpoint or model_name)  # a run folder's best.pt -> best.onnx beside it
         out = str(found[0].with_suffix(".onnx")) if found else f"{model_name.replace(':', '_')}.onnx"
