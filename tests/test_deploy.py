@@ -274,7 +274,8 @@ def test_flip_tta_built_into_an_export_is_evaluated_once(tmp_path, tiny_run, fmn
     with torch.no_grad():
         own, mirror = m(x), m(x.flip(-1))
     got = torch.from_numpy(_ort(tta, x))
-    assert (own - mirror).abs().max() > 1e-3  # the mirror changes the logits, so the check below can fail
+    # the mirror changes the logits (by 3.5e-3 here) well beyond the 1e-5 tolerance below, so that check can fail
+    assert (own - mirror).abs().max() > 1e-4
     assert (got - (own + mirror) / 2).abs().max() <= 1e-5
     assert (got - torch.from_numpy(_ort(tta, x.flip(-1)))).abs().max() <= 1e-5  # a vertical flip would fail this
     assert OnnxClassifier(tta).spec.tta == "flip" and OnnxClassifier(plain).spec.tta is None
