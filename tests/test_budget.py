@@ -30,27 +30,34 @@ def test_bad_durations_are_one_line(text):
     assert "\n" not in str(e.value) and "--time-budget" in str(e.value)
 
 
-def simulate(budget_s, spe, step_s, eval_s, save_s, drift_after=None, drift=1.0):
+def simulate(budget_s, spe, step_s, eval_s, save_s, drift_after=None, drift=1.0, mid_epoch=True):
     """Run the plan against a fake clock that advances by what each step, evaluation and
-    checkpoint really costs; the step time changes by ``drift`` after ``drift_after``
-    steps. Returns (steps done, seconds used, planner)."""
+    checkpoint really costs, as ``train.TimeBudget`` drives the planner: the first plan
+    after the measured steps, a check at each ``check_due`` step (unless not
+    ``mid_epoch``) and at each epoch end. The step time changes by ``drift`` after
+    ``drift_after`` steps. Returns (steps done, seconds used, planner)."""
     clock = FakeClock()
     p = BudgetPlanner(budget_s, spe, clock)
     p.start()
-    total, step, epoch_t0, epoch_steps = 10 ** 9, 0, 0.0, 0
+    total, step, mark = 10 ** 9, 0, (0, 0.0)
     while step < total:
-        cost = step_s * (drift if drift_after is not None and step >= drift_after else 1.0)
-        clock.t += cost
+        clock.t += step_s * (drift if drift_after is not None and step >= drift_after else 1.0)
         step += 1
-        epoch_steps += 1
-        if not p.plans and step == p.measure_steps():
-            total = p.plan(step, clock.t / step, eval_s, save_s).total_steps
-        if step % spe == 0 or step == total:
+        measured = step - mark[0]
+        if not p.plans and measured == p.measure_steps():
+            total = p.plan(step, (clock.t - mark[1]) / measured, eval_s + save_s).total_steps
+            mark = (step, clock.t)
+        elif mid_epoch and p.check_due(step, measured):
+            new = p.maybe_replan(step, (clock.t - mark[1]) / measured, eval_s + save_s)
+            total = new.total_steps if new else total
+            mark = (step, clock.t)
+        if step % spe == 0 or step >= total:
+            trained_at = clock.t
             clock.t += eval_s + save_s
             if p.plans and step < total:
-                new = p.maybe_replan(step, (clock.t - epoch_t0 - eval_s - save_s) / epoch_steps, eval_s, save_s)
+                new = p.maybe_replan(step, (trained_at - mark[1]) / (step - mark[0]), eval_s + save_s)
                 total = new.total_steps if new else total
-            epoch_t0, epoch_steps = clock.t, 0
+            mark = (step, clock.t)
     return step, clock.t, p
 
 
@@ -79,6 +86,50 @@ def test_small_drift_keeps_the_plan_unless_it_would_overrun_or_end_short():
     assert len(p.plans) >= 2 and 0.95 * 600 <= used <= 600
     _, used, p = simulate(600, 200, 0.05, 2.0, 0.1, drift_after=250, drift=1.08)  # slower by 8%: would overrun
     assert len(p.plans) >= 2 and used <= 600
+
+
+@pytest.mark.parametrize("drift,old_used", [(0.7, 0.926), (1.2, 1.015)])
+def test_a_drift_inside_the_last_epoch_is_caught_mid_epoch(drift, old_used):
+    """A 90 s budget of 2.7 epochs (the demo's shape: 468 steps of 58 ms, a 4.7 s
+    evaluation): the host speeds up or slows down inside the last epoch, after the last
+    epoch-end check. Checked at epoch ends only, the run ended at 92.6% of the budget (a
+    90 s demo once ended at 86.8%) or overran it by 1.5%; checked within the epoch too,
+    it ends inside the budget and within 5% of it."""
+    steps, used, p = simulate(90, 468, 0.058, 4.7, 0.0, drift_after=1000, drift=drift, mid_epoch=False)
+    assert used / 90 == pytest.approx(old_used, abs=1e-3) and len(p.plans) == 1
+    steps, used, p = simulate(90, 468, 0.058, 4.7, 0.0, drift_after=1000, drift=drift)
+    assert 0.95 * 90 <= used <= 90 and steps == p.plans[-1].total_steps
+    assert any(q.at_step % 468 for q in p.plans[1:])  # re-planned mid-epoch
+
+
+def test_mid_epoch_checks_are_spaced_skip_epoch_ends_and_stop_before_the_end_of_the_decay():
+    from squeezenet.budget import CHECKS_PER_EPOCH, LAST_CHECK
+
+    clock = FakeClock()
+    p = BudgetPlanner(600, 400, clock)
+    p.start()
+    assert not p.check_due(150, 100)  # no plan yet: nothing to check against
+    p.plan(30, 0.05, 2.0)
+    every = p.check_every()
+    assert every == 400 // CHECKS_PER_EPOCH
+    assert not p.check_due(30 + every - 1, every - 1) and p.check_due(30 + every, every)
+    assert not p.check_due(800, every)  # an epoch end re-plans on its own
+    late = int(LAST_CHECK * p.plans[-1].total_steps) + 1
+    assert not p.check_due(late, every)
+    assert BudgetPlanner(600, 20, clock).check_every() == 10  # never fewer steps than the first measurement
+
+
+def test_a_replan_that_keeps_the_schedule_is_not_recorded():
+    """Evaluations of 50 s after each 100-step epoch: 0.1 s steps fit 900 (540 s of 588);
+    12% slower steps (past the drift threshold) still fit exactly 900, since step 901
+    would pay a tenth evaluation. That is the same schedule, not a new plan."""
+    clock = FakeClock()
+    p = BudgetPlanner(600, 100, clock)
+    p.start()
+    first = p.plan(0, 0.1, 50.0)
+    assert first.total_steps == 900
+    assert p.maybe_replan(0, 0.112, 50.0) is None and p.plans == [first]
+    assert p.maybe_replan(0, 0.08, 50.0).total_steps == 1000 and len(p.plans) == 2  # 80 + 500 s fit 1,000
 
 
 def test_a_budget_too_short_for_one_epoch_says_what_it_needs():
@@ -156,6 +207,26 @@ def test_a_budgeted_run_completes_its_schedule_and_resumes_with_what_is_left(tmp
     res2 = again.run()
     assert again.global_step == again.total_steps == tr.total_steps  # the same plan, finished with what was left
     assert 0.95 * 20 <= res2["budget"]["spent"] <= 20
+
+
+def test_a_run_whose_host_speeds_up_in_its_last_epoch_re_plans_there_and_uses_its_budget(tmp_path, fmnist_dir):
+    """The trainer drives the planner's mid-epoch checks. A fake clock at 0.2 s per step
+    drops to 0.1 s after step 140, inside the second and last epoch (128 steps each) of a
+    50 s budget, after the last epoch-end check. With epoch-end checks only, the 244-step
+    plan would have ended at 38.5 s (77% of the budget)."""
+    from helpers import TINY
+    from squeezenet.train import Trainer, TrainConfig
+
+    clock = FakeClock()
+    tr = Trainer(TrainConfig(model=TINY, data_dir=str(fmnist_dir), download=False, batch_size=4, progress=False,
+                             precision="fp32", time_budget="50s", out=str(tmp_path / "r")))
+    tr.clock = clock
+    tr.after_step.append(lambda t: setattr(clock, "t", clock.t + (0.2 if t.global_step <= 140 else 0.1)))
+    res = tr.run()
+    plans, spe = tr.budget.planner.plans, tr.steps_per_epoch()
+    assert spe == 128 and plans[0].total_steps == 244  # 50 s x 0.98 / 0.2 s, less float rounding
+    assert len(plans) >= 2 and all(q.at_step % spe for q in plans[1:]) and plans[-1].total_steps > 244
+    assert tr.global_step == plans[-1].total_steps and 0.95 * 50 <= res["budget"]["spent"] <= 50
 
 
 def test_every_step_trains_in_train_mode_after_the_plan_prices_an_evaluation(tmp_path, fmnist_dir):

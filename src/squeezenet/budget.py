@@ -8,9 +8,13 @@ timm, torchvision's references and airbench fix the epochs):
    budget) are timed; one evaluation batch is timed to price an evaluation pass.
 2. **Plan.** ``total steps = (time left - evaluations - checkpoints - margin) / step
    time``; an evaluation runs after every full epoch and once at the end.
-3. **Re-plan.** After every epoch the measured step time is compared with the plan's;
-   more than 10% off, or far enough off that the plan would end past the budget or
-   more than 3% short of it, the remaining steps are fitted again to the remaining time.
+3. **Re-plan.** After every epoch, and a few times within each (:data:`CHECKS_PER_EPOCH`:
+   a short budget has only two or three epochs, and a host that speeds up or slows down
+   in the last one would otherwise end the run short of the budget or past it), the
+   measured step time is compared with the plan's; more than 10% off, or far enough off
+   that the plan would end past the budget or more than 1% short of its margin, the remaining
+   steps are fitted again to the remaining time. Checks stop at :data:`LAST_CHECK` of the
+   planned steps, so the end of the decay is not moved.
 
 The clock is injected, so the planner is tested with a fake one (no timed tests). On
 ``--resume`` the remaining budget is the budget minus the time already spent.
@@ -27,6 +31,9 @@ from .errors import SqueezeNetError
 MEASURE_STEPS = 30  # steps timed before the first plan
 REPLAN_DRIFT = 0.10  # re-plan when the step time drifts by more than this
 MARGIN = 0.02  # of the budget, kept free for the report and the last checkpoint
+CHECKS_PER_EPOCH = 4  # step-time checks within an epoch (at least MEASURE_STEPS apart)
+LAST_CHECK = 0.9  # no re-plan after this share of the planned steps
+ON_TIME = 0.01  # a plan projected to end more than this (of the budget) short of its margin is re-made
 
 _UNIT = {"h": 3600.0, "m": 60.0, "s": 1.0}
 _DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?$")
@@ -94,6 +101,17 @@ class BudgetPlanner:
     def measure_steps(self) -> int:
         return max(3, min(MEASURE_STEPS, self.steps_per_epoch // 2))
 
+    def check_every(self) -> int:
+        """Steps between step-time checks within an epoch."""
+        return max(self.measure_steps(), self.steps_per_epoch // CHECKS_PER_EPOCH)
+
+    def check_due(self, done_steps: int, measured_steps: int) -> bool:
+        """Whether to check the step time now, mid-epoch: :meth:`check_every` steps have
+        run since the last check point (an epoch end, the first plan or a check), and the
+        schedule is not in its last stretch."""
+        return (bool(self.plans) and measured_steps >= self.check_every()
+                and done_steps % self.steps_per_epoch != 0 and done_steps < LAST_CHECK * self.plans[-1].total_steps)
+
     def cost(self, done_steps: int, steps: int, step_s: float, eval_s: float, save_s: float) -> float:
         """Seconds that ``steps`` more steps take from ``done_steps`` on: the steps, an
         evaluation and a checkpoint at each epoch end they reach, a last evaluation where
@@ -116,7 +134,7 @@ class BudgetPlanner:
             else:
                 hi = mid - 1
         total, spe = done_steps + lo, self.steps_per_epoch
-        if total < spe:
+        if total < spe and not self.plans:  # a re-plan may end the schedule inside epoch 1
             need = self.elapsed() + self.cost(done_steps, spe - done_steps, step_s, eval_s, save_s)
             raise SqueezeNetError(f"--time-budget {format_duration(self.budget_s)} is too short for one epoch here: "
                                   f"{spe} steps at {step_s * 1000:.0f} ms each plus an evaluation of "
@@ -129,14 +147,19 @@ class BudgetPlanner:
         return p
 
     def maybe_replan(self, done_steps: int, step_s: float, eval_s: float, save_s: float = 0.0) -> Plan | None:
-        """A new plan when the measured step time is more than 10% off the current
-        plan's, or when at that rate the plan would end past the budget or more than 3%
-        short of it; None otherwise (or when training is over)."""
+        """At an epoch end or a mid-epoch check (``eval_s``: the evaluation and
+        checkpoint an epoch end costs), a new plan when the measured step time is more than 10% off the current
+        plan's, or when at that rate the plan would end past the budget or more than
+        :data:`ON_TIME` short of its margin; None otherwise (or when training is over)."""
         cur = self.plans[-1]
         if done_steps >= cur.total_steps:
             return None
         projected = self.elapsed() + self.cost(done_steps, cur.total_steps - done_steps, step_s, eval_s, save_s)
-        on_time = self.budget_s * (1 - MARGIN - 0.03) <= projected <= self.budget_s * (1 - MARGIN / 2)
+        on_time = self.budget_s * (1 - MARGIN - ON_TIME) <= projected <= self.budget_s * (1 - MARGIN / 2)
         if abs(step_s - cur.step_s) <= REPLAN_DRIFT * cur.step_s and on_time:
             return None
-        return self.plan(done_steps, step_s, eval_s, save_s)
+        new = self.plan(done_steps, step_s, eval_s, save_s)
+        if new.total_steps == cur.total_steps:  # the same schedule: not a new plan
+            self.plans.pop()
+            return None
+        return new

@@ -473,7 +473,8 @@ class TimeBudget:
                                      plans=[Plan(**p) for p in tr.budget_state.get("plans", [])],
                                      final_evals=1.0 if tr.checks_flip_tta else 0.0)
         self.planner.start()
-        self.mark = (tr.global_step, self.now())
+        self.mark = (tr.global_step, self.now())  # where the step time is measured from
+        self.eval_s = plans[-1].eval_s if (plans := self.planner.plans) else 0.0  # an epoch end's evaluation + checkpoint
         if not self.planner.plans:
             tr.total_steps = 10 ** 9  # until the first plan: warm-up does not depend on the total
 
@@ -483,20 +484,30 @@ class TimeBudget:
         return self.clock()
 
     def after_step(self) -> None:
-        """Plan once the first steps are measured (then only at epoch ends)."""
-        tr = self.tr
-        if self.planner.plans or tr.global_step - self.mark[0] < self.planner.measure_steps():
-            return
-        step_s = (self.now() - self.mark[1]) / (tr.global_step - self.mark[0])
-        self._plan(self.planner.plan, step_s, self._estimate_eval_s(), self._estimate_save_s())
+        """Plan once the first steps are measured; then check the step time a few times
+        per epoch (the planner says when) and re-plan if it drifted."""
+        tr, planner = self.tr, self.planner
+        measured = tr.global_step - self.mark[0]
+        if not planner.plans:
+            if measured < planner.measure_steps():
+                return
+            step_s = (self.now() - self.mark[1]) / measured
+            self.eval_s = self._estimate_eval_s() + self._estimate_save_s()
+            self._plan(planner.plan, step_s, self.eval_s, 0.0)
+            self.mark = (tr.global_step, self.now())  # the pricing above is not a step
+        elif planner.check_due(tr.global_step, measured):  # the rate since the last check: the latest
+            now = self.now()
+            self._plan(planner.maybe_replan, (now - self.mark[1]) / measured, self.eval_s, 0.0)
+            self.mark = (tr.global_step, now)
 
     def after_epoch(self, trained_at: float) -> None:
-        """Re-plan from this epoch's measured step time and its evaluation and checkpoint
-        time (``trained_at``: the clock when its last step ended)."""
+        """Re-plan from the step time since the last check and this epoch end's evaluation
+        and checkpoint time (``trained_at``: the clock when its last step ended)."""
         tr, now = self.tr, self.now()
         steps = tr.global_step - self.mark[0]
         if steps > 0 and self.planner.plans:
-            self._plan(self.planner.maybe_replan, (trained_at - self.mark[1]) / steps, now - trained_at, 0.0)
+            self.eval_s = now - trained_at
+            self._plan(self.planner.maybe_replan, (trained_at - self.mark[1]) / steps, self.eval_s, 0.0)
         self.mark = (tr.global_step, self.now())
 
     def _plan(self, how, step_s: float, eval_s: float, save_s: float) -> None:
