@@ -191,6 +191,58 @@ def test_bench_smoke(tmp_path):
         bench(model=m, label="tiny", backends=["tensorrt"], batch_sizes=[1], input_size=32, out=str(tmp_path))
 
 
+@pytest.mark.parametrize("name", ["squeezenet1_0", "squeezenet1_1"])
+def test_macs_counted_from_an_onnx_graph_match_torchvision(name, tmp_path):
+    """`bench FILE.onnx` counts MACs from the graph: torchvision's reference GMACs for the
+    exported v1.0/v1.1 at 224 px, exactly the PyTorch profiler's count, unchanged by int8
+    QDQ, and twice it for a flip-TTA export (two views per image)."""
+    from reference import TV_V10_GMACS, TV_V11_GMACS
+
+    from squeezenet.deploy.export import FlipAverage
+    from squeezenet.deploy.onnx_tools import onnx_macs, quantize_onnx_int8
+    from squeezenet.profiler import profile
+
+    m = create_model(name).eval()
+    f = export_model_to_onnx(m, tmp_path / "m.onnx", (3, 224, 224), dynamic_batch=True)
+    macs = onnx_macs(f, (3, 224, 224))
+    tv = {"squeezenet1_0": TV_V10_GMACS, "squeezenet1_1": TV_V11_GMACS}[name]
+    assert abs(macs / 1e9 - tv) / tv < 0.005 and macs == profile(m, (3, 224, 224)).macs
+    q = quantize_onnx_int8(f, tmp_path / "q.onnx", [np.zeros((1, 3, 224, 224), np.float32)])
+    assert onnx_macs(q, (3, 224, 224)) == macs
+    tta = export_model_to_onnx(FlipAverage(m).eval(), tmp_path / "t.onnx", (3, 224, 224), dynamic_batch=True)
+    assert onnx_macs(tta, (3, 224, 224)) == 2 * macs
+
+
+def test_bench_times_an_onnx_file_as_it_is_against_ort_defaults(tmp_path, tiny_run):
+    """`bench FILE.onnx`: the file runs on the ONNX Runtime backends, against ORT's default
+    session; torch-only backends, a second quantization and another input size are refused."""
+    import json
+
+    from helpers import assert_one_line, run_cli
+
+    from squeezenet.formats.open import open_model
+    from squeezenet.profiler import profile
+
+    f = tmp_path / "m.onnx"
+    assert run_cli("export", tiny_run / "best.pt", "--dynamic-batch", "--out", f)[0] == 0
+    code, out, err = run_cli("bench", f, "--batch-sizes", "1", "--repeats", "2", "--warmup", "1", "--out", tmp_path / "b")
+    assert code == 0, err
+    assert "speed-up vs ort" in out and "against ONNX Runtime's default session" in out
+    r = json.loads(next((tmp_path / "b").glob("bench_*.json")).read_text())
+    assert [row["backend"] for row in r["rows"]] == ["ort", "ort-tuned", "ort-int8"] and r["meta"]["baseline"] == "ort"
+    assert r["rows"][0]["speedup"] == 1.0 and all(row["input"] == 28 for row in r["rows"])
+    assert r["meta"]["macs"] == profile(open_model(str(tiny_run / "best.pt")).model, (1, 28, 28)).macs
+    assert_one_line(*run_cli("bench", f, "--backends", "eager", "--out", tmp_path / "b")[::2],
+                    "--backends eager needs the PyTorch model it was exported from")
+    assert_one_line(*run_cli("bench", f, "--input-size", "32", "--out", tmp_path / "b")[::2],
+                    "takes 28 px images; drop --input-size 32")
+    from squeezenet.deploy.onnx_tools import quantize_onnx_int8
+
+    int8 = quantize_onnx_int8(f, tmp_path / "q.onnx", [np.zeros((1, 1, 28, 28), np.float32)])
+    assert_one_line(*run_cli("bench", int8, "--backends", "ort-int8", "--out", tmp_path / "b")[::2],
+                    "is already quantized; --backends ort-int8 would quantize it again")
+
+
 def test_serving_path_needs_no_torch(tmp_path):
     """squeezenet.deploy.load runs an exported model with torch made unimportable."""
     import subprocess

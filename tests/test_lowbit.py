@@ -138,11 +138,12 @@ def test_every_command_reads_the_low_bit_files(w4, fmnist_dir, tmp_path):
         assert code == 0, err
         code, out, err = run_cli("predict", "-c", f, img, "--topk", "2")
         assert code == 0 and out.strip(), err
-    code, out, err = run_cli("bench", w4["files"]["sqz"], "--backends", "ort", "--batch-sizes", "1", "--repeats",
-                             "2", "--warmup", "1", "--input-size", "28", "--out", tmp_path / "b")
-    assert code == 0, err  # the ort rows time the file's own INT4 graph
-    code, out, err = run_cli("bench", w4["files"]["sqz"], "--backends", "ort-int8", "--out", tmp_path / "b")
-    assert_one_line(code, err, "already quantized")
+    for f in (w4["files"]["sqz"], w4["files"]["onnx"]):
+        code, out, err = run_cli("bench", f, "--backends", "ort", "--batch-sizes", "1", "--repeats", "2", "--warmup",
+                                 "1", "--out", tmp_path / "b")
+        assert code == 0, err  # the ort rows time the file's own INT4 graph
+        code, out, err = run_cli("bench", f, "--backends", "ort-int8", "--out", tmp_path / "b")
+        assert_one_line(code, err, "already quantized")
     from squeezenet.serve import load_classifier
 
     clf = load_classifier(w4["files"]["sqz"], None, True, "ort", str(tmp_path))

@@ -456,12 +456,15 @@ def _cmd_quantize(a):
 
 def add_bench_parser(sub):
     p = sub.add_parser("bench", help="latency/throughput across backends",
-                       description="Benchmark backends (eager, channels_last, compile, ort, ort-int8, ort-fp16) "
-                                   "per batch size: median/p90 latency, throughput, GFLOP/s, fraction of a "
-                                   "same-run fp32 GEMM peak, and speed-up over eager fp32. Writes CSV and PNG.")
+                       description="Benchmark backends (eager, channels_last, compile, ort, ort-tuned, ort-int8, "
+                                   "ort-fp16) per batch size: median/p90 latency, throughput, GFLOP/s, fraction of a "
+                                   "same-run fp32 GEMM peak, and speed-up over eager fp32 (over ONNX Runtime's "
+                                   "defaults for an .onnx file, which runs as it is). Writes CSV and PNG.")
     p.add_argument("model", nargs="?", help=MODEL_REF)
     p.add_argument("--checkpoint", "-c", help="the same as the positional model (kept for scripts)")
-    p.add_argument("--backends", type=_str_list, default=["eager", "channels_last", "ort", "ort-int8"])
+    p.add_argument("--backends", type=_str_list,
+                   help="comma-separated (default: eager,channels_last,ort,ort-int8; for an .onnx file "
+                        "ort,ort-tuned,ort-int8, without ort-int8 when it is already quantized)")
     p.add_argument("--batch-sizes", type=_int_list, default=[1, 8, 32])
     p.add_argument("--input-size", type=image_size)
     p.add_argument("--threads", type=positive_int)
@@ -475,7 +478,8 @@ def _cmd_bench(a):
     from .deploy.bench import BenchSettings, bench
 
     r = bench(model_name=a.model, checkpoint=a.checkpoint, out=a.out, input_size=a.input_size,
-              settings=BenchSettings(tuple(a.backends), tuple(a.batch_sizes), a.threads, a.repeats, a.warmup))
+              settings=BenchSettings(tuple(a.backends) if a.backends else None, tuple(a.batch_sizes), a.threads,
+                                     a.repeats, a.warmup))
     print(r["table"])
     print(f"csv: {r['csv']}\nplot: {r['png']}")
 

@@ -167,21 +167,39 @@ def _nograd(m, x):
     return m(x)
 
 
+ORT_BACKENDS = ("ort", "ort-tuned", "ort-int8", "ort-fp16")
+DEFAULT_BACKENDS = ("eager", "channels_last", "ort", "ort-int8")  # a PyTorch model's
+ONNX_DEFAULT_BACKENDS = ("ort", "ort-tuned", "ort-int8")  # an fp32 .onnx file's (int8 dropped for a quantized one)
+
+
 @dataclass
 class BenchSettings:
-    backends: tuple = ("eager", "ort", "ort-int8")  # eager fp32 is always measured: the baseline
+    backends: tuple | None = None  # None: DEFAULT_BACKENDS, or ONNX_DEFAULT_BACKENDS for an .onnx file
     batch_sizes: tuple = (1, 8, 32)
     threads: int | None = None
     repeats: int = 30
     warmup: int = 5
     min_time: float = 0.5  # seconds of timing per backend and batch size, at least
 
-    def check(self) -> None:
+    def check(self, onnx_file: Path | None = None, quantized: bool = False) -> str:
+        """Validate the backends and add the baseline (always measured): eager fp32 for a
+        PyTorch model, ONNX Runtime's defaults (``ort``) for an .onnx file. Returns it."""
+        if self.backends is None:
+            self.backends = tuple(b for b in ONNX_DEFAULT_BACKENDS if not (quantized and b == "ort-int8")) \
+                if onnx_file else DEFAULT_BACKENDS
         unknown = [b for b in self.backends if b not in BACKENDS]
         if unknown:
             raise SqueezeNetError(f"unknown backend '{unknown[0]}'; choose from {', '.join(BACKENDS)}")
-        if "eager" not in self.backends:
-            self.backends = ("eager", *self.backends)
+        baseline = "ort" if onnx_file else "eager"
+        if onnx_file:
+            torch_only = [b for b in self.backends if b not in ORT_BACKENDS]
+            if torch_only:
+                raise SqueezeNetError(f"'{onnx_file}' is an ONNX file: --backends {torch_only[0]} needs the PyTorch "
+                                      f"model it was exported from (bench that .pt/.sqz); choose from "
+                                      f"{', '.join(ORT_BACKENDS)}")
+        if baseline not in self.backends:
+            self.backends = (baseline, *self.backends)
+        return baseline
 
 
 def bench(model_name: str | None = None, checkpoint: str | None = None, out: str = "runs/bench",
@@ -189,36 +207,81 @@ def bench(model_name: str | None = None, checkpoint: str | None = None, out: str
           **kw) -> dict:
     """Benchmark any model reference (or ``model`` itself); writes ``<out>/bench_<tag>.csv``,
     ``.json`` and ``.png`` (see :func:`bench_tag`). ``kw`` may give any
-    :class:`BenchSettings` field directly (``backends=[...], batch_sizes=[1]``)."""
+    :class:`BenchSettings` field directly (``backends=[...], batch_sizes=[1]``).
+
+    An .onnx file is timed as it is, on the ONNX Runtime backends, against ONNX Runtime's
+    defaults; its MACs are counted from its graph (:func:`onnx_tools.onnx_macs`)."""
     from .export import load_model_and_spec
 
     settings = settings or BenchSettings(**kw)
-    settings.check()
-    if model is None:
+    found = _onnx_file(model_name or checkpoint) if model is None else None
+    if found is not None:
+        model, label, shape, onnx_file, quantized = None, *found
+        if input_size and input_size != shape[1]:
+            raise SqueezeNetError(f"'{onnx_file}' takes {shape[1]} px images; drop --input-size {input_size}")
+    elif model is None:
         model, label, shape, _ = load_model_and_spec(model_name, checkpoint, input_size, command="bench")
     else:
         size = input_size or 224
         shape = (model.default_cfg["input_size"][0] if hasattr(model, "default_cfg") else 3, size, size)
+    baseline = settings.check(onnx_file if found else None, found is not None and quantized)
+    if found is not None and quantized:
+        _refuse_requantizing(onnx_file, settings.backends, "ort, ort-tuned")
     outd = ensure_writable_dir(out)  # before minutes of timing, not after
     _check_memory(shape, max(settings.batch_sizes))
     if settings.threads:
         torch.set_num_threads(settings.threads)
-    model = model.eval()
-    macs = profile(model, shape).macs
+    if found is not None:
+        from .onnx_tools import onnx_macs
+
+        macs = onnx_macs(onnx_file, shape)
+    else:
+        model = model.eval()
+        macs = profile(model, shape).macs
     peak = gemm_gflops()
     with tempfile.TemporaryDirectory() as tmp:
-        onnx_file = _low_bit_onnx(model_name or checkpoint, settings, Path(tmp))
+        if found is None:
+            onnx_file = _low_bit_onnx(model_name or checkpoint, settings, Path(tmp))
         rows = _timed_rows(model, label, shape, macs, settings, onnx_file)
-    base = {r["batch"]: r["median_ms"] for r in rows if r["backend"] == "eager"}
+    base = {r["batch"]: r["median_ms"] for r in rows if r["backend"] == baseline}
     for r in rows:
-        r["speedup_vs_eager"] = base[r["batch"]] / r["median_ms"]
+        r["speedup"] = base[r["batch"]] / r["median_ms"]
         r["pct_of_gemm_peak"] = 100 * r["gflops"] / peak
     meta = {"gemm_gflops": peak, "macs": macs, "threads": torch.get_num_threads(), "machine": machine_tag(),
-            "torch": torch.__version__, "backends": list(settings.backends), "onnxruntime": _ort_version()}
+            "cpu": cpu_line(), "torch": torch.__version__, "backends": list(settings.backends), "baseline": baseline,
+            "onnxruntime": _ort_version()}
     csv_path, png = _write(outd, bench_tag(label, settings.backends), rows, meta, label)
-    table = (f"{label} @ {shape[1]} px, {macs / 1e6:.0f} MMACs/img; fp32 GEMM peak in this run: {peak:.1f} GFLOP/s; "
-             f"torch threads {meta['threads']}\n" + markdown_table(rows, TABLE_COLUMNS))
+    table = (f"{label} @ {shape[1]} px, {macs / 1e6:.0f} MMACs/img; {meta['cpu']}; fp32 GEMM peak in this run: "
+             f"{peak:.1f} GFLOP/s; torch threads {meta['threads']}; speed-up against {BASELINE_WORDS[baseline]}\n"
+             + markdown_table(rows, table_columns(baseline)))
     return {"rows": rows, "meta": meta, "table": table, "csv": str(csv_path), "png": str(png)}
+
+
+BASELINE_WORDS = {"eager": "eager PyTorch fp32 (NCHW), the usual way", "ort": "ONNX Runtime's default session"}
+
+
+def _onnx_file(ref) -> tuple | None:
+    """(label, (C, H, W), path, quantized) for a reference that is an .onnx file; None otherwise."""
+    from ..formats.open import open_model, resolve_file
+
+    found = resolve_file(ref) if ref else None
+    if not found or found[1] != "onnx":
+        return None
+    m = open_model(ref, need="any", command="bench")
+    return m.name, (m.in_chans, m.input_size, m.input_size), found[0], _is_quantized(found[0])
+
+
+_QUANTIZED_OPS = {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "ConvInteger", "MatMulInteger", "QLinearMatMul",
+                  "MatMulNBits"}
+
+
+def _is_quantized(path) -> bool:
+    """Whether an ONNX graph is already quantized (or fp16), so ort-int8/ort-fp16 would do it twice."""
+    import onnx
+
+    proto = onnx.load(str(path), load_external_data=False)
+    return any(n.op_type in _QUANTIZED_OPS for n in proto.graph.node) or any(
+        t.data_type == onnx.TensorProto.FLOAT16 for t in proto.graph.initializer)
 
 
 def _low_bit_onnx(ref, s: BenchSettings, tmp: Path) -> Path | None:
@@ -234,11 +297,15 @@ def _low_bit_onnx(ref, s: BenchSettings, tmp: Path) -> Path | None:
 
     if not any(t["kind"] == "intq" for t in read_raw(found[0])[0]["tensors"]):
         return None
-    other = [b for b in s.backends if b in ("ort-int8", "ort-fp16")]
-    if other:
-        raise SqueezeNetError(f"'{found[0]}' is already quantized; --backends {other[0]} would quantize it again "
-                              "(use eager, channels_last, ort, ort-tuned)")
+    _refuse_requantizing(found[0], s.backends, "eager, channels_last, ort, ort-tuned")
     return Path(sqz_to_onnx(found[0], tmp / "model_lowbit.onnx"))
+
+
+def _refuse_requantizing(path, backends, use: str) -> None:
+    other = [b for b in backends if b in ("ort-int8", "ort-fp16")]
+    if other:
+        raise SqueezeNetError(f"'{path}' is already quantized; --backends {other[0]} would quantize it again "
+                              f"(use {use})")
 
 
 def _timed_rows(model, label, shape, macs, s: BenchSettings, onnx_file: Path | None = None) -> list[dict]:
@@ -293,12 +360,13 @@ def _check_memory(shape, batch: int) -> None:
                               f"has {free / 2**30:.1f} GiB free; use smaller batches")
 
 
-TABLE_COLUMNS = [
-    ("backend", "backend"), ("batch", "batch"), ("median ms", lambda r: f"{r['median_ms']:.2f}"),
-    ("p10-p90 ms", lambda r: f"{r['p10_ms']:.2f}-{r['p90_ms']:.2f}"), ("img/s", lambda r: f"{r['img_per_s']:.1f}"),
-    ("GFLOP/s", lambda r: f"{r['gflops']:.1f}"), ("% GEMM peak", lambda r: f"{r['pct_of_gemm_peak']:.0f}%"),
-    ("speed-up vs eager", lambda r: f"{r['speedup_vs_eager']:.2f}x"),
-]
+def table_columns(baseline: str) -> list:
+    return [
+        ("backend", "backend"), ("batch", "batch"), ("median ms", lambda r: f"{r['median_ms']:.2f}"),
+        ("p10-p90 ms", lambda r: f"{r['p10_ms']:.2f}-{r['p90_ms']:.2f}"), ("img/s", lambda r: f"{r['img_per_s']:.1f}"),
+        ("GFLOP/s", lambda r: f"{r['gflops']:.1f}"), ("% GEMM peak", lambda r: f"{r['pct_of_gemm_peak']:.0f}%"),
+        (f"speed-up vs {baseline}", lambda r: f"{r['speedup']:.2f}x"),
+    ]
 
 
 def _plot(rows, path, label, meta):
@@ -308,11 +376,11 @@ def _plot(rows, path, label, meta):
     fig, ax = plt.subplots(figsize=(8, 4))
     width = 0.8 / len(backends)
     for i, b in enumerate(backends):
-        vals = [next((r["speedup_vs_eager"] for r in rows if r["backend"] == b and r["batch"] == bs), 0) for bs in batches]
+        vals = [next((r["speedup"] for r in rows if r["backend"] == b and r["batch"] == bs), 0) for bs in batches]
         ax.bar([j + i * width for j in range(len(batches))], vals, width, label=b)
     ax.set_xticks([j + 0.4 - width / 2 for j in range(len(batches))], [f"batch {b}" for b in batches])
     ax.axhline(1.0, color="k", lw=0.8)
-    ax.set_ylabel("speed-up over eager fp32 (x)")
+    ax.set_ylabel(f"speed-up over {meta['baseline']} (x)")
     ax.set_title(f"{label} on {meta['machine']} (torch {meta['torch'].split('+')[0]})", fontsize=9)
     ax.legend(fontsize=8)
     save_figure(fig, path)

@@ -212,3 +212,53 @@ def compact_names(proto) -> None:
     graph_inputs = [v for v in g.input if v.name not in rename]
     del g.input[:]
     g.input.extend(graph_inputs)
+
+
+_WEIGHT_INPUT = {"Conv": 1, "ConvInteger": 1, "QLinearConv": 3}
+_MATMUL_A = {"MatMul": 0, "MatMulInteger": 0, "QLinearMatMul": 0, "Gemm": 0}
+
+
+def onnx_macs(path, shape) -> int:
+    """Multiply-accumulates per input image of an ONNX classifier, counted from the graph
+    under the profiler's convention (conv, linear and matmul; ``profiler.MAC_CONVENTION``):
+    the input is fixed to one image of ``shape`` (C, H, W), shapes are inferred through
+    the graph (quantized weights through their DequantizeLinear, a TTA file's two views
+    through its Concat), and each Conv costs output elements x input channels per group
+    x kernel area, each MatMul/Gemm output elements x the shared dimension."""
+    onnx = require("onnx", "onnx")
+    proto = onnx.load(str(path), load_external_data=False)
+    dims = proto.graph.input[0].type.tensor_type.shape.dim
+    for d, v in zip(dims, (1, *shape)):
+        d.Clear()
+        d.dim_value = v
+    inferred = onnx.shape_inference.infer_shapes(proto, data_prop=True)
+    shapes = {i.name: list(i.dims) for i in inferred.graph.initializer}
+    for vi in [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]:
+        shapes[vi.name] = [d.dim_value if d.HasField("dim_value") else 0 for d in vi.type.tensor_type.shape.dim]
+    made_by = {n.output[0]: n for n in inferred.graph.node}
+
+    def padded_from(name):  # the tensor a Pad widened, looking through QuantizeLinear/DequantizeLinear
+        node = made_by.get(name)
+        while node is not None and node.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            node = made_by.get(node.input[0])
+        return node.input[0] if node is not None and node.op_type == "Pad" else None
+
+    macs = 0
+    for node in inferred.graph.node:
+        if node.op_type in _WEIGHT_INPUT:
+            w, out = shapes.get(node.input[_WEIGHT_INPUT[node.op_type]]), shapes.get(node.output[0])
+            per_out = int(np.prod(w[1:])) if w else 0
+            x, src = shapes.get(node.input[0]), shapes.get(padded_from(node.input[0]))
+            if per_out and x and src and len(src) == len(x) and 0 < src[1] < x[1]:  # zero channels a Pad added
+                per_out = per_out * src[1] // x[1]
+        elif node.op_type in _MATMUL_A:
+            a, out = shapes.get(node.input[0]), shapes.get(node.output[0])
+            transposed = node.op_type == "Gemm" and any(x.name == "transA" and x.i for x in node.attribute)
+            per_out = (a[-2] if transposed else a[-1]) if a else 0
+        else:
+            continue
+        if not out or not per_out or 0 in out:
+            raise SqueezeNetError(f"'{path}': cannot infer the shapes of its {node.op_type} node '{node.name}' to "
+                                  "count its MACs")
+        macs += int(np.prod(out)) * per_out
+    return macs
