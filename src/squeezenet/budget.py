@@ -32,7 +32,7 @@ MEASURE_STEPS = 30  # steps timed before the first plan
 REPLAN_DRIFT = 0.10  # re-plan when the step time drifts by more than this
 MARGIN = 0.02  # of the budget, kept free for the report and the last checkpoint
 CHECKS_PER_EPOCH = 4  # step-time checks within an epoch (at least MEASURE_STEPS apart)
-LAST_CHECK = 0.9  # no re-plan after this share of the planned steps
+LAST_CHECK = 0.95  # no re-plan after this share of the planned steps
 ON_TIME = 0.01  # a plan projected to end more than this (of the budget) short of its margin is re-made
 
 _UNIT = {"h": 3600.0, "m": 60.0, "s": 1.0}
