@@ -347,6 +347,32 @@ def test_flip_tta_built_into_an_export_is_evaluated_once(tmp_path, tiny_run, fmn
                              "--out", tmp_path / "x.onnx")[::2], "--tta needs a trained model file")
 
 
+def test_quantize_builds_flip_tta_into_its_files(tmp_path, tiny_run, fmnist_dir):
+    """`quantize --tta flip`: every row is scored with flip TTA (the fp32 rows equal `eval
+    --tta flip` of the checkpoint), the int8 file records it, and its own `eval` (which
+    then applies it once, from the file) gives the report's int8 figure."""
+    import json
+
+    from helpers import assert_one_line, run_cli
+
+    data = ("--data-dir", fmnist_dir, "--no-download")
+    code, _, err = run_cli("quantize", "-c", tiny_run / "best.pt", *data, "--backends", "ort-int8", "--calib-size",
+                           "64", "--tta", "flip", "--out", tmp_path / "q")
+    assert code == 0, err
+    rows = {r["backend"]: r for r in json.loads((tmp_path / "q" / "quantize_report.json").read_text())["rows"]}
+    code, _, err = run_cli("eval", "-c", tiny_run / "best.pt", *data, "--tta", "flip", "--out", tmp_path / "e.json")
+    assert code == 0, err
+    plain = json.loads((tmp_path / "e.json").read_text())
+    assert rows["eager-fp32"]["top1"] == rows["ort-fp32"]["top1"] == plain["top1"]
+    int8 = tmp_path / "q" / "model_int8.onnx"
+    assert OnnxClassifier(int8).spec.tta == "flip"
+    code, out, err = run_cli("eval", "-c", int8, *data, "--out", tmp_path / "i.json")
+    assert code == 0 and "flip TTA built into the file" in out, err
+    assert json.loads((tmp_path / "i.json").read_text())["top1"] == rows["ort-int8"]["top1"]
+    assert_one_line(*run_cli("quantize", "-c", tiny_run / "best.pt", "--weight-bits", "4", "--tta", "flip")[::2],
+                    "--tta is built into the int8/fp16 files only")
+
+
 def test_a_tta_record_that_the_model_cannot_honour_is_refused(tmp_path):
     """An unknown TTA in an export's metadata, or one claimed by a .pt/.sqz (whose torch
     model has none built in), would make `eval` report a number it did not measure."""

@@ -396,6 +396,9 @@ def add_quantize_parser(sub):
     p.add_argument("--out", help="output folder (default: next to the checkpoint)")
     p.add_argument("--backends", type=_str_list, default=["ort-int8", "ort-fp16", "pt2e-int8"])
     p.add_argument("--eval-size", type=positive_int, help="evaluate on the first N test images only")
+    p.add_argument("--tta", choices=TTA_MODES,
+                   help="build test-time augmentation into the int8/fp16 files, as `export --tta` does (calibrated "
+                        "on both views; every row of the report is then scored with it)")
     low = p.add_argument_group("low-bit SqueezeNet files (.sqz + ONNX INT8/INT4/INT2; see docs)")
     low.add_argument("--weight-bits", choices=["8", "4", "2", "mixed"],
                      help="uniform per-channel weights at 8/4/2 bits, or a per-layer mixed allocation")
@@ -429,6 +432,9 @@ def _cmd_quantize(a):
     from .data import DataRef
     from .deploy.quantize import QuantizeSettings, quantize
 
+    if a.weight_bits and a.tta:
+        raise SqueezeNetError("--tta is built into the int8/fp16 files only, not into low-bit ones (--weight-bits); "
+                              "drop one of the two")
     if a.weight_bits:
         from .deploy.lowbit import LowBitSettings, quantize_lowbit
 
@@ -449,7 +455,7 @@ def _cmd_quantize(a):
         raise SqueezeNetError("--qat-epochs, --size-budget, --max-drop, --sparsity, --rounding, --adaround-iters and "
                               "--no-distill are for low-bit files: add --weight-bits")
     r = quantize(a.checkpoint, a.out, DataRef(a.data, a.data_dir, a.download),
-                 QuantizeSettings(a.calib_size, tuple(a.backends), a.eval_size, a.map_by_index), a.verify)
+                 QuantizeSettings(a.calib_size, tuple(a.backends), a.eval_size, a.map_by_index, a.tta), a.verify)
     print(r["table"])
     print(f"report: {r['report']}")
 

@@ -6,6 +6,9 @@ Backends:
   ort-fp16   fp16 weights/activations in ONNX (fp32 input/output).
   pt2e-int8  PyTorch's own PT2E flow with the X86 Inductor quantizer, run eagerly
              (reference int8 numerics); compared in the same table where it works.
+
+``tta="flip"`` (``--tta flip``) builds flip test-time augmentation into every file and
+row, as ``export --tta flip`` does: the files record it, calibration sees both views.
 """
 
 from __future__ import annotations
@@ -19,12 +22,12 @@ import numpy as np
 import torch
 
 from ..data import DataRef, FolderDataset, TensorDataset, load_data_for
-from ..spec import DataSpec
+from ..spec import DataSpec, check_tta
 from ..errors import SqueezeNetError, require
 from ..files import atomic_write_text, ensure_writable_dir
 from ..metrics import evaluate, iterate_eval
 from ..render import markdown_table
-from .export import export_model_to_onnx
+from .export import FlipAverage, export_model_to_onnx
 from .onnx_tools import convert_fp16, quantize_onnx_int8
 from ..formats.onnx import open_session
 
@@ -133,11 +136,13 @@ class QuantizeSettings:
     backends: tuple = BACKENDS
     eval_size: int | None = None  # evaluate on the first N test images only
     map_by_index: bool = False
+    tta: str | None = None  # test-time augmentation built into every file (spec.TTA_MODES)
 
     def check(self) -> None:
         unknown = [b for b in self.backends if b not in BACKENDS]
         if unknown:
             raise SqueezeNetError(f"unknown quantize backend '{unknown[0]}'; use {', '.join(BACKENDS)}")
+        check_tta(self.tta)
 
 
 def quantize(checkpoint: str, out: str | None = None, data: DataRef | None = None,
@@ -172,13 +177,17 @@ def quantize(checkpoint: str, out: str | None = None, data: DataRef | None = Non
 def _quantized_rows(mf, splits, test, settings: QuantizeSettings, out: Path):
     """One row per backend (top-1/top-5, file size, against eager fp32), the int8 layers
     that lose most, and notes on backends that could not run."""
-    spec, model = splits.spec, mf.model
+    spec, model, meta = splits.spec, mf.model, mf.spec.to_dict() or None
+    if settings.tta:
+        model, meta = FlipAverage(model).eval(), {**meta, "tta": settings.tta}
     shape = (spec.channels, spec.input_size, spec.input_size)
-    fp32 = export_model_to_onnx(model, out / "model_fp32.onnx", shape, dynamic_batch=True,
-                                metadata=mf.spec.to_dict() or None)
+    fp32 = export_model_to_onnx(model, out / "model_fp32.onnx", shape, dynamic_batch=True, metadata=meta)
     calib = calibration_batches(splits.train, spec, settings.calib_size,
                                 eval_transform=getattr(splits.test, "transform", None))
     rows, errors, notes = [], [], []
+    if settings.tta:
+        notes.append(f"{settings.tta} TTA is built into every file and row (twice the inference cost); the files "
+                     "record it, so eval, predict and serve run it once")
 
     def add(name, path, fn):
         t = time.perf_counter()
