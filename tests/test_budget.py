@@ -114,6 +114,7 @@ def test_mid_epoch_checks_are_spaced_skip_epoch_ends_and_stop_before_the_end_of_
     assert every == 400 // CHECKS_PER_EPOCH
     assert not p.check_due(30 + every - 1, every - 1) and p.check_due(30 + every, every)
     assert not p.check_due(800, every)  # an epoch end re-plans on its own
+    assert not p.check_due(800 - every + 1, every)  # ...from a full interval, not the few steps after a late check
     late = int(LAST_CHECK * p.plans[-1].total_steps) + 1
     assert not p.check_due(late, every)
     assert BudgetPlanner(600, 20, clock).check_every() == 10  # never fewer steps than the first measurement

@@ -107,10 +107,12 @@ class BudgetPlanner:
 
     def check_due(self, done_steps: int, measured_steps: int) -> bool:
         """Whether to check the step time now, mid-epoch: :meth:`check_every` steps have
-        run since the last check point (an epoch end, the first plan or a check), and the
-        schedule is not in its last stretch."""
-        return (bool(self.plans) and measured_steps >= self.check_every()
-                and done_steps % self.steps_per_epoch != 0 and done_steps < LAST_CHECK * self.plans[-1].total_steps)
+        run since the last check point (an epoch end, the first plan or a check), at least
+        as many remain before the epoch's end (whose own check then measures a full
+        interval, not a step or two), and the schedule is not in its last stretch."""
+        every, in_epoch = self.check_every(), done_steps % self.steps_per_epoch
+        return (bool(self.plans) and measured_steps >= every and 0 < in_epoch <= self.steps_per_epoch - every
+                and done_steps < LAST_CHECK * self.plans[-1].total_steps)
 
     def cost(self, done_steps: int, steps: int, step_s: float, eval_s: float, save_s: float) -> float:
         """Seconds that ``steps`` more steps take from ``done_steps`` on: the steps, an
