@@ -231,6 +231,7 @@ def test_bench_times_an_onnx_file_as_it_is_against_ort_defaults(tmp_path, tiny_r
     r = json.loads(next((tmp_path / "b").glob("bench_*.json")).read_text())
     assert [row["backend"] for row in r["rows"]] == ["ort", "ort-tuned", "ort-int8"] and r["meta"]["baseline"] == "ort"
     assert r["rows"][0]["speedup"] == 1.0 and all(row["input"] == 28 for row in r["rows"])
+    assert r["meta"]["model_ref"] == str(f)  # the file's stem alone can be shared by files in other folders
     assert r["meta"]["macs"] == profile(open_model(str(tiny_run / "best.pt")).model, (1, 28, 28)).macs
     assert_one_line(*run_cli("bench", f, "--backends", "eager", "--out", tmp_path / "b")[::2],
                     "--backends eager needs the PyTorch model it was exported from")

@@ -249,7 +249,7 @@ def bench(model_name: str | None = None, checkpoint: str | None = None, out: str
         r["pct_of_gemm_peak"] = 100 * r["gflops"] / peak
     meta = {"gemm_gflops": peak, "macs": macs, "threads": torch.get_num_threads(), "machine": machine_tag(),
             "cpu": cpu_line(), "torch": torch.__version__, "backends": list(settings.backends), "baseline": baseline,
-            "onnxruntime": _ort_version()}
+            "onnxruntime": _ort_version(), "model_ref": str(model_name or checkpoint or label)}
     csv_path, png = _write(outd, bench_tag(label, settings.backends), rows, meta, label)
     table = (f"{label} @ {shape[1]} px, {macs / 1e6:.0f} MMACs/img; {meta['cpu']}; fp32 GEMM peak in this run: "
              f"{peak:.1f} GFLOP/s; torch threads {meta['threads']}; speed-up against {BASELINE_WORDS[baseline]}\n"
