@@ -124,7 +124,12 @@ class BudgetPlanner:
 
     def plan(self, done_steps: int, step_s: float, eval_s: float, save_s: float = 0.0) -> Plan:
         """The most steps whose schedule, evaluations and checkpoints end inside the
-        budget (less a 2% margin for the report)."""
+        budget (less a 2% margin for the report), recorded in :attr:`plans`."""
+        p = self._fit(done_steps, step_s, eval_s, save_s)
+        self.plans.append(p)
+        return p
+
+    def _fit(self, done_steps: int, step_s: float, eval_s: float, save_s: float) -> Plan:
         if step_s <= 0:
             raise ValueError("step time must be positive")
         left = self.budget_s * (1 - MARGIN) - self.elapsed()
@@ -143,10 +148,8 @@ class BudgetPlanner:
                                   f"{eval_s:.1f} s need about {format_duration(need / (1 - MARGIN))}; give a longer "
                                   "budget, a smaller model or --train-subset")
         evals = total // spe - done_steps // spe + (1 if total % spe else 0)
-        p = Plan(total, step_s, eval_s, evals, self.elapsed() + self.cost(done_steps, lo, step_s, eval_s, save_s),
-                 done_steps)
-        self.plans.append(p)
-        return p
+        return Plan(total, step_s, eval_s, evals, self.elapsed() + self.cost(done_steps, lo, step_s, eval_s, save_s),
+                    done_steps)
 
     def maybe_replan(self, done_steps: int, step_s: float, eval_s: float, save_s: float = 0.0) -> Plan | None:
         """At an epoch end or a mid-epoch check (``eval_s``: the evaluation and
@@ -160,8 +163,8 @@ class BudgetPlanner:
         on_time = self.budget_s * (1 - MARGIN - ON_TIME) <= projected <= self.budget_s * (1 - MARGIN / 2)
         if abs(step_s - cur.step_s) <= REPLAN_DRIFT * cur.step_s and on_time:
             return None
-        new = self.plan(done_steps, step_s, eval_s, save_s)
+        new = self._fit(done_steps, step_s, eval_s, save_s)
         if new.total_steps == cur.total_steps:  # the same schedule: not a new plan
-            self.plans.pop()
             return None
+        self.plans.append(new)
         return new

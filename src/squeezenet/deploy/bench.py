@@ -215,8 +215,9 @@ def bench(model_name: str | None = None, checkpoint: str | None = None, out: str
 
     settings = settings or BenchSettings(**kw)
     found = _onnx_file(model_name or checkpoint) if model is None else None
-    if found is not None:
-        model, label, shape, onnx_file, quantized = None, *found
+    onnx_file, quantized = (found[2], found[3]) if found else (None, False)  # an .onnx file is timed as it is
+    if found:
+        label, shape = found[:2]
         if input_size and input_size != shape[1]:
             raise SqueezeNetError(f"'{onnx_file}' takes {shape[1]} px images; drop --input-size {input_size}")
     elif model is None:
@@ -224,14 +225,14 @@ def bench(model_name: str | None = None, checkpoint: str | None = None, out: str
     else:
         size = input_size or 224
         shape = (model.default_cfg["input_size"][0] if hasattr(model, "default_cfg") else 3, size, size)
-    baseline = settings.check(onnx_file if found else None, found is not None and quantized)
-    if found is not None and quantized:
+    baseline = settings.check(onnx_file, quantized)
+    if quantized:
         _refuse_requantizing(onnx_file, settings.backends, "ort, ort-tuned")
     outd = ensure_writable_dir(out)  # before minutes of timing, not after
     _check_memory(shape, max(settings.batch_sizes))
     if settings.threads:
         torch.set_num_threads(settings.threads)
-    if found is not None:
+    if onnx_file is not None:
         from .onnx_tools import onnx_macs
 
         macs = onnx_macs(onnx_file, shape)
@@ -240,7 +241,7 @@ def bench(model_name: str | None = None, checkpoint: str | None = None, out: str
         macs = profile(model, shape).macs
     peak = gemm_gflops()
     with tempfile.TemporaryDirectory() as tmp:
-        if found is None:
+        if onnx_file is None:  # a low-bit .sqz's own graph, if it is one
             onnx_file = _low_bit_onnx(model_name or checkpoint, settings, Path(tmp))
         rows = _timed_rows(model, label, shape, macs, settings, onnx_file)
     base = {r["batch"]: r["median_ms"] for r in rows if r["backend"] == baseline}

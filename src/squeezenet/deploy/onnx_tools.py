@@ -215,7 +215,7 @@ def compact_names(proto) -> None:
 
 
 _WEIGHT_INPUT = {"Conv": 1, "ConvInteger": 1, "QLinearConv": 3}
-_MATMUL_A = {"MatMul": 0, "MatMulInteger": 0, "QLinearMatMul": 0, "Gemm": 0}
+_MATMULS = {"MatMul", "MatMulInteger", "QLinearMatMul", "Gemm"}
 
 
 def onnx_macs(path, shape) -> int:
@@ -251,7 +251,7 @@ def onnx_macs(path, shape) -> int:
             x, src = shapes.get(node.input[0]), shapes.get(padded_from(node.input[0]))
             if per_out and x and src and len(src) == len(x) and 0 < src[1] < x[1]:  # zero channels a Pad added
                 per_out = per_out * src[1] // x[1]
-        elif node.op_type in _MATMUL_A:
+        elif node.op_type in _MATMULS:
             a, out = shapes.get(node.input[0]), shapes.get(node.output[0])
             transposed = node.op_type == "Gemm" and any(x.name == "transA" and x.i for x in node.attribute)
             per_out = (a[-2] if transposed else a[-1]) if a else 0
