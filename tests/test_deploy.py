@@ -237,6 +237,14 @@ def test_bench_times_an_onnx_file_as_it_is_against_ort_defaults(tmp_path, tiny_r
                     "--backends eager needs the PyTorch model it was exported from")
     assert_one_line(*run_cli("bench", f, "--input-size", "32", "--out", tmp_path / "b")[::2],
                     "takes 28 px images; drop --input-size 32")
+    foreign = onnx.load(str(f))
+    del foreign.metadata_props[:]  # no data description, no integrity digest
+    onnx.save(foreign, str(tmp_path / "foreign.onnx"))
+    assert_one_line(*run_cli("bench", tmp_path / "foreign.onnx", "--out", tmp_path / "b")[::2],
+                    "pass --skip-integrity-check")
+    code, out, err = run_cli("bench", tmp_path / "foreign.onnx", "--skip-integrity-check", "--backends", "ort",
+                             "--batch-sizes", "1", "--repeats", "1", "--warmup", "0", "--out", tmp_path / "b")
+    assert code == 0 and "foreign @ 28 px" in out, err  # the flag the refusal names exists, and the size is the graph's
     from squeezenet.deploy.onnx_tools import quantize_onnx_int8
 
     int8 = quantize_onnx_int8(f, tmp_path / "q.onnx", [np.zeros((1, 1, 28, 28), np.float32)])

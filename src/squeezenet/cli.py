@@ -477,13 +477,14 @@ def add_bench_parser(sub):
     p.add_argument("--repeats", type=positive_int, default=30)
     p.add_argument("--warmup", type=non_negative_int, default=5)
     p.add_argument("--out", default="runs/bench")
+    _add_model_file_flags(p)
     p.set_defaults(func=_cmd_bench)
 
 
 def _cmd_bench(a):
     from .deploy.bench import BenchSettings, bench
 
-    r = bench(model_name=a.model, checkpoint=a.checkpoint, out=a.out, input_size=a.input_size,
+    r = bench(model_name=a.model, checkpoint=a.checkpoint, out=a.out, input_size=a.input_size, verify=a.verify,
               settings=BenchSettings(tuple(a.backends) if a.backends else None, tuple(a.batch_sizes), a.threads,
                                      a.repeats, a.warmup))
     print(r["table"])

@@ -204,7 +204,7 @@ class BenchSettings:
 
 def bench(model_name: str | None = None, checkpoint: str | None = None, out: str = "runs/bench",
           settings: BenchSettings | None = None, input_size: int | None = None, model=None, label: str | None = None,
-          **kw) -> dict:
+          verify: bool = True, **kw) -> dict:
     """Benchmark any model reference (or ``model`` itself); writes ``<out>/bench_<tag>.csv``,
     ``.json`` and ``.png`` (see :func:`bench_tag`). ``kw`` may give any
     :class:`BenchSettings` field directly (``backends=[...], batch_sizes=[1]``).
@@ -214,14 +214,14 @@ def bench(model_name: str | None = None, checkpoint: str | None = None, out: str
     from .export import load_model_and_spec
 
     settings = settings or BenchSettings(**kw)
-    found = _onnx_file(model_name or checkpoint) if model is None else None
+    found = _onnx_file(model_name or checkpoint, verify) if model is None else None
     onnx_file, quantized = (found[2], found[3]) if found else (None, False)  # an .onnx file is timed as it is
     if found:
         label, shape = found[:2]
         if input_size and input_size != shape[1]:
             raise SqueezeNetError(f"'{onnx_file}' takes {shape[1]} px images; drop --input-size {input_size}")
     elif model is None:
-        model, label, shape, _ = load_model_and_spec(model_name, checkpoint, input_size, command="bench")
+        model, label, shape, _ = load_model_and_spec(model_name, checkpoint, input_size, verify, command="bench")
     else:
         size = input_size or 224
         shape = (model.default_cfg["input_size"][0] if hasattr(model, "default_cfg") else 3, size, size)
@@ -261,14 +261,14 @@ def bench(model_name: str | None = None, checkpoint: str | None = None, out: str
 BASELINE_WORDS = {"eager": "eager PyTorch fp32 (NCHW), the usual way", "ort": "ONNX Runtime's default session"}
 
 
-def _onnx_file(ref) -> tuple | None:
+def _onnx_file(ref, verify: bool = True) -> tuple | None:
     """(label, (C, H, W), path, quantized) for a reference that is an .onnx file; None otherwise."""
     from ..formats.open import open_model, resolve_file
 
     found = resolve_file(ref) if ref else None
     if not found or found[1] != "onnx":
         return None
-    m = open_model(ref, need="any", command="bench")
+    m = open_model(ref, need="any", verify=verify, command="bench")
     return m.name, (m.in_chans, m.input_size, m.input_size), found[0], _is_quantized(found[0])
 
 
