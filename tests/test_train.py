@@ -366,3 +366,18 @@ def test_resolved_returns_a_new_config_and_leaves_the_callers_alone():
     out = cfg.resolved()
     assert out is not cfg and cfg.lr is None and out.lr == 0.04
     assert TrainConfig.from_dict(out.to_dict()) == out  # config.json round-trips
+
+
+def test_each_torchrun_process_gets_its_own_gpu_or_one_line(monkeypatch):
+    """torchrun's LOCAL_RANK picks the GPU; more processes than GPUs is one line naming the fix, not
+    torch's "invalid device ordinal" at the first tensor (found with 2 processes on a 1-GPU machine)."""
+    from squeezenet.train import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert resolve_device("cuda", local_rank=1) == torch.device("cuda", 1)
+    assert resolve_device("cuda:1", local_rank=0) == torch.device("cuda", 1)
+    with pytest.raises(SqueezeNetError, match=r"process 2 needs GPU cuda:2, but this machine has 2 .*nproc_per_node=2\)$"):
+        resolve_device("cuda", local_rank=2)
+    with pytest.raises(SqueezeNetError, match=r"^--device cuda:3 names a GPU this machine lacks: .* has 2 GPU\(s\) \(cuda:0-1\)$"):
+        resolve_device("cuda:3")

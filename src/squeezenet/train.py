@@ -75,7 +75,13 @@ def resolve_device(device: str, local_rank: int = 0) -> torch.device:
     if device.startswith("cuda"):
         if not torch.cuda.is_available():
             raise SqueezeNetError("--device cuda was asked for but no CUDA GPU is available; use --device cpu")
-        return torch.device("cuda", local_rank if device == "cuda" else int(device.split(":")[1]))
+        index = local_rank if device == "cuda" else int(device.split(":")[1])
+        if index >= (n := torch.cuda.device_count()):
+            have = f"this machine has {n} GPU(s) (cuda:0-{n - 1})"
+            raise SqueezeNetError(f"torchrun process {local_rank} needs GPU cuda:{index}, but {have}; run at most "
+                                  f"one process per GPU (torchrun --nproc_per_node={n})" if device == "cuda" else
+                                  f"--device {device} names a GPU this machine lacks: {have}")
+        return torch.device("cuda", index)
     return torch.device("cpu")
 
 
