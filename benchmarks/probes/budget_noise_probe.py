@@ -49,7 +49,9 @@ def simulate(shape, mode: str, seed: int, shift: float, sigma: float) -> float:
         clock.t += step_s * factor * (shift if step >= shift_at else 1.0)
         step += 1
         measured = step - mark[0]
-        if not p.plans and measured == p.measure_steps():
+        if not p.plans and step == p.untimed_steps():
+            mark = (step, clock.t)
+        elif not p.plans and step > p.untimed_steps() and measured == p.measure_steps():
             total, mark = p.plan(step, (clock.t - mark[1]) / measured, eval_s).total_steps, (step, clock.t)
         elif mode == "interval" and p.check_due(step, measured):
             new = p.maybe_replan(step, (clock.t - mark[1]) / measured, eval_s)

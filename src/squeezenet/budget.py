@@ -4,8 +4,10 @@ The whole learning-rate schedule (warm-up and decay) is fitted to the clock, eva
 included, rather than cut off when the time is up (Lightning's ``max_time`` stops a run;
 timm, torchvision's references and airbench fix the epochs):
 
-1. **Measure.** The first steps of the run (:data:`MEASURE_STEPS`, or fewer in a short
-   budget) are timed; one evaluation batch is timed to price an evaluation pass.
+1. **Measure.** After :data:`UNTIMED_STEPS` untimed steps (their one-off costs, such as
+   cuDNN's autotuning, made a GPU's first plan 2.7x too slow), the next steps
+   (:data:`MEASURE_STEPS`, or fewer in a short budget) are timed; one evaluation batch is
+   timed to price an evaluation pass.
 2. **Plan.** ``total steps = (time left - evaluations - checkpoints - margin) / step
    time``; an evaluation runs after every full epoch and once at the end.
 3. **Re-plan.** After every epoch, and a few times within each (:data:`CHECKS_PER_EPOCH`:
@@ -28,6 +30,7 @@ from dataclasses import dataclass, field
 
 from .errors import SqueezeNetError
 
+UNTIMED_STEPS = 5  # first steps left out of the first measurement (their time still counts as spent)
 MEASURE_STEPS = 30  # steps timed before the first plan
 REPLAN_DRIFT = 0.10  # re-plan when the step time drifts by more than this
 MARGIN = 0.02  # of the budget, kept free for the report and the last checkpoint
@@ -97,6 +100,9 @@ class BudgetPlanner:
     def elapsed(self) -> float:
         """Budget used so far, earlier sessions of a resumed run included."""
         return self.spent + (self.clock() - self._t0)
+
+    def untimed_steps(self) -> int:
+        return min(UNTIMED_STEPS, self.steps_per_epoch // 8)
 
     def measure_steps(self) -> int:
         return max(3, min(MEASURE_STEPS, self.steps_per_epoch // 2))

@@ -480,6 +480,7 @@ class TimeBudget:
                                      final_evals=1.0 if tr.checks_flip_tta else 0.0)
         self.planner.start()
         self.mark = (tr.global_step, self.now())  # where the step time is measured from
+        self.untimed_until = tr.global_step + (0 if self.planner.plans else self.planner.untimed_steps())
         self.eval_s = plans[-1].eval_s if (plans := self.planner.plans) else 0.0  # an epoch end's evaluation + checkpoint
         if not self.planner.plans:
             tr.total_steps = 10 ** 9  # until the first plan: warm-up does not depend on the total
@@ -495,6 +496,10 @@ class TimeBudget:
         tr, planner = self.tr, self.planner
         measured = tr.global_step - self.mark[0]
         if not planner.plans:
+            if tr.global_step <= self.untimed_until:  # one-off costs (autotuning, allocation): not the rate
+                if tr.global_step == self.untimed_until:
+                    self.mark = (tr.global_step, self.now())
+                return
             if measured < planner.measure_steps():
                 return
             step_s = (self.now() - self.mark[1]) / measured
