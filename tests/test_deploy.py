@@ -1,5 +1,6 @@
 """ONNX export parity, fp16, int8 accuracy, bench smoke test, serving path, errors."""
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -232,6 +233,17 @@ def test_bench_times_an_onnx_file_as_it_is_against_ort_defaults(tmp_path, tiny_r
     assert [row["backend"] for row in r["rows"]] == ["ort", "ort-tuned", "ort-int8"] and r["meta"]["baseline"] == "ort"
     assert r["rows"][0]["speedup"] == 1.0 and all(row["input"] == 28 for row in r["rows"])
     assert r["meta"]["model_ref"] == str(f)  # the file's stem alone can be shared by files in other folders
+    # another file with the same stem, benched into the same folder, writes its own results beside the first's
+    other = tmp_path / "other" / "m.onnx"
+    assert run_cli("export", tiny_run / "best.pt", "--out", other)[0] == 0  # fixed batch: other bytes
+    assert_one_line(*run_cli("bench", other, "--batch-sizes", "1,8", "--out", tmp_path / "b")[::2],
+                    "takes batches of 1 only (it was exported without --dynamic-batch); pass --batch-sizes 1")
+    code, _, err = run_cli("bench", other, "--batch-sizes", "1", "--repeats", "2", "--warmup", "1", "--out", tmp_path / "b")
+    assert code == 0, err  # ort-int8 calibrates a fixed-batch file with its own batch size
+    results = sorted((tmp_path / "b").glob("bench_*.json"))
+    digests = {hashlib.sha256(p.read_bytes()).hexdigest()[:8] for p in (f, other)}
+    assert len(results) == 2 and len(digests) == 2 and all(any(d in p.name for p in results) for d in digests)
+    assert {json.loads(p.read_text())["meta"]["model_ref"] for p in results} == {str(f), str(other)}
     assert r["meta"]["macs"] == profile(open_model(str(tiny_run / "best.pt")).model, (1, 28, 28)).macs
     assert_one_line(*run_cli("bench", f, "--backends", "eager", "--out", tmp_path / "b")[::2],
                     "--backends eager needs the PyTorch model it was exported from")

@@ -65,8 +65,11 @@ def _ort_version() -> str | None:
         return None
 
 
-def bench_tag(label: str, backends) -> str:
-    """``<model>_<backend+backend...>_<machine>_torch<ver>[_ort<ver>]``: what a result file was measured with."""
+def bench_tag(label: str, backends, file_id: str | None = None) -> str:
+    """``<model>[_<file id>]_<backend+backend...>_<machine>_torch<ver>[_ort<ver>]``: what a result file
+    was measured with. ``file_id`` (the first 8 hex digits of a model file's SHA-256) keeps two files
+    that share a stem, such as two runs' ``int8.onnx``, from writing over each other's results."""
+    label = f"{label}_{file_id}" if file_id else label
     tag = f"{label}_{'+'.join(backends)}_{machine_tag()}_torch{torch.__version__.split('+')[0]}"
     ort_version = _ort_version() if any(b.startswith("ort") for b in backends) else None
     return f"{tag}_ort{ort_version}" if ort_version else tag
@@ -134,11 +137,12 @@ def make_runner(backend: str, model, shape, batch: int, tmp: Path, threads: int 
     if backend in ("ort", "ort-tuned"):
         path = fp32
     elif backend == "ort-int8":
-        from .onnx_tools import quantize_onnx_int8
+        from .onnx_tools import fixed_batch, quantize_onnx_int8
 
         path = tmp / "model_int8.onnx"
         if not path.exists():
-            calib = calib or [np.random.default_rng(0).standard_normal((8, *shape)).astype(np.float32)]
+            n = batch if onnx_file is not None and fixed_batch(fp32) else 8  # a fixed-batch file takes its own
+            calib = calib or [np.random.default_rng(0).standard_normal((n, *shape)).astype(np.float32)]
             quantize_onnx_int8(fp32, path, calib)
     elif backend == "ort-fp16":
         path = tmp / "model_fp16.onnx"
@@ -220,6 +224,7 @@ def bench(model_name: str | None = None, checkpoint: str | None = None, out: str
         label, shape = found[:2]
         if input_size and input_size != shape[1]:
             raise SqueezeNetError(f"'{onnx_file}' takes {shape[1]} px images; drop --input-size {input_size}")
+        _check_fixed_batch(onnx_file, settings.batch_sizes)
     elif model is None:
         model, label, shape, _ = load_model_and_spec(model_name, checkpoint, input_size, verify, command="bench")
     else:
@@ -251,11 +256,28 @@ def bench(model_name: str | None = None, checkpoint: str | None = None, out: str
     meta = {"gemm_gflops": peak, "macs": macs, "threads": torch.get_num_threads(), "machine": machine_tag(),
             "cpu": cpu_line(), "torch": torch.__version__, "backends": list(settings.backends), "baseline": baseline,
             "onnxruntime": _ort_version(), "model_ref": str(model_name or checkpoint or label)}
-    csv_path, png = _write(outd, bench_tag(label, settings.backends), rows, meta, label)
+    csv_path, png = _write(outd, bench_tag(label, settings.backends, _file_id(model_name or checkpoint)), rows, meta,
+                           label)
     table = (f"{label} @ {shape[1]} px, {macs / 1e6:.0f} MMACs/img; {meta['cpu']}; fp32 GEMM peak in this run: "
              f"{peak:.1f} GFLOP/s; torch threads {meta['threads']}; speed-up against {BASELINE_WORDS[baseline]}\n"
              + markdown_table(rows, table_columns(baseline)))
     return {"rows": rows, "meta": meta, "table": table, "csv": str(csv_path), "png": str(png)}
+
+
+def _file_id(ref) -> str | None:
+    """The first 8 hex digits of the SHA-256 of the model file a reference names; None for a name."""
+    import hashlib
+
+    from ..formats.open import resolve_file
+
+    found = resolve_file(ref) if ref else None
+    if not found:
+        return None
+    h = hashlib.sha256()
+    with open(found[0], "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:8]
 
 
 BASELINE_WORDS = {"eager": "eager PyTorch fp32 (NCHW), the usual way", "ort": "ONNX Runtime's default session"}
@@ -300,6 +322,15 @@ def _low_bit_onnx(ref, s: BenchSettings, tmp: Path) -> Path | None:
         return None
     _refuse_requantizing(found[0], s.backends, "eager, channels_last, ort, ort-tuned")
     return Path(sqz_to_onnx(found[0], tmp / "model_lowbit.onnx"))
+
+
+def _check_fixed_batch(path, batch_sizes) -> None:
+    from .onnx_tools import fixed_batch
+
+    fixed = fixed_batch(path)
+    if fixed and any(b != fixed for b in batch_sizes):
+        raise SqueezeNetError(f"'{path}' takes batches of {fixed} only (it was exported without --dynamic-batch); "
+                              f"pass --batch-sizes {fixed}, or export it again with --dynamic-batch")
 
 
 def _refuse_requantizing(path, backends, use: str) -> None:

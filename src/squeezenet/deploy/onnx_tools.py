@@ -218,6 +218,14 @@ _WEIGHT_INPUT = {"Conv": 1, "ConvInteger": 1, "QLinearConv": 3}
 _MATMULS = {"MatMul", "MatMulInteger", "QLinearMatMul", "Gemm"}
 
 
+def fixed_batch(path) -> int | None:
+    """The batch size an ONNX file's first input is fixed to (an export without
+    ``--dynamic-batch``), or None when the batch dimension is free."""
+    onnx = require("onnx", "onnx")
+    dims = onnx.load(str(path), load_external_data=False).graph.input[0].type.tensor_type.shape.dim
+    return dims[0].dim_value if dims and dims[0].HasField("dim_value") and dims[0].dim_value > 0 else None
+
+
 def onnx_macs(path, shape) -> int:
     """Multiply-accumulates per input image of an ONNX classifier, counted from the graph
     under the profiler's convention (conv, linear and matmul; ``profiler.MAC_CONVENTION``):
