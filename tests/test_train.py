@@ -226,6 +226,48 @@ def test_ddp_two_gloo_processes_match_single_process(tmp_path, fmnist_dir):
     assert load_checkpoint(tmp_path / "ddp" / "last.pt")["global_step"] == 4
 
 
+def _ddp_budget_worker(rank, world, port, cfg_dict, step_s):
+    """A torchrun process on its own fake clock (``step_s[rank]`` per step), under a time budget."""
+    from datetime import timedelta
+
+    os.environ.update(WORLD_SIZE=str(world), RANK=str(rank), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    torch.distributed.init_process_group("gloo", timeout=timedelta(seconds=60))  # a mismatch fails, not hangs
+    clock = type("Clock", (), {"t": 0.0, "__call__": lambda self: self.t})()
+    tr = Trainer(TrainConfig(**cfg_dict))
+    tr.clock = clock
+    tr.after_step.append(lambda t: setattr(clock, "t", clock.t + step_s[rank]))
+    tr.run()
+    plans = tr.budget.planner.plans
+    torch.save({"global_step": tr.global_step, "total_steps": tr.total_steps, "last_plan": plans[-1].total_steps,
+                "weights": {k: v.detach().clone() for k, v in tr.model.named_parameters()}},  # not BN buffers
+               os.path.join(cfg_dict["out"], f"rank{rank}.pt"))
+    torch.distributed.destroy_process_group()
+
+
+def test_torchrun_processes_follow_rank_0s_budget_plan_to_the_same_step(tmp_path, fmnist_dir):
+    """Under torchrun every process measures its own step time, but rank 0's plan is the
+    run's. The processes' own plans then differ (here rank 1's clock is faster), and each
+    process decided from its own plan whether a step-time check was due, so near the end of
+    the schedule one process joined the plan's broadcast while the other went on to the
+    next gradient all-reduce: mismatched collectives. Every process must check at the same
+    steps and stop at rank 0's total."""
+    import torch.multiprocessing as mp
+
+    cfg = _cfg(tmp_path / "ddp", fmnist_dir, model=TINY, dropout=0.0, batch_size=8, device="cpu",
+               time_budget="50s").__dict__
+    mp.start_processes(_ddp_budget_worker, args=(2, _free_port(), cfg, (0.2, 0.15)), nprocs=2, join=True,
+                       start_method="spawn")
+    r0, r1 = (torch.load(tmp_path / "ddp" / f"rank{r}.pt") for r in (0, 1))
+    assert r0["global_step"] == r1["global_step"] == r0["total_steps"] == r1["total_steps"]
+    for k, v in r0["weights"].items():  # the gradient all-reduces stayed paired: the replicas agree
+        torch.testing.assert_close(r1["weights"][k], v, rtol=0, atol=0)
+    assert r0["last_plan"] == r1["last_plan"] == r0["total_steps"]  # the same plan on every process
+    ck = load_checkpoint(tmp_path / "ddp" / "last.pt")
+    assert ck["global_step"] == r0["total_steps"] and 0.95 * 50 <= ck["budget"]["spent"] <= 50
+
+
 def test_training_on_a_large_image_folder(tmp_path, caplog):
     """The streaming (DataLoader workers) path: an ImageFolder of 80 px images, with one
     corrupt file, trains and evaluates end to end. Proven without depending on the CPU's

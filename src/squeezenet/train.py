@@ -522,13 +522,19 @@ class TimeBudget:
         self.mark = (tr.global_step, self.now())
 
     def _plan(self, how, step_s: float, eval_s: float, save_s: float) -> None:
-        plan = how(self.tr.global_step, step_s, eval_s, save_s)
-        total = plan.total_steps if plan is not None else self.tr.total_steps
-        if self.tr.dist.world > 1:  # rank 0's plan for every process
-            t = torch.tensor([total], device=self.tr.device if self.tr.device.type == "cuda" else "cpu")
+        """Rank 0 plans (or keeps its plan) for every process. The others record rank 0's
+        total as their plan, so that all of them check the step time at the same steps:
+        a process that checked alone would join a broadcast the others never make."""
+        tr, planner = self.tr, self.planner
+        plan = how(tr.global_step, step_s, eval_s, save_s) if tr.dist.main else None
+        total = plan.total_steps if plan is not None else tr.total_steps
+        if tr.dist.world > 1:
+            t = torch.tensor([total], device=tr.device if tr.device.type == "cuda" else "cpu")
             dist.broadcast(t, 0)
             total = int(t.item())
-        self.tr.total_steps = total
+            if not tr.dist.main and (not planner.plans or planner.plans[-1].total_steps != total):
+                planner.plans.append(Plan(total, step_s, eval_s, 0, 0.0, tr.global_step))
+        tr.total_steps = total
 
     def _estimate_eval_s(self) -> float:
         """One evaluation pass, priced by timing up to one evaluation batch."""
