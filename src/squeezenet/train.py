@@ -503,7 +503,7 @@ class TimeBudget:
             if measured < planner.measure_steps():
                 return
             step_s = (self.now() - self.mark[1]) / measured
-            self.eval_s = self._estimate_eval_s() + self._estimate_save_s()
+            self.eval_s = self._estimate_eval_s() + self._estimate_save_s() if tr.dist.main else 0.0  # rank 0 plans
             self._plan(planner.plan, step_s, self.eval_s, 0.0)
             self.mark = (tr.global_step, self.now())  # the pricing above is not a step
         elif planner.check_due(tr.global_step, measured):  # the rate since the last check: the latest
@@ -539,8 +539,6 @@ class TimeBudget:
     def _estimate_eval_s(self) -> float:
         """One evaluation pass, priced by timing up to one evaluation batch."""
         tr = self.tr
-        if not tr.dist.main:
-            return 0.0
         n = min(len(tr.splits.test), tr.cfg.eval_batch_size)
         t = self.now()
         evaluate(tr.eval_model, tr.splits.test.subset(n), tr.spec, tr.device, tr.cfg.eval_batch_size, 0,

@@ -141,7 +141,7 @@ def make_runner(backend: str, model, shape, batch: int, tmp: Path, threads: int 
 
         path = tmp / "model_int8.onnx"
         if not path.exists():
-            n = batch if onnx_file is not None and fixed_batch(fp32) else 8  # a fixed-batch file takes its own
+            n = fixed_batch(fp32) or 8  # a fixed-batch file is calibrated at its own batch
             calib = calib or [np.random.default_rng(0).standard_normal((n, *shape)).astype(np.float32)]
             quantize_onnx_int8(fp32, path, calib)
     elif backend == "ort-fp16":
