@@ -5,6 +5,7 @@ Runtime on INT4/INT2 ONNX against the fake-quant PyTorch model, every command re
 import itertools
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -151,6 +152,54 @@ def test_every_command_reads_the_low_bit_files(w4, fmnist_dir, tmp_path):
     from squeezenet import deploy
 
     assert deploy.load(w4["files"]["onnx"]).predict([str(img)], topk=2)[0] == clf.predict([str(img)], topk=2)[0]
+
+
+def test_export_keeps_the_low_bit_weights_and_builds_in_flip_tta(w4, tmp_path):
+    """`export` of a low-bit .sqz writes its integer graph (exporting through PyTorch widened every
+    weight to fp32, ~7x the file), and --tta flip averages each image with its mirror inside it:
+    against two runs of the plain file, on the image and on the image flipped by numpy."""
+    import onnxruntime as ort
+
+    from squeezenet.formats.onnx import OnnxClassifier
+
+    plain, tta = tmp_path / "plain.onnx", tmp_path / "tta.onnx"
+    for out, extra in ((plain, []), (tta, ["--tta", "flip"])):
+        code, stdout, err = run_cli("export", w4["files"]["sqz"], "--out", out, *extra)
+        assert code == 0 and "low-bit weights kept as stored" in stdout, err
+    int4 = [t for t in onnx.load(plain).graph.initializer if t.data_type == onnx.TensorProto.INT4]
+    assert len(int4) == sum(r["bits"] == 4 for r in w4["layers"])
+    assert plain.stat().st_size <= 1.01 * Path(w4["files"]["onnx"]).stat().st_size
+    x = np.random.default_rng(0).standard_normal((3, 1, 28, 28)).astype(np.float32)
+    run = {f: ort.InferenceSession(str(f)).run for f in (plain, tta)}
+    mean = (run[plain](None, {"input": x})[0] + run[plain](None, {"input": x[..., ::-1].copy()})[0]) / 2
+    np.testing.assert_allclose(run[tta](None, {"input": x})[0], mean, atol=1e-5)
+    assert OnnxClassifier(tta).spec.tta == "flip" and OnnxClassifier(plain).spec.tta is None
+    for flag in (["--fp16"], ["--opset", "18"], ["--input-size", "32"]):
+        code, _, err = run_cli("export", w4["files"]["sqz"], "--out", tmp_path / "bad.onnx", *flag)
+        assert_one_line(code, err, f"holds low-bit integer weights, which export as they are stored")
+        assert flag[0] in err and not (tmp_path / "bad.onnx").exists()
+
+
+def test_quantize_builds_flip_tta_into_the_low_bit_onnx(tiny_run, fmnist_dir, tmp_path):
+    """--weight-bits with --tta: the ONNX files have it built in, every row is scored with it, and
+    the float row is what `eval --tta flip` (metrics.evaluate's own flip) gives for the checkpoint."""
+    r, _ = _quantize(tiny_run, fmnist_dir, tmp_path / "q", "--weight-bits", "4", "--calib-size", "64",
+                     "--rounding", "nearest", "--tta", "flip")
+    assert r["tag"] == "w4a8_flip" and r["files"]["sqz"].endswith("model_w4a8.sqz")  # the .sqz holds the model alone
+    rows = {row["what"]: row for row in r["rows"]}
+    code, _, err = run_cli("eval", "-c", tiny_run / "best.pt", "--data-dir", fmnist_dir, "--no-download", "--tta",
+                           "flip", "--out", tmp_path / "e.json")
+    assert code == 0, err
+    assert rows["float model (PyTorch)"]["top1"] == pytest.approx(json.loads((tmp_path / "e.json").read_text())["top1"])
+    code, _, err = run_cli("eval", "-c", r["files"]["onnx"], "--data-dir", fmnist_dir, "--no-download", "--out",
+                           tmp_path / "o.json")
+    assert code == 0, err
+    onnx_eval = json.loads((tmp_path / "o.json").read_text())
+    assert onnx_eval["tta_in_model"] == "flip"
+    assert onnx_eval["top1"] == pytest.approx(rows["low-bit ONNX (ONNX Runtime)"]["top1"])
+    assert r["parity"]["top1_agreement_pct"] >= 99.0
+    assert "Every row is scored with flip test-time augmentation" in \
+        (tmp_path / "q" / "lowbit_report_w4a8_flip.md").read_text()
 
 
 def test_int2_and_mixed_files(tiny_run, fmnist_dir, tmp_path):

@@ -359,7 +359,8 @@ def add_export_parser(sub):
     p.add_argument("model", nargs="?", help=MODEL_REF)
     p.add_argument("--checkpoint", "-c", help="the same as the positional model (kept for scripts)")
     p.add_argument("--format", choices=["onnx"], default="onnx")
-    p.add_argument("--opset", type=opset, default=DEFAULT_OPSET, help="ONNX opset (default: %(default)s)")
+    p.add_argument("--opset", type=opset, help=f"ONNX opset (default: {DEFAULT_OPSET}; a low-bit .sqz takes the "
+                                               "opset its integer types need)")
     p.add_argument("--dynamic-batch", action="store_true")
     p.add_argument("--fp16", action="store_true", help="also convert weights to fp16")
     p.add_argument("--input-size", type=image_size)
@@ -378,10 +379,13 @@ def _cmd_export(a):
     r = export_onnx(model_name=a.model, checkpoint=a.checkpoint, out=a.out, opset=a.opset,
                     dynamic_batch=a.dynamic_batch, fp16=a.fp16, input_size=a.input_size, verify=a.verify,
                     tta=a.tta)
-    print(f"wrote {r['path']} ({r['size_bytes']:,} bytes" + (f", {a.tta} TTA built in" if a.tta else "") +
-          "); onnx.checker ok; max |ORT - eager| = "
-          f"{r['max_abs_diff']:.2e}" + (f"; fp16: {r['fp16_path']} max diff {r['fp16_max_abs_diff']:.2e}"
-                                         if a.fp16 else ""))
+    low = r.get("low_bit")
+    parts = [f"{r['size_bytes']:,} bytes"] + ["low-bit weights kept as stored, any batch size"] * bool(low) + \
+        [f"{a.tta} TTA built in"] * bool(a.tta)
+    check = (f"max |ORT - fake-quant PyTorch| = {r['max_abs_diff']:.2e} (mean {r['mean_share']:.1%} of the logits' "
+             "spread)" if low else f"max |ORT - eager| = {r['max_abs_diff']:.2e}")
+    half = f"; fp16: {r['fp16_path']} max diff {r['fp16_max_abs_diff']:.2e}" if a.fp16 else ""
+    print(f"wrote {r['path']} ({', '.join(parts)}); onnx.checker ok; {check}{half}")
 
 
 def add_quantize_parser(sub):
@@ -397,8 +401,9 @@ def add_quantize_parser(sub):
     p.add_argument("--backends", type=_str_list, default=["ort-int8", "ort-fp16", "pt2e-int8"])
     p.add_argument("--eval-size", type=positive_int, help="evaluate on the first N test images only")
     p.add_argument("--tta", choices=TTA_MODES,
-                   help="build test-time augmentation into the int8/fp16 files, as `export --tta` does (calibrated "
-                        "on both views; every row of the report is then scored with it)")
+                   help="build test-time augmentation into the files, as `export --tta` does: the int8/fp16 files "
+                        "(calibrated on both views) or, with --weight-bits, the ONNX files (a .sqz holds the model "
+                        "alone); every row of the report is then scored with it")
     low = p.add_argument_group("low-bit SqueezeNet files (.sqz + ONNX INT8/INT4/INT2; see docs)")
     low.add_argument("--weight-bits", choices=["8", "4", "2", "mixed"],
                      help="uniform per-channel weights at 8/4/2 bits, or a per-layer mixed allocation")
@@ -432,16 +437,13 @@ def _cmd_quantize(a):
     from .data import DataRef
     from .deploy.quantize import QuantizeSettings, quantize
 
-    if a.weight_bits and a.tta:
-        raise SqueezeNetError("--tta is built into the int8/fp16 files only, not into low-bit ones (--weight-bits); "
-                              "drop one of the two")
     if a.weight_bits:
         from .deploy.lowbit import LowBitSettings, quantize_lowbit
 
         s = LowBitSettings(a.weight_bits, None if a.act_bits == 32 else a.act_bits, a.qat_epochs, a.size_budget,
                            a.max_drop, a.calib_size, a.lr, a.batch_size, a.eval_size, 0, a.map_by_index,
                            distill=a.distill, sparsity=a.sparsity, weight_clip=a.weight_clip,
-                           rounding=a.rounding or "auto", adaround_iters=a.adaround_iters)
+                           rounding=a.rounding or "auto", adaround_iters=a.adaround_iters, tta=a.tta)
         r = quantize_lowbit(a.checkpoint, a.out, DataRef(a.data, a.data_dir, a.download), s, a.verify)
         print(r["table"])
         p = r["parity"]

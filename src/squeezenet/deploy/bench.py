@@ -315,10 +315,9 @@ def _low_bit_onnx(ref, s: BenchSettings, tmp: Path) -> Path | None:
     found = resolve_file(ref) if ref else None
     if not found or found[1] != "sqz":
         return None
-    from ..formats.sqz import read_raw
-    from .sqz_onnx import sqz_to_onnx
+    from .sqz_onnx import has_integer_weights, sqz_to_onnx
 
-    if not any(t["kind"] == "intq" for t in read_raw(found[0])[0]["tensors"]):
+    if not has_integer_weights(found[0]):
         return None
     _refuse_requantizing(found[0], s.backends, "eager, channels_last, ort, ort-tuned")
     return Path(sqz_to_onnx(found[0], tmp / "model_lowbit.onnx"))

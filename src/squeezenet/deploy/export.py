@@ -66,6 +66,45 @@ def export_model_to_onnx(model: torch.nn.Module, path, input_shape=(3, 224, 224)
     return finalize_onnx(proto, path, metadata)
 
 
+# ONNX Runtime against the fake-quant model: the mean |logit difference| as a share of the logits' spread. Not
+# a max: an fp32 sum in another order that crosses an activation's rounding boundary moves it a whole step, which
+# at 4-bit activations reaches a logit or two on some images (docs/BENCHMARKS.md 4.1: 0.13 of a spread of 1.4 on
+# the CIFAR-10 W4A4 files); a wrongly built graph is off by about the spread itself.
+LOW_BIT_TOLERANCE = 0.25
+
+
+def export_low_bit(path: Path, out, tta: str | None = None, *, opset: int | None = None, fp16: bool = False,
+                   input_size: int | None = None) -> dict:
+    """A low-bit .sqz to ONNX as it is stored: INT8/INT4/INT2 initializers -> DequantizeLinear
+    -> Conv, activations through QuantizeLinear/DequantizeLinear, any batch size, at the
+    opset its integer types need (:func:`sqz_onnx.sqz_to_onnx`). Checked against the
+    fake-quant PyTorch model the container rebuilds; exporting through PyTorch instead
+    would widen every weight to fp32 (about 7x the file)."""
+    from .sqz_onnx import sqz_to_onnx
+
+    given = [flag for flag, v in (("--fp16", fp16), ("--opset", opset), ("--input-size", input_size)) if v]
+    if given:
+        raise SqueezeNetError(f"'{path}' holds low-bit integer weights, which export as they are stored (at the "
+                              f"opset their types need, at the trained size); drop {', '.join(given)}")
+    m = open_model(str(path))
+    model = FlipAverage(m.model).eval() if tta else m.model
+    if tta and m.spec is None:
+        raise SqueezeNetError(f"--tta needs a model file whose data description can record it; '{path}' has none")
+    written = Path(sqz_to_onnx(path, out, tta))
+    torch.manual_seed(0)
+    x = torch.randn(16, m.in_chans, m.input_size, m.input_size)
+    with torch.no_grad():
+        ref = model(x)
+    diff = (torch.from_numpy(open_session(written).run(None, {"input": x.numpy()})[0]) - ref).abs()
+    share = float(diff.mean() / ref.std().clamp_min(1e-12))
+    if share > LOW_BIT_TOLERANCE:
+        written.unlink()
+        raise SqueezeNetError(f"the ONNX graph's logits differ from the fake-quant model's by {share:.0%} of their "
+                              f"spread on average (> {LOW_BIT_TOLERANCE:.0%}); '{path}' may be damaged")
+    return {"path": str(written), "size_bytes": written.stat().st_size, "input_shape": [m.in_chans, m.input_size,
+            m.input_size], "max_abs_diff": float(diff.max()), "mean_share": share, "low_bit": True}
+
+
 def max_abs_diff_vs_eager(model, path, inputs: torch.Tensor) -> float:
     sess = open_session(path)
     name = sess.get_inputs()[0].name
@@ -75,13 +114,17 @@ def max_abs_diff_vs_eager(model, path, inputs: torch.Tensor) -> float:
     return float(abs(out - ref).max())
 
 
+def _one_reference(model_name: str | None, checkpoint: str | None) -> str:
+    if bool(model_name) == bool(checkpoint):
+        raise SqueezeNetError("give a model (a name, a model file or a run folder) or --checkpoint (exactly one)")
+    return model_name or checkpoint
+
+
 def load_model_and_spec(model_name: str | None, checkpoint: str | None, input_size: int | None = None,
                         verify: bool = True, command: str = "export"):
     """(model, model label, (C, H, W), data spec dict or None) from any model reference
     (a name, tv:/timm:, a .pt/.sqz file or a run folder; see :func:`formats.open.open_model`)."""
-    if bool(model_name) == bool(checkpoint):
-        raise SqueezeNetError("give a model (a name, a model file or a run folder) or --checkpoint (exactly one)")
-    m = open_model(model_name or checkpoint, verify=verify, command=command)
+    m = open_model(_one_reference(model_name, checkpoint), verify=verify, command=command)
     spec = m.spec.to_dict() if m.spec is not None else None
     if spec and input_size and input_size != spec["input_size"]:
         raise SqueezeNetError(f"the model was trained at {spec['input_size']} px; drop --input-size "
@@ -91,17 +134,25 @@ def load_model_and_spec(model_name: str | None, checkpoint: str | None, input_si
 
 
 def export_onnx(model_name: str | None = None, checkpoint: str | None = None, out: str | None = None,
-                opset: int = DEFAULT_OPSET, dynamic_batch: bool = False, fp16: bool = False,
+                opset: int | None = None, dynamic_batch: bool = False, fp16: bool = False,
                 input_size: int | None = None, exporter: str = "torchscript", verify: bool = True,
                 tta: str | None = None) -> dict:
     """Export a model or checkpoint to ONNX and verify it. Returns paths, sizes, diffs.
     ``tta="flip"`` builds flip test-time augmentation into the graph and records it in
-    the file's data spec (field ``tta``), so evaluation never applies it twice."""
+    the file's data spec (field ``tta``), so evaluation never applies it twice.
+    ``opset`` defaults to :data:`onnx_tools.DEFAULT_OPSET`. A low-bit .sqz
+    (``quantize --weight-bits``) keeps its integer weights: see :func:`export_low_bit`."""
     check_tta(tta)
+    found = resolve_file(_one_reference(model_name, checkpoint))
     if out is None:
-        found = resolve_file(checkpoint or model_name)  # a run folder's best.pt -> best.onnx beside it
         out = str(found[0].with_suffix(".onnx")) if found else f"{model_name.replace(':', '_')}.onnx"
     ensure_writable_file(out)
+    if found and found[1] == "sqz":
+        from .sqz_onnx import has_integer_weights
+
+        if has_integer_weights(found[0]):
+            return export_low_bit(found[0], out, tta, opset=opset, fp16=fp16, input_size=input_size)
+    opset = opset or DEFAULT_OPSET
     model, label, shape, spec = load_model_and_spec(model_name, checkpoint, input_size, verify)
     if tta:
         if spec is None:

@@ -33,6 +33,7 @@ from ..errors import SqueezeNetError
 from ..files import atomic_write_bytes, atomic_write_text, ensure_writable_dir
 from ..metrics import evaluate
 from ..render import markdown_table
+from ..spec import check_tta
 
 WEIGHT_CHOICES = ("8", "4", "2", "mixed")
 WEIGHT_CLIPS = ("output", "mse")
@@ -62,8 +63,10 @@ class LowBitSettings:
     rounding: str = "auto"
     adaround_iters: int | None = None  # Adam steps per conv (None: lb.ADAROUND_ITERS)
     rounding_chosen_by: str = "flag"  # set by resolved(): "auto" when --rounding auto chose it
+    tta: str | None = None  # test-time augmentation built into the ONNX files and scored in every row (spec.TTA_MODES)
 
     def check(self) -> None:
+        check_tta(self.tta)
         if str(self.weight_bits) not in WEIGHT_CHOICES:
             raise SqueezeNetError(f"--weight-bits must be 8, 4, 2 or mixed, got '{self.weight_bits}'; ONNX Runtime "
                                   "and the .sqz container take these widths")
@@ -128,11 +131,14 @@ class LowBitSettings:
                        adaround_iters=(self.adaround_iters or lb.ADAROUND_ITERS) if rounding == "adaround" else None,
                        rounding_chosen_by="auto" if self.rounding == "auto" else self.rounding_chosen_by)
 
-    def tag(self) -> str:
+    def tag(self, tta: bool = True) -> str:
+        """Names the files: ``w4a8_ada``; ``_flip`` ends it where --tta built that into the ONNX files
+        (``tta=False``: the name of the .sqz, which holds the model alone)."""
         w = "mixed" if self.weight_bits == "mixed" else f"w{self.weight_bits}"
         pruned = f"_p{self.sparsity}" if self.sparsity is not None else ""
         ada = "_ada" if self.resolved_rounding() == "adaround" else ""
-        return f"{w}a{self.act_bits or 32}{pruned}{ada}" + (f"_qat{self.qat_epochs:g}" if self.qat_epochs else "")
+        return (f"{w}a{self.act_bits or 32}{pruned}{ada}" + (f"_qat{self.qat_epochs:g}" if self.qat_epochs else "")
+                + (f"_{self.tta}" if self.tta and tta else ""))
 
 
 def quantize_lowbit(checkpoint: str, out: str | None = None, data: DataRef | None = None,
@@ -187,10 +193,11 @@ def quantize_lowbit(checkpoint: str, out: str | None = None, data: DataRef | Non
     qmodel.eval()
 
     tag = s.tag()
-    sqz_path, onnx_path = outd / f"model_{tag}.sqz", outd / f"model_{tag}.onnx"
-    fp32_sqz, fp32_onnx = outd / "model_folded_fp32.sqz", outd / "model_folded_fp32.onnx"
+    sqz_path, onnx_path = outd / f"model_{s.tag(tta=False)}.sqz", outd / f"model_{tag}.onnx"
+    fp32_sqz = outd / "model_folded_fp32.sqz"
+    fp32_onnx = outd / ("model_folded_fp32" + (f"_{s.tta}" if s.tta else "") + ".onnx")
     stored = write_files(qmodel, plain, mf, bits, s, sqz_path, onnx_path, fp32_sqz, fp32_onnx)
-    rows, parity = _measure(model, qmodel, test, splits.spec, sqz_path, onnx_path, fp32_onnx)
+    rows, parity = _measure(model, qmodel, test, splits.spec, (sqz_path, onnx_path, fp32_onnx), s.tta)
     layers = [{"layer": n, "params": sizes[n][0], "bits": bits[n],
                "density": float(masks[n].float().mean()) if n in masks else 1.0,
                "bytes": lb.weight_bytes(*sizes[n], bits[n]), "sqz_bytes": stored[n],
@@ -318,18 +325,24 @@ def write_files(qmodel, plain, mf, bits, s, sqz_path, onnx_path, fp32_sqz, fp32_
     blob, rows = sqz.encode_model(final, {}, mf.name, kw, spec, extra={"act_quant": act, "quantization": info},
                                   quantized=quantized)
     atomic_write_bytes(sqz_path, blob)
-    sqz_to_onnx(sqz_path, onnx_path)
+    sqz_to_onnx(sqz_path, onnx_path, s.tta)
     blob32, _ = sqz.encode_model(plain, {}, mf.name, kw, spec)
     atomic_write_bytes(fp32_sqz, blob32)
-    sqz_to_onnx(fp32_sqz, fp32_onnx)
+    sqz_to_onnx(fp32_sqz, fp32_onnx, s.tta)
     return {r["layer"]: r["bytes_after_huffman"] for r in rows if f"{r['layer']}.weight" in quantized}
 
 
-def _measure(model, qmodel, test, spec, sqz_path, onnx_path, fp32_onnx):
+def _measure(model, qmodel, test, spec, paths, tta: str | None = None):
+    """The report's rows and the ONNX-against-PyTorch parity. With ``tta`` every row is
+    scored with it: the ONNX files have it built in, the PyTorch models are wrapped."""
     from ..formats.sqz import load_container
+    from .export import FlipAverage
     from .quantize import ort_logits_fn
 
+    sqz_path, onnx_path, fp32_onnx = paths
     loaded, _ = load_container(sqz_path)
+    if tta:
+        model, qmodel, loaded = (FlipAverage(m).eval() for m in (model, qmodel, loaded))
     ort_q, ort_32 = ort_logits_fn(onnx_path), ort_logits_fn(fp32_onnx)
     rows = []
 
@@ -389,6 +402,14 @@ def _rounding_line(s: dict) -> str:
             f"the float layer's output best){why}.")
 
 
+def _tta_line(tta: str | None) -> str:
+    if not tta:
+        return ""
+    return (f" Every row is scored with {tta} test-time augmentation (each image's logits averaged with its mirror's, "
+            "twice the inference cost): the ONNX files have it built in and record it, so eval, predict and serve run "
+            "it; the .sqz holds the model alone (`eval --tta flip`, or `export --tta flip` for an ONNX file).")
+
+
 def _report(res: dict, table: str, data_name: str, n_test: int) -> str:
     s = res["settings"]
     cols = [("layer", "layer"), ("params", lambda r: f"{r['params']:,}"), ("bits", "bits"),
@@ -404,7 +425,7 @@ def _report(res: dict, table: str, data_name: str, n_test: int) -> str:
             f"per-channel symmetric weights ({CLIP_WORDS[s.get('weight_clip', 'mse')]}, LSQ steps when fine-tuned); "
             "unsigned per-tensor "
             "activations on every conv input but the first; the stem conv and conv10 keep 8-bit weights."
-            + _pruning_line(s.get("sparsity")) + _rounding_line(s) + f"\n\n{table}\n\nParity, ONNX Runtime on the low-bit file against the fake-quant PyTorch model over "
+            + _pruning_line(s.get("sparsity")) + _rounding_line(s) + _tta_line(s.get("tta")) + f"\n\n{table}\n\nParity, ONNX Runtime on the low-bit file against the fake-quant PyTorch model over "
             f"{p['images']} images: max |logit difference| {p['max_abs_logit_diff']:.2e}, same top-1 on "
             f"{p['top1_agreement_pct']:.2f}%.\n\n")
     if res["budget_bytes"]:

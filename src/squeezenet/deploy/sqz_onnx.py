@@ -37,6 +37,14 @@ def is_squeezenet_sqz(path) -> bool:
     return is_squeezenet_name(read_raw(path)[0]["model_name"])
 
 
+def has_integer_weights(path) -> bool:
+    """Whether a .sqz container holds low-bit integer weights (``quantize --weight-bits``),
+    which its ONNX form keeps as INT8/INT4/INT2 initializers."""
+    from ..formats.sqz import read_raw
+
+    return any(t["kind"] == "intq" for t in read_raw(path)[0]["tensors"])
+
+
 def _architecture(name: str, kw: dict):
     from ..archs import DesignSpace, build_stages
 
@@ -109,6 +117,12 @@ class _Graph:
         self.inits.append(numpy_helper.from_array(np.ascontiguousarray(value, dtype=np.float32), n))
         return n
 
+    def ints(self, hint: str, values: list) -> str:
+        """An int64 initializer (a shape, axes, slice bounds)."""
+        n = self.name(hint)
+        self.inits.append(self.onnx.numpy_helper.from_array(np.array(values, np.int64), n))
+        return n
+
     def op(self, op: str, inputs: list, hint: str, **attrs) -> str:
         self.n += 1
         out = f"t{self.n}"  # intermediate tensors: short names (a small model's file is otherwise mostly names)
@@ -136,14 +150,39 @@ class _Graph:
                        kernel_shape=[k, k], pads=[pad] * 4, strides=[stride, stride])
 
 
-def sqz_to_onnx(src, dst) -> str:
-    """Write ``dst`` (.onnx) from the container ``src`` without importing torch."""
+def _flip_batch(g: _Graph, x: str) -> str:
+    """(B, C, H, W) -> (2B, C, H, W): the batch, then its horizontal mirrors."""
+    bounds = [g.ints("start", [-1]), g.ints("end", [np.iinfo(np.int64).min]), g.ints("axis", [3]), g.ints("step", [-1])]
+    mirror = g.op("Slice", [x, *bounds], "mirror")
+    return g.op("Concat", [x, mirror], "tta_batch", axis=0)
+
+
+def _mean_of_halves(g: _Graph, logits: str, classes: int) -> str:
+    """(2B, K) -> (B, K): the mean of each image's logits and its mirror's."""
+    halves = g.op("Reshape", [logits, g.ints("halves", [2, -1, classes])], "halves")
+    if g.opset >= 18:  # ReduceMean takes its axes as an input from opset 18
+        return g.op("ReduceMean", [halves, g.ints("axes", [0])], "tta_mean", keepdims=0)
+    return g.op("ReduceMean", [halves], "tta_mean", axes=[0], keepdims=0)
+
+
+def sqz_to_onnx(src, dst, tta: str | None = None) -> str:
+    """Write ``dst`` (.onnx) from the container ``src`` without importing torch.
+
+    ``tta="flip"`` builds flip test-time augmentation into the graph, as
+    ``export --tta flip`` does for a PyTorch model (:class:`deploy.export.FlipAverage`):
+    the batch and its mirror go through the network as one batch of twice the size, and
+    the two halves' logits are averaged. The file's data spec records it."""
     from ..formats.sqz import decode_arrays, intq_arrays, read_raw
     from ..files import atomic_write_bytes
-    from ..spec import DataSpec
+    from ..spec import DataSpec, check_tta
     from ..formats.onnx import DIGEST_KEY, DIGEST_PLACEHOLDER, META_KEY, stamp_digest
 
+    check_tta(tta)
     header, payload = read_raw(src)
+    data = header.get("data") or {}
+    if tta and not data:
+        raise SqueezeNetError(f"'{src}' has no data description (classes, input size) to record --tta {tta} in; "
+                              "pass a .sqz written from a trained model")
     arrays = decode_arrays(header, payload, f"'{src}'")
 
     def get(ref):
@@ -158,7 +197,7 @@ def sqz_to_onnx(src, dst) -> str:
     g = _Graph(arrays, intq, header.get("act_quant"))
     onnx = g.onnx
     try:
-        x = "input"
+        x = _flip_batch(g, "input") if tta else "input"
         for st in stages:
             f = f"features.{st.name}"
             if st.kind == "conv":
@@ -179,6 +218,8 @@ def sqz_to_onnx(src, dst) -> str:
         if kw.get("head_relu", True):
             x = g.op("Relu", [x], "relu10")
         x = g.op("GlobalAveragePool", [x], "avgpool10")
+        if tta:
+            x = _mean_of_halves(g, g.op("Flatten", [x], "flatten", axis=1), kw.get("num_classes", 1000))
         g.nodes.append(onnx.helper.make_node("Flatten", [x], ["logits"], axis=1))
     except KeyError as e:
         raise SqueezeNetError(f"'{src}' lacks tensor {e} of a '{header['model_name']}'") from None
@@ -191,7 +232,8 @@ def sqz_to_onnx(src, dst) -> str:
     model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", g.opset)],
                                    producer_name="squeezenet")
     model.ir_version = {17: 8, 21: 10, 25: 11}[g.opset]
-    data = header.get("data") or {}
+    if tta:
+        data = {**data, "tta": tta}
     if data:
         DataSpec.from_dict(data, f"'{src}' header 'data'", kw.get("num_classes"), chans)
         e = model.metadata_props.add()
