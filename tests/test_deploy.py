@@ -316,17 +316,26 @@ def test_int8_accuracy_on_real_fashion_mnist_subset(tmp_path):
 
 
 def test_one_default_opset_everywhere(tmp_path):
-    """The CLI, export_onnx and export_model_to_onnx export the same opset by default."""
+    """The CLI, export_onnx and export_model_to_onnx export the same opset by default (the first
+    two leave it unset, so a low-bit .sqz can take the opset its integer types need)."""
     import inspect
+
+    from helpers import run_cli
 
     from squeezenet.cli import build_parser
     from squeezenet.deploy.onnx_tools import DEFAULT_OPSET
 
-    cli_default = build_parser().parse_args(["export", "squeezenet1_1"]).opset
-    fn_defaults = {inspect.signature(f).parameters["opset"].default for f in (export_onnx, export_model_to_onnx)}
-    assert {cli_default} == fn_defaults == {DEFAULT_OPSET}
+    assert build_parser().parse_args(["export", "squeezenet1_1"]).opset is None
+    assert inspect.signature(export_onnx).parameters["opset"].default is None
+    assert inspect.signature(export_model_to_onnx).parameters["opset"].default == DEFAULT_OPSET
+
+    def opsets(path):
+        return {o.version for o in onnx.load(str(path)).opset_import if o.domain in ("", "ai.onnx")}
+
     path = export_model_to_onnx(create_model("squeezenet1_1_small_w0.25"), tmp_path / "m.onnx", (3, 32, 32))
-    assert {o.version for o in onnx.load(str(path)).opset_import if o.domain in ("", "ai.onnx")} == {DEFAULT_OPSET}
+    code, _, err = run_cli("export", "squeezenet1_1_small_w0.25", "--input-size", "32", "--out", tmp_path / "c.onnx")
+    assert code == 0, err
+    assert opsets(path) == opsets(tmp_path / "c.onnx") == {DEFAULT_OPSET}
 
 
 def test_flip_tta_built_into_an_export_is_evaluated_once(tmp_path, tiny_run, fmnist_dir):
@@ -366,6 +375,13 @@ def test_flip_tta_built_into_an_export_is_evaluated_once(tmp_path, tiny_run, fmn
     assert_one_line(*run_cli("eval", "-c", tta, *data, "--tta", "flip")[::2], "already averages each image")
     assert_one_line(*run_cli("export", "squeezenet1_1_small_bn_w0.25", "--tta", "flip",
                              "--out", tmp_path / "x.onnx")[::2], "--tta needs a trained model file")
+    # with no --out the TTA file goes beside the model as <stem>_flip.onnx, keeping the plain export
+    import shutil
+
+    shutil.copy(tiny_run / "best.pt", tmp_path / "m.pt")
+    for extra in ((), ("--tta", "flip")):
+        assert run_cli("export", tmp_path / "m.pt", *extra)[0] == 0
+    assert OnnxClassifier(tmp_path / "m_flip.onnx").spec.tta == "flip" and OnnxClassifier(tmp_path / "m.onnx").spec.tta is None
 
 
 def test_quantize_builds_flip_tta_into_its_files(tmp_path, tiny_run, fmnist_dir):

@@ -144,8 +144,9 @@ def export_onnx(model_name: str | None = None, checkpoint: str | None = None, ou
     (``quantize --weight-bits``) keeps its integer weights: see :func:`export_low_bit`."""
     check_tta(tta)
     found = resolve_file(_one_reference(model_name, checkpoint))
-    if out is None:
-        out = str(found[0].with_suffix(".onnx")) if found else f"{model_name.replace(':', '_')}.onnx"
+    if out is None:  # beside the file (a run folder's best.pt -> best.onnx); _flip.onnx with TTA, as quantize names it
+        stem = str(found[0].with_suffix("")) if found else model_name.replace(":", "_")
+        out = stem + (f"_{tta}" if tta else "") + ".onnx"
     ensure_writable_file(out)
     if found and found[1] == "sqz":
         from .sqz_onnx import has_integer_weights
