@@ -438,6 +438,7 @@ def _report(res: dict, table: str, data_name: str, n_test: int) -> str:
         loss = {"distillation": "distillation from the float model (KL, T=1)",
                 "cross-entropy": "cross-entropy on the labels"}[res["qat"]["loss"]]
         text += f"QAT: {res['qat']['epochs']:g} epoch(s) in {res['qat']['seconds']:.0f} s, loss {loss}, lr " \
-                f"{s['lr']:g} cosine; test top-1 after each: {res['qat']['top1_per_epoch']}\n\n"
+                f"{s['lr']:g} cosine; test top-1 after each" + (" (single view)" if s.get("tta") else "") + \
+                f": {res['qat']['top1_per_epoch']}\n\n"
     text += "## Per layer\n\n" + markdown_table(res["layers"], cols) + "\n"
     return text
