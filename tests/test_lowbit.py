@@ -110,10 +110,12 @@ def w4(tiny_run, fmnist_dir, tmp_path_factory):
 def test_int4_onnx_matches_the_fake_quant_model(w4):
     rows = {r["what"]: r for r in w4["rows"]}
     onnx_row, fq = rows["low-bit ONNX (ONNX Runtime)"], rows["fake-quant model (PyTorch)"]
-    # parity, the stated tolerance: logits within 0.25, the same top-1 on >= 99% of the test images (fp32 sums
-    # in another order can move an activation across a rounding boundary; the step it then changes propagates)
-    assert w4["parity"]["max_abs_logit_diff"] <= 0.25 and w4["parity"]["top1_agreement_pct"] >= 99.0
-    assert abs(onnx_row["top1"] - fq["top1"]) <= 1.0
+    # parity, the stated tolerance: the same top-1 on >= 99.5% of the test images, logits within 1e-3 on average
+    # and 0.25 at most (an fp32 sum in another order can move an activation across a rounding boundary, rarely).
+    # ORT quantizing float biases (or re-quantizing folded weights per tensor) put the mean at 1.5e-2 to 0.13.
+    p = w4["parity"]
+    assert p["mean_abs_logit_diff"] <= 1e-3 and p["max_abs_logit_diff"] <= 0.25 and p["top1_agreement_pct"] >= 99.5
+    assert abs(onnx_row["top1"] - fq["top1"]) <= 0.5
     assert rows["low-bit .sqz (PyTorch)"]["top1"] == fq["top1"]  # the .sqz rebuilds the fake-quant numbers
     m = onnx.load(w4["files"]["onnx"])
     int4 = {t.name: t for t in m.graph.initializer if t.data_type == onnx.TensorProto.INT4}
@@ -152,6 +154,34 @@ def test_every_command_reads_the_low_bit_files(w4, fmnist_dir, tmp_path):
     from squeezenet import deploy
 
     assert deploy.load(w4["files"]["onnx"]).predict([str(img)], topk=2)[0] == clf.predict([str(img)], topk=2)[0]
+
+
+@pytest.mark.parametrize("act_bits", ["8", "4"])
+def test_onnx_runtime_runs_the_files_numbers(tiny_run, fmnist_dir, tmp_path, act_bits):
+    """The low-bit ONNX file gives the fake-quant numbers under ONNX Runtime as a user opens it
+    (defaults, on the file) and as our commands do (INT4 weights folded to fp32 first). Two ORT
+    passes change numbers unless the file prevents it: its WeightBiasQuantization rounds a float
+    bias to int32 at input step x weight step (so the writer puts every bias on that grid, and
+    the fake-quant model rounds it the same way), and it re-quantizes folded float weights per
+    tensor at 8 bits (so our sessions turn it off). Either gave a mean |logit| difference of
+    1.5e-2 (A8) to 0.13 (A4) on trained models' files; 4-bit activations show it most."""
+    import onnxruntime as ort
+
+    from squeezenet.formats.onnx import open_session
+    from squeezenet.formats.open import open_model
+
+    r, _ = _quantize(tiny_run, fmnist_dir, tmp_path / "q", "--weight-bits", "4", "--act-bits", act_bits,
+                     "--calib-size", "64", "--rounding", "nearest")
+    model = open_model(r["files"]["sqz"]).model  # the .sqz rebuilds the fake-quant numbers (test above)
+    x = torch.from_numpy(np.random.default_rng(0).standard_normal((64, 1, 28, 28)).astype(np.float32))
+    with torch.no_grad():
+        ref = model(x)
+    for sess in (ort.InferenceSession(r["files"]["onnx"], providers=["CPUExecutionProvider"]),
+                 open_session(r["files"]["onnx"])):
+        diff = (torch.from_numpy(sess.run(None, {"input": x.numpy()})[0]) - ref).abs()
+        off = (diff.amax(1) > 1e-4).float().mean().item()  # images with any logit off by more than 1e-4
+        # 0% here; 55-100% before (an fp32 sum in another order can still move one activation a step: 10% allowed)
+        assert off <= 0.10 and diff.max() <= 0.25, (off, diff.max())
 
 
 def test_export_keeps_the_low_bit_weights_and_builds_in_flip_tta(w4, tmp_path):

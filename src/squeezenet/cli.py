@@ -447,7 +447,8 @@ def _cmd_quantize(a):
         r = quantize_lowbit(a.checkpoint, a.out, DataRef(a.data, a.data_dir, a.download), s, a.verify)
         print(r["table"])
         p = r["parity"]
-        print(f"parity (ONNX Runtime vs fake-quant PyTorch): max |logit diff| {p['max_abs_logit_diff']:.2e}, "
+        print(f"parity (ONNX Runtime vs fake-quant PyTorch): max |logit diff| {p['max_abs_logit_diff']:.2e} (mean "
+              f"{p['mean_abs_logit_diff']:.1e}), "
               f"same top-1 {p['top1_agreement_pct']:.2f}%")
         print(f"files: {r['files']['sqz']}, {r['files']['onnx']}")
         print(f"report: {r['report']}")

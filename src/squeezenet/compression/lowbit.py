@@ -53,12 +53,18 @@ def qrange(bits: int, signed: bool = True) -> tuple[int, int]:
     return (1 << (bits - 1), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
 
 
+# Straight-through tricks written so that the forward value is exact: round(x) + (x - x) is round(x)
+# in floating point, where (round(x) - x) + x can be an ulp off, and an ulp moves a value that sits on an
+# activation's rounding boundary a whole step, which ONNX Runtime, running the file's integers, does not.
+
 def _round_ste(x):
-    return (x.round() - x).detach() + x
+    """round(x) forward, gradient 1."""
+    return x.detach().round() + (x - x.detach())
 
 
 def _grad_scale(s, g: float):
-    return (s - s * g).detach() + s * g
+    """s forward, gradient times g (LSQ's step-gradient scale)."""
+    return s.detach() + (s * g - (s * g).detach())
 
 
 def fake_quant(x, step, qn: int, qp: int, g: float = 1.0):
@@ -125,10 +131,20 @@ class QConv2d(nn.Conv2d):
         qn, qp = qrange(self.act_bits, signed=False)
         return fake_quant(x, self.a_step, qn, qp, 1.0 / math.sqrt(x[0].numel() * qp))
 
+    def quantized_bias(self):
+        """The bias as an integer runtime adds it: on the grid of the input step times each
+        channel's weight step (int32 in ONNX Runtime, whose QDQ bias quantization does this to
+        every conv with quantized input and weights). Without quantized input, as it is.
+        Straight-through rounding; the steps get no gradient from it."""
+        if self.bias is None or self.a_step is None or self.observing:
+            return self.bias
+        s = (self.a_step.detach().clamp_min(1e-12) * self.w_step.detach().clamp_min(1e-12)).float()
+        return torch.round(self.bias.detach() / s) * s + (self.bias - self.bias.detach())
+
     def forward(self, x):
         if not self.observing:
             x = self.quantized_input(x)
-        return self._conv_forward(x, self.quantized_weight(), self.bias)
+        return self._conv_forward(x, self.quantized_weight(), self.quantized_bias())
 
     def integers(self) -> tuple[np.ndarray, np.ndarray]:
         """(int8 array of the integer weights, fp32 step per output channel)."""

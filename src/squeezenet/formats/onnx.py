@@ -148,9 +148,14 @@ def open_session(path, threads: int | None = None, tuned: bool = True, verify: b
         import onnxruntime as ort
     except ImportError as e:
         raise SqueezeNetError("onnxruntime is missing; `pip install 'squeezenet-toolkit[serve]'`") from e
-    data = dequantize_low_bit_weights(read_onnx(path, verify))
+    raw = read_onnx(path, verify)
+    data = dequantize_low_bit_weights(raw)
+    # ORT's WeightBiasQuantization would quantize those now-float weights again, per tensor at 8 bits, wherever a
+    # quantized activation feeds them: other numbers than the file's (docs/BENCHMARKS.md 4.1, session 17)
+    disabled = ["WeightBiasQuantization"] if data is not raw else []
     try:
-        return ort.InferenceSession(data, session_options(threads, tuned), providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(data, session_options(threads, tuned), providers=["CPUExecutionProvider"],
+                                    disabled_optimizers=disabled)
     except Exception as e:  # ORT raises its own exception types for bad graphs
         msg = str(e).splitlines()[0][:200]
         raise SqueezeNetError(f"cannot load ONNX model '{path}': corrupt or not an ONNX file ({msg})") from e
