@@ -67,9 +67,9 @@ def export_model_to_onnx(model: torch.nn.Module, path, input_shape=(3, 224, 224)
 
 
 # ONNX Runtime against the fake-quant model: the mean |logit difference| as a share of the logits' spread. Not
-# a max: an fp32 sum in another order that crosses an activation's rounding boundary moves it a whole step, which
-# at 4-bit activations reaches a logit or two on some images (docs/BENCHMARKS.md 4.1: 0.13 of a spread of 1.4 on
-# the CIFAR-10 W4A4 files); a wrongly built graph is off by about the spread itself.
+# a max: an fp32 sum in another order that lands on an activation's rounding boundary moves it a whole step, which
+# at 4-bit activations can move a logit by 0.1-1 on some images (docs/BENCHMARKS.md 4.1, session 17: a mean under
+# 0.1% of the spread); a wrongly built graph is off by about the spread itself.
 LOW_BIT_TOLERANCE = 0.25
 
 
@@ -87,9 +87,9 @@ def export_low_bit(path: Path, out, tta: str | None = None, *, opset: int | None
         raise SqueezeNetError(f"'{path}' holds low-bit integer weights, which export as they are stored (at the "
                               f"opset their types need, at the trained size); drop {', '.join(given)}")
     m = open_model(str(path))
-    model = FlipAverage(m.model).eval() if tta else m.model
     if tta and m.spec is None:
         raise SqueezeNetError(f"--tta needs a model file whose data description can record it; '{path}' has none")
+    model = FlipAverage(m.model).eval() if tta else m.model
     written = Path(sqz_to_onnx(path, out, tta))
     torch.manual_seed(0)
     x = torch.randn(16, m.in_chans, m.input_size, m.input_size)
