@@ -206,7 +206,7 @@ def test_export_keeps_the_low_bit_weights_and_builds_in_flip_tta(w4, tmp_path):
     assert OnnxClassifier(tta).spec.tta == "flip" and OnnxClassifier(plain).spec.tta is None
     for flag in (["--fp16"], ["--opset", "18"], ["--input-size", "32"]):
         code, _, err = run_cli("export", w4["files"]["sqz"], "--out", tmp_path / "bad.onnx", *flag)
-        assert_one_line(code, err, f"holds low-bit integer weights, which export as they are stored")
+        assert_one_line(code, err, "holds low-bit integer weights, which export as they are stored")
         assert flag[0] in err and not (tmp_path / "bad.onnx").exists()
 
 

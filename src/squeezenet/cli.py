@@ -380,8 +380,11 @@ def _cmd_export(a):
                     dynamic_batch=a.dynamic_batch, fp16=a.fp16, input_size=a.input_size, verify=a.verify,
                     tta=a.tta)
     low = r.get("low_bit")
-    parts = [f"{r['size_bytes']:,} bytes"] + ["low-bit weights kept as stored, any batch size"] * bool(low) + \
-        [f"{a.tta} TTA built in"] * bool(a.tta)
+    parts = [f"{r['size_bytes']:,} bytes"]
+    if low:
+        parts.append("low-bit weights kept as stored, any batch size")
+    if a.tta:
+        parts.append(f"{a.tta} TTA built in")
     check = (f"max |ORT - fake-quant PyTorch| = {r['max_abs_diff']:.2e} (mean {r['mean_share']:.1%} of the logits' "
              "spread)" if low else f"max |ORT - eager| = {r['max_abs_diff']:.2e}")
     half = f"; fp16: {r['fp16_path']} max diff {r['fp16_max_abs_diff']:.2e}" if a.fp16 else ""
