@@ -255,6 +255,20 @@ def test_int2_and_mixed_files(tiny_run, fmnist_dir, tmp_path):
     assert rm["parity"]["top1_agreement_pct"] >= 99.0
 
 
+def test_seed_draws_another_calibration_sample(tiny_run, fmnist_dir, tmp_path, w4):
+    """--seed reaches the calibration sample: another seed calibrates other activation steps
+    from other images (the w4 fixture is seed 0, same flags), and the report records it."""
+    r, _ = _quantize(tiny_run, fmnist_dir, tmp_path / "s1", "--weight-bits", "4", "--calib-size", "64",
+                     "--rounding", "nearest", "--seed", "1")
+    from squeezenet.formats.sqz import read_container
+
+    steps = {s: read_container(f)[0]["act_quant"] for s, f in ((0, w4["files"]["sqz"]), (1, r["files"]["sqz"]))}
+    assert steps[0].keys() == steps[1].keys()
+    assert any(steps[0][k][0] != steps[1][k][0] for k in steps[0])
+    assert (w4["settings"]["seed"], r["settings"]["seed"]) == (0, 1)
+    assert "; seed 1;" in (tmp_path / "s1" / "lowbit_report_w4a8.md").read_text()
+
+
 def test_qat_learns_the_steps(tiny_run, fmnist_dir, tmp_path):
     r, _ = _quantize(tiny_run, fmnist_dir, tmp_path / "qat", "--weight-bits", "2", "--qat-epochs", "0.5",
                      "--calib-size", "64", "--batch-size", "64")
@@ -385,6 +399,8 @@ def test_distillation_loss_is_hintons_kl_divergence(temperature):
     (["--rounding", "adaround"], "add --weight-bits"),
     (["--rounding", "nearest"], "add --weight-bits"),
     (["--adaround-iters", "50"], "add --weight-bits"),
+    (["--seed", "1"], "add --weight-bits"),
+    (["--weight-bits", "4", "--seed", "-1"], "--seed"),
 ])
 def test_bad_low_bit_flags_are_one_line(tiny_run, tmp_path, args, needle):
     code, _, err = run_cli("quantize", "-c", tiny_run / "best.pt", "--out", tmp_path / "q", *args)

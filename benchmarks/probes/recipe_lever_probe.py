@@ -13,7 +13,11 @@ Levers, each on top of the config's recipe (default: natural), the model unchang
                   gradient by K is exactly a K-times learning rate, momentum included;
   lookahead=K,A   Lookahead (Zhang et al. 2019) around the SGD: every K steps the slow weights
                   move a fraction A towards the fast ones and the fast weights restart from
-                  them; the run ends on the slow weights.
+                  them; the run ends on the slow weights;
+  pools=L1,L2     SqueezeNet v1.1's max pools after these layers instead of Table 1's conv1,
+                  fire3, fire5 (e.g. pools=fire3,fire5: a 32 px input keeps 32x32 through
+                  fire3 and reaches fire9 at 8x8, not 4x4). Patched in this process only, before
+                  the model is built; pair it with --set model=... for the width.
 Prints and writes the final top-1 (and flip TTA) as JSON, with the epochs the budget bought.
 """
 
@@ -61,6 +65,10 @@ def apply_lever(tr: Trainer, lever: str) -> str:
     name, _, arg = lever.partition("=")
     if name == "plain":
         return "plain"
+    if name == "pools":
+        from squeezenet import archs
+
+        return f"max pools after {', '.join(archs.VERSIONS['1_1']['pools_after'])} (run_probe set them)"
     if name == "bn-bias-lr":
         return bn_bias_lr(tr, float(arg))
     if name == "whiten":
@@ -70,7 +78,7 @@ def apply_lever(tr: Trainer, lever: str) -> str:
     if name == "lookahead":
         k, alpha = arg.split(",")
         return lookahead(tr, int(k), float(alpha))
-    raise SystemExit(f"error: unknown --lever '{lever}'; use plain, whiten, bn-bias-lr=K or lookahead=K,ALPHA")
+    raise SystemExit(f"error: unknown --lever '{lever}'; use plain, whiten, bn-bias-lr=K, lookahead=K,ALPHA or pools=L1,L2")
 
 
 def probe_args(description: str, **extra) -> argparse.Namespace:
@@ -90,6 +98,10 @@ def run_probe(a: argparse.Namespace, lever: str, json_name: str = "lever_probe.j
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from time_to_accuracy import parse_setting  # the one --set KEY=VALUE reader
 
+    if lever.startswith("pools="):
+        from squeezenet import archs
+
+        archs.VERSIONS["1_1"]["pools_after"] = tuple(lever.partition("=")[2].split(","))
     overrides = dict(parse_setting(kv) for kv in a.set)
     settings = {**load_config_file(a.config), **overrides, "data": a.data, "time_budget": a.budget,
                 "out": a.out, "progress": False}

@@ -432,6 +432,9 @@ def add_quantize_parser(sub):
                      help="AdaRound's Adam steps per conv (default: the library's, stated in the report)")
     low.add_argument("--lr", type=float, default=0.005, help="QAT learning rate (default 0.005)")
     low.add_argument("--batch-size", type=positive_int, default=128, help="QAT batch size")
+    low.add_argument("--seed", type=non_negative_int, default=0,
+                     help="seed of the calibration sample, AdaRound's sampled rows and QAT's data order (default 0); "
+                          "repeat with another seed to see the run-to-run spread of a low-bit file's top-1")
     _add_model_file_flags(p, map_by_index=True)
     p.set_defaults(func=_cmd_quantize)
 
@@ -444,7 +447,7 @@ def _cmd_quantize(a):
         from .deploy.lowbit import LowBitSettings, quantize_lowbit
 
         s = LowBitSettings(a.weight_bits, None if a.act_bits == 32 else a.act_bits, a.qat_epochs, a.size_budget,
-                           a.max_drop, a.calib_size, a.lr, a.batch_size, a.eval_size, 0, a.map_by_index,
+                           a.max_drop, a.calib_size, a.lr, a.batch_size, a.eval_size, a.seed, a.map_by_index,
                            distill=a.distill, sparsity=a.sparsity, weight_clip=a.weight_clip,
                            rounding=a.rounding or "auto", adaround_iters=a.adaround_iters, tta=a.tta)
         r = quantize_lowbit(a.checkpoint, a.out, DataRef(a.data, a.data_dir, a.download), s, a.verify)
@@ -457,9 +460,9 @@ def _cmd_quantize(a):
         print(f"report: {r['report']}")
         return
     if (a.qat_epochs or a.size_budget is not None or a.max_drop is not None or not a.distill or a.sparsity
-            or a.rounding or a.adaround_iters):
-        raise SqueezeNetError("--qat-epochs, --size-budget, --max-drop, --sparsity, --rounding, --adaround-iters and "
-                              "--no-distill are for low-bit files: add --weight-bits")
+            or a.rounding or a.adaround_iters or a.seed):
+        raise SqueezeNetError("--qat-epochs, --size-budget, --max-drop, --sparsity, --rounding, --adaround-iters, "
+                              "--seed and --no-distill are for low-bit files: add --weight-bits")
     r = quantize(a.checkpoint, a.out, DataRef(a.data, a.data_dir, a.download),
                  QuantizeSettings(a.calib_size, tuple(a.backends), a.eval_size, a.map_by_index, a.tta), a.verify)
     print(r["table"])
