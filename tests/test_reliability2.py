@@ -132,6 +132,32 @@ def test_eval_redraws_the_runs_own_held_out_split(tmp_path, caplog):
     assert_one_line(code, err, "no longer holds the images")
 
 
+@pytest.mark.parametrize("command", ["quantize", "compress"])
+def test_fine_tunes_train_on_the_models_own_split(tmp_path, command):
+    """QAT (`quantize --qat-epochs`) and Deep Compression's fine-tunes must train on the
+    model's own training images: a folder trained with --val-fraction 0.3 --seed 5 holds
+    out 6 of 20 images, which the report scores on. They used to draw the default split
+    (10%, seed 0, or --seed), which puts most of those 6 into the fine-tune's training set
+    and inflates every top-1 after it."""
+    root = make_image_folder(tmp_path / "imgs", n=10, size=12, splits=("train",))
+    Trainer(_folder_run(tmp_path, root, val_fraction=0.3, seed=5, max_steps=None, epochs=1)).run()
+    ckpt = tmp_path / "run" / "last.pt"
+    model_split = torch.load(ckpt, weights_only=True)["data"]["holdout"]
+    if command == "quantize":
+        args = ["--weight-bits", "8", "--rounding", "nearest", "--qat-epochs", "1", "--calib-size", "4",
+                "--seed", "2", "--out", tmp_path / "q"]
+        tuned = [tmp_path / "q" / "qat_w8a8_qat1" / "last.pt"]
+    else:
+        args = ["--finetune-epochs", "1", "--out", tmp_path / "c.sqz"]
+        tuned = [tmp_path / "c_work" / t / "last.pt" for t in ("prune_finetune", "centroid_finetune")]
+    code, _, err = run_cli(command, "-c", ckpt, "--data", root, "--batch-size", "2", *args)
+    assert code == 0, err
+    for f in tuned:
+        saved = torch.load(f, weights_only=True)
+        assert saved["data"]["holdout"] == model_split
+        assert (saved["data_split"]["train"], saved["data_split"]["val"]) == (14, 6)
+
+
 def test_eval_warns_when_a_model_does_not_record_its_held_out_split(tmp_path):
     root = make_image_folder(tmp_path / "imgs", n=10, size=12, splits=("train",))
     Trainer(_folder_run(tmp_path, root)).run()

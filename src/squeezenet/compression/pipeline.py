@@ -21,9 +21,10 @@ ALEXNET_BYTES = 240e6  # paper Table 2: AlexNet 240 MB
 
 
 def _finetune(model, model_name, data, data_dir, download, epochs: float, lr: float, batch_size: int, out: Path,
-              hooks_fn, post_step, tag: str, input_size: int | None = None, teacher=None):
-    """Fine-tune with the project's trainer; ``hooks_fn`` installs gradient hooks,
-    ``post_step`` runs after every optimizer step (re-applying masks/sharing); with a
+              hooks_fn, post_step, tag: str, input_size: int | None = None, teacher=None, splits=None):
+    """Fine-tune with the project's trainer on ``splits`` (the model's own: its recorded
+    hold-out and class order, which the report scores on); ``hooks_fn`` installs gradient
+    hooks, ``post_step`` runs after every optimizer step (re-applying masks/sharing); with a
     ``teacher``, the loss is distillation from its outputs instead of the labels."""
     from ..train import Trainer, TrainConfig
 
@@ -34,7 +35,7 @@ def _finetune(model, model_name, data, data_dir, download, epochs: float, lr: fl
     cfg = TrainConfig(model=model_name, data=data, data_dir=data_dir, download=download, out=str(out / tag),
                       epochs=whole, batch_size=batch_size, lr=lr, warmup_epochs=0.0, schedule="cosine",
                       label_smoothing=0.0, input_size=input_size)
-    tr = Trainer(cfg, model=model)
+    tr = Trainer(cfg, model=model, splits=splits)
     if teacher is not None:
         tr.distil_from(teacher)
     if epochs < whole:
@@ -138,18 +139,25 @@ class _Evaluator:
         self.spec, self.data, self.settings, self.ref = spec, data, settings, ref
         self.splits, self.acc = None, {}
 
-    def __call__(self, model, tag: str) -> None:
-        if not (self.data.data and self.settings.evaluate_data):
-            return
+    def load(self):
+        """The model's splits, as training drew them (its hold-out and class order): what the
+        fine-tunes train on and every stage is scored on."""
         from ..data import load_data, load_data_for
-        from ..metrics import evaluate
 
         d = self.data
         if self.splits is None:
             self.splits = (load_data_for(self.spec, d.data, d.data_dir, d.download, self.settings.map_by_index,
                                          where=f"'{self.ref}'")
                            if self.spec is not None else load_data(d.data, d.data_dir, download=d.download))
-        self.acc[tag] = evaluate(model, self.splits.test, self.splits.spec)["top1"]
+        return self.splits
+
+    def __call__(self, model, tag: str) -> None:
+        if not (self.data.data and self.settings.evaluate_data):
+            return
+        from ..metrics import evaluate
+
+        splits = self.load()
+        self.acc[tag] = evaluate(model, splits.test, splits.spec)["top1"]
 
 
 def _prune_and_share(model, opened, data: DataRef, s: CompressSettings, evaluate, work: Path):
@@ -163,7 +171,7 @@ def _prune_and_share(model, opened, data: DataRef, s: CompressSettings, evaluate
     if s.finetune_epochs > 0:
         model, _, _ = _finetune(model, opened.name, data.data, data.data_dir, data.download, s.finetune_epochs, s.lr,
                                 s.batch_size, work, lambda m: hold_masks(m, masks), lambda m: apply_masks(m, masks),
-                                "prune_finetune", size, teacher)
+                                "prune_finetune", size, teacher, evaluate.load())
         apply_masks(model, masks)
         evaluate(model.eval(), "pruned_finetuned")
     shared = share_weights(model, masks, s.bits)
@@ -171,7 +179,7 @@ def _prune_and_share(model, opened, data: DataRef, s: CompressSettings, evaluate
     if s.finetune_epochs > 0:
         model, _, _ = _finetune(model, opened.name, data.data, data.data_dir, data.download, s.finetune_epochs,
                                 s.lr / 10, s.batch_size, work, lambda m: hold_sharing(m, shared), lambda m: None,
-                                "centroid_finetune", size, teacher)
+                                "centroid_finetune", size, teacher, evaluate.load())
         model.eval()
         refresh_centroids(model, shared)
         evaluate(model, "shared_finetuned")

@@ -189,7 +189,7 @@ def quantize_lowbit(checkpoint: str, out: str | None = None, data: DataRef | Non
     search_s = time.perf_counter() - t0
     qat = None
     if s.qat_epochs > 0:
-        qmodel, qat = _qat(qmodel, plain, mf, data, s, outd)
+        qmodel, qat = _qat(qmodel, plain, mf, data, splits, s, outd)
     qmodel.eval()
 
     tag = s.tag()
@@ -272,9 +272,11 @@ def _smallest_within(plain, model, sizes, sens, fixed, fp32_bytes, splits, s, ca
     return chosen[0], chosen[1], cands
 
 
-def _qat(qmodel, plain, mf, data: DataRef, s: LowBitSettings, outd: Path):
+def _qat(qmodel, plain, mf, data: DataRef, splits, s: LowBitSettings, outd: Path):
     """LSQ fine-tune with the project's trainer (fp32, cosine from ``lr``, no warm-up),
-    distilling from ``plain`` (the folded float model) unless ``s.distill`` is off."""
+    distilling from ``plain`` (the folded float model) unless ``s.distill`` is off. It trains
+    on ``splits``, the model's own (its recorded hold-out, its class order), which the report
+    scores on; ``s.seed`` sets only the data order."""
     import copy
 
     from ..train import Trainer, TrainConfig
@@ -287,7 +289,7 @@ def _qat(qmodel, plain, mf, data: DataRef, s: LowBitSettings, outd: Path):
                       out=str(work), epochs=whole, batch_size=s.batch_size, lr=s.lr, warmup_epochs=0.0,
                       schedule="cosine", label_smoothing=0.0, precision="fp32", seed=s.seed, progress=False,
                       input_size=mf.input_size)
-    tr = Trainer(cfg, model=qmodel)
+    tr = Trainer(cfg, model=qmodel, splits=splits)
     if s.distill:
         tr.distil_from(copy.deepcopy(plain))  # plain is written to the fp32 files afterwards
     if s.qat_epochs < whole:
