@@ -14,7 +14,7 @@ from pathlib import Path
 
 from . import __version__
 from .errors import SqueezeNetError
-from .spec import TTA_MODES
+from .spec import EVAL_BATCH_SIZE, TTA_MODES
 
 EPILOG = """examples:
   squeezenet list
@@ -283,7 +283,8 @@ def add_eval_parser(sub):
     p.add_argument("--limit", type=positive_int, help="evaluate only the first N images (--model)")
     _add_data_flags(p, default=None)
     p.add_argument("--out", help="JSON file to write (default: <checkpoint>.eval.json)")
-    p.add_argument("--batch-size", type=positive_int, default=1000)
+    p.add_argument("--batch-size", type=positive_int, default=EVAL_BATCH_SIZE,
+                   help=f"evaluation batch size (default {EVAL_BATCH_SIZE})")
     p.add_argument("--tta", choices=TTA_MODES, help="test-time augmentation: average each image's logits with its "
                                                    "horizontal mirror's (reported separately from plain accuracy)")
     _add_model_file_flags(p, map_by_index=True)

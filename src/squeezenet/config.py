@@ -19,6 +19,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from .errors import SqueezeNetError
+from .spec import EVAL_BATCH_SIZE
 from .settings import (add_arguments, check_field_types, fraction_open, input_size, non_negative, non_negative_int,
                        one_of, opt, positive, positive_int, probability, validate_fields, within)
 
@@ -104,7 +105,7 @@ class TrainConfig:
                                   "(--epochs is then not used)", duration, resume_must_match=True)
     max_steps: int | None = opt(None, "stop after this many optimizer steps (smoke tests)", positive_int)
     train_subset: int | None = opt(None, "use only the first N training images", positive_int, resume_must_match=True)
-    eval_batch_size: int = opt(1000, "evaluation batch size", positive_int)
+    eval_batch_size: int = opt(EVAL_BATCH_SIZE, "evaluation batch size", positive_int)
     progress: bool = opt(True, "progress bars on a terminal (plain lines elsewhere)")
     threads: int | None = opt(None, "torch intra-op threads", positive_int)
     model_options: dict = opt({}, "extra model constructor options", cli=False)

@@ -17,7 +17,7 @@ from .log import note
 from .files import atomic_write_text, ensure_writable_file
 from .formats.sniff import sniff
 from .imageio import image_to_array
-from .spec import evaluation_tta
+from .spec import EVAL_BATCH_SIZE, evaluation_tta
 
 
 def torch_available() -> bool:
@@ -35,7 +35,7 @@ def _is_onnx(path) -> bool:
 
 
 def evaluate_checkpoint(checkpoint: str, data: str | None = None, data_dir: str | None = None,
-                        download: bool = True, batch_size: int = 1000, out: str | None = None,
+                        download: bool = True, batch_size: int = EVAL_BATCH_SIZE, out: str | None = None,
                         tta: str | None = None, map_by_index: bool = False, verify: bool = True) -> dict:
     """Top-1/top-5/loss of a model file (.pt, .sqz or .onnx) on a dataset's test split;
     writes a JSON (its folder is checked first, before the evaluation runs).

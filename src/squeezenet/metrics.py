@@ -7,7 +7,7 @@ import torch
 from .batches import normalize
 from .data import TensorDataset, collate_skip_bad, readable
 from .errors import SqueezeNetError
-from .spec import check_tta
+from .spec import EVAL_BATCH_SIZE, check_tta
 
 
 def topk_correct(logits: torch.Tensor, targets: torch.Tensor, ks=(1, 5)) -> list[int]:
@@ -26,7 +26,7 @@ def accuracy(logits: torch.Tensor, targets: torch.Tensor, ks=(1, 5)) -> list[flo
     return [100.0 * c / len(targets) for c in topk_correct(logits, targets, ks)]
 
 
-def iterate_eval(dataset, spec, batch_size: int = 1000, workers: int = 0, channels_last: bool = False):
+def iterate_eval(dataset, spec, batch_size: int = EVAL_BATCH_SIZE, workers: int = 0, channels_last: bool = False):
     """Yield (normalised float inputs, labels) over an evaluation dataset."""
     if isinstance(dataset, TensorDataset):
         for i in range(0, len(dataset), batch_size):
@@ -43,7 +43,7 @@ def iterate_eval(dataset, spec, batch_size: int = 1000, workers: int = 0, channe
 
 
 @torch.no_grad()
-def evaluate(model, dataset, spec, device="cpu", batch_size: int = 500, workers: int = 0,
+def evaluate(model, dataset, spec, device="cpu", batch_size: int = EVAL_BATCH_SIZE, workers: int = 0,
              channels_last: bool = False, predict_fn=None, tta: str | None = None,
              flip_top1_too: bool = False) -> dict:
     """Loss, top-1, top-5 and the confusion matrix (rows = true class) on a dataset.

@@ -22,7 +22,7 @@ from ..imageio import image_to_array, normalize_array, resize_array
 from ..sources import (FASHION_MNIST_CLASSES, FASHION_MNIST_NAMES, find_fashion_mnist, match_classes, read_idx,
                        scan_folder)
 from ..formats.onnx import OnnxClassifier
-from ..spec import evaluation_tta
+from ..spec import EVAL_BATCH_SIZE, evaluation_tta
 
 
 def _needs_torch(what: str) -> SqueezeNetError:
@@ -63,7 +63,7 @@ def eval_images(spec, data: str | None, data_dir: str | None, download: bool, wh
 
 
 def evaluate_onnx(path: str, data: str | None = None, data_dir: str | None = None, download: bool = True,
-                  batch_size: int = 1000, tta: str | None = None, map_by_index: bool = False,
+                  batch_size: int = EVAL_BATCH_SIZE, tta: str | None = None, map_by_index: bool = False,
                   verify: bool = True) -> dict:
     """Loss, top-1, top-5 and the confusion matrix of an .onnx classifier, as
     :func:`squeezenet.metrics.evaluate` computes them."""
