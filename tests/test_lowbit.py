@@ -566,3 +566,49 @@ def test_adaround_rounds_up_or_down_and_beats_nearest(bits):
             # measures the second layer's rounding alone
             assert _output_error(conv2, learned, w, x) < 0.9 * _output_error(conv2, nearest, w, x)
     assert (ints != torch.clamp(torch.round(ratio), -qn, qp)).any()  # it did change some rounding
+
+
+def test_max_drop_scores_on_images_the_calibration_never_saw():
+    """--max-drop's yardstick images follow the calibration images in the seed's order, so
+    none of them is a calibration image; with too few training images it says so in one line."""
+    from types import SimpleNamespace
+
+    from squeezenet.data import TensorDataset
+    from squeezenet.deploy.lowbit import LowBitSettings, held_out_batches
+    from squeezenet.deploy.quantize import calibration_batches
+    from squeezenet.errors import SqueezeNetError
+    from squeezenet.spec import DataSpec
+
+    n = 3000  # image i carries i in its first two pixels (i // 256, i % 256)
+    images = torch.zeros(n, 1, 4, 4, dtype=torch.uint8)
+    images[:, 0, 0, 0], images[:, 0, 0, 1] = torch.arange(n) // 256, torch.arange(n) % 256
+    train = TensorDataset(images, torch.zeros(n, dtype=torch.int64), ["a"])
+    spec = DataSpec("ids", ["a"], 1, 4, [0.0], [1.0])
+
+    def ids(batches):
+        return {int(round(float(b[i, 0, 0, 0]) * 255)) * 256 + int(round(float(b[i, 0, 0, 1]) * 255))
+                for b in batches for i in range(len(b))}
+
+    s = LowBitSettings(weight_bits="mixed", max_drop=1.0, calib_size=512, seed=3)
+    calib = ids(calibration_batches(train, spec, s.calib_size, seed=s.seed))
+    held = ids(b.numpy() for b in held_out_batches(SimpleNamespace(train=train, spec=spec, test=None), s))
+    assert len(calib) == 512 and len(held) == 2000 and not calib & held
+    small = SimpleNamespace(train=train.subset(512), spec=spec, test=None)
+    with pytest.raises(SqueezeNetError, match="lower --calib-size"):
+        held_out_batches(small, s)
+
+
+def test_max_drop_keeps_the_smallest_budget_within_the_drop(tiny_run, fmnist_dir, tmp_path):
+    """--max-drop 100 admits every candidate budget, so the file is the smallest one
+    (1/16 of the fp32 weight bytes); each candidate is listed with its disagreement."""
+    from squeezenet.deploy.lowbit import MAX_DROP_BUDGETS
+
+    r, _ = _quantize(tiny_run, fmnist_dir, tmp_path / "md", "--weight-bits", "mixed", "--max-drop", "100",
+                     "--calib-size", "64", "--rounding", "nearest")
+    fp32 = sum(4 * layer["params"] for layer in r["layers"])
+    cands = r["max_drop_candidates"]
+    assert [c["fraction"] for c in cands] == [f"1/{k}" for k in MAX_DROP_BUDGETS[:len(cands)]]
+    assert all(0 <= c["disagreement_pct"] <= 100 for c in cands)
+    assert r["budget_bytes"] == cands[-1]["budget_bytes"] == fp32 // int(cands[-1]["fraction"][2:])
+    assert sum(layer["bytes"] for layer in r["layers"]) <= r["budget_bytes"]
+    assert "--max-drop candidates" in (tmp_path / "md" / f"lowbit_report_{r['tag']}.md").read_text()

@@ -235,15 +235,27 @@ def _check_folding(model, plain, x) -> None:
                               "not one the low-bit path knows")
 
 
-def _smallest_within(plain, model, sizes, sens, fixed, fp32_bytes, splits, s, calib):
-    """--max-drop: the smallest of the budgets 1/4 ... 1/16 of the fp32 weight bytes whose
-    post-training top-1 on 2,000 held-out training images (not the calibration ones, not
-    the test split) drops at most ``max_drop`` points below the float model's."""
+def held_out_batches(splits, s: LowBitSettings, n: int = 2000) -> list:
+    """--max-drop's yardstick: up to ``n`` training images that follow the calibration
+    images in the seed's order, so none of them is a calibration image (nor a test one)."""
     from .quantize import calibration_batches
 
-    held = [torch.from_numpy(x) for x in calibration_batches(
-        splits.train, splits.spec, 2000, batch=250, seed=s.seed + 1, eval_transform=getattr(splits.test, "transform",
-                                                                                          None))]
+    n = min(n, len(splits.train) - s.calib_size)
+    if n < 1:
+        raise SqueezeNetError(f"--max-drop scores the allocations on training images beyond the {s.calib_size} "
+                              f"calibration ones, and the data has {len(splits.train)}; lower --calib-size")
+    return [torch.from_numpy(x) for x in calibration_batches(
+        splits.train, splits.spec, n, batch=250, seed=s.seed, skip=s.calib_size,
+        eval_transform=getattr(splits.test, "transform", None))]
+
+
+def _smallest_within(plain, model, sizes, sens, fixed, fp32_bytes, splits, s, calib):
+    """--max-drop: the smallest of the budgets 1/4 ... 1/16 of the fp32 weight bytes whose
+    post-training model disagrees with the float model's top-1 on at most ``max_drop`` % of
+    the held-out training images (:func:`held_out_batches`); the disagreement bounds the
+    top-1 drop on those images from above."""
+    held = held_out_batches(splits, s)
+    n_held = sum(len(x) for x in held)
     with torch.no_grad():
         labels = [model(x).argmax(1) for x in held]  # agreement with the float model stands in for labels
 
@@ -262,7 +274,7 @@ def _smallest_within(plain, model, sizes, sens, fixed, fp32_bytes, splits, s, ca
             break
         q = calibrated(plain, bits, s, calib, rounding="nearest")  # the search rounds to nearest: AdaRound x 7 is slow
         drop = 100 - agreement(q)
-        cands.append({"fraction": f"1/{k}", "budget_bytes": budget, "disagreement_pct": drop})
+        cands.append({"fraction": f"1/{k}", "budget_bytes": budget, "disagreement_pct": drop, "images": n_held})
         if drop <= s.max_drop:
             chosen = (bits, budget)
     if chosen is None:
@@ -435,7 +447,9 @@ def _report(res: dict, table: str, data_name: str, n_test: int) -> str:
     if res["budget_bytes"]:
         text += f"Mixed-precision weight budget: {res['budget_bytes']:,} bytes; search {res['search_s']:.1f} s.\n\n"
     if res["max_drop_candidates"]:
-        text += "--max-drop candidates (disagreement with the float model on 2,000 held-out training images):\n\n"
+        text += ("--max-drop candidates (disagreement with the float model's top-1 on "
+                 f"{res['max_drop_candidates'][0].get('images', 2000):,} training images that follow the calibration "
+                 "ones in the seed's order: neither calibration nor test images):\n\n")
         text += markdown_table(res["max_drop_candidates"], [("budget", "fraction"), ("bytes", "budget_bytes"), (
             "disagreement %", lambda r: f"{r['disagreement_pct']:.2f}")]) + "\n\n"
     if res["qat"]:

@@ -33,14 +33,15 @@ from ..formats.onnx import open_session
 
 
 def calibration_batches(train, spec: DataSpec, n: int, batch: int = 32, seed: int = 0,
-                        eval_transform=None) -> list[np.ndarray]:
+                        eval_transform=None, skip: int = 0) -> list[np.ndarray]:
     """``n`` training images, chosen with a seed, preprocessed as for evaluation (for
     streamed image folders: ``eval_transform``, the test split's resize + centre crop,
-    never the training augmentation)."""
+    never the training augmentation). ``skip``: leave out the first ``skip`` images of
+    the seed's order, so that a second draw with the same seed shares none with the first."""
     if n < 1 or len(train) == 0:
         raise SqueezeNetError("calibration set is empty; pass --data with training images and --calib-size >= 1")
     g = torch.Generator().manual_seed(seed)
-    idx = torch.randperm(len(train), generator=g)[:n]
+    idx = torch.randperm(len(train), generator=g)[skip:skip + n]
     if isinstance(train, TensorDataset):
         return [x.numpy() for x, _ in iterate_eval(train.subset(idx), spec, batch)]
     if isinstance(train, FolderDataset):
