@@ -126,3 +126,18 @@ def test_compare_adds_a_measured_top1_column(imagenet_dir, tmp_path):
     assert "top-1 (measured)" in r["table"] and "| 33.33 |" in r["table"]
     with pytest.raises(SqueezeNetError, match="not among the compared models"):
         compare(models=["squeezenet1_1"], weights={"resnet50": w}, data=str(imagenet_dir), out=str(tmp_path / "d"))
+
+
+def test_limit_takes_images_from_every_class(imagenet_dir, tmp_path):
+    """--limit 3 scores one image of each of classes 0, 1 and 2, not the first three images
+    of the folder (class 0's two and class 1's first): a model that always answers class 2
+    is right on exactly one of them."""
+    w = constant_classifier_weights(tmp_path / "w.pth", 2)
+    r = evaluate_imagenet("squeezenet1_1", w, str(imagenet_dir), batch_size=4, workers=0, limit=3)
+    assert r["n"] == 3 and r["top1"] == pytest.approx(100 / 3)
+    from squeezenet.imagenet import spread_over_classes
+
+    samples = [(f"{c}_{j}", c) for c in range(3) for j in range(4 - c)]  # 4, 3 and 2 images
+    assert spread_over_classes(samples, 7) == [("0_0", 0), ("0_1", 0), ("0_2", 0), ("1_0", 1), ("1_1", 1),
+                                               ("2_0", 2), ("2_1", 2)]
+    assert len(spread_over_classes(samples, 100)) == 9

@@ -280,7 +280,8 @@ def add_eval_parser(sub):
     p.add_argument("--preprocess", choices=["auto", "torchvision", "timm", "caffe", "imagenet"], default="auto",
                    help="evaluation preprocessing for --model (default: the model's own)")
     p.add_argument("--workers", "-j", type=non_negative_int, default=2, help="DataLoader workers for --model")
-    p.add_argument("--limit", type=positive_int, help="evaluate only the first N images (--model)")
+    p.add_argument("--limit", type=positive_int, help="evaluate N images (--model), taken round-robin over the classes (the first image of each class, "
+                        "then the second, ...) so that every class counts")
     _add_data_flags(p, default=None)
     p.add_argument("--out", help="JSON file to write (default: <checkpoint>.eval.json)")
     p.add_argument("--batch-size", type=positive_int, default=EVAL_BATCH_SIZE,
@@ -319,7 +320,8 @@ def _eval_named(a):
     r = evaluate_imagenet(a.model, a.weights, a.data, a.batch_size, a.workers, a.preprocess, a.limit)
     if a.out:
         atomic_write_text(a.out, json.dumps(r, indent=2))
-    print(f"{r['model']} on {r['data']} ({r['n']} images, {r['classes']} classes in {r['class_order']} order): top-1 {r['top1']:.2f}%, top-5 "
+    limited = " taken round-robin over the classes by --limit" if a.limit else ""
+    print(f"{r['model']} on {r['data']} ({r['n']} images{limited}, {r['classes']} classes in {r['class_order']} order): top-1 {r['top1']:.2f}%, top-5 "
           f"{r['top5']:.2f}%; {r['img_per_s']:.1f} img/s end to end, {r['model_img_per_s']:.1f} img/s in the model; "
           f"preprocessing: {r['preprocess']}" + (f"; written to {a.out}" if a.out else ""))
     if not a.weights:
