@@ -135,9 +135,8 @@ def test_limit_takes_images_from_every_class(imagenet_dir, tmp_path):
     w = constant_classifier_weights(tmp_path / "w.pth", 2)
     r = evaluate_imagenet("squeezenet1_1", w, str(imagenet_dir), batch_size=4, workers=0, limit=3)
     assert r["n"] == 3 and r["top1"] == pytest.approx(100 / 3)
-    from squeezenet.imagenet import spread_over_classes
+    from squeezenet.data import spread_over_classes
 
-    samples = [(f"{c}_{j}", c) for c in range(3) for j in range(4 - c)]  # 4, 3 and 2 images
-    assert spread_over_classes(samples, 7) == [("0_0", 0), ("0_1", 0), ("0_2", 0), ("1_0", 1), ("1_1", 1),
-                                               ("2_0", 2), ("2_1", 2)]
-    assert len(spread_over_classes(samples, 100)) == 9
+    labels = [0, 0, 0, 0, 1, 1, 1, 2, 2]  # 4, 3 and 2 images
+    assert spread_over_classes(labels, 7) == [0, 1, 2, 4, 5, 7, 8]
+    assert spread_over_classes(labels, 3) == [0, 4, 7] and spread_over_classes(labels, 100) == list(range(9))

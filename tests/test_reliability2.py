@@ -175,6 +175,20 @@ def test_train_subset_applies_to_large_image_folders(tmp_path):
                              epochs=1, batch_size=2, train_subset=4, workers=0, progress=False, precision="fp32"))
     res = tr.run()
     assert len(tr.splits.train) == 4 and res["global_step"] == 2
+    assert sorted(tr.splits.train.labels.tolist()) == [0, 0, 1, 1]  # both classes, not the folder's first
+
+
+@pytest.mark.parametrize("size", [16, 80])  # decoded into memory, streamed
+def test_train_subset_covers_every_class(tmp_path, size):
+    """A folder lists its classes one after another; --train-subset 3 of three classes
+    trains on one image of each, not on three images of the first class."""
+    from squeezenet.data import load_data
+    from squeezenet.train import training_data
+
+    root = make_image_folder(tmp_path / "imgs", classes=("a", "b", "c"), n=4, size=size)
+    cfg = TrainConfig(data=str(root), train_subset=3, input_size=size if size > 64 else None)
+    splits = training_data(cfg, load_data(str(root), input_size=cfg.input_size, cache=False))
+    assert sorted(splits.train.labels.tolist()) == [0, 1, 2]
 
 
 # ---------------------------------------------------------------- 6, 12. config files are typed

@@ -405,7 +405,7 @@ def add_quantize_parser(sub):
     p.add_argument("--calib-size", type=positive_int, default=512)
     p.add_argument("--out", help="output folder (default: next to the checkpoint)")
     p.add_argument("--backends", type=_str_list, default=["ort-int8", "ort-fp16", "pt2e-int8"])
-    p.add_argument("--eval-size", type=positive_int, help="evaluate on the first N test images only")
+    p.add_argument("--eval-size", type=positive_int, help="evaluate on N test images only, taken round-robin over the classes")
     p.add_argument("--tta", choices=TTA_MODES,
                    help="build test-time augmentation into the files, as `export --tta` does: the int8/fp16 files "
                         "(calibrated on both views) or, with --weight-bits, the ONNX files (a .sqz holds the model "

@@ -104,7 +104,7 @@ class TrainConfig:
                                   "measured and the whole schedule, evaluation included, is fitted to the budget "
                                   "(--epochs is then not used)", duration, resume_must_match=True)
     max_steps: int | None = opt(None, "stop after this many optimizer steps (smoke tests)", positive_int)
-    train_subset: int | None = opt(None, "use only the first N training images", positive_int, resume_must_match=True)
+    train_subset: int | None = opt(None, "use only N training images, taken round-robin over the classes", positive_int, resume_must_match=True)
     eval_batch_size: int = opt(EVAL_BATCH_SIZE, "evaluation batch size", positive_int)
     progress: bool = opt(True, "progress bars on a terminal (plain lines elsewhere)")
     threads: int | None = opt(None, "torch intra-op threads", positive_int)

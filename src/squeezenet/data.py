@@ -61,6 +61,10 @@ class TensorDataset:
             n_or_index = slice(0, n_or_index)
         return TensorDataset(self.images[n_or_index], self.labels[n_or_index], self.classes)
 
+    def spread(self, n: int) -> "TensorDataset":
+        """``n`` images taken round-robin over the classes (:func:`spread_over_classes`)."""
+        return self.subset(torch.tensor(spread_over_classes(self.labels.tolist(), n), dtype=torch.int64))
+
     def relabel(self, mapping: list[int], classes: list[str]) -> "TensorDataset":
         """Labels mapped through ``mapping`` (old index -> new index), new class names."""
         return TensorDataset(self.images, torch.tensor(mapping, dtype=torch.int64)[self.labels], list(classes))
@@ -226,6 +230,11 @@ class FolderDataset(torch.utils.data.Dataset):
         """The first ``n`` images."""
         return FolderDataset(self.samples[:n], self.classes, self.transform, self.mode)
 
+    def spread(self, n: int) -> "FolderDataset":
+        """``n`` images taken round-robin over the classes (:func:`spread_over_classes`)."""
+        keep = spread_over_classes([y for _, y in self.samples], n)
+        return FolderDataset([self.samples[i] for i in keep], self.classes, self.transform, self.mode)
+
     def with_transform(self, transform) -> "FolderDataset":
         return FolderDataset(self.samples, self.classes, transform, self.mode)
 
@@ -266,8 +275,24 @@ def _split_indices(n: int, val_fraction: float, seed: int) -> tuple[list[int], l
     return perm[n_val:], perm[:n_val]
 
 
+def spread_over_classes(labels: list[int], n: int) -> list[int]:
+    """Indices of ``n`` items taken round-robin over the classes (the first item of every
+    class, then the second, ...), in their original order. A folder lists its classes one
+    after another, so its first ``n`` images would be a few classes only (ImageNet's first
+    1,000 validation images are classes 0-19): a subset must not be a prefix."""
+    seen: dict[int, int] = {}
+    rank = []
+    for c in labels:
+        rank.append(seen.get(c, 0))
+        seen[c] = rank[-1] + 1
+    return sorted(sorted(range(len(labels)), key=lambda i: (rank[i], labels[i]))[:n])
+
+
 def _mean_std(images: torch.Tensor) -> tuple[list[float], list[float]]:
-    x = images[: min(len(images), 20000)].float() / 255.0  # (N, C, H, W)
+    """Channel mean and std over up to 20,000 images evenly spaced through the set (not
+    its first 20,000: a folder's are its first classes)."""
+    idx = torch.linspace(0, len(images) - 1, min(len(images), 20000)).round().long()
+    x = images[idx].float() / 255.0  # (N, C, H, W)
     return x.mean((0, 2, 3)).tolist(), x.std((0, 2, 3)).tolist()
 
 

@@ -127,27 +127,13 @@ def class_order(names: list[str]) -> tuple[list[str], str]:
     return sorted(names), "sorted folder names (WordNet ids)"
 
 
-def spread_over_classes(samples: list[tuple[str, int]], n: int) -> list[tuple[str, int]]:
-    """``n`` of ``samples`` taken round-robin over the classes: the first image of every
-    class, then the second, ... A folder lists its classes one after another, so its first
-    ``n`` images would be a few classes only (ImageNet's first 1,000 validation images are
-    classes 0-19), and their top-1 not the model's."""
-    seen: dict[int, int] = {}
-    rank = []
-    for _, c in samples:
-        rank.append(seen.get(c, 0))
-        seen[c] = rank[-1] + 1
-    keep = sorted(range(len(samples)), key=lambda i: (rank[i], samples[i][1]))[:n]
-    return [samples[i] for i in sorted(keep)]
-
-
 @torch.no_grad()
 def evaluate_imagenet(name: str, weights: str | None, data: str, batch_size: int = 50, workers: int = 2,
                       preprocess: str = "auto", limit: int | None = None) -> dict:
     """Top-1/top-5 of ``name`` with ``weights`` on an ImageNet-layout folder, with the
     model's own preprocessing; also images/s of the whole loop (decode included) and of
     the forward passes alone."""
-    from .data import FolderDataset, collate_skip_bad, readable
+    from .data import FolderDataset, collate_skip_bad, readable, spread_over_classes
     from .metrics import topk_correct
 
     if batch_size < 1 or workers < 0:
@@ -156,7 +142,7 @@ def evaluate_imagenet(name: str, weights: str | None, data: str, batch_size: int
     n_out = _num_outputs(model)
     samples, wnids, order = scan_imagenet(data, n_out)
     if limit:
-        samples = spread_over_classes(samples, limit)
+        samples = [samples[i] for i in spread_over_classes([c for _, c in samples], limit)]
     tf = eval_transform(name, model, preprocess)
     ds = FolderDataset(samples, wnids, tf)
     loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, num_workers=workers, collate_fn=collate_skip_bad)

@@ -164,7 +164,7 @@ def quantize_lowbit(checkpoint: str, out: str | None = None, data: DataRef | Non
     eval_tf = getattr(splits.test, "transform", None)
     calib = [torch.from_numpy(x) for x in calibration_batches(splits.train, splits.spec, s.calib_size,
                                                               eval_transform=eval_tf, seed=s.seed)]
-    test = splits.test.subset(s.eval_size) if s.eval_size and isinstance(splits.test, TensorDataset) else splits.test
+    test = splits.test.spread(s.eval_size) if s.eval_size else splits.test
     model = mf.model.eval()
     plain = lb.fold_batchnorm(model, mf.name)
     _check_folding(model, plain, calib[0])

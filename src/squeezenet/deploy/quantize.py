@@ -163,9 +163,7 @@ def quantize(checkpoint: str, out: str | None = None, data: DataRef | None = Non
     mf = open_model(checkpoint, verify=verify, command="quantize")
     splits = load_data_for(mf.need_spec(), data.data, data.data_dir, data.download, settings.map_by_index,
                            where=f"'{checkpoint}'")
-    test = splits.test
-    if settings.eval_size and isinstance(test, TensorDataset):
-        test = test.subset(settings.eval_size)
+    test = splits.test.spread(settings.eval_size) if settings.eval_size else splits.test
     rows, errors, notes = _quantized_rows(mf, splits, test, settings, out)
     table = markdown_table(rows, ROW_COLUMNS)
     report = out / "quantize_report.md"
