@@ -449,3 +449,14 @@ def test_the_page_escapes_the_name_and_asks_for_at_most_the_classes_there_are():
     assert "<img src=x" not in page and "&lt;img src=x onerror=alert(1)&gt;" in page
     assert "topk=3" in page and "topk=5" not in page
     assert "document.getElementById('result').innerHTML = '';" in page  # an error clears the old results
+
+
+def test_normalisation_is_measured_over_the_whole_training_set():
+    """Over 20,000 images the mean/std come from images spread through the set: a folder of
+    20,000 black then 20,000 white images has mean 0.5, not its first 20,000's 0.0."""
+    from squeezenet.data import _mean_std
+
+    images = torch.cat([torch.zeros(20000, 1, 2, 2, dtype=torch.uint8), torch.full((20000, 1, 2, 2), 255,
+                                                                                   dtype=torch.uint8)])
+    mean, std = _mean_std(images)
+    assert mean[0] == pytest.approx(0.5, abs=1e-3) and std[0] == pytest.approx(0.5, abs=1e-3)
