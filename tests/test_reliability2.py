@@ -460,3 +460,19 @@ def test_normalisation_is_measured_over_the_whole_training_set():
                                                                                    dtype=torch.uint8)])
     mean, std = _mean_std(images)
     assert mean[0] == pytest.approx(0.5, abs=1e-3) and std[0] == pytest.approx(0.5, abs=1e-3)
+
+
+def test_a_folders_input_size_is_not_its_first_image_alone(tmp_path):
+    """A folder whose first class holds 16 px images and whose second holds 32 px ones trains
+    at 32 px (the largest of the images probed across the classes), and says that they differ;
+    before, the first image alone chose 16 px."""
+    from squeezenet.data import load_data
+
+    root = make_image_folder(tmp_path / "imgs", classes=("a",), n=4, size=16)
+    make_image_folder(root, classes=("a", "b"), n=4, size=32, splits=("val",))
+    make_image_folder(tmp_path / "b", classes=("b",), n=4, size=32, splits=("train",))
+    (tmp_path / "b" / "train" / "b").rename(root / "train" / "b")
+    splits = load_data(str(root), cache=False)
+    assert splits.spec.input_size == 32 and splits.train.image_size == 32
+    assert any("images differ in size (16x16 to 32x32 px" in n for n in splits.notes)
+    assert not any("differ in size" in n for n in load_data(str(root), input_size=24, cache=False).notes)

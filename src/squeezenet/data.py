@@ -147,13 +147,29 @@ def load_image(path: str, mode: str = "RGB"):
     return open_image(path, mode)
 
 
-def _probe_size(samples, mode) -> tuple[int, int]:
-    for path, _ in samples[:50]:
+PROBED_IMAGES = 20  # images whose size decides a folder's native size, spread over its classes
+
+
+def _probe_size(samples, mode) -> tuple[int, int, str | None]:
+    """(width, height) of the largest of up to :data:`PROBED_IMAGES` readable images taken
+    round-robin over the classes (not the folder's first image alone), and a note when they
+    differ in size."""
+    sizes = []
+    for i in spread_over_classes([y for _, y in samples], 3 * PROBED_IMAGES):
         try:
-            return load_image(path, mode).size
+            sizes.append(load_image(samples[i][0], mode).size)
         except SqueezeNetError:
             continue
-    raise SqueezeNetError("could not read any of the first images; is this an image folder?")
+        if len(sizes) == PROBED_IMAGES:
+            break
+    if not sizes:
+        raise SqueezeNetError("could not read any of the images probed across the classes; is this an image folder?")
+    w, h = max(sizes, key=lambda wh: (max(wh), wh))
+    if len(set(sizes)) == 1:
+        return w, h, None
+    lo = min(sizes, key=lambda wh: (max(wh), wh))
+    return w, h, (f"images differ in size ({lo[0]}x{lo[1]} to {w}x{h} px among {len(sizes)} probed across the "
+                  f"classes); the largest decides the input size unless --input-size is given")
 
 
 def decode_cache_key(samples, classes, size: int, mode: str) -> str:
@@ -344,7 +360,8 @@ def _load_folder(root: Path, input_size, val_fraction, seed, grayscale, cache) -
     holdout = {} if val_dir is not None else {"holdout": {"val_fraction": val_fraction, "seed": seed,
                                                           "sha256": split["sha256"]}}
     mode = "L" if grayscale else "RGB"
-    w, h = _probe_size(samples, mode)
+    w, h, mixed = _probe_size(samples, mode)
+    notes += [mixed] if mixed and not input_size else []
     native = max(w, h)
     if native <= SMALL_IMAGE_MAX and (input_size is None or input_size <= SMALL_IMAGE_MAX):
         size = input_size or native
