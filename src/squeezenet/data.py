@@ -296,12 +296,15 @@ def spread_over_classes(labels: list[int], n: int) -> list[int]:
     class, then the second, ...), in their original order. A folder lists its classes one
     after another, so its first ``n`` images would be a few classes only (ImageNet's first
     1,000 validation images are classes 0-19): a subset must not be a prefix."""
-    seen: dict[int, int] = {}
-    rank = []
-    for c in labels:
-        rank.append(seen.get(c, 0))
-        seen[c] = rank[-1] + 1
-    return sorted(sorted(range(len(labels)), key=lambda i: (rank[i], labels[i]))[:n])
+    by_class: dict[int, list[int]] = {}
+    for i, c in enumerate(labels):
+        by_class.setdefault(c, []).append(i)
+    keep: list[int] = []
+    for r in range(max((len(v) for v in by_class.values()), default=0)):
+        keep += [by_class[c][r] for c in sorted(by_class) if r < len(by_class[c])][:n - len(keep)]
+        if len(keep) == n:
+            break
+    return sorted(keep)
 
 
 def _mean_std(images: torch.Tensor) -> tuple[list[float], list[float]]:
