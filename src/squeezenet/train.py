@@ -38,6 +38,7 @@ from .ema import ModelEma
 from .errors import Interrupted, SqueezeNetError
 from .log import note, say
 from .files import RunLock, atomic_write_text, ensure_writable_dir
+from .machine import fit_torch_threads
 from .metrics import evaluate, topk_correct
 from .progress import Progress
 from .factory import create_model
@@ -569,6 +570,8 @@ def setup_runtime(cfg: TrainConfig) -> tuple[DistInfo, torch.device, str]:
         raise SqueezeNetError(f"--batch-size {cfg.batch_size} must be divisible by the {info.world} processes")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    else:
+        fit_torch_threads()  # a container's CPU quota, which OpenMP does not see
     return info, device, resolve_precision(cfg.precision, device)
 
 

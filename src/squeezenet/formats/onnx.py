@@ -39,13 +39,17 @@ MAX_ONNX_BYTES = 2 * 1024 ** 3  # protobuf's own limit
 
 
 def session_options(threads: int | None = None, tuned: bool = True):
+    """``threads``: intra-op threads; default the cores this process may use
+    (:func:`squeezenet.machine.usable_cores`), not ONNX Runtime's own default, which counts
+    the host's physical cores inside a container limited to fewer."""
     import onnxruntime as ort
+
+    from ..machine import usable_cores
 
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    if threads:
-        so.intra_op_num_threads = threads
-        so.inter_op_num_threads = 1
+    so.intra_op_num_threads = threads or usable_cores()
+    so.inter_op_num_threads = 1
     if tuned:
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     so.log_severity_level = 3
