@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from .errors import SqueezeNetError
+from .machine import fit_torch_threads
 from .progress import progress
 from .peers import PEERS
 from .profiler import convention
@@ -43,6 +44,8 @@ def compare(models=None, input_size: int = 224, backends=("eager", "ort"), repea
 
     if threads:
         torch.set_num_threads(threads)
+    else:
+        fit_torch_threads()  # as ONNX Runtime's sessions: the cores this process may use
     published = {p.name: p for p in PEERS}
     names = models or [p.name for p in PEERS]
     bad = [b for b in backends if b not in ("eager", "ort", "ort-int8", "channels_last")]

@@ -24,6 +24,7 @@ import torch
 
 from ..errors import SqueezeNetError
 from ..files import atomic_write_text, ensure_writable_dir
+from ..machine import fit_torch_threads
 from ..progress import progress
 from ..profiler import profile
 from ..render import markdown_table, pyplot, save_figure
@@ -237,6 +238,8 @@ def bench(model_name: str | None = None, checkpoint: str | None = None, out: str
     _check_memory(shape, max(settings.batch_sizes))
     if settings.threads:
         torch.set_num_threads(settings.threads)
+    else:
+        fit_torch_threads()  # as ONNX Runtime's sessions: the cores this process may use
     if onnx_file is not None:
         from .onnx_tools import onnx_macs
 
