@@ -12,7 +12,7 @@ SRC = Path(__file__).parents[1] / "src" / "squeezenet"
 # against this one, so the two cannot drift apart.
 LAYERS = [
     ("leaves", ["errors.py", "log.py", "settings.py", "registry.py", "spec.py", "imageio.py", "progress.py",
-                "render.py", "files.py", "archs.py"]),
+                "render.py", "files.py", "archs.py", "machine.py"]),
     ("sources", ["sources.py"]),
     ("models", ["models/", "factory.py", "zoo.py", "peers.py", "profiler.py"]),
     ("formats", ["formats/"]),
