@@ -347,6 +347,36 @@ def test_predict_predicts_the_good_images_and_reports_the_bad_one(tmp_path, tiny
     assert_one_line(code, err, "1 of 2 image(s) could not be read (image not found")
 
 
+@pytest.mark.parametrize("fmt", ["pt", "onnx"])
+def test_predict_decodes_each_image_once_in_chunks(tmp_path, tiny_run, monkeypatch, fmt):
+    """predict over more images than a chunk: every image decoded once, the answers in the
+    given order and the same as one image at a time, an unreadable image reported."""
+    from squeezenet import evaluate as ev
+    from squeezenet.deploy.export import export_onnx
+    from squeezenet.imageio import image_to_array
+
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(5):
+        paths.append(tmp_path / f"{i}.png")
+        Image.fromarray(rng.integers(0, 256, (28, 28), dtype=np.uint8)).save(paths[-1])
+    paths.insert(2, tmp_path / "missing.png")
+    model = tiny_run / "last.pt"
+    if fmt == "onnx":
+        model = Path(export_onnx(checkpoint=str(model), out=str(tmp_path / "m.onnx"), dynamic_batch=True)["path"])
+    calls = []
+    monkeypatch.setattr(ev, "image_to_array", lambda *a: calls.append(a[0]) or image_to_array(*a))
+    real_chunks = ev.decoded_chunks
+    monkeypatch.setattr(ev, "decoded_chunks", lambda images, spec: real_chunks(images, spec, chunk=2))
+    results, bad = ev.predict(str(model), [str(p) for p in paths], topk=3)
+    assert sorted(calls) == sorted(str(p) for p in paths)  # once each
+    assert [r[0] for r in results] == [str(p) for p in paths if p.exists()] and len(bad) == 1
+    for path, top in results:
+        alone = ev.predict(str(model), [path], topk=3)[0][0][1]
+        assert [c for c, _ in top] == [c for c, _ in alone]
+        assert [v for _, v in top] == pytest.approx([v for _, v in alone], abs=1e-5)
+
+
 def test_resume_errors_say_what_differs(tmp_path, fmnist_dir):
     cfg = dict(model=TINY, data_dir=str(fmnist_dir), download=False, out=str(tmp_path / "r"), epochs=2,
                batch_size=64, progress=False, precision="fp32", max_steps=1)

@@ -88,6 +88,21 @@ def preprocess_images(images, spec):
     return normalize(torch.from_numpy(np.stack(arrays)), spec.mean, spec.std)
 
 
+def decoded_chunks(images, spec, chunk: int = EVAL_BATCH_SIZE):
+    """Yield (readable images, their uint8 (B, C, H, W) arrays, unreadable-image messages)
+    for ``chunk`` images at a time: each image is decoded once, and a long list of images
+    is never held in memory as one float batch."""
+    for start in range(0, len(images), chunk):
+        good, arrays, bad = [], [], []
+        for p in images[start:start + chunk]:
+            try:
+                arrays.append(image_to_array(p, spec.channels, spec.input_size))
+                good.append(p)
+            except SqueezeNetError as e:
+                bad.append(str(e))
+        yield good, (np.stack(arrays) if arrays else None), bad
+
+
 def load_predictor(path: str, verify: bool = True):
     """(logits_fn, DataSpec) for a .pt checkpoint, a .sqz container or an .onnx file."""
     from .formats.open import open_model
@@ -109,22 +124,20 @@ def predict(checkpoint: str, images: list[str], topk: int = 5, verify: bool = Tr
         return predict_onnx(checkpoint, images, topk, verify)
     import torch
 
+    from .batches import normalize
+
     fn, spec = load_predictor(checkpoint, verify)
-    good, bad = [], []
-    for p in images:
-        try:
-            image_to_array(p, spec.channels, spec.input_size)
-            good.append(p)
-        except SqueezeNetError as e:
-            bad.append(str(e))
-    if not good:
-        return [], bad
-    with torch.no_grad():
-        logits = fn(preprocess_images(good, spec)).float()
-    if not torch.isfinite(logits).all():
-        raise SqueezeNetError(f"'{checkpoint}' produced NaN/inf outputs; its weights are broken")
-    probs = torch.softmax(logits, 1)
-    top = probs.topk(min(topk, probs.shape[1]), 1)
-    return [(p if isinstance(p, str) else "<bytes>",
-             [(spec.classes[int(i)], float(v)) for v, i in zip(top.values[j], top.indices[j])])
-            for j, p in enumerate(good)], bad
+    results, bad = [], []
+    for good, x, unreadable in decoded_chunks(images, spec):
+        bad += unreadable
+        if x is None:
+            continue
+        with torch.no_grad():
+            logits = fn(normalize(torch.from_numpy(x), spec.mean, spec.std)).float()
+        if not torch.isfinite(logits).all():
+            raise SqueezeNetError(f"'{checkpoint}' produced NaN/inf outputs; its weights are broken")
+        top = torch.softmax(logits, 1).topk(min(topk, logits.shape[1]), 1)
+        results += [(p if isinstance(p, str) else "<bytes>",
+                     [(spec.classes[int(i)], float(v)) for v, i in zip(top.values[j], top.indices[j])])
+                    for j, p in enumerate(good)]
+    return results, bad

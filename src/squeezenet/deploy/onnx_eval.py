@@ -103,14 +103,12 @@ def predict_onnx(path: str, images: list[str], topk: int, verify: bool = True):
     clf = OnnxClassifier(path, verify=verify)
     for n in clf.notes:
         note(n)
-    good, arrays, bad = [], [], []
-    for p in images:
-        try:
-            arrays.append(image_to_array(p, clf.spec.channels, clf.spec.input_size))
-            good.append(p)
-        except SqueezeNetError as e:
-            bad.append(str(e))
-    if not arrays:
-        return [], bad
-    probs = softmax(clf.run(normalize_array(np.stack(arrays), clf.spec.mean, clf.spec.std)))
-    return list(zip(good, top_k(probs, min(topk, probs.shape[1]), clf.spec.classes))), bad
+    from ..evaluate import decoded_chunks
+
+    results, bad = [], []
+    for good, x, unreadable in decoded_chunks(images, clf.spec):
+        bad += unreadable
+        if x is not None:
+            probs = softmax(clf.run(normalize_array(x, clf.spec.mean, clf.spec.std)))
+            results += list(zip(good, top_k(probs, min(topk, probs.shape[1]), clf.spec.classes)))
+    return results, bad
