@@ -377,6 +377,25 @@ def test_predict_decodes_each_image_once_in_chunks(tmp_path, tiny_run, monkeypat
         assert [v for _, v in top] == pytest.approx([v for _, v in alone], abs=1e-5)
 
 
+def test_resume_keeps_the_runs_own_normalisation(tmp_path, fmnist_dir, monkeypatch):
+    """A run resumed where the data's mean/std now come out otherwise (another version's
+    statistics) trains and records the normalisation it started with."""
+    from squeezenet import data
+    from squeezenet.formats.checkpoint import load_checkpoint
+
+    cfg = dict(model=TINY, data_dir=str(fmnist_dir), download=False, out=str(tmp_path / "r"), epochs=2,
+               batch_size=64, progress=False, precision="fp32", max_steps=1)
+    first = Trainer(TrainConfig(**cfg))
+    first.run()
+    recorded = load_checkpoint(tmp_path / "r" / "last.pt")["data"]["mean"]
+    monkeypatch.setattr(data, "_mean_std", lambda images: ([0.9], [0.1]))
+    tr = Trainer(TrainConfig(**{**cfg, "resume": True, "max_steps": 2}))
+    assert tr.spec.mean == [0.9]  # what the data says now
+    tr.run()
+    assert tr.spec.mean == recorded == first.spec.mean
+    assert load_checkpoint(tmp_path / "r" / "last.pt")["data"]["mean"] == recorded
+
+
 def test_resume_errors_say_what_differs(tmp_path, fmnist_dir):
     cfg = dict(model=TINY, data_dir=str(fmnist_dir), download=False, out=str(tmp_path / "r"), epochs=2,
                batch_size=64, progress=False, precision="fp32", max_steps=1)

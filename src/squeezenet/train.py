@@ -697,6 +697,9 @@ def restore_trainer(tr: Trainer, path: Path) -> None:
     ckpt = load_checkpoint(path)
     check_resume(ckpt, tr.model_name, tr.model.model_kwargs, tr.cfg.to_dict(), RESUME_MUST_MATCH, path)
     check_resume_data(ckpt, tr.spec.to_dict(), tr.splits.split, path)
+    saved = ckpt.get("data") or {}
+    if saved.get("mean") and saved.get("std"):  # the run's own normalisation, even if the data's is computed otherwise now
+        tr.spec.mean, tr.spec.std = list(saved["mean"]), list(saved["std"])
     if tr.ema is not None:
         if "train_state_dict" not in ckpt:
             raise SqueezeNetError("cannot resume with --ema: the run was started without it")
