@@ -135,7 +135,7 @@ def test_limit_takes_images_from_every_class(imagenet_dir, tmp_path):
     w = constant_classifier_weights(tmp_path / "w.pth", 2)
     r = evaluate_imagenet("squeezenet1_1", w, str(imagenet_dir), batch_size=4, workers=0, limit=3)
     assert r["n"] == 3 and r["top1"] == pytest.approx(100 / 3)
-    from squeezenet.data import spread_over_classes
+    from squeezenet.sources import spread_over_classes
 
     labels = [0, 0, 0, 0, 1, 1, 1, 2, 2]  # 4, 3 and 2 images
     assert spread_over_classes(labels, 7) == [0, 1, 2, 4, 5, 7, 8]

@@ -520,3 +520,19 @@ def test_slow_or_stalled_clients_are_cut_off_and_others_are_served(onnx_model, p
             sock.close()
         with httpx.Client(base_url=s.url) as client:
             assert client.get("/v2/health/ready").status_code == 200
+
+
+def test_int8_calibration_images_come_from_every_folder(tmp_path):
+    """--calib-dir on a class tree: the 256 calibration images are taken round-robin over
+    its folders, not the first 256 files in sorted order (here all of class a)."""
+    from squeezenet.serve.app import calibration_files
+
+    for cls, n in (("a", 300), ("b", 2), ("c", 3)):
+        (tmp_path / cls).mkdir()
+        for i in range(n):
+            (tmp_path / cls / f"{i:03d}.png").touch()
+    (tmp_path / "notes.txt").touch()
+    files = calibration_files(str(tmp_path))
+    by_folder = {d: sum(f.parent.name == d for f in files) for d in "abc"}
+    assert len(files) == 256 and by_folder == {"a": 251, "b": 2, "c": 3}
+

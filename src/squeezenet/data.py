@@ -25,7 +25,7 @@ import torch
 from .errors import SqueezeNetError
 from .log import note, warn
 from .sources import (FASHION_MNIST_CLASSES, FASHION_MNIST_NAMES, default_cache_dir, find_fashion_mnist,
-                      match_classes, read_idx, scan_folder, split_fingerprint,
+                      match_classes, read_idx, scan_folder, split_fingerprint, spread_over_classes,
                       SMALL_IMAGE_MAX)
 from .spec import IMAGENET_GRAY_MEAN, IMAGENET_GRAY_STD, IMAGENET_MEAN, IMAGENET_STD, DataSpec
 
@@ -289,22 +289,6 @@ def _split_indices(n: int, val_fraction: float, seed: int) -> tuple[list[int], l
     perm = torch.randperm(n, generator=g).tolist()
     n_val = max(1, int(round(n * val_fraction)))
     return perm[n_val:], perm[:n_val]
-
-
-def spread_over_classes(labels: list[int], n: int) -> list[int]:
-    """Indices of ``n`` items taken round-robin over the classes (the first item of every
-    class, then the second, ...), in their original order. A folder lists its classes one
-    after another, so its first ``n`` images would be a few classes only (ImageNet's first
-    1,000 validation images are classes 0-19): a subset must not be a prefix."""
-    by_class: dict[int, list[int]] = {}
-    for i, c in enumerate(labels):
-        by_class.setdefault(c, []).append(i)
-    keep: list[int] = []
-    for r in range(max((len(v) for v in by_class.values()), default=0)):
-        keep += [by_class[c][r] for c in sorted(by_class) if r < len(by_class[c])][:n - len(keep)]
-        if len(keep) == n:
-            break
-    return sorted(keep)
 
 
 def _mean_std(images: torch.Tensor) -> tuple[list[float], list[float]]:

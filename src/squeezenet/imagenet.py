@@ -133,7 +133,8 @@ def evaluate_imagenet(name: str, weights: str | None, data: str, batch_size: int
     """Top-1/top-5 of ``name`` with ``weights`` on an ImageNet-layout folder, with the
     model's own preprocessing; also images/s of the whole loop (decode included) and of
     the forward passes alone."""
-    from .data import FolderDataset, collate_skip_bad, readable, spread_over_classes
+    from .data import FolderDataset, collate_skip_bad, readable
+    from .sources import spread_over_classes
     from .metrics import topk_correct
 
     if batch_size < 1 or workers < 0:

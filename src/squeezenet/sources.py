@@ -173,3 +173,19 @@ def match_classes(got: list[str], want: list[str], map_by_index: bool, name: str
 
 def _few(names: list[str], n: int = 4) -> str:
     return ", ".join(names[:n]) + (f", ... ({len(names)} in all)" if len(names) > n else "")
+
+
+def spread_over_classes(labels: list[int], n: int) -> list[int]:
+    """Indices of ``n`` items taken round-robin over the classes (the first item of every
+    class, then the second, ...), in their original order. A folder lists its classes one
+    after another, so its first ``n`` images would be a few classes only (ImageNet's first
+    1,000 validation images are classes 0-19): a subset must not be a prefix."""
+    by_class: dict[int, list[int]] = {}
+    for i, c in enumerate(labels):
+        by_class.setdefault(c, []).append(i)
+    keep: list[int] = []
+    for r in range(max((len(v) for v in by_class.values()), default=0)):
+        keep += [by_class[c][r] for c in sorted(by_class) if r < len(by_class[c])][:n - len(keep)]
+        if len(keep) == n:
+            break
+    return sorted(keep)

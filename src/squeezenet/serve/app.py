@@ -71,15 +71,26 @@ def _is_int8(clf) -> bool:
     return b"QuantizeLinear" in read_onnx(clf.path, verify=False)
 
 
+def calibration_files(calib_dir: str, n: int = 256) -> list[Path]:
+    """Up to ``n`` image files under ``calib_dir``, taken round-robin over the folders that
+    hold them (for a class tree: every class, not the first one or two)."""
+    from ..sources import spread_over_classes
+
+    found = sorted(f for f in Path(calib_dir).rglob("*") if f.suffix.lower() in IMG_EXTENSIONS)
+    folders = {d: i for i, d in enumerate(sorted({f.parent for f in found}))}
+    return [found[i] for i in spread_over_classes([folders[f.parent] for f in found], n)]
+
+
 def _quantize(clf, calib_dir: str | None, tmp: Path) -> Path:
     """int8 QDQ of the served model, calibrated on up to 256 images of ``calib_dir``
-    preprocessed as the model expects."""
+    preprocessed as the model expects, taken round-robin over its folders (a class tree's
+    first 256 files would be its first class or two, and the activation ranges theirs)."""
     from ..deploy.onnx_tools import quantize_onnx_int8
 
     if not calib_dir:
         raise SqueezeNetError("--backend ort-int8 with an fp32 model needs --calib-dir DIR (images to calibrate on), "
                               "or serve the model_int8.onnx that `squeezenet quantize` writes")
-    files = sorted(f for f in Path(calib_dir).rglob("*") if f.suffix.lower() in IMG_EXTENSIONS)[:256]
+    files = calibration_files(calib_dir)
     if not files:
         raise SqueezeNetError(f"no images in --calib-dir '{calib_dir}'")
     x = clf.preprocess([str(f) for f in files])
