@@ -4,10 +4,10 @@ command line never imports PyTorch."""
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 from ..errors import SqueezeNetError
+from ..machine import usable_cores
 from ..settings import integer, non_negative, non_negative_int, opt, positive, positive_int, validate_fields
 from .engines import ENGINES, SCHEDULERS
 from .space import SEARCHES, require
@@ -60,7 +60,7 @@ class SweepSettings:
     def round_size(self) -> int:
         if self.max_concurrent:
             return self.max_concurrent
-        return 1 if self.engine == "local" else max(1, int((os.cpu_count() or 1) // (self.cpus_per_trial or 1)))
+        return 1 if self.engine == "local" else max(1, int(usable_cores() // (self.cpus_per_trial or 1)))
 
 
 def point_settings(s: SweepSettings, data: DataRef) -> dict:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import SqueezeNetError
+from ..machine import usable_cores
 from .space import require
 
 ENGINES = ("local", "ray")
@@ -83,7 +84,7 @@ class RayEngine:
             if self.address:
                 ray.init(address=self.address, log_to_driver=False, logging_level="WARNING")
             else:
-                ray.init(num_cpus=os.cpu_count() or 1, num_gpus=None, include_dashboard=False, log_to_driver=False,
+                ray.init(num_cpus=usable_cores(), num_gpus=None, include_dashboard=False, log_to_driver=False,
                          logging_level="WARNING")
         except (ConnectionError, RuntimeError, ValueError) as e:
             where = f"the Ray cluster at {self.address}" if self.address else "a local Ray instance"
