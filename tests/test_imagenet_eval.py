@@ -140,3 +140,19 @@ def test_limit_takes_images_from_every_class(imagenet_dir, tmp_path):
     labels = [0, 0, 0, 0, 1, 1, 1, 2, 2]  # 4, 3 and 2 images
     assert spread_over_classes(labels, 7) == [0, 1, 2, 4, 5, 7, 8]
     assert spread_over_classes(labels, 3) == [0, 4, 7] and spread_over_classes(labels, 100) == list(range(9))
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--model", "squeezenet1_1", "--data", "D", "--tta", "flip"], "--tta apply to model files"),
+    (["--model", "squeezenet1_1", "--data", "D", "--map-by-index"], "--map-by-index apply to model files"),
+    (["--checkpoint", "m.pt", "--limit", "5"], "--limit go with --model NAME"),
+    (["--checkpoint", "m.pt", "--weights", "w.pth", "--preprocess", "caffe", "-j", "0"],
+     "--weights, --preprocess, --workers go with --model NAME"),
+])
+def test_a_flag_of_the_other_eval_mode_is_refused(args, needle):
+    """eval --model ignored --tta (a plain top-1 that reads as a TTA score), and eval
+    --checkpoint ignored --limit, --weights, --preprocess and --workers: one line, exit 2."""
+    from helpers import assert_one_line, run_cli
+
+    code, _, err = run_cli("eval", *args)
+    assert_one_line(code, err, needle)

@@ -279,7 +279,7 @@ def add_eval_parser(sub):
     p.add_argument("--weights", help="ImageNet weights for --model: a file or an http(s) URL")
     p.add_argument("--preprocess", choices=["auto", "torchvision", "timm", "caffe", "imagenet"], default="auto",
                    help="evaluation preprocessing for --model (default: the model's own)")
-    p.add_argument("--workers", "-j", type=non_negative_int, default=2, help="DataLoader workers for --model")
+    p.add_argument("--workers", "-j", type=non_negative_int, help="DataLoader workers for --model (default 2)")
     p.add_argument("--limit", type=positive_int, help="evaluate N images (--model), taken round-robin over the classes (the first image of each class, "
                         "then the second, ...) so that every class counts")
     _add_data_flags(p, default=None)
@@ -295,6 +295,7 @@ def add_eval_parser(sub):
 def _cmd_eval(a):
     if bool(a.model) == bool(a.checkpoint):
         raise SqueezeNetError("give --checkpoint FILE, or --model NAME with --weights and --data (exactly one)")
+    _refuse_other_mode_flags(a)
     if a.model:
         return _eval_named(a)
     from .evaluate import evaluate_checkpoint
@@ -307,6 +308,22 @@ def _cmd_eval(a):
           f"loss {r['loss']:.4f}; written to {r['json']}")
 
 
+def _refuse_other_mode_flags(a):
+    """A flag of the other evaluation mode would be silently ignored (a --tta that never ran
+    reads as a TTA score): refuse it in one line."""
+    if a.model:
+        given = [f for f, on in (("--tta", a.tta), ("--map-by-index", a.map_by_index)) if on]
+        if given:
+            raise SqueezeNetError(f"{' and '.join(given)} apply to model files (--checkpoint FILE); eval --model NAME "
+                                  "scores plain ImageNet top-1 with the model's own preprocessing")
+    else:
+        given = [f for f, on in (("--weights", a.weights), ("--limit", a.limit), ("--preprocess", a.preprocess != "auto"),
+                                 ("--workers", a.workers is not None)) if on]
+        if given:
+            raise SqueezeNetError(f"{', '.join(given)} go with --model NAME (ImageNet evaluation); a model file "
+                                  "(--checkpoint) is evaluated on its whole test split with its recorded preprocessing")
+
+
 def _eval_named(a):
     import json
 
@@ -317,7 +334,8 @@ def _eval_named(a):
         raise SqueezeNetError("--model needs --data DIR, an ImageNet-layout folder (DIR/val/<wnid>/*.JPEG)")
     if a.out:
         ensure_writable_file(a.out)
-    r = evaluate_imagenet(a.model, a.weights, a.data, a.batch_size, a.workers, a.preprocess, a.limit)
+    r = evaluate_imagenet(a.model, a.weights, a.data, a.batch_size, 2 if a.workers is None else a.workers,
+                          a.preprocess, a.limit)
     if a.out:
         atomic_write_text(a.out, json.dumps(r, indent=2))
     limited = " taken round-robin over the classes by --limit" if a.limit else ""
