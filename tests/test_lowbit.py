@@ -401,6 +401,11 @@ def test_distillation_loss_is_hintons_kl_divergence(temperature):
     (["--adaround-iters", "50"], "add --weight-bits"),
     (["--seed", "1"], "add --weight-bits"),
     (["--weight-bits", "4", "--seed", "-1"], "--seed"),
+    # flags of the other mode were silently ignored before session 19
+    (["--lr", "0.0005"], "--lr is for low-bit files: add --weight-bits"),
+    (["--batch-size", "64", "--weight-clip", "mse"], "--weight-clip, --batch-size are for low-bit files"),
+    (["--act-bits", "4"], "--act-bits is for low-bit files"),
+    (["--weight-bits", "4", "--backends", "ort-int8"], "--backends chooses int8/fp16 files"),
 ])
 def test_bad_low_bit_flags_are_one_line(tiny_run, tmp_path, args, needle):
     code, _, err = run_cli("quantize", "-c", tiny_run / "best.pt", "--out", tmp_path / "q", *args)

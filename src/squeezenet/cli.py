@@ -422,7 +422,7 @@ def add_quantize_parser(sub):
     _add_data_flags(p, default=None)
     p.add_argument("--calib-size", type=positive_int, default=512)
     p.add_argument("--out", help="output folder (default: next to the checkpoint)")
-    p.add_argument("--backends", type=_str_list, default=["ort-int8", "ort-fp16", "pt2e-int8"])
+    p.add_argument("--backends", type=_str_list, help="int8/fp16 files to write (default ort-int8,ort-fp16,pt2e-int8)")
     p.add_argument("--eval-size", type=positive_int, help="evaluate on N test images only, taken round-robin over the classes")
     p.add_argument("--tta", choices=TTA_MODES,
                    help="build test-time augmentation into the files, as `export --tta` does: the int8/fp16 files "
@@ -431,9 +431,9 @@ def add_quantize_parser(sub):
     low = p.add_argument_group("low-bit SqueezeNet files (.sqz + ONNX INT8/INT4/INT2; see docs)")
     low.add_argument("--weight-bits", choices=["8", "4", "2", "mixed"],
                      help="uniform per-channel weights at 8/4/2 bits, or a per-layer mixed allocation")
-    low.add_argument("--act-bits", type=int, choices=[8, 4, 32], default=8,
+    low.add_argument("--act-bits", type=int, choices=[8, 4, 32],
                      help="bits of every conv input but the first (32: float activations; default 8)")
-    low.add_argument("--qat-epochs", type=float, default=0.0, help="LSQ quantization-aware fine-tune epochs")
+    low.add_argument("--qat-epochs", type=float, help="LSQ quantization-aware fine-tune epochs (default 0)")
     low.add_argument("--size-budget", type=float, metavar="KB", help="mixed: the weights' bytes (default 1/12 of fp32)")
     low.add_argument("--max-drop", type=float, metavar="PT",
                      help="mixed: the smallest budget whose post-training drop stays within PT points")
@@ -442,7 +442,7 @@ def add_quantize_parser(sub):
     low.add_argument("--sparsity", metavar="paper|D",
                      help="prune first: 'paper' (the SqueezeNet paper's per-layer densities) or the share of weights "
                           "kept; the masks hold through QAT and the .sqz stores those layers sparse")
-    low.add_argument("--weight-clip", choices=["output", "mse"], default="output",
+    low.add_argument("--weight-clip", choices=["output", "mse"],
                      help="each channel's weight step: the one that least changes its output on the calibration "
                           "images (output, default) or its weights (mse)")
     low.add_argument("--rounding", choices=["auto", "nearest", "adaround"],
@@ -451,9 +451,9 @@ def add_quantize_parser(sub):
                           "post-training file below 8 bits, nearest with --qat-epochs or 8-bit weights")
     low.add_argument("--adaround-iters", type=positive_int, metavar="N",
                      help="AdaRound's Adam steps per conv (default: the library's, stated in the report)")
-    low.add_argument("--lr", type=float, default=0.005, help="QAT learning rate (default 0.005)")
-    low.add_argument("--batch-size", type=positive_int, default=128, help="QAT batch size")
-    low.add_argument("--seed", type=non_negative_int, default=0,
+    low.add_argument("--lr", type=float, help="QAT learning rate (default 0.005)")
+    low.add_argument("--batch-size", type=positive_int, help="QAT batch size (default 128)")
+    low.add_argument("--seed", type=non_negative_int,
                      help="seed of the calibration sample, AdaRound's sampled rows and QAT's data order (default 0); "
                           "repeat with another seed to see the run-to-run spread of a low-bit file's top-1")
     _add_model_file_flags(p, map_by_index=True)
@@ -467,10 +467,16 @@ def _cmd_quantize(a):
     if a.weight_bits:
         from .deploy.lowbit import LowBitSettings, quantize_lowbit
 
-        s = LowBitSettings(a.weight_bits, None if a.act_bits == 32 else a.act_bits, a.qat_epochs, a.size_budget,
-                           a.max_drop, a.calib_size, a.lr, a.batch_size, a.eval_size, a.seed, a.map_by_index,
-                           distill=a.distill, sparsity=a.sparsity, weight_clip=a.weight_clip,
-                           rounding=a.rounding or "auto", adaround_iters=a.adaround_iters, tta=a.tta)
+        if a.backends:
+            raise SqueezeNetError("--backends chooses int8/fp16 files; with --weight-bits the files are a .sqz and "
+                                  "its ONNX (drop --backends, or drop --weight-bits for int8/fp16)")
+        given = dict(act_bits=None if a.act_bits == 32 else a.act_bits, qat_epochs=a.qat_epochs,
+                     size_budget_kb=a.size_budget, max_drop=a.max_drop, calib_size=a.calib_size, lr=a.lr,
+                     batch_size=a.batch_size, eval_size=a.eval_size, seed=a.seed, map_by_index=a.map_by_index,
+                     distill=a.distill, sparsity=a.sparsity, weight_clip=a.weight_clip, rounding=a.rounding,
+                     adaround_iters=a.adaround_iters, tta=a.tta)
+        s = LowBitSettings(a.weight_bits, **{k: v for k, v in given.items()  # unset flags: the settings' defaults
+                                             if v is not None or (k == "act_bits" and a.act_bits == 32)})
         r = quantize_lowbit(a.checkpoint, a.out, DataRef(a.data, a.data_dir, a.download), s, a.verify)
         print(r["table"])
         p = r["parity"]
@@ -480,12 +486,18 @@ def _cmd_quantize(a):
         print(f"files: {r['files']['sqz']}, {r['files']['onnx']}")
         print(f"report: {r['report']}")
         return
-    if (a.qat_epochs or a.size_budget is not None or a.max_drop is not None or not a.distill or a.sparsity
-            or a.rounding or a.adaround_iters or a.seed):
-        raise SqueezeNetError("--qat-epochs, --size-budget, --max-drop, --sparsity, --rounding, --adaround-iters, "
-                              "--seed and --no-distill are for low-bit files: add --weight-bits")
-    r = quantize(a.checkpoint, a.out, DataRef(a.data, a.data_dir, a.download),
-                 QuantizeSettings(a.calib_size, tuple(a.backends), a.eval_size, a.map_by_index, a.tta), a.verify)
+    low_bit_only = {"--act-bits": a.act_bits, "--qat-epochs": a.qat_epochs, "--size-budget": a.size_budget,
+                    "--max-drop": a.max_drop, "--no-distill": None if a.distill else True, "--sparsity": a.sparsity,
+                    "--weight-clip": a.weight_clip, "--rounding": a.rounding, "--adaround-iters": a.adaround_iters,
+                    "--lr": a.lr, "--batch-size": a.batch_size, "--seed": a.seed}
+    given = [f for f, v in low_bit_only.items() if v is not None]
+    if given:
+        raise SqueezeNetError(f"{', '.join(given)} {'is' if len(given) == 1 else 'are'} for low-bit files: add "
+                              "--weight-bits")
+    s = QuantizeSettings(a.calib_size, eval_size=a.eval_size, map_by_index=a.map_by_index, tta=a.tta)
+    if a.backends:
+        s.backends = tuple(a.backends)
+    r = quantize(a.checkpoint, a.out, DataRef(a.data, a.data_dir, a.download), s, a.verify)
     print(r["table"])
     print(f"report: {r['report']}")
 
