@@ -58,6 +58,8 @@ def test_summary_other_formats_and_peers():
     (["predict", "--checkpoint", "missing.pt", "x.png"], "model file not found"),
     (["compress", "--model", "squeezenet1_0", "--bits", "12"], "--bits must be between 1 and 8"),
     (["compress", "--model", "squeezenet1_0", "--distill"], "add --finetune-epochs"),
+    (["compress", "--model", "squeezenet1_0", "--lr", "0.001"], "--lr set the fine-tune; add --finetune-epochs"),
+    (["compress", "--model", "squeezenet1_0", "--lr", "0.001", "--batch-size", "64"], "--lr and --batch-size set"),
     (["bench", "squeezenet1_1", "--backends", "tensorrt"], "unknown backend"),
 ])
 def test_bad_input_is_one_line(args, needle):

@@ -551,8 +551,8 @@ def add_compress_parser(sub):
                    help="fine-tune on the uncompressed model's outputs (KL) instead of the labels, as the paper does")
     _add_data_flags(p, default=None)
     p.add_argument("--out", help="output .sqz file")
-    p.add_argument("--lr", type=positive_float, default=0.01)
-    p.add_argument("--batch-size", type=positive_int, default=256)
+    p.add_argument("--lr", type=positive_float, help="fine-tune learning rate (default 0.01)")
+    p.add_argument("--batch-size", type=positive_int, help="fine-tune batch size (default 256)")
     _add_model_file_flags(p, map_by_index=True)
     p.set_defaults(func=_cmd_compress)
 
@@ -563,10 +563,14 @@ def _cmd_compress(a):
     from .compression.pipeline import CompressSettings
     from .data import DataRef
 
+    tune = {k: v for k, v in (("lr", a.lr), ("batch_size", a.batch_size)) if v is not None}
+    if tune and not a.finetune_epochs:
+        raise SqueezeNetError(f"{' and '.join('--' + k.replace('_', '-') for k in tune)} set the fine-tune; add "
+                              "--finetune-epochs")
     r = compress(model_name=a.model, checkpoint=a.checkpoint, weights=a.weights, out=a.out, verify=a.verify,
                  data=DataRef(a.data, a.data_dir, a.download),
-                 settings=CompressSettings(a.sparsity, a.bits, a.finetune_epochs, a.lr, a.batch_size,
-                                           map_by_index=a.map_by_index, distill=a.distill))
+                 settings=CompressSettings(a.sparsity, a.bits, a.finetune_epochs, map_by_index=a.map_by_index,
+                                           distill=a.distill, **tune))
     print(r["table"])
     print(f"wrote {r['path']} ({r['file_bytes']:,} bytes, {r['ratio_fp32']:.1f}x smaller than fp32, "
           f"{r['ratio_alexnet']:.0f}x smaller than AlexNet's 240 MB); report: {r['report']}")
