@@ -280,8 +280,9 @@ def add_eval_parser(sub):
     p.add_argument("--preprocess", choices=["auto", "torchvision", "timm", "caffe", "imagenet"], default="auto",
                    help="evaluation preprocessing for --model (default: the model's own)")
     p.add_argument("--workers", "-j", type=non_negative_int, help="DataLoader workers for --model (default 2)")
-    p.add_argument("--limit", type=positive_int, help="evaluate N images (--model), taken round-robin over the classes (the first image of each class, "
-                        "then the second, ...) so that every class counts")
+    p.add_argument("--limit", type=positive_int,
+                   help="evaluate N images (--model), taken round-robin over the classes (the first image of each "
+                        "class, then the second, ...) so that every class counts")
     _add_data_flags(p, default=None)
     p.add_argument("--out", help="JSON file to write (default: <checkpoint>.eval.json)")
     p.add_argument("--batch-size", type=positive_int, default=EVAL_BATCH_SIZE,
@@ -423,7 +424,8 @@ def add_quantize_parser(sub):
     p.add_argument("--calib-size", type=positive_int, default=512)
     p.add_argument("--out", help="output folder (default: next to the checkpoint)")
     p.add_argument("--backends", type=_str_list, help="int8/fp16 files to write (default ort-int8,ort-fp16,pt2e-int8)")
-    p.add_argument("--eval-size", type=positive_int, help="evaluate on N test images only, taken round-robin over the classes")
+    p.add_argument("--eval-size", type=positive_int,
+                   help="evaluate on N test images only, taken round-robin over the classes")
     p.add_argument("--tta", choices=TTA_MODES,
                    help="build test-time augmentation into the files, as `export --tta` does: the int8/fp16 files "
                         "(calibrated on both views) or, with --weight-bits, the ONNX files (a .sqz holds the model "
