@@ -134,7 +134,6 @@ def evaluate_imagenet(name: str, weights: str | None, data: str, batch_size: int
     model's own preprocessing; also images/s of the whole loop (decode included) and of
     the forward passes alone."""
     from .data import FolderDataset, collate_skip_bad, readable
-    from .sources import spread_over_classes
     from .metrics import topk_correct
 
     if batch_size < 1 or workers < 0:
@@ -142,10 +141,10 @@ def evaluate_imagenet(name: str, weights: str | None, data: str, batch_size: int
     model, _ = build_with_weights(name, weights)
     n_out = _num_outputs(model)
     samples, wnids, order = scan_imagenet(data, n_out)
-    if limit:
-        samples = [samples[i] for i in spread_over_classes([c for _, c in samples], limit)]
     tf = eval_transform(name, model, preprocess)
     ds = FolderDataset(samples, wnids, tf)
+    if limit:  # every class, not the folder's first few
+        ds = ds.spread(limit)
     loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, num_workers=workers, collate_fn=collate_skip_bad)
     hits, n, t_model, t0 = [0, 0], 0, 0.0, time.perf_counter()
     for x, y in readable(loader):

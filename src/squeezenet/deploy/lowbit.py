@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from ..compression import lowbit as lb
-from ..data import DataRef, TensorDataset, load_data_for
+from ..data import DataRef, load_data_for
 from ..errors import SqueezeNetError
 from ..files import atomic_write_bytes, atomic_write_text, ensure_writable_dir
 from ..metrics import evaluate
