@@ -368,13 +368,12 @@ def test_predict_decodes_each_image_once_in_chunks(tmp_path, tiny_run, monkeypat
     monkeypatch.setattr(ev, "image_to_array", lambda *a: calls.append(a[0]) or image_to_array(*a))
     real_chunks = ev.decoded_chunks
     monkeypatch.setattr(ev, "decoded_chunks", lambda images, spec: real_chunks(images, spec, chunk=2))
-    results, bad = ev.predict(str(model), [str(p) for p in paths], topk=3)
+    results, bad = ev.predict(str(model), [str(p) for p in paths], topk=10)
     assert sorted(calls) == sorted(str(p) for p in paths)  # once each
     assert [r[0] for r in results] == [str(p) for p in paths if p.exists()] and len(bad) == 1
-    for path, top in results:
-        alone = ev.predict(str(model), [path], topk=3)[0][0][1]
-        assert [c for c, _ in top] == [c for c, _ in alone]
-        assert [v for _, v in top] == pytest.approx([v for _, v in alone], abs=1e-5)
+    for path, top in results:  # every class's probability, so a near-tie's order cannot matter on any CPU
+        alone = dict(ev.predict(str(model), [path], topk=10)[0][0][1])
+        assert dict(top) == pytest.approx(alone, abs=1e-5)
 
 
 def test_resume_keeps_the_runs_own_normalisation(tmp_path, fmnist_dir, monkeypatch):
