@@ -122,3 +122,32 @@ def test_sweep_counts_the_parameters_of_the_model_it_trained(tmp_path):
               batch_size=4, base="squeezenet1_1")
     want = sum(p.numel() for p in create_model("squeezenet1_1_sr0.125_small_bn", num_classes=2).parameters())
     assert r["rows"][0]["trained_params"] == want
+
+
+@pytest.mark.parametrize("threads", [1, None])
+def test_compare_runs_onnx_runtime_on_the_threads_torch_gets(tmp_path, monkeypatch, threads):
+    """compare's ort column ran ONNX Runtime's default session, sized by the host's physical
+    cores, beside eager on --threads (or the cores the process may use): an unequal race."""
+    ort = pytest.importorskip("onnxruntime")
+    import squeezenet.machine as machine
+    from squeezenet.compare import compare
+
+    monkeypatch.setattr(machine, "usable_cores", lambda: 1)
+    seen, real = [], ort.InferenceSession
+
+    def recording(*args, **kw):
+        opts = kw.get("sess_options") or (args[1] if len(args) > 1 else None)
+        seen.append(opts.intra_op_num_threads if opts is not None else "ort default")
+        return real(*args, **kw)
+
+    monkeypatch.setattr(ort, "InferenceSession", recording)
+    before = torch.get_num_threads()
+    try:
+        r = compare(models=["squeezenet1_1"], input_size=64, backends=["eager", "ort"], repeats=2, out=str(tmp_path),
+                    batch_throughput=2, threads=threads)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)  # the rest of the suite keeps its threads
+    assert r["rows"][0]["ort_b1_ms"] > 0 and not r["notes"]
+    assert "Threads: 1 for every backend" in (tmp_path / "compare.md").read_text()
+    assert seen and all(t == 1 for t in seen), seen

@@ -79,9 +79,11 @@ def compare(models=None, input_size: int = 224, backends=("eager", "ort"), repea
         with tempfile.TemporaryDirectory() as tmp:
             for b in backends:
                 try:
-                    f1 = make_runner(b, model, (3, input_size, input_size), 1, Path(tmp), threads)
+                    # every backend on the same threads: torch's (above) and ONNX Runtime's sessions alike
+                    f1 = make_runner(b, model, (3, input_size, input_size), 1, Path(tmp), threads, ort_defaults=False)
                     row[f"{b}_b1_ms"] = 1000 * _latency(f1, repeats)
-                    fb = make_runner(b, model, (3, input_size, input_size), batch_throughput, Path(tmp), threads)
+                    fb = make_runner(b, model, (3, input_size, input_size), batch_throughput, Path(tmp), threads,
+                                     ort_defaults=False)
                     row[f"{b}_b{batch_throughput}_img_s"] = batch_throughput / _latency(fb, max(3, repeats // 5), 1)
                 except Exception as e:  # a backend that cannot run a peer is a note, not a crash
                     notes.append(f"{name} on {b}: {type(e).__name__}: {str(e).splitlines()[0][:120]}")
@@ -101,7 +103,7 @@ def compare(models=None, input_size: int = 224, backends=("eager", "ort"), repea
     plots = _plots(rows, outd, tag, backends)
     report = outd / "compare.md"
     report.write_text(f"# Efficient CNNs on {machine_tag()} (torch {torch.__version__}), {input_size} px\n\n"
-                      f"{convention()}. Latency: median "
+                      f"{convention()}. Threads: {torch.get_num_threads()} for every backend. Latency: median "
                       "of repeated runs, batch 1; throughput: batch " + str(batch_throughput) + ". Random weights "
                       "(speed does not depend on them). Top-1: published ImageNet figures, sources in the CSV"
                       + (f"; measured: on {data} with the weights given" if weights else "") + ".\n\n"

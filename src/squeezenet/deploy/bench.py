@@ -115,9 +115,11 @@ def isa_tag() -> str:
 
 
 def make_runner(backend: str, model, shape, batch: int, tmp: Path, threads: int | None, calib=None,
-                onnx_file: Path | None = None):
+                onnx_file: Path | None = None, ort_defaults: bool = True):
     """A zero-argument callable that runs one batch on ``backend``. ``onnx_file``: the
-    ONNX Runtime backends run this file (a low-bit model's own graph) instead of an export."""
+    ONNX Runtime backends run this file (a low-bit model's own graph) instead of an export.
+    ``ort_defaults``: ``ort`` is ONNX Runtime's default session (bench's baseline, its
+    threads counted by ONNX Runtime); False sizes it like the others, by ``threads``."""
     x = torch.randn(batch, *shape)
     if backend == "eager":
         return lambda: _nograd(model, x)
@@ -151,7 +153,7 @@ def make_runner(backend: str, model, shape, batch: int, tmp: Path, threads: int 
             convert_fp16(fp32, path)
     else:
         raise SqueezeNetError(f"unknown backend '{backend}'; choose from {', '.join(BACKENDS)}")
-    if backend == "ort":  # ONNX Runtime's defaults
+    if backend == "ort" and ort_defaults:  # ONNX Runtime's defaults
         import onnxruntime as ort
 
         sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
