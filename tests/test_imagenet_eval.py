@@ -156,3 +156,33 @@ def test_a_flag_of_the_other_eval_mode_is_refused(args, needle):
 
     code, _, err = run_cli("eval", *args)
     assert_one_line(code, err, needle)
+
+
+def test_our_own_checkpoint_is_not_taken_as_bare_weights(imagenet_dir, tmp_path):
+    """A checkpoint of ours records its classes, input size and normalisation; loaded as
+    ``--weights`` into a name, ImageNet's defaults would replace them and the score would
+    not be the model's. eval and compress refuse it (pointing to the file as the model);
+    train --weights, which starts a new run on new data, still takes its state dict."""
+    from helpers import assert_one_line, run_cli
+    from squeezenet import create_model
+    from squeezenet.formats.checkpoint import make_checkpoint
+    from squeezenet.formats.open import load_weights_into
+    from squeezenet.spec import DataSpec
+
+    model = create_model("squeezenet1_1")
+    spec = DataSpec("folder:x", [f"c{i}" for i in range(1000)], 3, 96, [0.1, 0.2, 0.3], [0.9, 0.8, 0.7])
+    torch.save(make_checkpoint(model, "squeezenet1_1", spec.to_dict()), tmp_path / "best.pt")
+    code, _, err = run_cli("eval", "--model", "squeezenet1_1", "--weights", tmp_path / "best.pt", "--data",
+                           imagenet_dir, "-j", "0")
+    assert_one_line(code, err, "is a squeezenet checkpoint ('squeezenet1_1', 1000 classes)")
+    assert "eval --checkpoint FILE" in err
+    code, _, err = run_cli("compress", "--model", "squeezenet1_1", "--weights", tmp_path / "best.pt", "--out",
+                           tmp_path / "c.sqz")
+    assert_one_line(code, err, "is a squeezenet checkpoint")
+    fresh = create_model("squeezenet1_1")
+    assert "own layout" in load_weights_into(fresh, "squeezenet1_1", str(tmp_path / "best.pt"), own_checkpoint=True)
+    assert all(torch.equal(a, b) for a, b in zip(fresh.state_dict().values(), model.state_dict().values()))
+    (tmp_path / "m.sqz").write_bytes(b"SQZ\x00" + bytes(64))
+    code, _, err = run_cli("eval", "--model", "squeezenet1_1", "--weights", tmp_path / "m.sqz", "--data",
+                           imagenet_dir, "-j", "0")
+    assert_one_line(code, err, "is a .sqz container, not a state dict")

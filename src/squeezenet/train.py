@@ -724,7 +724,7 @@ def _init_from_weights(model, path: str, num_classes: int):
 
     if model.num_classes != 1000:
         model.reset_classifier(1000)
-    load_weights_into(model, "the model", path)
+    load_weights_into(model, "the model", path, own_checkpoint=True)  # a new run records its own data
     if num_classes != 1000:
         model.reset_classifier(num_classes)
     return model

@@ -174,7 +174,7 @@ def _open_onnx(ref, path, verify) -> OpenedModel:
 
 # ------------------------------------------------------------------ ImageNet weights
 
-def read_state_dict(weights: str) -> dict:
+def read_state_dict(weights: str, own_checkpoint: bool = False) -> dict:
     """A state dict from a file or an http(s) URL (torch.hub's cache), loaded with
     ``weights_only=True``; the common wrappers (``state_dict``, ``model``, EMA) are unwrapped."""
     import torch
@@ -188,11 +188,17 @@ def read_state_dict(weights: str) -> dict:
     else:
         if not os.path.isfile(weights):
             raise SqueezeNetError(f"weights file not found: '{weights}'")
+        kind = sniff(weights)
+        if kind in ("sqz", "onnx"):
+            raise SqueezeNetError(f"'{weights}' is {KIND_WORDS[kind]}, not a state dict of named tensors; a model file "
+                                  "is passed as the model itself")
         try:
             sd = torch.load(weights, map_location="cpu", weights_only=True)
         except Exception as e:  # torch raises many types for damaged files
             raise SqueezeNetError(f"cannot read weights '{weights}': corrupt or not a torch file "
                                   f"({type(e).__name__})") from e
+    if not own_checkpoint:
+        _refuse_own_checkpoint(sd, weights)
     for key in ("state_dict_ema", "state_dict", "model"):
         if isinstance(sd, dict) and isinstance(sd.get(key), dict):
             sd = sd[key]
@@ -202,13 +208,31 @@ def read_state_dict(weights: str) -> dict:
     return sd
 
 
-def load_weights_into(model, name: str, weights: str) -> str:
+def _refuse_own_checkpoint(sd, weights: str) -> None:
+    """A checkpoint of ours records the classes (and their order), input size and
+    normalisation its weights were trained with; loaded as bare ``--weights`` into a
+    name, those would be replaced by the name's defaults (ImageNet's), and a score
+    taken that way is not the model's."""
+    from .checkpoint import FORMAT
+
+    if isinstance(sd, dict) and sd.get("format") == FORMAT:
+        data = sd.get("data") if isinstance(sd.get("data"), dict) else {}
+        classes = data.get("classes")
+        what = f", {len(classes)} classes" if isinstance(classes, list) else ""
+        raise SqueezeNetError(f"'{weights}' is a squeezenet checkpoint ('{sd.get('model_name')}'{what}) with its own "
+                              "classes, input size and normalisation, which --weights would drop; pass the file "
+                              "itself as the model (`eval --checkpoint FILE`, `compress --model FILE`)")
+
+
+def load_weights_into(model, name: str, weights: str, own_checkpoint: bool = False) -> str:
     """Load an ImageNet state dict (file or URL) into ``model``: torchvision's SqueezeNet
     layout into ours, anything else key for key; shapes and finiteness checked. Returns
-    the layout that was read."""
+    the layout that was read. ``own_checkpoint``: accept a checkpoint of ours as a
+    state dict (``train --weights``, which starts a new run on new data); elsewhere it
+    is refused, since its recorded preprocessing would be dropped."""
     from .checkpoint import check_finite, load_state_dict_checked
 
-    sd = read_state_dict(weights)
+    sd = read_state_dict(weights, own_checkpoint)
     if getattr(model, "default_cfg", {}).get("family") == "squeezenet" and "features.0.weight" in sd:
         from ..models.squeezenet import load_torchvision_state_dict
 
