@@ -422,3 +422,14 @@ def test_a_tta_record_that_the_model_cannot_honour_is_refused(tmp_path):
     with pytest.raises(SqueezeNetError, match="only an ONNX export has test-time augmentation"):
         _spec_of({**d, "tta": "flip"}, "'m.pt' field 'data'", create_model("squeezenet1_1_small_bn_w0.25",
                                                                               num_classes=2, in_chans=1))
+
+
+def test_quantize_reports_the_calibration_images_it_used(tmp_path, tiny_run, fmnist_dir):
+    """--calib-size above the training split's size calibrates on every training image
+    (512 here); the report said the number asked for, 5,000."""
+    from squeezenet.deploy.quantize import quantize
+
+    r = quantize(str(tiny_run / "best.pt"), out=str(tmp_path), data_dir=str(fmnist_dir), download=False,
+                 calib_size=5000, backends=("ort-fp16",))
+    assert r["calib_images"] == 512
+    assert "Calibration: 512 training images" in (tmp_path / "quantize_report.md").read_text()

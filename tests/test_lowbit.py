@@ -266,7 +266,8 @@ def test_seed_draws_another_calibration_sample(tiny_run, fmnist_dir, tmp_path, w
     assert steps[0].keys() == steps[1].keys()
     assert any(steps[0][k][0] != steps[1][k][0] for k in steps[0])
     assert (w4["settings"]["seed"], r["settings"]["seed"]) == (0, 1)
-    assert "; seed 1;" in (tmp_path / "s1" / "lowbit_report_w4a8.md").read_text()
+    report = (tmp_path / "s1" / "lowbit_report_w4a8.md").read_text()
+    assert "; seed 1;" in report and "calibration 64 training images" in report and r["calib_images"] == 64
 
 
 def test_qat_learns_the_steps(tiny_run, fmnist_dir, tmp_path):

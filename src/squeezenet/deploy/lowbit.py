@@ -202,7 +202,8 @@ def quantize_lowbit(checkpoint: str, out: str | None = None, data: DataRef | Non
                "density": float(masks[n].float().mean()) if n in masks else 1.0,
                "bytes": lb.weight_bytes(*sizes[n], bits[n]), "sqz_bytes": stored[n],
                **({f"kl_{b}bit": sens[n][b] for b in lb.WEIGHT_BITS} if sens else {})} for n in sizes]
-    res = {"model": mf.name, "settings": asdict(s), "tag": tag, "rows": rows, "parity": parity, "layers": layers,
+    res = {"model": mf.name, "settings": asdict(s), "calib_images": sum(len(b) for b in calib), "tag": tag,
+           "rows": rows, "parity": parity, "layers": layers,
            "budget_bytes": budget, "max_drop_candidates": candidates, "search_s": search_s, "qat": qat,
            "files": {"sqz": str(sqz_path), "onnx": str(onnx_path)}}
     table = markdown_table(rows, ROW_COLUMNS)
@@ -436,7 +437,7 @@ def _report(res: dict, table: str, data_name: str, n_test: int) -> str:
     p = res["parity"]
     text = (f"# Low-bit quantization: {res['model']} on {data_name} ({res['tag']})\n\n"
             f"Weights {s['weight_bits']}, activations {s['act_bits'] or 'float'}, QAT epochs {s['qat_epochs']:g}; "
-            f"calibration {s['calib_size']} training images; seed {s.get('seed', 0)}; {n_test} test images. Policy: BatchNorm folded first; "
+            f"calibration {res.get('calib_images', s['calib_size']):,} training images; seed {s.get('seed', 0)}; {n_test} test images. Policy: BatchNorm folded first; "
             f"per-channel symmetric weights ({CLIP_WORDS[s.get('weight_clip', 'mse')]}, LSQ steps when fine-tuned); "
             "unsigned per-tensor "
             "activations on every conv input but the first; the stem conv and conv10 keep 8-bit weights."

@@ -135,7 +135,7 @@ BACKENDS = ("ort-int8", "ort-fp16", "pt2e-int8")
 class QuantizeSettings:
     calib_size: int = 512  # training images to calibrate on
     backends: tuple = BACKENDS
-    eval_size: int | None = None  # evaluate on the first N test images only
+    eval_size: int | None = None  # evaluate on N test images only, taken round-robin over the classes
     map_by_index: bool = False
     tta: str | None = None  # test-time augmentation built into every file (spec.TTA_MODES)
 
@@ -164,18 +164,20 @@ def quantize(checkpoint: str, out: str | None = None, data: DataRef | None = Non
     splits = load_data_for(mf.need_spec(), data.data, data.data_dir, data.download, settings.map_by_index,
                            where=f"'{checkpoint}'")
     test = splits.test.spread(settings.eval_size) if settings.eval_size else splits.test
-    rows, errors, notes = _quantized_rows(mf, splits, test, settings, out)
+    rows, errors, notes, n_calib = _quantized_rows(mf, splits, test, settings, out)
     table = markdown_table(rows, ROW_COLUMNS)
     report = out / "quantize_report.md"
-    atomic_write_text(report, _report(mf.name, splits.spec.name, settings.calib_size, len(test), table, errors, notes))
-    atomic_write_text(out / "quantize_report.json", json.dumps({"rows": rows, "layer_errors": errors, "notes": notes},
-                                                               indent=2))
-    return {"rows": rows, "table": table, "layer_errors": errors, "notes": notes, "report": str(report)}
+    atomic_write_text(report, _report(mf.name, splits.spec.name, n_calib, len(test), table, errors, notes))
+    atomic_write_text(out / "quantize_report.json", json.dumps({"rows": rows, "layer_errors": errors, "notes": notes,
+                                                                "calib_images": n_calib}, indent=2))
+    return {"rows": rows, "table": table, "layer_errors": errors, "notes": notes, "report": str(report),
+            "calib_images": n_calib}
 
 
 def _quantized_rows(mf, splits, test, settings: QuantizeSettings, out: Path):
     """One row per backend (top-1/top-5, file size, against eager fp32), the int8 layers
-    that lose most, and notes on backends that could not run."""
+    that lose most, notes on backends that could not run, and the calibration images used
+    (fewer than ``calib_size`` where the training split is smaller)."""
     spec, model, meta = splits.spec, mf.model, mf.spec.to_dict() or None
     if settings.tta:
         model, meta = FlipAverage(model).eval(), {**meta, "tta": settings.tta}
@@ -213,7 +215,7 @@ def _quantized_rows(mf, splits, test, settings: QuantizeSettings, out: Path):
     for r in rows:
         r["delta_top1"] = r["top1"] - rows[0]["top1"]
         r["size_vs_fp32"] = (r["size_bytes"] / fp32_size) if r["size_bytes"] else None
-    return rows, errors, notes
+    return rows, errors, notes, sum(len(b) for b in calib)
 
 
 ROW_COLUMNS = [
@@ -227,5 +229,5 @@ def _report(name, data_name, calib_size, n_test, table, errors, notes) -> str:
     err_md = markdown_table(errors, [("tensor", "tensor"), ("relative L2 error (int8 vs fp32)",
                                                             lambda e: f"{e['relative_l2_error']:.4f}")])
     return (f"# Quantization report: {name} on {data_name}\n\n"
-            f"Calibration: {calib_size} training images (MinMax). Test images: {n_test}.\n\n"
+            f"Calibration: {calib_size:,} training images (MinMax). Test images: {n_test:,}.\n\n"
             f"{table}\n\n## Layers that lose most (int8)\n\n{err_md}\n\n" + "".join(f"- note: {n}\n" for n in notes))
