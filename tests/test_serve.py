@@ -5,6 +5,7 @@ it. Loopback only; every request loop is bounded."""
 import asyncio
 import base64
 import io
+import json
 import threading
 import time
 
@@ -401,6 +402,28 @@ def test_int8_backend_quantizes_at_start_and_agrees_with_fp32(onnx_model, refere
     with Server(ServeConfig(str(q.path), backend="ort-int8")) as s:  # an int8 file is served as it is
         r = httpx.post(f"{s.url}/v1/predict", content=images(1)[0])
         assert r.status_code == 200
+
+
+def test_int8_backend_refuses_a_model_quantized_otherwise(onnx_model, tiny_run, fmnist_dir, tmp_path):
+    """--backend ort-int8 quantized every file without QuantizeLinear nodes again at start:
+    a low-bit file with float activations (its INT4 weights behind DequantizeLinear) was
+    re-quantized by ONNX Runtime's int8 quantizer, so the server answered with other
+    numbers than the file's, and an fp16 file went the same way. Both are now refused in
+    one line; an int8 file is served as it is (the test above)."""
+    from helpers import run_cli
+    from squeezenet.deploy.onnx_tools import convert_fp16
+    from squeezenet.serve import load_classifier
+
+    code, _, err = run_cli("quantize", "-c", tiny_run / "best.pt", "--data-dir", fmnist_dir, "--no-download",
+                           "--out", tmp_path / "w4", "--weight-bits", "4", "--act-bits", "32", "--calib-size", "64",
+                           "--rounding", "nearest")
+    assert code == 0, err
+    w4 = json.loads(next((tmp_path / "w4").glob("lowbit_report_*.json")).read_text())["files"]["onnx"]
+    for f, kind in ((w4, "low-bit or int8 weights, float activations"),
+                    (convert_fp16(onnx_model, tmp_path / "h.onnx"), "fp16")):
+        with pytest.raises(SqueezeNetError, match=f"already quantized \\({kind}\\); --backend ort-int8 would"):
+            load_classifier(str(f), None, True, "ort-int8", str(tmp_path))
+        assert load_classifier(str(f), None, True, "ort").path == str(f)  # served as it is on --backend ort
 
 
 @pytest.mark.parametrize("name", ["squeezenet1_1_small_bn_w0.25", "squeezenet1_1_complex_bypass_small_bn_w0.25",
