@@ -503,13 +503,13 @@ class TimeBudget:
                 return
             if measured < planner.measure_steps():
                 return
-            step_s = (self.now() - self.mark[1]) / measured
+            step_s = planner.observe(measured, self.now() - self.mark[1])
             self.eval_s = self._estimate_eval_s() + self._estimate_save_s() if tr.dist.main else 0.0  # rank 0 plans
             self._plan(planner.plan, step_s, self.eval_s, 0.0)
             self.mark = (tr.global_step, self.now())  # the pricing above is not a step
-        elif planner.check_due(tr.global_step, measured):  # the rate since the last check: the latest
+        elif planner.check_due(tr.global_step, measured):  # the rate over the latest intervals (planner.observe)
             now = self.now()
-            self._plan(planner.maybe_replan, (now - self.mark[1]) / measured, self.eval_s, 0.0)
+            self._plan(planner.maybe_replan, planner.observe(measured, now - self.mark[1]), self.eval_s, 0.0)
             self.mark = (tr.global_step, now)
 
     def after_epoch(self, trained_at: float) -> None:
@@ -519,7 +519,8 @@ class TimeBudget:
         steps = tr.global_step - self.mark[0]
         if steps > 0 and self.planner.plans:
             self.eval_s = now - trained_at
-            self._plan(self.planner.maybe_replan, (trained_at - self.mark[1]) / steps, self.eval_s, 0.0)
+            self._plan(self.planner.maybe_replan, self.planner.observe(steps, trained_at - self.mark[1]), self.eval_s,
+                       0.0)
         self.mark = (tr.global_step, self.now())
 
     def _plan(self, how, step_s: float, eval_s: float, save_s: float) -> None:
