@@ -291,25 +291,13 @@ BASELINE_WORDS = {"eager": "eager PyTorch fp32 (NCHW), the usual way", "ort": "O
 def _onnx_file(ref, verify: bool = True) -> tuple | None:
     """(label, (C, H, W), path, quantized) for a reference that is an .onnx file; None otherwise."""
     from ..formats.open import open_model, resolve_file
+    from .onnx_tools import precision
 
     found = resolve_file(ref) if ref else None
     if not found or found[1] != "onnx":
         return None
     m = open_model(ref, need="any", verify=verify, command="bench")
-    return m.name, (m.in_chans, m.input_size, m.input_size), found[0], _is_quantized(found[0])
-
-
-_QUANTIZED_OPS = {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "ConvInteger", "MatMulInteger", "QLinearMatMul",
-                  "MatMulNBits"}
-
-
-def _is_quantized(path) -> bool:
-    """Whether an ONNX graph is already quantized (or fp16), so ort-int8/ort-fp16 would do it twice."""
-    import onnx
-
-    proto = onnx.load(str(path), load_external_data=False)
-    return any(n.op_type in _QUANTIZED_OPS for n in proto.graph.node) or any(
-        t.data_type == onnx.TensorProto.FLOAT16 for t in proto.graph.initializer)
+    return m.name, (m.in_chans, m.input_size, m.input_size), found[0], precision(found[0]) != "fp32"
 
 
 def _low_bit_onnx(ref, s: BenchSettings, tmp: Path) -> Path | None:

@@ -437,7 +437,7 @@ def _report(res: dict, table: str, data_name: str, n_test: int) -> str:
     p = res["parity"]
     text = (f"# Low-bit quantization: {res['model']} on {data_name} ({res['tag']})\n\n"
             f"Weights {s['weight_bits']}, activations {s['act_bits'] or 'float'}, QAT epochs {s['qat_epochs']:g}; "
-            f"calibration {res.get('calib_images', s['calib_size']):,} training images; seed {s.get('seed', 0)}; {n_test} test images. Policy: BatchNorm folded first; "
+            f"calibration {res['calib_images']:,} training images; seed {s.get('seed', 0)}; {n_test} test images. Policy: BatchNorm folded first; "
             f"per-channel symmetric weights ({CLIP_WORDS[s.get('weight_clip', 'mse')]}, LSQ steps when fine-tuned); "
             "unsigned per-tensor "
             "activations on every conv input but the first; the stem conv and conv10 keep 8-bit weights."

@@ -218,6 +218,30 @@ _WEIGHT_INPUT = {"Conv": 1, "ConvInteger": 1, "QLinearConv": 3}
 _MATMULS = {"MatMul", "MatMulInteger", "QLinearMatMul", "Gemm"}
 
 
+_ACTIVATION_QUANT_OPS = {"QuantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger",
+                         "DynamicQuantizeLinear"}
+_WEIGHT_QUANT_OPS = {"DequantizeLinear", "MatMulNBits"}
+
+
+def precision(path) -> str:
+    """What an ONNX graph runs in, by its operators and initializers: "quantized
+    activations" (int8 QDQ, as `squeezenet quantize` writes, or a low-bit file with
+    quantized activations), "low-bit or int8 weights, float activations", "fp16" or
+    "fp32". Anything but "fp32" is already quantized: quantizing it again to int8 would
+    give other numbers than the file's (``bench --backends ort-int8``, ``serve --backend
+    ort-int8``)."""
+    onnx = require("onnx", "onnx")
+    proto = onnx.load(str(path), load_external_data=False)
+    ops = {n.op_type for n in proto.graph.node}
+    if ops & _ACTIVATION_QUANT_OPS:
+        return "quantized activations"
+    if ops & _WEIGHT_QUANT_OPS:
+        return "low-bit or int8 weights, float activations"
+    if any(t.data_type == onnx.TensorProto.FLOAT16 for t in proto.graph.initializer):
+        return "fp16"
+    return "fp32"
+
+
 def fixed_batch(path) -> int | None:
     """The batch size an ONNX file's first input is fixed to (an export without
     ``--dynamic-batch``), or None when the batch dimension is free."""

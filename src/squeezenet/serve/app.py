@@ -59,8 +59,10 @@ def load_classifier(path: str, threads: int | None, verify: bool, backend: str =
             export_onnx(checkpoint=str(p), out=str(tmp), dynamic_batch=True, verify=verify)
         p, verify, kind = tmp, True, "onnx"
     clf = OnnxClassifier(p, threads=threads, verify=verify)
-    if backend == "ort-int8":
-        kind = _precision(clf.path)
+    if backend == "ort-int8":  # only an fp32 graph is quantized at start; an int8 one is served as it is
+        from ..deploy.onnx_tools import precision
+
+        kind = precision(clf.path)
         if kind not in ("quantized activations", "fp32"):
             raise SqueezeNetError(f"'{path}' is already quantized ({kind}); --backend ort-int8 would quantize it "
                                   "again, with other numbers than the file's; serve it with --backend ort")
@@ -68,31 +70,6 @@ def load_classifier(path: str, threads: int | None, verify: bool, backend: str =
             clf = OnnxClassifier(_quantize(clf, calib_dir, Path(tempfile.mkdtemp(prefix="squeezenet-serve-"))),
                                  threads=threads)
     return clf
-
-
-_ACTIVATION_QUANT_OPS = {"QuantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger",
-                         "DynamicQuantizeLinear"}
-
-
-def _precision(path) -> str:
-    """What an ONNX graph runs in, by its operators and initializers: "quantized
-    activations" (int8 QDQ, as `squeezenet quantize` writes, or a low-bit file with
-    quantized activations), "low-bit or int8 weights, float activations", "fp16" or "fp32".
-    Only an fp32 graph is quantized at start: before, any file without QuantizeLinear was,
-    and a low-bit file was served with ONNX Runtime's int8 numbers instead of its own."""
-    import onnx
-
-    from ..formats.onnx import read_onnx
-
-    proto = onnx.load_from_string(read_onnx(path, verify=False))
-    ops = {n.op_type for n in proto.graph.node}
-    if ops & _ACTIVATION_QUANT_OPS:
-        return "quantized activations"
-    if "DequantizeLinear" in ops or "MatMulNBits" in ops:
-        return "low-bit or int8 weights, float activations"
-    if any(t.data_type == onnx.TensorProto.FLOAT16 for t in proto.graph.initializer):
-        return "fp16"
-    return "fp32"
 
 
 def calibration_files(calib_dir: str, n: int = 256) -> list[Path]:
