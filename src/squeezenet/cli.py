@@ -366,8 +366,9 @@ def _cmd_predict(a):
         for name, p in preds:
             print(f"  {p * 100:6.2f}%  {name}")
     if bad:
+        rest = "; the others were predicted above" if results else ""
         raise SqueezeNetError(f"{len(bad)} of {len(a.images)} image(s) could not be read ({bad[0]}"
-                              f"{'; ...' if len(bad) > 1 else ''}); the others were predicted above")
+                              f"{'; ...' if len(bad) > 1 else ''}){rest}")
 
 
 # ------------------------------------------------------------------ deploy

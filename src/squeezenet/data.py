@@ -193,7 +193,8 @@ def _read_decode_cache(path: Path, classes, key: str) -> TensorDataset | None:
         return None
 
 
-def _decode_folder(samples, classes, size: int, mode: str, cache: Path | None) -> TensorDataset:
+def _decode_folder(samples, classes, size: int, mode: str, cache: Path | None,
+                   what: str = "the folder") -> TensorDataset:
     """Decode a small-image tree once into uint8 tensors (cached), skipping bad files."""
     key = decode_cache_key(samples, classes, size, mode)
     path = cache / f"folder-{key}.pt" if cache else None
@@ -213,7 +214,7 @@ def _decode_folder(samples, classes, size: int, mode: str, cache: Path | None) -
             continue
         labels.append(y)
     if not imgs:
-        raise SqueezeNetError("every image in the folder was unreadable")
+        raise SqueezeNetError(f"every image of {what} ({len(samples)}) was unreadable; check the files")
     empty = [c for i, c in enumerate(classes) if i not in set(labels)]
     if empty:
         warn(f"class folder(s) {', '.join(empty)} have no readable images; the model will still have an output "
@@ -301,11 +302,13 @@ def _mean_std(images: torch.Tensor) -> tuple[list[float], list[float]]:
 
 def load_data(data: str = "fashion-mnist", data_dir: str | None = None, input_size: int | None = None,
               val_fraction: float = 0.1, seed: int = 0, download: bool = True, grayscale: bool | None = None,
-              cache: bool = True) -> Splits:
+              cache: bool = True, check_split=None) -> Splits:
     """Load a dataset by name (fashion-mnist, cifar10, cifar100) or ImageFolder path.
 
     Returns train and test (or validation) splits plus a :class:`DataSpec`. Small-image
     data comes back as :class:`TensorDataset`; larger images as streaming datasets.
+    ``check_split(split, holdout)`` is called for a folder once its split is drawn and
+    before any image is decoded (evaluation refuses a changed folder there).
     """
     name = data.lower()
     notes = []
@@ -315,7 +318,7 @@ def load_data(data: str = "fashion-mnist", data_dir: str | None = None, input_si
     elif name in ("cifar10", "cifar100"):
         train, test = load_cifar(name, data_dir, download)
     else:
-        return _load_folder(Path(data), input_size, val_fraction, seed, grayscale, cache)
+        return _load_folder(Path(data), input_size, val_fraction, seed, grayscale, cache, check_split)
     if input_size and input_size != train.image_size:  # what training sees is what inference gets
         notes.append(f"images resized from {train.image_size} to {input_size} px (Pillow bilinear)")
         train, test = train.resized(input_size), test.resized(input_size)
@@ -328,7 +331,7 @@ def load_data(data: str = "fashion-mnist", data_dir: str | None = None, input_si
     return Splits(train, test, spec, notes, split)
 
 
-def _load_folder(root: Path, input_size, val_fraction, seed, grayscale, cache) -> Splits:
+def _load_folder(root: Path, input_size, val_fraction, seed, grayscale, cache, check_split=None) -> Splits:
     train_dir = root / "train" if (root / "train").is_dir() else root
     val_dir = next((root / d for d in ("val", "test") if (root / d).is_dir()), None)
     samples, classes = scan_folder(train_dir)
@@ -346,6 +349,8 @@ def _load_folder(root: Path, input_size, val_fraction, seed, grayscale, cache) -
     # which images were held out, recorded with the model so evaluation redraws the same split
     holdout = {} if val_dir is not None else {"holdout": {"val_fraction": val_fraction, "seed": seed,
                                                           "sha256": split["sha256"]}}
+    if check_split is not None:
+        check_split(split, holdout.get("holdout"))
     mode = "L" if grayscale else "RGB"
     w, h, mixed = _probe_size(samples, mode)
     notes += [mixed] if mixed and not input_size else []
@@ -353,8 +358,9 @@ def _load_folder(root: Path, input_size, val_fraction, seed, grayscale, cache) -
     if native <= SMALL_IMAGE_MAX and (input_size is None or input_size <= SMALL_IMAGE_MAX):
         size = input_size or native
         cache_dir = default_cache_dir() / "decoded" if cache else None
-        train = _decode_folder(samples, classes, size, mode, cache_dir)
-        test = _decode_folder(val_samples, classes, size, mode, cache_dir)
+        train = _decode_folder(samples, classes, size, mode, cache_dir, f"the training images of '{train_dir}'")
+        test = _decode_folder(val_samples, classes, size, mode, cache_dir,
+                              f"'{val_dir}'" if val_dir else f"the images held out of '{train_dir}'")
         mean, std = _mean_std(train.images)
         spec = DataSpec(f"folder:{root.name}", classes, train.channels, size, mean, std, True,
                         pad=max(2, size // 8), extra=holdout)
@@ -381,17 +387,17 @@ def _valid_holdout(h) -> bool:
             and isinstance(h.get("seed"), int) and h["seed"] >= 0 and isinstance(h.get("sha256"), str))
 
 
-def check_holdout(splits: Splits, holdout, name: str, where: str) -> None:
+def check_holdout(split: dict, drawn, holdout, name: str, where: str) -> None:
     """A folder without val/ is split again as training split it; scoring it is honest only
     when that redraws exactly the images the model never saw. A model that recorded its
     held-out images is checked against them (an error when the folder changed); one that
     did not gets a warning, because the default split may include its training images."""
-    if "holdout" not in splits.spec.extra:  # the folder has val/ (or the data is a named dataset)
+    if drawn is None:  # the folder has val/ (or the data is a named dataset)
         return
     if holdout is None:
         warn(f"{where} does not record which images of '{name}' it held out; the validation split is redrawn "
              "with the defaults (10%, seed 0), which can include its training images if it was trained otherwise")
-    elif not _valid_holdout(holdout) or holdout["sha256"] != splits.split["sha256"]:
+    elif not _valid_holdout(holdout) or holdout["sha256"] != split["sha256"]:
         raise SqueezeNetError(f"'{name}' no longer holds the images {where} was trained and validated on, so its "
                               "held-out split cannot be rebuilt (scores could include training images); evaluate "
                               "on a folder with a val/ subfolder of images it never saw")
@@ -413,8 +419,8 @@ def load_data_for(spec: DataSpec, data: str | None = None, data_dir: str | None 
                               "inside) with --data PATH")
     holdout = spec.extra.get("holdout")
     how = dict(val_fraction=holdout["val_fraction"], seed=holdout["seed"]) if _valid_holdout(holdout) else {}
-    splits = load_data(name, data_dir, spec.input_size, download=download, grayscale=spec.channels == 1, **how)
-    check_holdout(splits, holdout, name, where)
+    splits = load_data(name, data_dir, spec.input_size, download=download, grayscale=spec.channels == 1, **how,
+                       check_split=lambda split, drawn: check_holdout(split, drawn, holdout, name, where))
     got = splits.spec
     if got.channels != spec.channels:
         raise SqueezeNetError(f"{where} takes {spec.channels}-channel images but '{name}' has {got.channels}")

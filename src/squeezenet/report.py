@@ -65,6 +65,7 @@ class RunSummary:
     confusion: list
     files: list = field(default_factory=list)
     budget: dict | None = None  # --time-budget: budget_s, spent, plans
+    final_at_stop: bool = False  # ``final`` evaluates the weights where --max-steps stopped, not an epoch's end
 
 
 def budget_lines(budget: dict | None) -> list[str]:
@@ -126,8 +127,10 @@ def write_report(out: Path, run: RunSummary, model) -> Path:
     if run.device != "cpu":
         model.to(run.device)
     last = run.final or {}
-    stop = (f"stopped by --max-steps after {run.global_step} steps" + ("" if hist else ", before the first epoch "
-            "ended: the figures below evaluate the weights at that point") if run.stopped_early else "")
+    where = "the first epoch" if not hist else "an epoch of this resumed run"
+    stop = (f"stopped by --max-steps after {run.global_step} steps" + (
+        f", before {where} ended: the figures below evaluate the weights at that point" if run.final_at_stop else "")
+        if run.stopped_early else "")
     lines = [
         f"# Training report: {run.model_name} on {spec.name}",
         "",

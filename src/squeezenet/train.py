@@ -265,6 +265,10 @@ class Trainer:
             ensure_writable_dir(self.out)
         self.splits = training_data(self.cfg, splits)
         self.spec = self.splits.spec
+        if self.steps_per_epoch() < 1:
+            raise SqueezeNetError(f"--batch-size {self.cfg.batch_size} is larger than the {len(self.splits.train)} "
+                                  f"training images, so an epoch has no step; use --batch-size "
+                                  f"{max(len(self.splits.train), 1)} or smaller, or more images")
         self._setup_model(model)
         self.after_step: list[Callable[["Trainer"], None]] = []
         self.on_epoch = on_epoch
@@ -397,6 +401,12 @@ class Trainer:
         cfg = self.cfg
         if cfg.resume:
             self.resume()
+            if cfg.max_steps and self.global_step >= cfg.max_steps:
+                raise SqueezeNetError(f"--max-steps {cfg.max_steps} is not past the {self.global_step} steps "
+                                      f"'{self.out}' has already trained; give a larger --max-steps, or none")
+            if self.epoch >= self.n_epochs:
+                note(f"'{self.out}' had already finished ({self.epoch} epoch(s) trained); nothing was trained (the report "
+                     "is rewritten)")
         elif self.dist.main and (self.out / "last.pt").exists():
             raise SqueezeNetError(f"'{self.out}' already holds a run; pass --resume to continue it or "
                                   "choose another --out (nothing was overwritten)")
@@ -651,7 +661,7 @@ def finish_run(tr: Trainer) -> dict:
     from .report import write_report
 
     conf = getattr(tr, "_last_confusion", None)
-    if not tr.history:  # stopped before an epoch ended: evaluate what there is, once
+    if conf is None:  # no epoch ended in this process (--max-steps, a resumed run too): evaluate what there is, once
         tr.final_eval, conf = tr._evaluate()
     summary = run_summary(tr, conf)
     write_report(tr.out, summary, tr.eval_model)
@@ -664,13 +674,14 @@ def run_summary(tr: Trainer, confusion):
     """The run as the report shows it."""
     from .report import RunSummary
 
-    final = tr.history[-1] if tr.history else dict(tr.final_eval)
+    final = dict(tr.final_eval) if tr.final_eval is not None else tr.history[-1]
     return RunSummary(
         model_name=tr.model_name, cfg=tr.cfg, spec=tr.spec, device=str(tr.device), precision=tr.precision,
         world=tr.dist.world, train_time=tr.train_time, history=tr.history,
         best_top1=tr.best_top1 if tr.history else None, final=final, global_step=tr.global_step,
         stopped_early=tr.stopped_early, peak_rss_mib=peak_rss_mib(), confusion=confusion,
         budget=tr.budget.state() if tr.budget is not None else (tr.budget_state or None),
+        final_at_stop=tr.final_eval is not None,
         files=sorted(p.name for p in tr.out.iterdir() if p.is_file() and not p.name.startswith(".")))
 
 

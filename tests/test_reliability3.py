@@ -1,0 +1,72 @@
+"""Session 21's audit, as a new user would try the tool: each case below ended in a
+traceback or a misleading message before its fix."""
+
+import torch
+
+from helpers import TINY, assert_one_line, make_image_folder, run_cli
+from squeezenet.config import TrainConfig
+from squeezenet.train import Trainer
+
+
+def _run(tmp_path, root, **kw):
+    base = dict(model=TINY, data=str(root), out=str(tmp_path / "run"), epochs=2, batch_size=4, lr=0.05,
+                progress=False, precision="fp32")
+    return TrainConfig(**{**base, **kw})
+
+
+def test_a_batch_larger_than_the_training_set_is_one_line(tmp_path):
+    """6 training images and batch 8: an epoch has no step. This was a ZeroDivisionError
+    from the schedule's epoch count."""
+    root = make_image_folder(tmp_path / "imgs", n=3, size=12)
+    code, _, err = run_cli("train", TINY, "--data", root, "-b", "8", "--epochs", "1", "--out",
+                           tmp_path / "run", "--no-progress")
+    assert_one_line(code, err, "--batch-size 8 is larger than the 6 training images")
+    assert not (tmp_path / "run" / "last.pt").exists()
+
+
+def test_a_changed_folder_is_refused_before_its_images_are_decoded(tmp_path, monkeypatch):
+    """A model trained on a folder without val/, evaluated on a folder that is no longer it:
+    the refusal names the changed hold-out. It used to decode first, and a folder whose
+    redrawn hold-out held only unreadable files said 'every image in the folder was
+    unreadable', which was neither true nor the reason."""
+    import squeezenet.data as data
+
+    root = make_image_folder(tmp_path / "imgs", n=10, size=12, splits=("train",))
+    Trainer(_run(tmp_path, root, epochs=1)).run()
+    for p in (root / "train" / "cat").glob("*.png"):
+        p.write_bytes(b"not an image")
+    (root / "train" / "cat" / "extra.png").write_bytes(b"not an image")
+    monkeypatch.setattr(data, "_decode_folder", lambda *a, **k: (_ for _ in ()).throw(AssertionError("decoded")))
+    code, _, err = run_cli("eval", "--checkpoint", tmp_path / "run" / "last.pt", "--data", root)
+    assert_one_line(code, err, "no longer holds the images")
+
+
+def test_an_unreadable_held_out_split_is_named(tmp_path):
+    root = make_image_folder(tmp_path / "imgs", n=4, size=12)
+    for p in (root / "val").rglob("*.png"):
+        p.write_bytes(b"not an image")
+    code, _, err = run_cli("train", TINY, "--data", root, "-b", "4", "--epochs", "1", "--out",
+                           tmp_path / "run", "--no-progress")
+    assert_one_line(code, err, f"every image of '{root / 'val'}' (8) was unreadable")
+
+
+def test_resume_of_a_finished_run_and_a_spent_max_steps(tmp_path):
+    """Resuming a run that had finished, or one stopped mid-epoch by --max-steps, crashed in
+    the report (no confusion matrix in this process); a --max-steps the run had already
+    passed trained one more step anyway."""
+    root = make_image_folder(tmp_path / "imgs", n=6, size=12)
+    first = Trainer(_run(tmp_path, root, epochs=1)).run()
+    again = Trainer(_run(tmp_path, root, epochs=1, resume=True)).run()
+    assert again["global_step"] == first["global_step"] == 3
+    assert again["final"]["test_loss"] == first["final"]["test_loss"]  # the same weights, evaluated again
+    out = tmp_path / "run2"
+    Trainer(_run(tmp_path, root, out=str(out), max_steps=4)).run()  # epoch 1 is 3 steps
+    code, _, err = run_cli("train", "--resume", "--out", out, "--max-steps", "4")
+    assert_one_line(code, err, "--max-steps 4 is not past the 4 steps")
+    res = Trainer(_run(tmp_path, root, out=str(out), max_steps=5, resume=True)).run()
+    assert res["global_step"] == 5 and res["stopped_early"]
+    saved = torch.load(out / "last.pt", weights_only=True)
+    assert saved["global_step"] == 5 and saved["step_in_epoch"] == 2
+    report = (out / "report.md").read_text()
+    assert "before an epoch of this resumed run ended: the figures below evaluate the weights at that point" in report
+    assert len(res["final"]) and (out / "confusion.json").is_file()
