@@ -70,3 +70,20 @@ def test_resume_of_a_finished_run_and_a_spent_max_steps(tmp_path):
     report = (out / "report.md").read_text()
     assert "before an epoch of this resumed run ended: the figures below evaluate the weights at that point" in report
     assert len(res["final"]) and (out / "confusion.json").is_file()
+
+
+def test_a_run_folder_says_which_file_it_used_and_best_pt_is_flagged_on_its_own_split(tmp_path):
+    """A run folder stands for its best.pt, picked by validation top-1; scored on that same
+    split, its top-1 is the maximum over epochs, not an estimate for new images. Both used
+    to pass without a word."""
+    root = make_image_folder(tmp_path / "imgs", n=6, size=12)
+    Trainer(_run(tmp_path, root, epochs=2)).run()
+    run = tmp_path / "run"
+    code, _, err = run_cli("eval", "--checkpoint", run, "--data", root)
+    assert code == 0, err
+    assert f"run folder '{run}': using best.pt" in err and "optimistic estimate" in err
+    code, _, err = run_cli("eval", "--checkpoint", run / "last.pt", "--data", root)
+    assert code == 0 and "optimistic" not in err and "run folder" not in err
+    other = make_image_folder(tmp_path / "other", n=6, size=12, seed=3)
+    code, _, err = run_cli("eval", "--checkpoint", run / "best.pt", "--data", other, "--map-by-index")
+    assert code == 0 and "optimistic" not in err, err

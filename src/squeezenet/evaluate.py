@@ -74,8 +74,24 @@ def _evaluate_with_torch(checkpoint, data, data_dir, download, batch_size, tta, 
     tta = evaluation_tta(spec, tta, f"'{checkpoint}'")
     splits = load_data_for(spec, data, data_dir, download, map_by_index, where=f"'{checkpoint}'")
     m = evaluate(None, splits.test, splits.spec, batch_size=batch_size, tta=tta, predict_fn=mf.logits)
+    if mf.path and Path(mf.path).name == "best.pt" and _names_the_same_data(data, spec.name):
+        note(f"'{mf.path}' is the epoch that scored best on this validation split, so its score here is an "
+             "optimistic estimate for new images; last.pt was not chosen on it")
     m["tta_in_model"] = spec.tta
     return mf.name, splits.spec.classes, splits.spec.name, m
+
+
+def _names_the_same_data(data: str | None, trained_on: str) -> bool:
+    """Whether ``--data`` (None: the model's own) names the data the model was trained and
+    validated on (a folder by its name, as the model records it)."""
+    from .sources import FASHION_MNIST_NAMES
+
+    if data is None:
+        return True
+    if trained_on.startswith("folder:"):
+        return f"folder:{Path(data).name}" == trained_on
+    d = "fashion-mnist" if data.lower() in FASHION_MNIST_NAMES else data.lower()
+    return d == trained_on
 
 
 def preprocess_images(images, spec):

@@ -71,6 +71,10 @@ def resolve_file(ref) -> tuple[Path, str] | None:
         ck = next((p / n for n in ("best.pt", "last.pt") if (p / n).is_file()), None)
         if ck is None:
             raise SqueezeNetError(f"'{ref}' is a folder without best.pt or last.pt; pass a model file or a run folder")
+        from ..log import note
+
+        note(f"run folder '{ref}': using {ck.name}" + (" (the epoch with the best validation top-1; last.pt is "
+                                                         "the schedule's end)" if ck.name == "best.pt" else ""))
         p = ck
     if not p.is_file():
         if _looks_like_a_path(str(ref)):
