@@ -148,6 +148,6 @@ def test_compare_runs_onnx_runtime_on_the_threads_torch_gets(tmp_path, monkeypat
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)  # the rest of the suite keeps its threads
-    assert r["rows"][0]["ort_b1_ms"] > 0 and not r["notes"]
+    assert r["rows"][0]["ort_b1_ms"] > 0 and not [n for n in r["notes"] if "no top-1 plot" not in n]
     assert "Threads: 1 for every backend" in (tmp_path / "compare.md").read_text()
     assert seen and all(t == 1 for t in seen), seen

@@ -87,3 +87,19 @@ def test_a_run_folder_says_which_file_it_used_and_best_pt_is_flagged_on_its_own_
     other = make_image_folder(tmp_path / "other", n=6, size=12, seed=3)
     code, _, err = run_cli("eval", "--checkpoint", run / "best.pt", "--data", other, "--map-by-index")
     assert code == 0 and "optimistic" not in err, err
+
+
+def test_compare_pairs_a_published_top1_only_with_costs_at_its_own_size(tmp_path):
+    """`compare --input-size 64` plotted SqueezeNet 1.1's 58.2% (ImageNet, 224 px) against
+    its 64 px MACs (22 M, not 349 M; paper Table 1 / torchvision: 349 M at 224 px) under an
+    axis labelled 'MMACs at 224 px'. Only at 224 px are the two drawn together now."""
+    from squeezenet.compare import compare
+
+    r = compare(models=["squeezenet1_1"], input_size=64, backends=["eager"], repeats=2, out=str(tmp_path / "a"),
+                batch_throughput=2)
+    assert not r["plots"] and any("no top-1 plot is drawn" in n for n in r["notes"])
+    assert "top-1 (published, 224 px)" in r["table"]
+    r = compare(models=["squeezenet1_1"], input_size=224, backends=["eager"], repeats=2, out=str(tmp_path / "b"),
+                batch_throughput=2)
+    assert len(r["plots"]) == 2 and not r["notes"]
+    assert abs(r["rows"][0]["macs"] / 1e6 - 349) < 1  # the published 224 px count the top-1 is plotted against

@@ -55,6 +55,7 @@ PUBLISHED_TOP1 = {
 }
 
 
+TOP1_PX = 224  # the input size of every published top-1 below (ImageNet validation, centre crop)
 
 
 class Peer(NamedTuple):
