@@ -147,6 +147,9 @@ def test_every_command_reads_the_low_bit_files(w4, fmnist_dir, tmp_path):
         assert code == 0, err  # the ort rows time the file's own INT4 graph
         code, out, err = run_cli("bench", f, "--backends", "ort-int8", "--out", tmp_path / "b")
         assert_one_line(code, err, "already quantized")
+    code, out, err = run_cli("bench", w4["files"]["sqz"], "--batch-sizes", "1", "--repeats", "2", "--warmup", "1",
+                             "--out", tmp_path / "d")
+    assert code == 0 and "| ort |" in out and "ort-int8" not in out, err  # the defaults, less ort-int8, as for an int8 .onnx
     from squeezenet.serve import load_classifier
 
     clf = load_classifier(w4["files"]["sqz"], None, True, "ort", str(tmp_path))

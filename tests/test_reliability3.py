@@ -103,3 +103,18 @@ def test_compare_pairs_a_published_top1_only_with_costs_at_its_own_size(tmp_path
                 batch_throughput=2)
     assert len(r["plots"]) == 2 and not r["notes"]
     assert abs(r["rows"][0]["macs"] / 1e6 - 349) < 1  # the published 224 px count the top-1 is plotted against
+
+
+def test_more_threads_than_cores_is_warned(tmp_path, monkeypatch):
+    """`bench --threads 64` on 2 cores measured squeezenet1_1 at 73 ms a batch-1 image against
+    14 ms on 2 threads, without a word."""
+    import squeezenet.machine as machine
+
+    monkeypatch.setattr(machine, "usable_cores", lambda: 1)
+    before = torch.get_num_threads()
+    try:
+        code, _, err = run_cli("bench", TINY, "--threads", "2", "--backends", "eager", "--batch-sizes", "1",
+                               "--repeats", "1", "--warmup", "0", "--input-size", "32", "--out", tmp_path)
+    finally:
+        torch.set_num_threads(before)
+    assert code == 0 and "warning: --threads 2 is more than the 1 core(s) this process may use" in err, err

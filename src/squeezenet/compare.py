@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from .errors import SqueezeNetError
-from .machine import fit_torch_threads
+from .machine import check_threads, fit_torch_threads
 from .progress import progress
 from .peers import PEERS, TOP1_PX
 from .profiler import convention
@@ -43,6 +43,7 @@ def compare(models=None, input_size: int = 224, backends=("eager", "ort"), repea
     from .zoo import build_any
 
     if threads:
+        check_threads(threads)
         torch.set_num_threads(threads)
     else:
         fit_torch_threads()  # as ONNX Runtime's sessions: the cores this process may use

@@ -38,7 +38,7 @@ from .ema import ModelEma
 from .errors import Interrupted, SqueezeNetError
 from .log import note, say
 from .files import RunLock, atomic_write_text, ensure_writable_dir
-from .machine import fit_torch_threads
+from .machine import check_threads, fit_torch_threads
 from .metrics import evaluate, topk_correct
 from .progress import Progress
 from .factory import create_model
@@ -580,6 +580,7 @@ def setup_runtime(cfg: TrainConfig) -> tuple[DistInfo, torch.device, str]:
     if cfg.batch_size % info.world:
         raise SqueezeNetError(f"--batch-size {cfg.batch_size} must be divisible by the {info.world} processes")
     if cfg.threads:
+        check_threads(cfg.threads)
         torch.set_num_threads(cfg.threads)
     else:
         fit_torch_threads()  # a container's CPU quota, which OpenMP does not see

@@ -24,7 +24,7 @@ import torch
 
 from ..errors import SqueezeNetError
 from ..files import atomic_write_text, ensure_writable_dir
-from ..machine import fit_torch_threads
+from ..machine import check_threads, fit_torch_threads
 from ..progress import progress
 from ..profiler import profile
 from ..render import markdown_table, pyplot, save_figure
@@ -191,9 +191,9 @@ class BenchSettings:
     def check(self, onnx_file: Path | None = None, quantized: bool = False) -> str:
         """Validate the backends and add the baseline (always measured): eager fp32 for a
         PyTorch model, ONNX Runtime's defaults (``ort``) for an .onnx file. Returns it."""
-        if self.backends is None:
-            self.backends = tuple(b for b in ONNX_DEFAULT_BACKENDS if not (quantized and b == "ort-int8")) \
-                if onnx_file else DEFAULT_BACKENDS
+        if self.backends is None:  # a quantized model (an int8 .onnx, a low-bit .sqz) is not quantized again
+            default = ONNX_DEFAULT_BACKENDS if onnx_file else DEFAULT_BACKENDS
+            self.backends = tuple(b for b in default if not (quantized and b == "ort-int8"))
         unknown = [b for b in self.backends if b not in BACKENDS]
         if unknown:
             raise SqueezeNetError(f"unknown backend '{unknown[0]}'; choose from {', '.join(BACKENDS)}")
@@ -223,6 +223,7 @@ def bench(model_name: str | None = None, checkpoint: str | None = None, out: str
     settings = settings or BenchSettings(**kw)
     found = _onnx_file(model_name or checkpoint, verify) if model is None else None
     onnx_file, quantized = (found[2], found[3]) if found else (None, False)  # an .onnx file is timed as it is
+    low_bit = _low_bit_sqz(model_name or checkpoint) if model is None and not found else None
     if found:
         label, shape = found[:2]
         if input_size and input_size != shape[1]:
@@ -233,12 +234,15 @@ def bench(model_name: str | None = None, checkpoint: str | None = None, out: str
     else:
         size = input_size or 224
         shape = (model.default_cfg["input_size"][0] if hasattr(model, "default_cfg") else 3, size, size)
-    baseline = settings.check(onnx_file, quantized)
+    baseline = settings.check(onnx_file, quantized or low_bit is not None)
     if quantized:
         _refuse_requantizing(onnx_file, settings.backends, "ort, ort-tuned")
+    if low_bit is not None:
+        _refuse_requantizing(low_bit, settings.backends, "eager, channels_last, ort, ort-tuned")
     outd = ensure_writable_dir(out)  # before minutes of timing, not after
     _check_memory(shape, max(settings.batch_sizes))
     if settings.threads:
+        check_threads(settings.threads)
         torch.set_num_threads(settings.threads)
     else:
         fit_torch_threads()  # as ONNX Runtime's sessions: the cores this process may use
@@ -251,8 +255,10 @@ def bench(model_name: str | None = None, checkpoint: str | None = None, out: str
         macs = profile(model, shape).macs
     peak = gemm_gflops()
     with tempfile.TemporaryDirectory() as tmp:
-        if onnx_file is None:  # a low-bit .sqz's own graph, if it is one
-            onnx_file = _low_bit_onnx(model_name or checkpoint, settings, Path(tmp))
+        if low_bit is not None:  # a low-bit .sqz's own graph (INT4/INT2 weights), which the ort backends time
+            from .sqz_onnx import sqz_to_onnx
+
+            onnx_file = Path(sqz_to_onnx(low_bit, Path(tmp) / "model_lowbit.onnx"))
         rows = _timed_rows(model, label, shape, macs, settings, onnx_file)
     base = {r["batch"]: r["median_ms"] for r in rows if r["backend"] == baseline}
     for r in rows:
@@ -300,20 +306,17 @@ def _onnx_file(ref, verify: bool = True) -> tuple | None:
     return m.name, (m.in_chans, m.input_size, m.input_size), found[0], precision(found[0]) != "fp32"
 
 
-def _low_bit_onnx(ref, s: BenchSettings, tmp: Path) -> Path | None:
-    """For a low-bit .sqz (version 2 or 3), its own ONNX graph (INT4/INT2 weights), which the
-    ``ort`` backends then time; None for anything else."""
+def _low_bit_sqz(ref) -> Path | None:
+    """The file, for a reference that is a low-bit .sqz (version 2 or 3: integer weights);
+    None for anything else."""
     from ..formats.open import resolve_file
 
     found = resolve_file(ref) if ref else None
     if not found or found[1] != "sqz":
         return None
-    from .sqz_onnx import has_integer_weights, sqz_to_onnx
+    from .sqz_onnx import has_integer_weights
 
-    if not has_integer_weights(found[0]):
-        return None
-    _refuse_requantizing(found[0], s.backends, "eager, channels_last, ort, ort-tuned")
-    return Path(sqz_to_onnx(found[0], tmp / "model_lowbit.onnx"))
+    return found[0] if has_integer_weights(found[0]) else None
 
 
 def _check_fixed_batch(path, batch_sizes) -> None:

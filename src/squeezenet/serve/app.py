@@ -21,6 +21,7 @@ import numpy as np
 from .. import __version__
 from ..errors import SqueezeNetError, TooLarge, require
 from ..log import say
+from ..machine import check_threads
 from ..formats.open import resolve_file
 from ..imageio import IMG_EXTENSIONS
 from .batching import Batcher, Metrics
@@ -106,6 +107,7 @@ def create_app(cfg: ServeConfig, clf=None):
     fastapi = require("fastapi", "serve")
 
     cfg.validate()
+    check_threads(cfg.threads)
     clf = clf or load_classifier(cfg.model_file, cfg.threads, cfg.verify, cfg.backend, cfg.calib_dir)
     name = cfg.name or Path(cfg.model_file).stem
     metrics = Metrics()
