@@ -118,3 +118,9 @@ def test_more_threads_than_cores_is_warned(tmp_path, monkeypatch):
     finally:
         torch.set_num_threads(before)
     assert code == 0 and "warning: --threads 2 is more than the 1 core(s) this process may use" in err, err
+
+
+def test_a_sweep_over_a_base_without_the_fire_design_space_says_so(tmp_path):
+    code, _, err = run_cli("sweep", "--sr", "0.25", "--pct3x3", "none", "--base", "shufflenet_v1_g3", "--out", tmp_path)
+    assert_one_line(code, err, "--base shufflenet_v1_g3 has no squeeze ratio or 3x3 fraction to sweep")
+    assert not any(tmp_path.iterdir())

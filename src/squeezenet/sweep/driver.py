@@ -45,7 +45,7 @@ def sweep(sr=None, pct3x3=None, data: DataRef | str | None = None, settings: Swe
         data = DataRef("fashion-mnist", data.data_dir, data.download)
     settings.check()
     pts = grid_points(sr, pct3x3) if settings.search == "grid" else None
-    create_model(point_name(settings.base, {"sr": 0.5, "pct3x3": 0.5}))  # a bad --base: one line, before any work
+    check_base(settings.base)
     outd = Path(settings.out)
     engine = make_engine(settings.engine, **({} if settings.engine == "local" else dict(
         address=settings.address, cpus_per_trial=settings.cpus_per_trial or 1, gpus_per_trial=settings.gpus_per_trial,
@@ -54,6 +54,18 @@ def sweep(sr=None, pct3x3=None, data: DataRef | str | None = None, settings: Swe
     ensure_writable_dir(outd)
     with RunLock(outd):
         return Sweep(outd, settings, data, engine, trial_fn).run(pts)
+
+
+def check_base(base: str) -> None:
+    """A bad --base is one line, before any work: an unknown name as every command says it,
+    a model without the Fire design space (SR, pct3x3) by saying so."""
+    create_model(base)
+    try:
+        create_model(point_name(base, {"sr": 0.5, "pct3x3": 0.5}))
+    except SqueezeNetError as e:
+        raise SqueezeNetError(f"--base {base} has no squeeze ratio or 3x3 fraction to sweep ({e}); the design space "
+                              "(paper Fig. 3, Table 3) is SqueezeNet's: use a squeezenet1_0 or squeezenet1_1 name") \
+            from None
 
 
 class Sweep:
