@@ -49,7 +49,20 @@ def test_missing_dataset_error(tmp_path, monkeypatch):
     monkeypatch.setattr(d, "DEBIAN_FASHION_MNIST", str(tmp_path / "nope"))
     monkeypatch.setenv("SQUEEZENET_CACHE", str(tmp_path / "cache"))
     with pytest.raises(SqueezeNetError, match="apt-get install dataset-fashion-mnist"):
+        load_data("fashion-mnist", None, download=False)
+    with pytest.raises(SqueezeNetError, match="put its four IDX files in that --data-dir"):
         load_data("fashion-mnist", str(tmp_path / "empty"), download=False)
+
+
+def test_a_data_dir_without_the_files_is_not_swapped_for_the_installed_copy(tmp_path, monkeypatch, fmnist_dir):
+    """`--data-dir DIR` naming a folder without Fashion-MNIST trained on Debian's copy (or
+    the cache's) without a word; CIFAR never did. The folder named is the one used."""
+    import squeezenet.sources as d
+
+    monkeypatch.setattr(d, "DEBIAN_FASHION_MNIST", str(fmnist_dir))  # an installed copy that would be found
+    assert find_fashion_mnist(None, download=False)["train_images"].parent == fmnist_dir
+    with pytest.raises(SqueezeNetError, match=r"looked in .*typo\)"):
+        find_fashion_mnist(str(tmp_path / "typo"), download=False)
 
 
 def _tree(root, size=16, corrupt=True, empty=True):

@@ -65,10 +65,11 @@ def _fmnist_files(root: Path) -> dict | None:
 
 
 def find_fashion_mnist(data_dir: str | None = None, download: bool = True) -> dict:
-    """Locate the four IDX files: ``data_dir``, then Debian's package, then torchvision's
-    downloader (into ``data_dir`` or the cache). Raises with instructions if all fail."""
-    candidates = [Path(data_dir)] if data_dir else []
-    candidates += [Path(DEBIAN_FASHION_MNIST), default_cache_dir() / "data"]
+    """Locate the four IDX files: in ``data_dir`` alone when it is given (a folder the user
+    named is never silently swapped for another copy), else in Debian's package or the
+    cache; then torchvision's downloader (into ``data_dir`` or the cache). Raises with
+    instructions if all fail."""
+    candidates = [Path(data_dir)] if data_dir else [Path(DEBIAN_FASHION_MNIST), default_cache_dir() / "data"]
     for c in candidates:
         files = _fmnist_files(c)
         if files:
@@ -95,7 +96,8 @@ def find_fashion_mnist(data_dir: str | None = None, download: bool = True) -> di
     where = ", ".join(str(c) for c in candidates)
     raise SqueezeNetError(
         f"Fashion-MNIST not found (looked in {where}{' and tried downloading' if download else ''}); "
-        "install it with `apt-get install dataset-fashion-mnist` or pass --data-dir with the IDX files")
+        + ("put its four IDX files in that --data-dir, or drop --data-dir to use the installed copy" if data_dir else
+           "install it with `apt-get install dataset-fashion-mnist` or pass --data-dir with the IDX files"))
 
 # Images up to this size (px, longer side) are decoded once into uint8 tensors and trained
 # with the small-image recipe; larger ones stream through DataLoader workers.
