@@ -124,3 +124,32 @@ def test_a_sweep_over_a_base_without_the_fire_design_space_says_so(tmp_path):
     code, _, err = run_cli("sweep", "--sr", "0.25", "--pct3x3", "none", "--base", "shufflenet_v1_g3", "--out", tmp_path)
     assert_one_line(code, err, "--base shufflenet_v1_g3 has no squeeze ratio or 3x3 fraction to sweep")
     assert not any(tmp_path.iterdir())
+
+
+def test_train_weights_starts_from_a_checkpoint_of_ours_with_any_number_of_classes(tmp_path):
+    """`train --weights RUN/last.pt` loaded every file into a 1000-class model first, so a
+    checkpoint of ours (3 classes here) failed with 'expects (1000, ...)'. Now the layers
+    load as they are; the classifier is kept when the data has as many classes and
+    replaced by a fresh one when it has another number. ImageNet's 1000-class files
+    load as before."""
+    from squeezenet import create_model
+
+    three = make_image_folder(tmp_path / "three", classes=("a", "b", "c"), n=4, size=12)
+    two = make_image_folder(tmp_path / "two", classes=("x", "y"), n=4, size=12)
+    Trainer(_run(tmp_path, three, epochs=1, out=str(tmp_path / "src"))).run()
+    src = torch.load(tmp_path / "src" / "last.pt", weights_only=True)["state_dict"]
+
+    def started(root, weights, out):
+        return Trainer(_run(tmp_path, root, weights=str(weights), out=str(tmp_path / out))).model.state_dict()
+
+    same = started(three, tmp_path / "src" / "last.pt", "same")
+    assert all(torch.equal(same[k], v) for k, v in src.items())  # the classifier too
+    other = started(two, tmp_path / "src" / "last.pt", "other")
+    head = "classifier.conv10.weight"
+    assert other[head].shape[0] == 2
+    assert all(torch.equal(other[k], v) for k, v in src.items() if not k.startswith("classifier."))
+    imagenet = create_model(TINY)  # 1000 outputs, the model's own layout
+    torch.save(imagenet.state_dict(), tmp_path / "imagenet.pth")
+    fine = started(two, tmp_path / "imagenet.pth", "fine")
+    assert fine[head].shape[0] == 2 and torch.equal(fine["features.conv1.conv.weight"],
+                                                    imagenet.state_dict()["features.conv1.conv.weight"])

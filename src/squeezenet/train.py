@@ -731,15 +731,23 @@ def restore_trainer(tr: Trainer, path: Path) -> None:
 
 
 def _init_from_weights(model, path: str, num_classes: int):
-    """ImageNet weights (torchvision's SqueezeNet file or the model's own layout) into the
-    1000-class model, then a fresh classifier for the data's classes."""
-    from .formats.open import load_weights_into
+    """Weights to start from: ImageNet's (torchvision's SqueezeNet file or the model's own
+    layout) or a checkpoint of ours trained on other data. They load into the model with
+    as many outputs as they have; the classifier is then replaced by a fresh one when the
+    data has another number of classes."""
+    from .formats.open import classifier_outputs, load_weights_into, read_state_dict
 
-    if model.num_classes != 1000:
-        model.reset_classifier(1000)
-    load_weights_into(model, "the model", path, own_checkpoint=True)  # a new run records its own data
-    if num_classes != 1000:
+    sd = read_state_dict(path, own_checkpoint=True)  # a new run records its own data
+    k = classifier_outputs(model, sd) or 1000
+    if model.num_classes != k:
+        model.reset_classifier(k)
+    load_weights_into(model, "the model", path, own_checkpoint=True, sd=sd)
+    if num_classes != k:
         model.reset_classifier(num_classes)
+        note(f"--weights: every layer but the classifier loaded; its {k} outputs are replaced by a fresh "
+             f"classifier for the data's {num_classes} classes")
+    else:
+        note(f"--weights: every layer loaded, the classifier too ({k} outputs, as many as the data's classes)")
     return model
 
 

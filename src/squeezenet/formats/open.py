@@ -178,6 +178,23 @@ def _open_onnx(ref, path, verify) -> OpenedModel:
 
 # ------------------------------------------------------------------ ImageNet weights
 
+def _torchvision_squeezenet(model, sd: dict) -> bool:
+    return getattr(model, "default_cfg", {}).get("family") == "squeezenet" and "features.0.weight" in sd
+
+
+def classifier_outputs(model, sd: dict) -> int | None:
+    """How many outputs the classifier in state dict ``sd`` has, read where ``model``
+    keeps its classifier (torchvision's SqueezeNet layout: ``classifier.1``); None when
+    the state dict has no such entry."""
+    if _torchvision_squeezenet(model, sd):
+        w = sd.get("classifier.1.weight")
+    else:
+        head = model.get_classifier()
+        key = next((f"{n}.weight" for n, m in model.named_modules() if m is head), None)
+        w = sd.get(key) if key else None
+    return int(w.shape[0]) if w is not None and w.dim() >= 1 else None
+
+
 def read_state_dict(weights: str, own_checkpoint: bool = False) -> dict:
     """A state dict from a file or an http(s) URL (torch.hub's cache), loaded with
     ``weights_only=True``; the common wrappers (``state_dict``, ``model``, EMA) are unwrapped."""
@@ -228,7 +245,7 @@ def _refuse_own_checkpoint(sd, weights: str) -> None:
                               "itself as the model (`eval --checkpoint FILE`, `compress --model FILE`)")
 
 
-def load_weights_into(model, name: str, weights: str, own_checkpoint: bool = False) -> str:
+def load_weights_into(model, name: str, weights: str, own_checkpoint: bool = False, sd: dict | None = None) -> str:
     """Load an ImageNet state dict (file or URL) into ``model``: torchvision's SqueezeNet
     layout into ours, anything else key for key; shapes and finiteness checked. Returns
     the layout that was read. ``own_checkpoint``: accept a checkpoint of ours as a
@@ -236,8 +253,8 @@ def load_weights_into(model, name: str, weights: str, own_checkpoint: bool = Fal
     is refused, since its recorded preprocessing would be dropped."""
     from .checkpoint import check_finite, load_state_dict_checked
 
-    sd = read_state_dict(weights, own_checkpoint)
-    if getattr(model, "default_cfg", {}).get("family") == "squeezenet" and "features.0.weight" in sd:
+    sd = read_state_dict(weights, own_checkpoint) if sd is None else sd
+    if _torchvision_squeezenet(model, sd):
         from ..models.squeezenet import load_torchvision_state_dict
 
         load_torchvision_state_dict(model, sd)  # torchvision's SqueezeNet files
