@@ -123,7 +123,7 @@ def test_compare_adds_a_measured_top1_column(imagenet_dir, tmp_path):
     rows = {row["model"]: row for row in r["rows"]}
     assert rows["squeezenet1_1"]["measured_top1"] == pytest.approx(100 / 3)
     assert "measured_top1" not in rows["shufflenet_v1_g3"]
-    assert "top-1 (measured)" in r["table"] and "| 33.33 |" in r["table"]
+    assert "top-1 (measured, at the model's own size)" in r["table"] and "| 33.33 |" in r["table"]
     with pytest.raises(SqueezeNetError, match="not among the compared models"):
         compare(models=["squeezenet1_1"], weights={"resnet50": w}, data=str(imagenet_dir), out=str(tmp_path / "d"))
 
