@@ -153,3 +153,11 @@ def test_train_weights_starts_from_a_checkpoint_of_ours_with_any_number_of_class
     fine = started(two, tmp_path / "imagenet.pth", "fine")
     assert fine[head].shape[0] == 2 and torch.equal(fine["features.conv1.conv.weight"],
                                                     imagenet.state_dict()["features.conv1.conv.weight"])
+
+
+def test_a_train_subset_larger_than_the_training_set_says_it_trains_on_all(tmp_path):
+    root = make_image_folder(tmp_path / "imgs", n=4, size=12)
+    code, _, err = run_cli("train", TINY, "--data", root, "-b", "4", "--epochs", "1", "--train-subset", "5000",
+                           "--precision", "fp32", "--out", tmp_path / "run", "--no-progress")
+    assert code == 0 and "--train-subset 5000 is not below the 8 training images: training on all of them" in err, err
+    assert torch.load(tmp_path / "run" / "last.pt", weights_only=True)["global_step"] == 2  # 8 images, batch 4

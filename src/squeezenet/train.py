@@ -599,7 +599,10 @@ def check_model_early(cfg: TrainConfig) -> None:
 def training_data(cfg: TrainConfig, splits=None):
     """The run's splits (loaded unless given), the training set cut to --train-subset."""
     splits = splits or load_data(cfg.data, cfg.data_dir, cfg.input_size, cfg.val_fraction, cfg.seed, cfg.download)
-    if cfg.train_subset:  # both the in-memory and the streaming datasets; every class, not a folder's first few
+    if cfg.train_subset and cfg.train_subset >= len(splits.train):
+        note(f"--train-subset {cfg.train_subset} is not below the {len(splits.train)} training images: training "
+             "on all of them")
+    elif cfg.train_subset:  # both the in-memory and the streaming datasets; every class, not a folder's first few
         splits.train = splits.train.spread(cfg.train_subset)
     return splits
 
