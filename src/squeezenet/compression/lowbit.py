@@ -446,10 +446,10 @@ def layer_sensitivity(plain: nn.Module, batches: list[torch.Tensor], choices=WEI
     rows = patch_rows(plain, conv_names(plain), batches, seed=seed) if clip == "output" else {}
     ref = [F.log_softmax(plain(x), dim=1) for x in batches]
 
-    def damage():
+    def damage():  # a KL divergence is >= 0; float32 sums of near-equal terms can round below it
         n = sum(len(x) for x in batches)
-        return sum(F.kl_div(F.log_softmax(plain(x), dim=1), r, log_target=True, reduction="sum").item()
-                   for x, r in zip(batches, ref)) / n
+        return max(0.0, sum(F.kl_div(F.log_softmax(plain(x), dim=1), r, log_target=True, reduction="sum").item()
+                            for x, r in zip(batches, ref)) / n)
 
     out = {}
     for name in conv_names(plain):
