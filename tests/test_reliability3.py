@@ -176,3 +176,26 @@ def test_layer_sensitivity_is_never_a_negative_divergence():
     s = layer_sensitivity(m, [torch.randn(8, 3, 32, 32)], clip="mse")
     assert all(v >= 0 for d in s.values() for v in d.values())
     assert any(v > 0 for d in s.values() for v in d.values())
+
+
+def test_deploy_load_takes_every_model_file_of_ours(tmp_path):
+    """`squeezenet.deploy.load` read every file as ONNX: a valid .pt, .sqz or run folder was
+    refused as 'carries no squeezenet integrity digest (not exported by squeezenet, or
+    damaged)', which sent users to verify=False for a file that was fine. It now takes
+    what serve takes, and predicts what the PyTorch model predicts."""
+    from squeezenet import deploy
+    from squeezenet.evaluate import predict
+
+    root = make_image_folder(tmp_path / "imgs", n=6, size=12)
+    Trainer(_run(tmp_path, root, epochs=1)).run()
+    ckpt = tmp_path / "run" / "last.pt"
+    images = [str(p) for p in sorted((root / "val").rglob("*.png"))]
+    want, _ = predict(str(ckpt), images, topk=2)
+    for ref in (ckpt, tmp_path / "run"):
+        got = deploy.load(ref).predict(images, topk=2)
+        for (_, w), g in zip(want, got):
+            assert [c for c, _ in w] == [c for c, _ in g]
+            assert all(abs(pw - pg) < 1e-4 for (_, pw), (_, pg) in zip(w, g))
+    code, _, err = run_cli("compress", "-c", ckpt, "--data", root, "--out", tmp_path / "m.sqz")
+    assert code == 0, err
+    assert len(deploy.load(tmp_path / "m.sqz").predict(images, topk=2)) == len(images)

@@ -22,7 +22,6 @@ from .. import __version__
 from ..errors import SqueezeNetError, TooLarge, require
 from ..log import say
 from ..machine import check_threads
-from ..formats.open import resolve_file
 from ..imageio import IMG_EXTENSIONS
 from .batching import Batcher, Metrics
 from .config import ServeConfig
@@ -42,23 +41,10 @@ def load_classifier(path: str, threads: int | None, verify: bool, backend: str =
     fp32 model at start (calibrated on ``calib_dir``), without PyTorch."""
     import tempfile
 
+    from ..deploy import onnx_file_for
     from ..formats.onnx import OnnxClassifier
 
-    found = resolve_file(path)  # the same references every command takes: a file (by content) or a run folder
-    if found is None:
-        raise SqueezeNetError(f"'{path}' is not a model file; serve a .onnx, .pt or .sqz file or a run folder")
-    p, kind = found
-    if kind in ("checkpoint", "sqz"):
-        tmp = Path(tempfile.mkdtemp(prefix="squeezenet-serve-")) / (p.stem + ".onnx")
-        from ..deploy.sqz_onnx import is_squeezenet_sqz, sqz_to_onnx  # numpy + onnx: no PyTorch
-
-        if kind == "sqz" and is_squeezenet_sqz(p):
-            sqz_to_onnx(p, tmp)
-        else:
-            from ..deploy.export import export_onnx  # needs PyTorch
-
-            export_onnx(checkpoint=str(p), out=str(tmp), dynamic_batch=True, verify=verify)
-        p, verify, kind = tmp, True, "onnx"
+    p, verify = onnx_file_for(path, verify)  # .onnx as it is; .sqz torch-free; .pt exported with PyTorch
     clf = OnnxClassifier(p, threads=threads, verify=verify)
     if backend == "ort-int8":  # only an fp32 graph is quantized at start; an int8 one is served as it is
         from ..deploy.onnx_tools import precision
