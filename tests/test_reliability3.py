@@ -1,6 +1,7 @@
 """Session 21's audit, as a new user would try the tool: each case below ended in a
 traceback or a misleading message before its fix."""
 
+import pytest
 import torch
 
 from helpers import TINY, assert_one_line, make_image_folder, run_cli
@@ -58,7 +59,7 @@ def test_resume_of_a_finished_run_and_a_spent_max_steps(tmp_path):
     first = Trainer(_run(tmp_path, root, epochs=1)).run()
     again = Trainer(_run(tmp_path, root, epochs=1, resume=True)).run()
     assert again["global_step"] == first["global_step"] == 3
-    assert again["final"]["test_loss"] == first["final"]["test_loss"]  # the same weights, evaluated again
+    assert again["final"]["test_loss"] == pytest.approx(first["final"]["test_loss"], rel=1e-5)  # the same weights
     out = tmp_path / "run2"
     Trainer(_run(tmp_path, root, out=str(out), max_steps=4)).run()  # epoch 1 is 3 steps
     code, _, err = run_cli("train", "--resume", "--out", out, "--max-steps", "4")
@@ -171,11 +172,13 @@ def test_layer_sensitivity_is_never_a_negative_divergence():
 
     torch.manual_seed(0)
     m = create_model(TINY, num_classes=4, in_chans=3).eval()
+    x = [torch.randn(8, 3, 32, 32)]
+    plain = layer_sensitivity(m, x, clip="mse")  # a real damage is still measured, and 2 bits hurt more than 8
+    assert sum(d[2] > d[8] for d in plain.values()) > len(plain) // 2
     with torch.no_grad():
         m.classifier.conv10.weight.mul_(200)  # saturated softmax: every KL is round-off around 0
-    s = layer_sensitivity(m, [torch.randn(8, 3, 32, 32)], clip="mse")
+    s = layer_sensitivity(m, x, clip="mse")
     assert all(v >= 0 for d in s.values() for v in d.values())
-    assert any(v > 0 for d in s.values() for v in d.values())
 
 
 def test_deploy_load_takes_every_model_file_of_ours(tmp_path):
@@ -193,9 +196,9 @@ def test_deploy_load_takes_every_model_file_of_ours(tmp_path):
     want, _ = predict(str(ckpt), images, topk=2)
     for ref in (ckpt, tmp_path / "run"):
         got = deploy.load(ref).predict(images, topk=2)
-        for (_, w), g in zip(want, got):
-            assert [c for c, _ in w] == [c for c, _ in g]
-            assert all(abs(pw - pg) < 1e-4 for (_, pw), (_, pg) in zip(w, g))
+        for (_, w), g in zip(want, got):  # by class name: two near-equal probabilities may swap places
+            assert dict(w).keys() == dict(g).keys()
+            assert all(abs(p - dict(g)[c]) < 1e-4 for c, p in w)
     code, _, err = run_cli("compress", "-c", ckpt, "--data", root, "--out", tmp_path / "m.sqz")
     assert code == 0, err
     assert len(deploy.load(tmp_path / "m.sqz").predict(images, topk=2)) == len(images)
