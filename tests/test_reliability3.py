@@ -1,6 +1,7 @@
 """Session 21's audit, as a new user would try the tool: each case below ended in a
 traceback or a misleading message before its fix."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -202,3 +203,44 @@ def test_deploy_load_takes_every_model_file_of_ours(tmp_path):
     code, _, err = run_cli("compress", "-c", ckpt, "--data", root, "--out", tmp_path / "m.sqz")
     assert code == 0, err
     assert len(deploy.load(tmp_path / "m.sqz").predict(images, topk=2)) == len(images)
+
+
+def test_predict_prepares_a_large_image_as_eval_does(tmp_path):
+    """A model trained on a large-image folder is evaluated on the shorter side resized to
+    256/224 of its input size and the centre cropped (torchvision's Resize + CenterCrop);
+    `predict`, `serve` and `deploy.load` squashed the whole image to the input size
+    instead, so the top-1 `eval` reported did not describe their answers on non-square
+    images. Both paths now give the same pixels and the same probabilities."""
+    from PIL import Image
+    from torchvision.transforms import v2 as T
+
+    from squeezenet import deploy
+    from squeezenet.evaluate import predict
+    from squeezenet.imageio import model_input
+    from squeezenet.spec import DataSpec
+
+    rng = np.random.default_rng(0)
+    spec = DataSpec("x", ["a", "b"], 3, 64, [0.5] * 3, [0.25] * 3, small=False)
+    tf = T.Compose([T.Resize(int(64 * 256 / 224), antialias=True), T.CenterCrop(64), T.PILToTensor()])
+    for w, h in ((120, 80), (80, 120), (64, 64), (300, 71), (73, 73)):
+        p = tmp_path / f"{w}x{h}.png"
+        Image.fromarray((rng.random((h, w, 3)) * 255).astype(np.uint8)).save(p)
+        want = tf(Image.open(p).convert("RGB")).numpy()
+        assert np.array_equal(model_input(str(p), spec), want), (w, h)
+
+    root = make_image_folder(tmp_path / "imgs", n=4, size=80)
+    for f in (root / "val").rglob("*.png"):  # non-square evaluation images
+        Image.fromarray((rng.random((80, 130, 3)) * 255).astype(np.uint8)).save(f)
+    tr = Trainer(_run(tmp_path, root, model=TINY, input_size=64, epochs=1, workers=0))
+    tr.run()
+    model = tr.eval_model.eval()
+    ds = tr.splits.test
+    with torch.no_grad():
+        ref = torch.softmax(model(torch.stack([ds[i][0] for i in range(len(ds))])), 1)
+    images = [p for p, _ in ds.samples]
+    got, _ = predict(str(tmp_path / "run" / "last.pt"), images, topk=2)
+    onnx_got = deploy.load(tmp_path / "run" / "last.pt").predict(images, topk=2)
+    for i, ((_, g), o) in enumerate(zip(got, onnx_got)):
+        for c, prob in g:
+            assert abs(prob - float(ref[i, ["cat", "dog"].index(c)])) < 1e-5
+        assert all(abs(prob - dict(g)[c]) < 1e-4 for c, prob in o)

@@ -367,6 +367,8 @@ def _load_folder(root: Path, input_size, val_fraction, seed, grayscale, cache, c
         return Splits(train, test, spec, notes, split)
     from torchvision.transforms import v2 as T
 
+    from .imageio import eval_resize
+
     size = input_size or 224
     mean, std = list(IMAGENET_MEAN), list(IMAGENET_STD)
     ch = 1 if grayscale else 3
@@ -374,7 +376,7 @@ def _load_folder(root: Path, input_size, val_fraction, seed, grayscale, cache, c
         mean, std = list(IMAGENET_GRAY_MEAN), list(IMAGENET_GRAY_STD)
     to_tensor = [T.PILToTensor(), T.ToDtype(torch.float32, scale=True), T.Normalize(mean, std)]
     train_tf = T.Compose([T.RandomResizedCrop(size, antialias=True), T.RandomHorizontalFlip(), *to_tensor])
-    test_tf = T.Compose([T.Resize(int(size * 256 / 224), antialias=True), T.CenterCrop(size), *to_tensor])
+    test_tf = T.Compose([T.Resize(eval_resize(size), antialias=True), T.CenterCrop(size), *to_tensor])
     spec = DataSpec(f"folder:{root.name}", classes, ch, size, mean, std, small=False, extra=holdout)
     return Splits(FolderDataset(samples, classes, train_tf, mode), FolderDataset(val_samples, classes, test_tf, mode),
                   spec, notes, split)

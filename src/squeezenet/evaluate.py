@@ -16,7 +16,7 @@ from .errors import SqueezeNetError
 from .log import note
 from .files import atomic_write_text, ensure_writable_file
 from .formats.sniff import sniff
-from .imageio import image_to_array
+from .imageio import model_input
 from .spec import EVAL_BATCH_SIZE, evaluation_tta
 
 
@@ -100,7 +100,7 @@ def preprocess_images(images, spec):
 
     from .batches import normalize
 
-    arrays = [image_to_array(p, spec.channels, spec.input_size) for p in images]
+    arrays = [model_input(p, spec) for p in images]
     return normalize(torch.from_numpy(np.stack(arrays)), spec.mean, spec.std)
 
 
@@ -112,7 +112,7 @@ def decoded_chunks(images, spec, chunk: int = EVAL_BATCH_SIZE):
         good, arrays, bad = [], [], []
         for p in images[start:start + chunk]:
             try:
-                arrays.append(image_to_array(p, spec.channels, spec.input_size))
+                arrays.append(model_input(p, spec))
                 good.append(p)
             except SqueezeNetError as e:
                 bad.append(str(e))

@@ -114,6 +114,42 @@ def image_to_array(src, channels: int, size: int | None) -> np.ndarray:
     return np.ascontiguousarray(resize_array(a, size) if size else a)
 
 
+def eval_resize(size: int) -> int:
+    """The shorter side a large-image model's evaluation resizes to before cropping the
+    centre ``size`` x ``size``: 256/224 of it, as ImageNet's evaluation does."""
+    return int(size * 256 / 224)
+
+
+def resize_crop_array(src, channels: int, size: int) -> np.ndarray:
+    """Decode ``src``, resize its shorter side to :func:`eval_resize` (Pillow bilinear) and
+    keep the centre ``size`` x ``size``: exactly torchvision's ``Resize(eval_resize(size))``
+    + ``CenterCrop(size)`` on a Pillow image, which evaluates large-image models."""
+    from PIL import Image
+
+    if channels not in (1, 3):
+        raise SqueezeNetError(f"models take 1- or 3-channel images, this one expects {channels}")
+    im = open_image(src, "L" if channels == 1 else "RGB")
+    w, h = im.size
+    r = eval_resize(size)
+    nw, nh = (r, int(r * h / w)) if w <= h else (int(r * w / h), r)  # torchvision's output size for Resize(int)
+    if (nw, nh) != (w, h):
+        im = im.resize((nw, nh), Image.BILINEAR)
+    top, left = int(round((nh - size) / 2.0)), int(round((nw - size) / 2.0))
+    a = np.asarray(im.crop((left, top, left + size, top + size)), dtype=np.uint8)
+    return np.ascontiguousarray(a[None] if a.ndim == 2 else a.transpose(2, 0, 1))
+
+
+def model_input(src, spec) -> np.ndarray:
+    """The uint8 (C, H, W) array a model with data spec ``spec`` is given for an image, as
+    its evaluation prepares it: a small-image model's whole image resized to its input
+    size (how its training images were decoded); a large-image model's shorter side
+    resized and its centre cropped (:func:`resize_crop_array`; it trained on random crops).
+    ``predict``, ``serve`` and ``deploy.load`` all go through here."""
+    if spec.small:
+        return image_to_array(src, spec.channels, spec.input_size)
+    return resize_crop_array(src, spec.channels, spec.input_size)
+
+
 def normalize_array(x_uint8: np.ndarray, mean, std) -> np.ndarray:
     """uint8 (B, C, H, W) -> float32 ((x / 255) - mean) / std, as training normalises."""
     m = np.asarray(mean, np.float32).reshape(1, -1, 1, 1)

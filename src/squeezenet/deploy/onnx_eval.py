@@ -18,7 +18,7 @@ import numpy as np
 
 from ..errors import SqueezeNetError
 from ..log import note, warn
-from ..imageio import image_to_array, normalize_array, resize_array
+from ..imageio import model_input, normalize_array, resize_array
 from ..sources import (FASHION_MNIST_CLASSES, FASHION_MNIST_NAMES, find_fashion_mnist, match_classes, read_idx,
                        scan_folder)
 from ..formats.onnx import OnnxClassifier
@@ -53,7 +53,7 @@ def eval_images(spec, data: str | None, data_dir: str | None, download: bool, wh
     images, labels = [], []
     for path, label in samples:
         try:
-            images.append(image_to_array(path, spec.channels, spec.input_size))
+            images.append(model_input(path, spec))
             labels.append(label)
         except SqueezeNetError as e:
             warn(f"skipping {e}")

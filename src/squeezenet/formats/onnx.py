@@ -27,7 +27,7 @@ import os
 import numpy as np
 
 from ..errors import SqueezeNetError
-from ..imageio import image_to_array, normalize_array
+from ..imageio import model_input, normalize_array
 from ..spec import IMAGENET_GRAY_MEAN, IMAGENET_GRAY_STD, IMAGENET_MEAN, IMAGENET_STD, DataSpec
 
 META_KEY = "squeezenet"
@@ -198,10 +198,15 @@ class OnnxClassifier:
         if chans not in (1, 3) or size is None or not isinstance(n_out, int):
             raise SqueezeNetError(f"'{self.path}' has no squeezenet metadata and its input {shape} is not a fixed "
                                   "(B, 1|3, H, W) image; preprocess yourself and call run()")
+        from ..sources import SMALL_IMAGE_MAX
+
+        small = size <= SMALL_IMAGE_MAX  # above it, ImageNet's evaluation: shorter side to 256/224, centre crop
         self.notes.append(f"'{self.path}' has no squeezenet metadata (classes, mean/std): using ImageNet mean/std, "
-                          f"{size} px from the graph and class indices as names")
+                          f"{size} px from the graph" + ("" if small else " (images resized to 256/224 of it and "
+                          "centre-cropped, as ImageNet evaluates)") + " and class indices as names")
         mean, std = (IMAGENET_MEAN, IMAGENET_STD) if chans == 3 else (IMAGENET_GRAY_MEAN, IMAGENET_GRAY_STD)
-        return DataSpec("unknown", [f"class {i}" for i in range(n_out)], chans, size, list(mean), list(std))
+        return DataSpec("unknown", [f"class {i}" for i in range(n_out)], chans, size, list(mean), list(std),
+                        small=small)
 
     @property
     def classes(self) -> list[str]:
@@ -234,7 +239,7 @@ class OnnxClassifier:
     def preprocess(self, images) -> np.ndarray:
         """Paths (or encoded bytes) -> the normalised (B, C, H, W) batch training saw."""
         s = self.spec
-        arrays = [image_to_array(p, s.channels, s.input_size) for p in images]
+        arrays = [model_input(p, s) for p in images]
         return normalize_array(np.stack(arrays), s.mean, s.std)
 
     def predict(self, images, topk: int = 5) -> list[list[tuple[str, float]]]:
