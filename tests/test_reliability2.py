@@ -353,7 +353,7 @@ def test_predict_decodes_each_image_once_in_chunks(tmp_path, tiny_run, monkeypat
     given order and the same as one image at a time, an unreadable image reported."""
     from squeezenet import evaluate as ev
     from squeezenet.deploy.export import export_onnx
-    from squeezenet.imageio import image_to_array
+    from squeezenet.imageio import model_input
 
     rng = np.random.default_rng(0)
     paths = []
@@ -365,7 +365,7 @@ def test_predict_decodes_each_image_once_in_chunks(tmp_path, tiny_run, monkeypat
     if fmt == "onnx":
         model = Path(export_onnx(checkpoint=str(model), out=str(tmp_path / "m.onnx"), dynamic_batch=True)["path"])
     calls = []
-    monkeypatch.setattr(ev, "image_to_array", lambda *a: calls.append(a[0]) or image_to_array(*a))
+    monkeypatch.setattr(ev, "model_input", lambda *a: calls.append(a[0]) or model_input(*a))
     real_chunks = ev.decoded_chunks
     monkeypatch.setattr(ev, "decoded_chunks", lambda images, spec: real_chunks(images, spec, chunk=2))
     results, bad = ev.predict(str(model), [str(p) for p in paths], topk=10)
