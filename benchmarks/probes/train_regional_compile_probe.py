@@ -12,7 +12,10 @@ MODE:
             at 9x the 1x1 expand's MACs. Does removing the concat and half the BN/ReLU calls pay?
   foreach   the eager step with SGD's multi-tensor (foreach) update: one call per step, not one per tensor;
   fused     the eager step with SGD's fused CPU kernel (fused=True);
-  profile   the eager step under torch.profiler: self CPU time by operator, 5 steps.
+  profile   the eager step under torch.profiler: self CPU time by operator, 5 steps, then by kind
+            (convolutions, BatchNorm, ReLU, concat, pooling, the rest) with the bound on any fusion
+            that leaves the convolutions to oneDNN: 1 / (the convolutions' share);
+  profile-bf16  the same under bf16 autocast (what `--precision auto` picks on a CPU with avx512_bf16).
 
 e.g. `squeezenet1_1_simple_bypass_small_bn_w0.5_sr0.25 1 28 128 regional` (the demo model; its
 demo options are applied to names with w0.5) or `squeezenet1_1_small_bn 3 32 128 profile`.
@@ -87,6 +90,33 @@ def merge_fires(m: nn.Module) -> None:
             m.features[name] = MergedFire(mod)
 
 
+KINDS = {  # aten operators (self time) by what they do in a SqueezeNet training step
+    "convolutions (oneDNN)": ("mkldnn_convolution", "convolution_backward", "_convolution", "convolution"),
+    "BatchNorm": ("native_batch_norm", "native_batch_norm_backward", "_batch_norm_impl_index",
+                  "batch_norm"),
+    "ReLU": ("relu", "relu_", "clamp_min", "clamp_min_", "threshold_backward"),
+    "concat": ("cat",),
+    "max pool": ("max_pool2d_with_indices", "max_pool2d_with_indices_backward"),
+}
+
+
+def print_kinds(averages) -> None:
+    """Self CPU time by kind of operator, and what a fusion of everything but the
+    convolutions could gain at most (all of it free)."""
+    total = sum(e.self_cpu_time_total for e in averages)
+    by = {k: 0.0 for k in KINDS}
+    for e in averages:
+        op = e.key.removeprefix("aten::")
+        kind = next((k for k, ops in KINDS.items() if op in ops), None)
+        if kind is not None and e.key.startswith("aten::"):
+            by[kind] += e.self_cpu_time_total
+    by["the rest (optimizer, loss, copies, autograd)"] = total - sum(by.values())
+    for k, v in by.items():
+        print(f"{k:45s} {100 * v / total:5.1f}%")
+    conv = by["convolutions (oneDNN)"] / total
+    print(f"bound if everything but the convolutions were free: {1 / conv:.2f}x")
+
+
 def main():
     name, ch, px, bs, mode = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
     torch.manual_seed(0)
@@ -104,6 +134,9 @@ def main():
     y = torch.randint(0, 10, (bs,))
 
     def fwd(x, y):
+        if mode == "profile-bf16":
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                return crit(m(x), y)
         return crit(m(x), y)
 
     if mode == "compiled":
@@ -119,13 +152,15 @@ def main():
     for _ in range(5):
         step()
     warm = time.perf_counter() - t
-    if mode == "profile":
+    if mode.startswith("profile"):
         from torch.profiler import profile
 
         with profile() as p:
             for _ in range(5):
                 step()
-        print(p.key_averages().table(sort_by="self_cpu_time_total", row_limit=20))
+        averages = p.key_averages()
+        print(averages.table(sort_by="self_cpu_time_total", row_limit=20))
+        print_kinds(averages)
         return
     t = time.perf_counter()
     for _ in range(30):
