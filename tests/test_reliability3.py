@@ -227,6 +227,9 @@ def test_predict_prepares_a_large_image_as_eval_does(tmp_path):
         Image.fromarray((rng.random((h, w, 3)) * 255).astype(np.uint8)).save(p)
         want = tf(Image.open(p).convert("RGB")).numpy()
         assert np.array_equal(model_input(str(p), spec), want), (w, h)
+    from squeezenet.imageio import resize_rule
+
+    assert resize_rule(spec)["shorter_side"] == 73  # int(64 * 256 / 224): what a client must do (server metadata)
 
     root = make_image_folder(tmp_path / "imgs", n=4, size=80)
     for f in (root / "val").rglob("*.png"):  # non-square evaluation images

@@ -139,6 +139,15 @@ def resize_crop_array(src, channels: int, size: int) -> np.ndarray:
     return np.ascontiguousarray(a[None] if a.ndim == 2 else a.transpose(2, 0, 1))
 
 
+def resize_rule(spec) -> dict:
+    """How :func:`model_input` resizes for ``spec``, for clients that preprocess themselves
+    (the server's model metadata): Pillow bilinear throughout, then (x / 255 - mean) / std."""
+    if spec.small:
+        return {"mode": "whole image to input_size x input_size"}
+    return {"mode": "shorter side to shorter_side, then the centre input_size x input_size",
+            "shorter_side": eval_resize(spec.input_size)}
+
+
 def model_input(src, spec) -> np.ndarray:
     """The uint8 (C, H, W) array a model with data spec ``spec`` is given for an image, as
     its evaluation prepares it: a small-image model's whole image resized to its input

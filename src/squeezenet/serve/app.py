@@ -22,7 +22,7 @@ from .. import __version__
 from ..errors import SqueezeNetError, TooLarge, require
 from ..log import say
 from ..machine import check_threads
-from ..imageio import IMG_EXTENSIONS
+from ..imageio import IMG_EXTENSIONS, resize_rule
 from .batching import Batcher, Metrics
 from .config import ServeConfig
 from .connection import http_protocol
@@ -192,8 +192,8 @@ class Routes:
                 "inputs": [{"name": self.clf.input_name, "datatype": "FP32", "shape": self.in_shape},
                            {"name": BYTES_INPUT, "datatype": "BYTES", "shape": [-1]}],
                 "outputs": [{"name": OUTPUT, "datatype": "FP32", "shape": [-1, self.n_out]}],
-                "parameters": {"classes": s.classes, "input_size": s.input_size, "mean": s.mean, "std": s.std,
-                               "tta": s.tta}}
+                "parameters": {"classes": s.classes, "input_size": s.input_size, "resize": resize_rule(s),
+                               "mean": s.mean, "std": s.std, "tta": s.tta}}
 
     async def model_ready(self, model_name: str, version: str = VERSION):
         self.check_model(model_name, version)
