@@ -575,8 +575,9 @@ def _cmd_compress(a):
                  settings=CompressSettings(a.sparsity, a.bits, a.finetune_epochs, map_by_index=a.map_by_index,
                                            distill=a.distill, **tune))
     print(r["table"])
-    print(f"wrote {r['path']} ({r['file_bytes']:,} bytes, {r['ratio_fp32']:.1f}x smaller than fp32, "
-          f"{r['ratio_alexnet']:.0f}x smaller than AlexNet's 240 MB); report: {r['report']}")
+    alexnet = f", {r['ratio_alexnet']:.0f}x smaller than AlexNet's 240 MB" if r["ratio_alexnet"] else ""
+    print(f"wrote {r['path']} ({r['file_bytes']:,} bytes, {r['ratio_fp32']:.1f}x smaller than fp32{alexnet}); "
+          f"report: {r['report']}")
 
 
 def add_compare_parser(sub):
