@@ -83,6 +83,7 @@ def test_search_under_a_parameter_budget(tmp_path):
     assert r["best"]["top1"] == max(row["top1"] for row in r["rows"])
     text = (tmp_path / "s" / "sweep.md").read_text()
     assert "600,000 parameters" in text and r["best"]["model"] in text
+    assert "optimistic estimate for new images" in text  # the best of the points, chosen on the split it is scored on
     assert (tmp_path / "s" / "sweep_accuracy_vs_size.png").is_file()
     # the same command again: every point read back, none rerun, same rows
     calls = []

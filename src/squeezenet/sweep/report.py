@@ -45,7 +45,10 @@ def write_report(outd: Path, rows: list[dict], s, rejected: int = 0) -> dict:
                                                                   if rejected else ".")
     best = best_point(rows) if trained else None
     if best:
-        text += f"\n\nBest: **{best['model']}**, {best['top1']:.2f}% top-1, {best['params']:,} parameters."
+        text += (f"\n\nBest: **{best['model']}**, {best['top1']:.2f}% top-1, {best['params']:,} parameters. It was "
+                 "chosen on the split it is scored on, so its top-1 is the best of the points measured there and "
+                 "an optimistic estimate for new images; to quote it, train it again and score it on images no "
+                 "point was chosen on.")
     failed = [r for r in rows if r.get("status") == "failed"]
     text += f"\n\n{table}\n\n"
     if failed:
