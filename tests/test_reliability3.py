@@ -159,10 +159,13 @@ def test_train_weights_starts_from_a_checkpoint_of_ours_with_any_number_of_class
 
 def test_a_train_subset_larger_than_the_training_set_says_it_trains_on_all(tmp_path):
     root = make_image_folder(tmp_path / "imgs", n=4, size=12)
-    code, _, err = run_cli("train", TINY, "--data", root, "-b", "4", "--epochs", "1", "--train-subset", "5000",
-                           "--precision", "fp32", "--out", tmp_path / "run", "--no-progress")
+    code, out, err = run_cli("train", TINY, "--data", root, "-b", "4", "--epochs", "1", "--train-subset", "5000",
+                             "--precision", "fp32", "--out", tmp_path / "run", "--no-progress")
     assert code == 0 and "--train-subset 5000 is not below the 8 training images: training on all of them" in err, err
-    assert torch.load(tmp_path / "run" / "last.pt", weights_only=True)["global_step"] == 2  # 8 images, batch 4
+    saved = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    assert saved["global_step"] == 2  # 8 images, batch 4
+    # the headline is the final weights' score (the best epoch's was chosen on the split it is scored on)
+    assert out.startswith(f"final test top-1 {saved['history'][-1]['test_top1']:.2f}% (best epoch "), out
 
 
 def test_layer_sensitivity_is_never_a_negative_divergence():

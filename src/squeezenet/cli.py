@@ -250,7 +250,8 @@ def _cmd_train(a):
         head = (f"stopped by --max-steps after {res['global_step']} steps, before an epoch ended; test top-1 "
                 f"{final:.2f}% at that point")
     else:
-        head = f"best test top-1 {res['best_top1']:.2f}%"
+        # the final weights' score first: the best epoch's was chosen on the split it is scored on
+        head = f"final test top-1 {final:.2f}% (best epoch {res['best_top1']:.2f}%)"
         if res["stopped_early"]:
             head += f" (stopped by --max-steps after {res['global_step']} steps)"
     b = res.get("budget")
