@@ -103,14 +103,22 @@ def resize_array(a: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(im).transpose(2, 0, 1)
 
 
+def _open_for(src, channels: int):
+    if channels not in (1, 3):
+        raise SqueezeNetError(f"models take 1- or 3-channel images, this one expects {channels}")
+    return open_image(src, "L" if channels == 1 else "RGB")
+
+
+def _chw(im) -> np.ndarray:
+    """A Pillow L or RGB image as a uint8 (C, H, W) array."""
+    a = np.asarray(im, dtype=np.uint8)
+    return a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
+
+
 def image_to_array(src, channels: int, size: int | None) -> np.ndarray:
     """Decode ``src`` into a uint8 (C, H, W) array with ``channels`` (1 or 3), resized to
     ``size`` x ``size`` when given."""
-    if channels not in (1, 3):
-        raise SqueezeNetError(f"models take 1- or 3-channel images, this one expects {channels}")
-    im = open_image(src, "L" if channels == 1 else "RGB")
-    a = np.asarray(im, dtype=np.uint8)
-    a = a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
+    a = _chw(_open_for(src, channels))
     return np.ascontiguousarray(resize_array(a, size) if size else a)
 
 
@@ -126,17 +134,14 @@ def resize_crop_array(src, channels: int, size: int) -> np.ndarray:
     + ``CenterCrop(size)`` on a Pillow image, which evaluates large-image models."""
     from PIL import Image
 
-    if channels not in (1, 3):
-        raise SqueezeNetError(f"models take 1- or 3-channel images, this one expects {channels}")
-    im = open_image(src, "L" if channels == 1 else "RGB")
+    im = _open_for(src, channels)
     w, h = im.size
     r = eval_resize(size)
     nw, nh = (r, int(r * h / w)) if w <= h else (int(r * w / h), r)  # torchvision's output size for Resize(int)
     if (nw, nh) != (w, h):
         im = im.resize((nw, nh), Image.BILINEAR)
     top, left = int(round((nh - size) / 2.0)), int(round((nw - size) / 2.0))
-    a = np.asarray(im.crop((left, top, left + size, top + size)), dtype=np.uint8)
-    return np.ascontiguousarray(a[None] if a.ndim == 2 else a.transpose(2, 0, 1))
+    return np.ascontiguousarray(_chw(im.crop((left, top, left + size, top + size))))
 
 
 def resize_rule(spec) -> dict:

@@ -7,6 +7,8 @@ with PyTorch first.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 
 def load(path, threads: int | None = None, verify: bool = True):
     """Any model file of ours (.onnx, .sqz, .pt, or a run folder: its best.pt, else
@@ -30,7 +32,9 @@ def onnx_file_for(ref, verify: bool = True):
     p, kind = found
     if kind == "onnx":
         return p, verify
-    out = _scratch() / f"{p.stem}-{id(ref):x}.onnx"
+    import tempfile
+
+    out = Path(tempfile.mkdtemp(dir=_scratch())) / f"{p.stem}.onnx"  # one folder per file: no name is reused
     from .sqz_onnx import is_squeezenet_sqz, sqz_to_onnx  # numpy + onnx: no PyTorch
 
     if kind == "sqz" and is_squeezenet_sqz(p):
@@ -49,7 +53,6 @@ def _scratch():
     import atexit
     import shutil
     import tempfile
-    from pathlib import Path
 
     if not _SCRATCH:
         _SCRATCH.append(Path(tempfile.mkdtemp(prefix="squeezenet-deploy-")))

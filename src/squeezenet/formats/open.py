@@ -63,6 +63,9 @@ class OpenedModel:
         return self.spec
 
 
+_SAID: set[Path] = set()  # run folders whose file was named already in this process
+
+
 def resolve_file(ref) -> tuple[Path, str] | None:
     """(file, kind) for a reference that names a file or a run folder; None for a model
     name. Torch-free: the server uses it before deciding how to load."""
@@ -71,10 +74,12 @@ def resolve_file(ref) -> tuple[Path, str] | None:
         ck = next((p / n for n in ("best.pt", "last.pt") if (p / n).is_file()), None)
         if ck is None:
             raise SqueezeNetError(f"'{ref}' is a folder without best.pt or last.pt; pass a model file or a run folder")
-        from ..log import note
+        if ck not in _SAID:  # a command resolves its reference more than once; say it once
+            from ..log import note
 
-        note(f"run folder '{ref}': using {ck.name}" + (" (the epoch with the best validation top-1; last.pt is "
-                                                         "the schedule's end)" if ck.name == "best.pt" else ""))
+            _SAID.add(ck)
+            note(f"run folder '{ref}': using {ck.name}" + (" (the epoch with the best validation top-1; last.pt "
+                                                             "is the schedule's end)" if ck.name == "best.pt" else ""))
         p = ck
     if not p.is_file():
         if _looks_like_a_path(str(ref)):
