@@ -214,6 +214,37 @@ def test_macs_counted_from_an_onnx_graph_match_torchvision(name, tmp_path):
     assert onnx_macs(tta, (3, 224, 224)) == 2 * macs
 
 
+def test_summary_of_an_onnx_file_counts_its_graph(tmp_path):
+    """`summary FILE.onnx` tabulates the graph: torchvision's parameter count and GMACs for
+    an exported v1.1 (it has no BatchNorm to fold), one row per convolution (conv1, three
+    per Fire, conv10: 26), conv1's 64 x 3 x 3 x 3 weights and 64 biases, and the same
+    counts for its int8 QDQ file (weights read through DequantizeLinear), whose footer
+    names what it is and its size on disk. --count needs a PyTorch model."""
+    import json
+
+    from helpers import run_cli
+    from reference import TV_V11_GMACS, TV_V11_PARAMS
+
+    from squeezenet.deploy.onnx_tools import quantize_onnx_int8
+
+    f = export_model_to_onnx(create_model("squeezenet1_1").eval(), tmp_path / "m.onnx", (3, 224, 224),
+                             dynamic_batch=True)
+    q = quantize_onnx_int8(f, tmp_path / "q.onnx", [np.zeros((1, 3, 224, 224), np.float32)])
+    for path in (f, q):
+        code, out, err = run_cli("summary", path, "--format", "json", "--skip-integrity-check")
+        assert code == 0, err
+        d = json.loads(out)
+        assert d["total"]["params"] == TV_V11_PARAMS
+        assert abs(d["total"]["macs"] / 1e9 - TV_V11_GMACS) / TV_V11_GMACS < 0.005
+        assert [r["kind"] for r in d["layers"]] == ["Conv"] * 26
+        assert d["layers"][0]["params"] == 64 * 3 * 3 * 3 + 64 and d["layers"][0]["output_shape"] == [1, 64, 111, 111]
+        assert "counted from the ONNX graph" in d["note"]
+    code, out, _ = run_cli("summary", q, "--skip-integrity-check")
+    assert code == 0 and f"{q.stat().st_size:,} bytes on disk, quantized activations" in out
+    code, _, err = run_cli("summary", f, "--count", "bn", "--skip-integrity-check")
+    assert code == 2 and "--count needs a PyTorch model" in err and len(err.strip().splitlines()) == 1
+
+
 def test_bench_times_an_onnx_file_as_it_is_against_ort_defaults(tmp_path, tiny_run):
     """`bench FILE.onnx`: the file runs on the ONNX Runtime backends, against ORT's default
     session; torch-only backends, a second quantization and another input size are refused."""

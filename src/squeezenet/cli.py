@@ -150,8 +150,9 @@ def add_summary_parser(sub):
     p = sub.add_parser("summary", help="per-layer params, MACs and output shapes",
                        description="Per-layer output shape, parameters and MACs (multiply-accumulates of conv/"
                                    "linear) with totals and fp32/fp16/int8 sizes. Works for our models and "
-                                   "torchvision/timm names (tv:NAME, timm:NAME), at the model's native resolution "
-                                   "(torchvision: its weights' crop size). No weights are allocated.")
+                                   "torchvision/timm names (tv:NAME, timm:NAME), model files and run folders, at "
+                                   "the model's native resolution (torchvision: its weights' crop size). No weights "
+                                   "are allocated for a name. An .onnx file is counted from its graph.")
     p.add_argument("model", help=MODEL_REF)
     p.add_argument("--input-size", type=image_size, help="square input size in px (default: the model's native size)")
     p.add_argument("--in-chans", type=channels, help="input channels (default 3)")
@@ -160,6 +161,7 @@ def add_summary_parser(sub):
     p.add_argument("--count", type=_str_list, default=[],
                    help="also count bn, act, pool and/or add (comma-separated; 1 MAC per element op). Default: "
                         "conv/linear/matmul and attention only, as torchvision and the papers")
+    _add_model_file_flags(p)
     p.set_defaults(func=_cmd_summary)
 
 
@@ -167,9 +169,23 @@ def _cmd_summary(a):
     from .formats.open import open_model
     from .profiler import profile
 
-    m = open_model(a.model, num_classes=a.num_classes, in_chans=a.in_chans, meta=True, command="summary")
+    m = open_model(a.model, num_classes=a.num_classes, in_chans=a.in_chans, meta=True, need="any", verify=a.verify,
+                   command="summary")
     size = a.input_size or m.input_size
-    print(profile(m.model, (m.in_chans, size, size), m.name, extra=a.count).format(a.format))
+    if m.onnx is None:
+        print(profile(m.model, (m.in_chans, size, size), m.name, extra=a.count).format(a.format))
+        return
+    from .deploy.onnx_tools import onnx_layers, precision
+    from .profiler import profile_from_rows
+
+    if a.count:
+        raise SqueezeNetError("--count needs a PyTorch model: an ONNX graph has its BatchNorm folded into the "
+                              "convolutions; drop --count or give the .pt checkpoint")
+    path, shape = Path(m.onnx.path), (m.in_chans, size, size)
+    note = ("counted from the ONNX graph: one row per Conv/Gemm/MatMul node; parameters are the weights and biases "
+            f"each node reads (export folds BatchNorm into the convolutions); the file: {path.stat().st_size:,} "
+            f"bytes on disk, {precision(path)}")
+    print(profile_from_rows(onnx_layers(path, shape), shape, m.name, note).format(a.format))
 
 
 # ------------------------------------------------------------------ train

@@ -65,6 +65,7 @@ class Profile:
     params: int = 0
     macs: int = 0
     extra: tuple = ()
+    note: str = ""  # how the counts were taken, where not from a PyTorch model
 
     @property
     def flops(self) -> int:
@@ -84,6 +85,7 @@ class Profile:
             "input_size": self.input_size,
             "convention": self.convention,
             "counted": ["conv", "linear", "matmul", "attention", *self.extra],
+            **({"note": self.note} if self.note else {}),
             "layers": [asdict(layer) for layer in self.layers],
             "total": {"params": self.params, "macs": self.macs, "flops": self.flops, "size_bytes": self.size_bytes,
                       "size_mib": {k: v / MIB for k, v in self.size_bytes.items()}},
@@ -107,7 +109,8 @@ class Profile:
             return buf.getvalue()
         sizes = ", ".join(f"{k} {v / MIB:.2f} MiB" for k, v in self.size_bytes.items())
         footer = (f"{self.model_name} @ {'x'.join(map(str, self.input_size))}: {self.params:,} params, "
-                  f"{self.macs / 1e9:.3f} GMACs = {self.flops / 1e9:.3f} GFLOPs; weights {sizes}\n{self.convention}")
+                  f"{self.macs / 1e9:.3f} GMACs = {self.flops / 1e9:.3f} GFLOPs; weights {sizes}\n{self.convention}"
+                  + (f"\n{self.note}" if self.note else ""))
         if fmt == "markdown":
             lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
             lines += ["| " + " | ".join(r) + " |" for r in rows + [total]]
@@ -250,7 +253,21 @@ def profile(model: nn.Module, input_size=(3, 224, 224), model_name: str | None =
                                       sum(p.numel() for p in m.parameters()), flops // 2))
     prof.params = sum(p.numel() for p in model.parameters())
     prof.macs = counter.get_total_flops() // 2
+    return _with_shares(prof)
+
+
+def _with_shares(prof: Profile) -> Profile:
     for s in prof.layers:
         s.params_pct = 100.0 * s.params / max(prof.params, 1)
         s.macs_pct = 100.0 * s.macs / max(prof.macs, 1)
     return prof
+
+
+def profile_from_rows(rows, input_size, model_name: str, note: str = "") -> Profile:
+    """The same table from per-layer rows counted elsewhere (``deploy.onnx_tools.onnx_layers``
+    counts an ONNX graph): dicts with name, op, output_shape, params and macs."""
+    prof = Profile(model_name, list(input_size), [LayerStats(r["name"], r["op"], r["output_shape"], r["params"],
+                                                             r["macs"]) for r in rows], note=note)
+    prof.params = sum(r["params"] for r in rows)
+    prof.macs = sum(r["macs"] for r in rows)
+    return _with_shares(prof)

@@ -251,12 +251,31 @@ def fixed_batch(path) -> int | None:
 
 
 def onnx_macs(path, shape) -> int:
-    """Multiply-accumulates per input image of an ONNX classifier, counted from the graph
-    under the profiler's convention (conv, linear and matmul; ``profiler.MAC_CONVENTION``):
-    the input is fixed to one image of ``shape`` (C, H, W), shapes are inferred through
+    """Multiply-accumulates per input image of an ONNX classifier: the sum of
+    :func:`onnx_layers` (conv, linear and matmul; ``profiler.MAC_CONVENTION``)."""
+    return sum(layer["macs"] for layer in onnx_layers(path, shape))
+
+
+# Where each counted operator takes its weight and bias (ONNX operator schemas).
+_PARAM_INPUTS = {"Conv": (1, 2), "ConvInteger": (1,), "QLinearConv": (3, 8), "Gemm": (1, 2), "MatMul": (1,),
+                 "MatMulInteger": (1,), "QLinearMatMul": (3,)}
+
+
+def onnx_layers(path, shape) -> list[dict]:
+    """Per-node counts of an ONNX classifier, one row per Conv/MatMul/Gemm in graph order:
+    name, op, output shape, parameters and MACs.
+
+    The input is fixed to one image of ``shape`` (C, H, W) and shapes are inferred through
     the graph (quantized weights through their DequantizeLinear, a TTA file's two views
-    through its Concat), and each Conv costs output elements x input channels per group
-    x kernel area, each MatMul/Gemm output elements x the shared dimension."""
+    through its Concat). Each Conv costs output elements x input channels per group x
+    kernel area (less the zero channels a Pad added to the first conv, which its
+    parameters leave out too), each
+    MatMul/Gemm output elements x the shared dimension. A node's parameters are the
+    elements of the weight and bias initializers it reads, directly or through
+    DequantizeLinear or Identity, counted for every node that reads them (the exporter
+    stores equal tensors once, e.g. biases still at their zero init, and hands them on
+    through Identity nodes; they are each layer's parameters all the same). An exported graph has its BatchNorm folded into the
+    convolutions, so the total can be below the PyTorch model's."""
     onnx = require("onnx", "onnx")
     proto = onnx.load(str(path), load_external_data=False)
     dims = proto.graph.input[0].type.tensor_type.shape.dim
@@ -264,24 +283,31 @@ def onnx_macs(path, shape) -> int:
         d.Clear()
         d.dim_value = v
     inferred = onnx.shape_inference.infer_shapes(proto, data_prop=True)
+    init_size = {i.name: int(np.prod(i.dims)) for i in inferred.graph.initializer}
     shapes = {i.name: list(i.dims) for i in inferred.graph.initializer}
     for vi in [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]:
         shapes[vi.name] = [d.dim_value if d.HasField("dim_value") else 0 for d in vi.type.tensor_type.shape.dim]
-    made_by = {n.output[0]: n for n in inferred.graph.node}
+    made_by = {o: n for n in inferred.graph.node for o in n.output}
 
-    def padded_from(name):  # the tensor a Pad widened, looking through QuantizeLinear/DequantizeLinear
+    def source(name):  # the tensor behind QuantizeLinear/DequantizeLinear/Identity
         node = made_by.get(name)
-        while node is not None and node.op_type in ("QuantizeLinear", "DequantizeLinear"):
-            node = made_by.get(node.input[0])
+        while node is not None and node.op_type in ("QuantizeLinear", "DequantizeLinear", "Identity"):
+            name, node = node.input[0], made_by.get(node.input[0])
+        return name, node
+
+    def padded_from(name):  # the tensor a Pad widened
+        node = source(name)[1]
         return node.input[0] if node is not None and node.op_type == "Pad" else None
 
-    macs = 0
+    rows = []
     for node in inferred.graph.node:
+        widened = 1.0  # the share of a Conv's input channels that are real, not zeros a Pad added
         if node.op_type in _WEIGHT_INPUT:
             w, out = shapes.get(node.input[_WEIGHT_INPUT[node.op_type]]), shapes.get(node.output[0])
             per_out = int(np.prod(w[1:])) if w else 0
             x, src = shapes.get(node.input[0]), shapes.get(padded_from(node.input[0]))
-            if per_out and x and src and len(src) == len(x) and 0 < src[1] < x[1]:  # zero channels a Pad added
+            if per_out and x and src and len(src) == len(x) and 0 < src[1] < x[1]:
+                widened = src[1] / x[1]
                 per_out = per_out * src[1] // x[1]
         elif node.op_type in _MATMULS:
             a, out = shapes.get(node.input[0]), shapes.get(node.output[0])
@@ -292,5 +318,8 @@ def onnx_macs(path, shape) -> int:
         if not out or not per_out or 0 in out:
             raise SqueezeNetError(f"'{path}': cannot infer the shapes of its {node.op_type} node '{node.name}' to "
                                   "count its MACs")
-        macs += int(np.prod(out)) * per_out
-    return macs
+        weight, *bias = [init_size.get(source(node.input[i])[0], 0) if i < len(node.input) and node.input[i] else 0
+                         for i in _PARAM_INPUTS[node.op_type]]
+        rows.append({"name": node.name or node.output[0], "op": node.op_type, "output_shape": out,
+                     "params": round(weight * widened) + sum(bias), "macs": int(np.prod(out)) * per_out})
+    return rows
