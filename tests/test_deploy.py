@@ -219,7 +219,8 @@ def test_summary_of_an_onnx_file_counts_its_graph(tmp_path):
     an exported v1.1 (it has no BatchNorm to fold), one row per convolution (conv1, three
     per Fire, conv10: 26), conv1's 64 x 3 x 3 x 3 weights and 64 biases, and the same
     counts for its int8 QDQ file (weights read through DequantizeLinear), whose footer
-    names what it is and its size on disk. --count needs a PyTorch model."""
+    names what it is and its size on disk. --count needs a PyTorch model; an input the
+    graph cannot take is one line."""
     import json
 
     from helpers import run_cli
@@ -243,6 +244,8 @@ def test_summary_of_an_onnx_file_counts_its_graph(tmp_path):
     assert code == 0 and f"{q.stat().st_size:,} bytes on disk, quantized activations" in out
     code, _, err = run_cli("summary", f, "--count", "bn", "--skip-integrity-check")
     assert code == 2 and "--count needs a PyTorch model" in err and len(err.strip().splitlines()) == 1
+    code, _, err = run_cli("summary", f, "--input-size", "8", "--skip-integrity-check")  # fire4 would get 0x0
+    assert code == 2 and "check --input-size" in err and len(err.strip().splitlines()) == 1
 
 
 def test_bench_times_an_onnx_file_as_it_is_against_ort_defaults(tmp_path, tiny_run):

@@ -268,14 +268,14 @@ def onnx_layers(path, shape) -> list[dict]:
     The input is fixed to one image of ``shape`` (C, H, W) and shapes are inferred through
     the graph (quantized weights through their DequantizeLinear, a TTA file's two views
     through its Concat). Each Conv costs output elements x input channels per group x
-    kernel area (less the zero channels a Pad added to the first conv, which its
-    parameters leave out too), each
-    MatMul/Gemm output elements x the shared dimension. A node's parameters are the
-    elements of the weight and bias initializers it reads, directly or through
-    DequantizeLinear or Identity, counted for every node that reads them (the exporter
-    stores equal tensors once, e.g. biases still at their zero init, and hands them on
-    through Identity nodes; they are each layer's parameters all the same). An exported graph has its BatchNorm folded into the
-    convolutions, so the total can be below the PyTorch model's."""
+    kernel area, each MatMul/Gemm output elements x the shared dimension. The zero
+    channels a Pad added to the first conv are left out of both its MACs and its
+    parameters. A node's parameters are the elements of the weight and bias initializers
+    it reads, directly or through DequantizeLinear or Identity, counted for every node that
+    reads them (the exporter stores equal tensors once, e.g. biases still at their zero
+    init, and hands them on through Identity nodes; they are each layer's parameters all
+    the same). An exported graph has its BatchNorm folded into the convolutions, so the
+    total can be below the PyTorch model's."""
     onnx = require("onnx", "onnx")
     proto = onnx.load(str(path), load_external_data=False)
     dims = proto.graph.input[0].type.tensor_type.shape.dim
@@ -301,14 +301,13 @@ def onnx_layers(path, shape) -> list[dict]:
 
     rows = []
     for node in inferred.graph.node:
-        widened = 1.0  # the share of a Conv's input channels that are real, not zeros a Pad added
+        real, padded = 1, 1  # a Conv's input channels before and after a Pad added zero channels
         if node.op_type in _WEIGHT_INPUT:
             w, out = shapes.get(node.input[_WEIGHT_INPUT[node.op_type]]), shapes.get(node.output[0])
             per_out = int(np.prod(w[1:])) if w else 0
             x, src = shapes.get(node.input[0]), shapes.get(padded_from(node.input[0]))
             if per_out and x and src and len(src) == len(x) and 0 < src[1] < x[1]:
-                widened = src[1] / x[1]
-                per_out = per_out * src[1] // x[1]
+                real, padded = src[1], x[1]
         elif node.op_type in _MATMULS:
             a, out = shapes.get(node.input[0]), shapes.get(node.output[0])
             transposed = node.op_type == "Gemm" and any(x.name == "transA" and x.i for x in node.attribute)
@@ -316,10 +315,11 @@ def onnx_layers(path, shape) -> list[dict]:
         else:
             continue
         if not out or not per_out or 0 in out:
-            raise SqueezeNetError(f"'{path}': cannot infer the shapes of its {node.op_type} node '{node.name}' to "
-                                  "count its MACs")
+            raise SqueezeNetError(f"'{path}': cannot infer the shapes of its {node.op_type} node '{node.name}' at "
+                                  f"input {tuple(shape)} to count its MACs; the graph may not take this input size "
+                                  "(check --input-size)")
         weight, *bias = [init_size.get(source(node.input[i])[0], 0) if i < len(node.input) and node.input[i] else 0
                          for i in _PARAM_INPUTS[node.op_type]]
         rows.append({"name": node.name or node.output[0], "op": node.op_type, "output_shape": out,
-                     "params": round(weight * widened) + sum(bias), "macs": int(np.prod(out)) * per_out})
+                     "params": weight * real // padded + sum(bias), "macs": int(np.prod(out)) * per_out * real // padded})
     return rows
