@@ -226,6 +226,49 @@ def test_eval_compares_class_names_and_remaps_a_reordering(tmp_path):
     assert swapped["classes"] == ["dog", "cat"]
 
 
+def test_eval_scores_a_folder_of_val_images_alone_with_some_of_the_classes(tmp_path):
+    """A test folder holding val/ alone, with images of some of the model's classes: the
+    torch path said "class folders of 'DIR/val' differ from 'DIR'" (it took DIR itself for
+    the training folder), and the torch-free ONNX path refused the missing classes. Both
+    now score exactly the images of those classes as the full folder's evaluation does
+    (the same rows of the same confusion matrix), and name the data they scored."""
+    from squeezenet.deploy.onnx_eval import evaluate_onnx
+    from squeezenet.evaluate import evaluate_checkpoint
+    from squeezenet.factory import create_model
+
+    full = make_image_folder(tmp_path / "full", ("bird", "cat", "dog"), n=4, size=16)
+    some = tmp_path / "some"
+    for c in ("cat", "dog"):
+        shutil.copytree(full / "val" / c, some / "val" / c)
+    spec = dict(name="folder:full", classes=["bird", "cat", "dog"], channels=3, input_size=16, mean=[0.5] * 3,
+                std=[0.25] * 3)
+    torch.manual_seed(0)
+    atomic_save(make_checkpoint(create_model("squeezenet1_1_small_w0.25", num_classes=3), "squeezenet1_1_small_w0.25",
+                                spec), tmp_path / "m.pt")
+    ref = evaluate_checkpoint(str(tmp_path / "m.pt"), str(full), out=str(tmp_path / "ref.json"))
+    got = evaluate_checkpoint(str(tmp_path / "m.pt"), str(some), out=str(tmp_path / "got.json"))
+    assert ref["n"] == 12 and got["n"] == 8 and got["data"] == "folder:some" and ref["data"] == "folder:full"
+    assert got["confusion"] == [[0, 0, 0], *ref["confusion"][1:]]
+    assert got["top1"] == pytest.approx(100.0 * sum(ref["confusion"][i][i] for i in (1, 2)) / 8)
+    code, _, err = run_cli("export", "-c", tmp_path / "m.pt", "--out", tmp_path / "m.onnx")
+    assert code == 0, err
+    onnx = evaluate_onnx(str(tmp_path / "m.onnx"), str(some))
+    assert onnx["n"] == 8 and onnx["confusion"] == got["confusion"] and onnx["data"] == "folder:some"
+    # data that calibrates or fine-tunes a model (quantize, compress) must cover its classes
+    from squeezenet.data import load_data_for
+    from squeezenet.spec import DataSpec
+
+    both = make_image_folder(tmp_path / "both", ("cat", "dog"), n=2, size=16)
+    model_spec = DataSpec(**spec, small=True)
+    assert load_data_for(model_spec, str(both), need_train=False).test.labels.unique().tolist() == [1, 2]
+    with pytest.raises(SqueezeNetError, match=r"classes \(cat, dog\) differ from the model's \(bird, cat, dog\)"):
+        load_data_for(model_spec, str(both))
+    # a class the model does not have is still refused, in one line
+    make_image_folder(tmp_path / "odd", ("cat", "fish"), n=2, size=16, splits=("val",))
+    code, _, err = run_cli("eval", "-c", tmp_path / "m.pt", "--data", tmp_path / "odd")
+    assert_one_line(code, err, "classes (cat, fish) differ from")
+
+
 def test_compress_names_the_folder_a_run_needs(tmp_path):
     make_image_folder(tmp_path / "pets", ("cat", "dog"))
     Trainer(TrainConfig(model="squeezenet1_1_small_w0.25", data=str(tmp_path / "pets"), out=str(tmp_path / "r"),

@@ -98,6 +98,9 @@ class Splits:
     # which images are in each split: {"train": n, "val": n, "sha256": ...}; a resumed run
     # must see the same split (see checkpoint.check_resume)
     split: dict = field(default_factory=dict)
+    # the data's own name ('fashion-mnist', 'folder:<name>'); load_data_for keeps it here
+    # when it puts the model's spec in ``spec``
+    source: str = ""
 
 
 def load_fashion_mnist(data_dir: str | None = None, download: bool = True) -> tuple[TensorDataset, TensorDataset]:
@@ -367,19 +370,57 @@ def _load_folder(root: Path, input_size, val_fraction, seed, grayscale, cache, c
         return Splits(train, test, spec, notes, split)
     from torchvision.transforms import v2 as T
 
-    from .imageio import eval_resize
-
     size = input_size or 224
     mean, std = list(IMAGENET_MEAN), list(IMAGENET_STD)
     ch = 1 if grayscale else 3
     if ch == 1:
         mean, std = list(IMAGENET_GRAY_MEAN), list(IMAGENET_GRAY_STD)
-    to_tensor = [T.PILToTensor(), T.ToDtype(torch.float32, scale=True), T.Normalize(mean, std)]
-    train_tf = T.Compose([T.RandomResizedCrop(size, antialias=True), T.RandomHorizontalFlip(), *to_tensor])
-    test_tf = T.Compose([T.Resize(eval_resize(size), antialias=True), T.CenterCrop(size), *to_tensor])
+    train_tf = T.Compose([T.RandomResizedCrop(size, antialias=True), T.RandomHorizontalFlip(), *_to_tensor(mean, std)])
     spec = DataSpec(f"folder:{root.name}", classes, ch, size, mean, std, small=False, extra=holdout)
-    return Splits(FolderDataset(samples, classes, train_tf, mode), FolderDataset(val_samples, classes, test_tf, mode),
-                  spec, notes, split)
+    return Splits(FolderDataset(samples, classes, train_tf, mode),
+                  FolderDataset(val_samples, classes, _large_eval_transform(size, mean, std), mode), spec, notes, split)
+
+
+def _to_tensor(mean, std) -> list:
+    from torchvision.transforms import v2 as T
+
+    return [T.PILToTensor(), T.ToDtype(torch.float32, scale=True), T.Normalize(mean, std)]
+
+
+def _large_eval_transform(size: int, mean, std):
+    """Resize to ``eval_resize(size)`` and centre-crop ``size``: how large images are evaluated."""
+    from torchvision.transforms import v2 as T
+
+    from .imageio import eval_resize
+
+    return T.Compose([T.Resize(eval_resize(size), antialias=True), T.CenterCrop(size), *_to_tensor(mean, std)])
+
+
+def eval_only_folder(data: str | None) -> Path | None:
+    """The val/ (or test/) folder of ``data`` when that is all it holds: a set of images to
+    score, without the training images a train/ folder would hold. None otherwise."""
+    if not data or data.lower() in (*FASHION_MNIST_NAMES, "cifar10", "cifar100") or not Path(data).is_dir():
+        return None
+    subdirs = {d.name for d in Path(data).iterdir() if d.is_dir() and not d.name.startswith(".")}
+    if not subdirs or not subdirs <= {"val", "test"}:
+        return None
+    return Path(data) / ("val" if "val" in subdirs else "test")
+
+
+def _load_eval_folder(val_dir: Path, spec: DataSpec, cache: bool = True) -> Splits:
+    """``val_dir``'s images prepared as ``spec`` says the model was trained (its input size,
+    channels and, for large images, resize and centre crop): the test split alone."""
+    samples, classes = scan_folder(val_dir)
+    mode = "L" if spec.channels == 1 else "RGB"
+    if spec.small:
+        cache_dir = default_cache_dir() / "decoded" if cache else None
+        test = _decode_folder(samples, classes, spec.input_size, mode, cache_dir, f"'{val_dir}'")
+    else:
+        test = FolderDataset(samples, classes, _large_eval_transform(spec.input_size, spec.mean, spec.std), mode)
+    got = DataSpec(f"folder:{val_dir.parent.name}", classes, spec.channels, spec.input_size, spec.mean, spec.std,
+                   spec.small)
+    return Splits(None, test, got, [f"'{val_dir.parent}' holds {val_dir.name}/ alone: scoring its "
+                                    f"{len(samples)} images"], split_fingerprint([], samples, classes, val_dir.parent))
 
 
 # ------------------------------------------------------------- data for a trained model
@@ -406,13 +447,16 @@ def check_holdout(split: dict, drawn, holdout, name: str, where: str) -> None:
 
 
 def load_data_for(spec: DataSpec, data: str | None = None, data_dir: str | None = None, download: bool = True,
-                  map_by_index: bool = False, where: str = "the model") -> Splits:
+                  map_by_index: bool = False, where: str = "the model", need_train: bool = True) -> Splits:
     """The splits of ``data`` (default: the dataset the model was trained on) prepared
     exactly as training prepared them: the model's input size, channels and mean/std.
 
-    Class names are compared with the model's: the same names in another order are
-    remapped to the model's indices; different names are refused unless
-    ``map_by_index`` (then class i of the data is scored as output i).
+    Class names are compared with the model's: the same names in another order (and,
+    without ``need_train``, some of the model's classes) are remapped to the model's
+    indices by name; different names are refused unless ``map_by_index`` (then class i of
+    the data is scored as output i). Without ``need_train`` (evaluation), a folder that
+    holds only val/ (or test/) is the test split alone (``train`` is None), as the
+    torch-free ONNX evaluation reads it.
     """
     name = data or spec.name
     if not data and (not name or name.startswith("folder:") or name == "unknown"):
@@ -421,19 +465,24 @@ def load_data_for(spec: DataSpec, data: str | None = None, data_dir: str | None 
                               "inside) with --data PATH")
     holdout = spec.extra.get("holdout")
     how = dict(val_fraction=holdout["val_fraction"], seed=holdout["seed"]) if _valid_holdout(holdout) else {}
-    splits = load_data(name, data_dir, spec.input_size, download=download, grayscale=spec.channels == 1, **how,
-                       check_split=lambda split, drawn: check_holdout(split, drawn, holdout, name, where))
+    val_dir = None if need_train else eval_only_folder(data)
+    if val_dir is not None:
+        splits = _load_eval_folder(val_dir, spec)
+    else:
+        splits = load_data(name, data_dir, spec.input_size, download=download, grayscale=spec.channels == 1, **how,
+                           check_split=lambda split, drawn: check_holdout(split, drawn, holdout, name, where))
     got = splits.spec
     if got.channels != spec.channels:
         raise SqueezeNetError(f"{where} takes {spec.channels}-channel images but '{name}' has {got.channels}")
-    mapping, why = match_classes(got.classes, spec.classes, map_by_index, name, where)
+    mapping, why = match_classes(got.classes, spec.classes, map_by_index, name, where, some_classes=not need_train)
     if mapping is not None:
         splits.notes.append(why)
-        splits.train = splits.train.relabel(mapping, spec.classes)
+        splits.train = None if splits.train is None else splits.train.relabel(mapping, spec.classes)
         splits.test = splits.test.relabel(mapping, spec.classes)
     for n in splits.notes:
         note(n)
     import dataclasses
 
+    splits.source = got.name
     splits.spec = dataclasses.replace(spec, classes=list(spec.classes))
     return splits

@@ -72,13 +72,13 @@ def _evaluate_with_torch(checkpoint, data, data_dir, download, batch_size, tta, 
         note(n)
     spec = mf.need_spec()
     tta = evaluation_tta(spec, tta, f"'{checkpoint}'")
-    splits = load_data_for(spec, data, data_dir, download, map_by_index, where=f"'{checkpoint}'")
+    splits = load_data_for(spec, data, data_dir, download, map_by_index, where=f"'{checkpoint}'", need_train=False)
     m = evaluate(None, splits.test, splits.spec, batch_size=batch_size, tta=tta, predict_fn=mf.logits)
     if mf.path and Path(mf.path).name == "best.pt" and _names_the_same_data(data, spec.name):
         note(f"'{mf.path}' is the epoch that scored best on this validation split, so its score here is an "
              "optimistic estimate for new images; last.pt was not chosen on it")
     m["tta_in_model"] = spec.tta
-    return mf.name, splits.spec.classes, splits.spec.name, m
+    return mf.name, splits.spec.classes, splits.source, m
 
 
 def _names_the_same_data(data: str | None, trained_on: str) -> bool:

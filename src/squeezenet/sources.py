@@ -155,15 +155,23 @@ def split_fingerprint(train_samples, val_samples, classes, root: Path | None = N
     return {"train": len(train_samples), "val": len(val_samples), "sha256": h.hexdigest()}
 
 
-def match_classes(got: list[str], want: list[str], map_by_index: bool, name: str, where: str
-                  ) -> tuple[list[int] | None, str | None]:
+def match_classes(got: list[str], want: list[str], map_by_index: bool, name: str, where: str,
+                  some_classes: bool = False) -> tuple[list[int] | None, str | None]:
     """How the data's labels map onto a model's outputs: (None, None) when the class names
-    are the same; (mapping, note) for the same names in another order (remapped by name),
-    or with ``map_by_index`` (class i scored as output i); otherwise a one-line error."""
+    are the same; (mapping, note) for the same names in another order, or, with
+    ``some_classes`` (evaluation only: a test folder without images of some classes; data
+    that trains or calibrates a model must cover its classes), some of the model's
+    classes, each remapped by name and still scored against all of the model's outputs;
+    with ``map_by_index``, class i scored as output i; otherwise a one-line error."""
     if got == want:
         return None, None
-    if sorted(got) == sorted(want) and len(set(got)) == len(got):
-        return [want.index(c) for c in got], "the data's class order differs from the model's; labels remapped by name"
+    if len(set(got)) == len(got) and set(got) <= set(want) and (some_classes or len(got) == len(want)):
+        if len(got) == len(want):
+            return [want.index(c) for c in got], "the data's class order differs from the model's; labels remapped by name"
+        missing = [c for c in want if c not in got]
+        return [want.index(c) for c in got], (
+            f"'{name}' has {len(got)} of the {len(want)} classes of {where} (none of {_few(missing)}); labels mapped "
+            f"by name, and each image is still scored against all {len(want)} outputs")
     if map_by_index:
         if len(got) != len(want):
             raise SqueezeNetError(f"--map-by-index needs as many classes as the model has ({len(want)}); "

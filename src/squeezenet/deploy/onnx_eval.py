@@ -71,7 +71,7 @@ def evaluate_onnx(path: str, data: str | None = None, data_dir: str | None = Non
     spec = clf.spec
     tta = evaluation_tta(spec, tta, f"'{path}'")
     x, y, classes, name = eval_images(spec, data, data_dir, download, f"'{path}'")
-    mapping, msg = match_classes(classes, spec.classes, map_by_index, name, f"'{path}'")
+    mapping, msg = match_classes(classes, spec.classes, map_by_index, name, f"'{path}'", some_classes=True)
     if mapping is not None:
         y = np.asarray(mapping, np.int64)[y]
         note(msg)
