@@ -24,8 +24,8 @@ import torch
 
 from .errors import SqueezeNetError
 from .log import note, warn
-from .sources import (FASHION_MNIST_CLASSES, FASHION_MNIST_NAMES, default_cache_dir, find_fashion_mnist,
-                      match_classes, read_idx, scan_folder, split_fingerprint, spread_over_classes,
+from .sources import (FASHION_MNIST_CLASSES, FASHION_MNIST_NAMES, HELD_OUT_DIRS, default_cache_dir,
+                      find_fashion_mnist, held_out_folder, match_classes, read_idx, scan_folder, split_fingerprint, spread_over_classes,
                       SMALL_IMAGE_MAX)
 from .spec import IMAGENET_GRAY_MEAN, IMAGENET_GRAY_STD, IMAGENET_MEAN, IMAGENET_STD, DataSpec
 
@@ -336,7 +336,7 @@ def load_data(data: str = "fashion-mnist", data_dir: str | None = None, input_si
 
 def _load_folder(root: Path, input_size, val_fraction, seed, grayscale, cache, check_split=None) -> Splits:
     train_dir = root / "train" if (root / "train").is_dir() else root
-    val_dir = next((root / d for d in ("val", "test") if (root / d).is_dir()), None)
+    val_dir = held_out_folder(root)
     samples, classes = scan_folder(train_dir)
     notes = []
     if val_dir is not None:
@@ -402,9 +402,7 @@ def eval_only_folder(data: str | None) -> Path | None:
     if not data or data.lower() in (*FASHION_MNIST_NAMES, "cifar10", "cifar100") or not Path(data).is_dir():
         return None
     subdirs = {d.name for d in Path(data).iterdir() if d.is_dir() and not d.name.startswith(".")}
-    if not subdirs or not subdirs <= {"val", "test"}:
-        return None
-    return Path(data) / ("val" if "val" in subdirs else "test")
+    return held_out_folder(Path(data)) if subdirs and subdirs <= set(HELD_OUT_DIRS) else None
 
 
 def _load_eval_folder(val_dir: Path, spec: DataSpec, cache: bool = True) -> Splits:

@@ -143,6 +143,14 @@ def scan_folder(root: Path) -> tuple[list[tuple[str, int]], list[str]]:
     return samples, classes
 
 
+HELD_OUT_DIRS = ("val", "test")  # an ImageFolder's held-out images, in the order they are looked for
+
+
+def held_out_folder(root: Path) -> Path | None:
+    """``root``'s val/ (else test/) subfolder, or None without either."""
+    return next((root / d for d in HELD_OUT_DIRS if (root / d).is_dir()), None)
+
+
 def split_fingerprint(train_samples, val_samples, classes, root: Path | None = None) -> dict:
     """What a split holds, as counts and a SHA-256 over the class list and each split's
     (file, label) pairs, paths relative to ``root`` (so a moved tree keeps its split)."""

@@ -19,8 +19,8 @@ import numpy as np
 from ..errors import SqueezeNetError
 from ..log import note, warn
 from ..imageio import model_input, normalize_array, resize_array
-from ..sources import (FASHION_MNIST_CLASSES, FASHION_MNIST_NAMES, find_fashion_mnist, match_classes, read_idx,
-                       scan_folder)
+from ..sources import (FASHION_MNIST_CLASSES, FASHION_MNIST_NAMES, find_fashion_mnist, held_out_folder,
+                       match_classes, read_idx, scan_folder)
 from ..formats.onnx import OnnxClassifier
 from ..spec import EVAL_BATCH_SIZE, evaluation_tta
 
@@ -46,7 +46,7 @@ def eval_images(spec, data: str | None, data_dir: str | None, download: bool, wh
         raise SqueezeNetError(f"{where} was trained on an image folder; pass that folder (train/ and val/ inside) "
                               "with --data PATH")
     root = Path(name)
-    val = next((root / d for d in ("val", "test") if (root / d).is_dir()), None)
+    val = held_out_folder(root)
     if val is None:
         raise _needs_torch(f"'{root}' has no val/ folder, and reproducing training's seeded hold-out")
     samples, classes = scan_folder(val)
