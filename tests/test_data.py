@@ -6,9 +6,10 @@ import torch
 from PIL import Image
 
 from squeezenet import SqueezeNetError
-from squeezenet.batches import augment_batch, augment_params
+from squeezenet.batches import augment_batch, augment_params, tensor_batches
 from squeezenet.data import TensorDataset, load_data
 from squeezenet.sources import find_fashion_mnist, read_idx
+from squeezenet.spec import DataSpec
 
 from helpers import write_idx
 
@@ -147,3 +148,60 @@ def test_augment_crop_and_flip_are_exact():
     g = torch.Generator().manual_seed(0)
     dy, dx, flip = augment_params(1000, 2, g)
     assert dy.min() == 0 and dy.max() == 4 and 400 < flip.sum() < 600
+
+
+def _numbered(n=32, size=8, classes=None):
+    """n images, image i filled with the value i + 1 and labelled i (mod classes): every
+    pixel says which image it came from. Normalisation mean 0, std 1/255 keeps the values."""
+    classes = classes or n
+    imgs = (torch.arange(n, dtype=torch.uint8) + 1).view(n, 1, 1, 1).expand(n, 1, size, size).contiguous()
+    ds = TensorDataset(imgs, torch.arange(n) % classes, [str(c) for c in range(classes)])
+    spec = DataSpec("numbered", ds.classes, 1, size, [0.0], [1 / 255], pad=0)
+    return ds, spec
+
+
+def _epoch(ds, spec, **kw):
+    g = torch.Generator().manual_seed(3)
+    return [(step, x.round().long(), y) for step, x, y in tensor_batches(ds, spec, 16, 0, 0, g, **kw)]
+
+
+def test_cutmix_labels_are_the_share_of_pixels_each_class_has_in_the_image():
+    ds, spec = _numbered()
+    batches = _epoch(ds, spec, cutmix=1.0)
+    pasted = []
+    for _, x, y in batches:
+        assert y.shape == (16, 32) and torch.allclose(y.sum(1), torch.ones(16))
+        for xi, yi in zip(x, y):  # count the pixels of each source image (value i + 1 is class i)
+            share = torch.bincount(xi.flatten() - 1, minlength=32).float() / xi.numel()
+            assert torch.allclose(yi, share)
+            pasted.append(1 - yi.max().item())
+    # every batch was mixed (p = 1), each image with one other, never with itself
+    assert all((y > 0).sum(1).max() <= 2 for _, _, y in batches) and max(pasted) > 0
+    assert all(y.dtype == torch.int64 for _, _, y in _epoch(ds, spec, cutmix=0.0))  # off: class indices
+
+
+def test_cutmix_and_erasing_are_the_same_on_two_processes_and_after_a_resume():
+    ds, spec = _numbered(64, 12, classes=4)
+    spec.pad = 2
+    kw = dict(cutmix=0.5, random_erasing=0.5)
+    one = _epoch(ds, spec, **kw)
+    assert any(torch.equal(y, y.round()) for _, _, y in one)  # p = 0.5: some batches unmixed (one-hot)
+    assert any(not torch.equal(y, y.round()) for _, _, y in one)
+    halves = [_epoch(ds, spec, rank=r, world=2, **kw) for r in (0, 1)]
+    for (s, x, y), (_, x0, y0), (_, x1, y1) in zip(one, *halves):
+        assert torch.equal(x, torch.cat([x0, x1])) and torch.equal(y, torch.cat([y0, y1])), s
+    g = torch.Generator().manual_seed(3)
+    resumed = [(s, x.round().long(), y) for s, x, y in tensor_batches(ds, spec, 16, 0, 0, g, start_step=2, **kw)]
+    assert [s for s, *_ in resumed] == [2, 3]
+    assert all(torch.equal(a[1], b[1]) and torch.equal(a[2], b[2]) for a, b in zip(one[2:], resumed))
+
+
+def test_per_batch_augmentation_on_streamed_images_is_refused_not_ignored(tmp_path):
+    from squeezenet.config import TrainConfig
+    from squeezenet.train import training_data
+
+    _tree(tmp_path, size=80, corrupt=False, empty=False)
+    for flag, kw in (("--cutmix", dict(cutmix=0.5)), ("--random-erasing", dict(random_erasing=0.3))):
+        cfg = TrainConfig(data=str(tmp_path), input_size=72, **kw).resolved()
+        with pytest.raises(SqueezeNetError, match=f"{flag} applies to small images held in memory.*drop {flag}"):
+            training_data(cfg)

@@ -405,6 +405,7 @@ BAD_FLAGS = [
     (["train", "--epochs", "0"], "--epochs must be >= 1"),
     (["train", "--batch-size", "x"], "--batch-size expects an integer"),
     (["train", "--random-erasing", "2"], "--random-erasing must be between 0 and 1, got 2.0"),
+    (["train", "--cutmix", "-0.5"], "--cutmix must be between 0 and 1, got -0.5"),
     (["train", "--recipe", "slow"], "invalid choice: 'slow'"),
     (["train", "--device", "tpu"], "--device must be auto, cpu, cuda or cuda:N"),
     (["train", "--config", "nope.toml"], "config file not found"),

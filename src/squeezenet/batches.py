@@ -1,7 +1,7 @@
 """Training batches: what one epoch feeds the optimizer.
 
 Small-image data (uint8 tensors) is augmented per batch as tensors: random crop with
-zero padding, horizontal flip and optional random erasing, all drawn from a seeded
+zero padding, horizontal flip, and optional random erasing and CutMix, all drawn from a seeded
 generator so a resumed run redraws exactly what it would have seen; large-image data
 streams through DataLoader workers. :func:`normalize` is the one normalisation that
 training and evaluation share.
@@ -20,28 +20,38 @@ from .spec import DataSpec
 
 def tensor_batches(ds: TensorDataset, spec: DataSpec, batch_size: int, seed: int, epoch: int,
                    aug_gen: torch.Generator, start_step: int = 0, rank: int = 0, world: int = 1,
-                   random_erasing: float = 0.0):
+                   random_erasing: float = 0.0, cutmix: float = 0.0):
     """Yield (step, normalised inputs, labels) of one epoch for this rank, from
     ``start_step`` on. Augmentation is drawn for the whole global batch on every rank
     and then sliced, so N processes see exactly what one process would, and a resumed
-    epoch redraws the skipped steps to stay on the same random stream."""
+    epoch redraws the skipped steps to stay on the same random stream. With ``cutmix``
+    > 0 the labels are class probabilities (B, classes) instead of indices."""
     steps = len(ds) // batch_size
     if steps == 0:
         raise SqueezeNetError(f"--batch-size {batch_size} is larger than the {len(ds)} training images")
     perm = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed * 7919 + epoch))
+    h, w = ds.images.shape[2], ds.images.shape[3]
     local = batch_size // world
-    sl = slice(rank * local, (rank + 1) * local)
+    mine = torch.arange(rank * local, (rank + 1) * local)  # this rank's positions in the global batch
     for step in range(steps):
         dy, dx, flip = augment_params(batch_size, spec.pad, aug_gen)
-        if random_erasing > 0:
-            boxes = erase_boxes(batch_size, ds.images.shape[2], ds.images.shape[3], random_erasing, aug_gen)
+        boxes = erase_boxes(batch_size, h, w, random_erasing, aug_gen) if random_erasing > 0 else None
+        mix = cutmix_box(h, w, cutmix, aug_gen) if cutmix > 0 else None
         if step < start_step:
             continue
-        idx = perm[step * batch_size:(step + 1) * batch_size][sl]
-        x = augment_batch(ds.images[idx], spec.pad, dy[sl], dx[sl], flip[sl])
-        if random_erasing > 0:
-            x = apply_erasing(x, boxes[sl])
-        yield step, normalize(x, spec.mean, spec.std), ds.labels[idx]
+        batch = perm[step * batch_size:(step + 1) * batch_size]
+
+        def images(pos):  # the augmented images at these global positions
+            x = augment_batch(ds.images[batch[pos]], spec.pad, dy[pos], dx[pos], flip[pos])
+            return x if boxes is None else apply_erasing(x, boxes[pos])
+
+        x, y = images(mine), ds.labels[batch[mine]]
+        if mix is not None:
+            partner = batch_size - 1 - mine  # the batch reversed, as timm's mixup pairs images
+            x, y = apply_cutmix(x, y, images(partner), ds.labels[batch[partner]], mix, len(spec.classes))
+        elif cutmix > 0:  # an unmixed batch of a CutMix run: the same (B, classes) form
+            y = torch.nn.functional.one_hot(y, len(spec.classes)).float()
+        yield step, normalize(x, spec.mean, spec.std), y
 
 
 def loader_batches(ds, batch_size: int, seed: int, epoch: int, workers: int, start_step: int = 0, rank: int = 0,
@@ -113,3 +123,29 @@ def apply_erasing(x: torch.Tensor, boxes: torch.Tensor, value: int = 0) -> torch
     inx = (xs >= boxes[:, 2:3]) & (xs < boxes[:, 3:4])  # (B, W)
     m = (iny[:, :, None] & inx[:, None, :])[:, None]  # (B, 1, H, W)
     return x.masked_fill(m, value)
+
+
+def cutmix_box(h: int, w: int, p: float, generator: torch.Generator) -> tuple[int, int, int, int] | None:
+    """One batch's CutMix box (Yun et al. 2019, arXiv:1905.04899, with their CIFAR
+    setting alpha = 1, so the kept share is uniform on [0, 1]) as (y0, y1, x0, x1), or
+    None for a batch left unmixed (probability 1 - p). The same four numbers are drawn
+    either way, so the random stream does not depend on the outcome."""
+    u = torch.rand(4, generator=generator).tolist()
+    cut = (1.0 - u[1]) ** 0.5  # the box's side as a share of the image's
+    cy, cx = int(u[2] * h), int(u[3] * w)
+    bh, bw = int(h * cut), int(w * cut)
+    y0, y1 = max(cy - bh // 2, 0), min(cy + bh // 2, h)
+    x0, x1 = max(cx - bw // 2, 0), min(cx + bw // 2, w)
+    return (y0, y1, x0, x1) if u[0] < p and y1 > y0 and x1 > x0 else None
+
+
+def apply_cutmix(x: torch.Tensor, y: torch.Tensor, x2: torch.Tensor, y2: torch.Tensor, box, classes: int):
+    """Paste ``x2``'s box into ``x`` and mix the labels by the pixels each image keeps:
+    (images, (B, classes) probabilities)."""
+    y0, y1, x0, x1 = box
+    x = x.clone()
+    x[:, :, y0:y1, x0:x1] = x2[:, :, y0:y1, x0:x1]
+    pasted = (y1 - y0) * (x1 - x0) / (x.shape[2] * x.shape[3])
+    one_hot = torch.nn.functional.one_hot
+    target = one_hot(y, classes).float() * (1.0 - pasted) + one_hot(y2, classes).float() * pasted
+    return x, target

@@ -78,6 +78,9 @@ class TrainConfig:
                                         resume_must_match=True)
     random_erasing: float = opt(0.0, "random-erasing probability per image (small-image data)",
                                 within(0, 1), resume_must_match=True)
+    cutmix: float = opt(0.0, "CutMix probability per batch (small-image data): a box from another image of the "
+                        "batch is pasted in and the labels are mixed by area (alpha 1, as the paper's CIFAR runs)",
+                        within(0, 1), resume_must_match=True)
     ema: float = opt(0.0, "keep an exponential moving average of the weights with this decay (e.g. 0.998) and "
                      "evaluate/save it; 0 = off", probability, resume_must_match=True)
     input_size: int | None = opt(None, "train (and record) at this image size in px; images are resized",

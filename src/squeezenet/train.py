@@ -230,6 +230,7 @@ class EpochStats:
 
     def add(self, logits, y, loss, lr: float) -> None:
         self.loss_sum += loss.item() * len(y)
+        y = y.argmax(1) if y.dim() == 2 else y  # CutMix's mixed labels: the larger share counts
         self.correct += topk_correct(logits.detach().float(), y.to(logits.device), (1,))[0]
         self.seen += len(y)
         self.lr = lr
@@ -334,7 +335,7 @@ class Trainer:
         cfg, ds = self.cfg, self.splits.train
         if isinstance(ds, TensorDataset):
             return tensor_batches(ds, self.spec, cfg.batch_size, cfg.seed, epoch, self.aug_gen, self.step_in_epoch,
-                                  self.dist.rank, self.dist.world, cfg.random_erasing)
+                                  self.dist.rank, self.dist.world, cfg.random_erasing, cfg.cutmix)
         return loader_batches(ds, cfg.batch_size, cfg.seed, epoch, cfg.workers, self.step_in_epoch,
                               self.dist.rank, self.dist.world)
 
@@ -604,6 +605,11 @@ def training_data(cfg: TrainConfig, splits=None):
              "on all of them")
     elif cfg.train_subset:  # both the in-memory and the streaming datasets; every class, not a folder's first few
         splits.train = splits.train.spread(cfg.train_subset)
+    per_batch = {"--random-erasing": cfg.random_erasing, "--cutmix": cfg.cutmix}
+    if not isinstance(splits.train, TensorDataset) and any(per_batch.values()):
+        flag = next(k for k, v in per_batch.items() if v)
+        raise SqueezeNetError(f"{flag} applies to small images held in memory; {cfg.data} is streamed from files "
+                              f"(large images), so it would be ignored: drop {flag} or set it to 0")
     return splits
 
 
