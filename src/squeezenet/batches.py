@@ -48,7 +48,9 @@ def tensor_batches(ds: TensorDataset, spec: DataSpec, batch_size: int, seed: int
         x, y = images(mine), ds.labels[batch[mine]]
         if mix is not None:
             partner = batch_size - 1 - mine  # the batch reversed, as timm's mixup pairs images
-            x, y = apply_cutmix(x, y, images(partner), ds.labels[batch[partner]], mix, len(spec.classes))
+            # one process holds every partner already (its own batch reversed); N processes augment theirs
+            x2 = x.flip(0) if world == 1 else images(partner)
+            x, y = apply_cutmix(x, y, x2, ds.labels[batch[partner]], mix, len(spec.classes))
         elif cutmix > 0:  # an unmixed batch of a CutMix run: the same (B, classes) form
             y = torch.nn.functional.one_hot(y, len(spec.classes)).float()
         yield step, normalize(x, spec.mean, spec.std), y
