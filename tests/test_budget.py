@@ -361,7 +361,66 @@ def test_small_colour_images_start_from_the_natural_config(tmp_path):
     large = make_image_folder(tmp_path / "l", n=1, size=96, splits=("train",))
     natural, demo = _settings("--config", "natural"), _settings()
     assert natural != demo and natural["time_budget"] == "30m" and demo["time_budget"] == "10m"
+    assert natural["random_erasing"] == "auto" and "random_erasing" not in demo  # long CIFAR runs erase
+    assert _settings("--config", "natural", "--random-erasing", "0")["random_erasing"] == 0.0  # a flag wins
     for data in (colour, "cifar10"):
         assert _settings("--data", data) == {**natural, "data": str(data)}
     for data in (grey.parent, large, "fashion-mnist"):
         assert _settings("--data", data) == {**demo, "data": str(data)}
+
+
+def test_random_erasing_auto_starts_after_a_long_enough_plan_and_resumes_where_it_did(tmp_path, fmnist_dir,
+                                                                                       monkeypatch):
+    """`--random-erasing auto` erases at AUTO_ERASING's p only when the schedule spans at
+    least AUTO_ERASING's epochs. Under a time budget the length is known at the first plan,
+    inside epoch 1, so erasing starts with epoch 2. A fake clock at 0.2 s a step plans
+    20 s * 0.98 / 0.2 s = 98 steps of 16 per epoch: 7 epochs. With the cut at 7 epochs the
+    batches of epochs 2-7 get p = 0.3 (recorded where tensor_batches is called, not just in
+    the metrics); at 8, none do. Runs stopped inside epoch 1 after the plan (undecided) and
+    in epoch 3 (decided) resume to the uninterrupted run's weights, bit for bit."""
+    import torch
+
+    import squeezenet.train as train
+    from helpers import TINY
+    from squeezenet.config import AUTO_ERASING
+    from squeezenet.formats.checkpoint import load_checkpoint
+
+    seen = []
+    real = train.tensor_batches
+    monkeypatch.setattr(train, "tensor_batches", lambda *a: (seen.append((a[4], a[6], a[9])), real(*a))[1])
+
+    def budgeted(out, **kw):
+        tr = train.Trainer(train.TrainConfig(model=TINY, data_dir=str(fmnist_dir), download=False, batch_size=32,
+                                             progress=False, precision="fp32", lr=0.1, time_budget="20s",
+                                             random_erasing="auto", out=str(tmp_path / out), **kw))
+        tr.clock = clock
+        tr.after_step.append(lambda t: setattr(clock, "t", clock.t + 0.2))
+        return tr
+
+    assert AUTO_ERASING["p"] == 0.3
+    monkeypatch.setitem(AUTO_ERASING, "min_epochs", 7)
+    clock = FakeClock()
+    tr = budgeted("full")
+    tr.run()
+    assert tr.steps_per_epoch() == 16 and tr.total_steps == 98 and tr.budget.planner.plans[0].at_step < 16
+    assert seen == [(e, 0, 0.0 if e == 0 else 0.3) for e in range(7)]
+    assert [row["random_erasing"] for row in tr.history] == [0.0] + [0.3] * 6
+    assert "random erasing auto: 0.3 from epoch 2 (the schedule spans 7 epochs, at least 7)" in \
+        (tmp_path / "full" / "report.md").read_text()
+    full = load_checkpoint(tmp_path / "full" / "last.pt")["state_dict"]
+
+    for stop in (12, 2 * 16 + 3):  # after the plan inside epoch 1; inside epoch 3
+        clock.t, seen[:] = 0.0, []
+        budgeted(f"part{stop}", max_steps=stop).run()
+        budgeted(f"part{stop}", resume=True).run()
+        assert seen[-7 + stop // 16:] == [(e, stop % 16 if e == stop // 16 else 0, 0.0 if e == 0 else 0.3)
+                                          for e in range(stop // 16, 7)]
+        part = load_checkpoint(tmp_path / f"part{stop}" / "last.pt")["state_dict"]
+        assert all(torch.equal(full[k], part[k]) for k in full), stop
+
+    monkeypatch.setitem(AUTO_ERASING, "min_epochs", 8)
+    clock.t, seen[:] = 0.0, []
+    budgeted("short").run()
+    assert [p for *_, p in seen] == [0.0] * 7
+    assert "random erasing auto: off (the schedule spans 7 epochs, fewer than 8)" in \
+        (tmp_path / "short" / "report.md").read_text()

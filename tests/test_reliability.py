@@ -404,7 +404,9 @@ BAD_FLAGS = [
     (["train", "--train-subset", "-250"], "--train-subset must be >= 1"),
     (["train", "--epochs", "0"], "--epochs must be >= 1"),
     (["train", "--batch-size", "x"], "--batch-size expects an integer"),
-    (["train", "--random-erasing", "2"], "--random-erasing must be between 0 and 1, got 2.0"),
+    (["train", "--random-erasing", "2"], "--random-erasing must be auto, or a number between 0 and 1, got 2.0"),
+    (["train", "--random-erasing", "sometimes"], "--random-erasing must be auto, or a number between 0 and 1, got "
+                                                  "'sometimes'"),
     (["train", "--cutmix", "-0.5"], "--cutmix must be between 0 and 1, got -0.5"),
     (["train", "--recipe", "slow"], "invalid choice: 'slow'"),
     (["train", "--device", "tpu"], "--device must be auto, cpu, cuda or cuda:N"),

@@ -202,6 +202,8 @@ def test_train_subset_covers_every_class(tmp_path, size):
     ("out = 1979-05-27", "setting 'out' (--out) must be a string, got datetime.date(1979, 5, 27) (a date)"),
     ("epochs = 2.5", "setting 'epochs' (--epochs) must be an integer"),
     ("lr = true", "setting 'lr' (--lr) must be a number, got True (a boolean)"),
+    ("random_erasing = true", "setting 'random_erasing' (--random-erasing) must be a number or a string, got True"),
+    ('random_erasing = "0.3"', "--random-erasing must be auto, or a number between 0 and 1, got '0.3'"),
 ])
 def test_config_file_values_are_type_checked(tmp_path, text, needle):
     cfg = tmp_path / "c.toml"

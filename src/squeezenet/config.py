@@ -38,6 +38,21 @@ RECIPES = {
 }
 
 
+# `--random-erasing auto` (natural.toml): erasing pays only when the run is long enough to overfit. Half-width
+# SqueezeNet on our CIFAR-10 split, same-seed pairs on one CPU kind (docs/BENCHMARKS.md 2.0.2.1, 2.0.13, 2.0.15):
+# -1.2 pt at 15 minutes (18-21 epochs), +0.06 at 30 (71-72), +1.22 and +1.00 at 60 (135-146, seeds 0 and 1). The
+# cut lies between the neutral and the winning lengths, unmeasured in between; it counts epochs, not minutes, so
+# a slower CPU's hour, with fewer epochs, trains without.
+AUTO_ERASING = {"p": 0.3, "min_epochs": 100}
+
+
+def erasing_probability(v):
+    """A --random-erasing check: None for ``auto`` or a probability, else what it must be."""
+    if v == "auto":
+        return None
+    return "auto, or a number between 0 and 1" if isinstance(v, str) or within(0, 1)(v) else None
+
+
 def duration(v):
     """A --time-budget check: None when ``v`` parses, else what it must be."""
     from .budget import parse_duration
@@ -76,8 +91,11 @@ class TrainConfig:
                                      non_negative, flag="--weight-decay", short="--wd", resume_must_match=True)
     label_smoothing: float | None = opt(None, "label smoothing (default: the recipe's)", probability,
                                         resume_must_match=True)
-    random_erasing: float = opt(0.0, "random-erasing probability per image (small-image data)",
-                                within(0, 1), resume_must_match=True)
+    random_erasing: float | str = opt(0.0, "random-erasing probability per image (small-image data), or auto: "
+                                      f"{AUTO_ERASING['p']} once the schedule is known to span at least "
+                                      f"{AUTO_ERASING['min_epochs']} epochs (under a time budget: at its first "
+                                      "plan, from the next epoch), else off", erasing_probability,
+                                      resume_must_match=True)
     cutmix: float = opt(0.0, "CutMix probability per batch (small-image data): a box from another image of the "
                         "batch is pasted in and the labels are mixed by area (alpha 1, as the paper's CIFAR runs)",
                         within(0, 1), resume_must_match=True)

@@ -66,6 +66,28 @@ class RunSummary:
     files: list = field(default_factory=list)
     budget: dict | None = None  # --time-budget: budget_s, spent, plans
     final_at_stop: bool = False  # ``final`` evaluates the weights where --max-steps stopped, not an epoch's end
+    erasing: dict | None = None  # what `--random-erasing auto` chose (Trainer.erasing_at)
+
+
+def augmentation_lines(cfg, erasing: dict | None) -> list[str]:
+    """Random erasing and CutMix, when the run asked for either; for ``auto``, what it chose and why."""
+    from .config import AUTO_ERASING
+
+    p = cfg.random_erasing
+    if p == "auto":
+        n = AUTO_ERASING["min_epochs"]
+        if erasing is None:
+            p = "auto, not decided (the run stopped before its schedule's length was known): none applied"
+        elif erasing["streamed"]:
+            p = "auto: off (images streamed from files are not erased)"
+        elif erasing["p"] > 0:
+            p = (f"auto: {erasing['p']} from epoch {erasing['from_epoch'] + 1} (the schedule spans {erasing['epochs']} "
+                 f"epochs, at least {n})")
+        else:
+            p = f"auto: off (the schedule spans {erasing['epochs']} epochs, fewer than {n})"
+    if not p and not cfg.cutmix:
+        return []
+    return [f"- per-batch augmentation: random erasing {p}, CutMix {cfg.cutmix}"]
 
 
 def budget_lines(budget: dict | None) -> list[str]:
@@ -142,7 +164,7 @@ def write_report(out: Path, run: RunSummary, model) -> Path:
         f"{'the time budget' if run.budget else cfg.epochs}, seed {cfg.seed}",
         f"- input: {spec.channels} x {spec.input_size} x {spec.input_size} px, mean {spec.mean}, std {spec.std}",
         f"- training time (set-up and evaluation excluded): {run.train_time:.1f} s; peak RSS {run.peak_rss_mib:.0f} MiB",
-    ] + ([f"- {stop}"] if stop else []) + budget_lines(run.budget) + [
+    ] + augmentation_lines(cfg, run.erasing) + ([f"- {stop}"] if stop else []) + budget_lines(run.budget) + [
         "",
         "## Result",
         "",

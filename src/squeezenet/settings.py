@@ -88,17 +88,21 @@ _TYPE_WORDS = {bool: "true or false (a boolean)", int: "an integer", float: "a n
 
 def _type_problem(v, hint) -> str | None:
     """None when ``v`` has the field's type, else what the field wants."""
-    kinds = [t for t in typing.get_args(hint) if t is not type(None)] or [hint]
+    kinds = _kinds(hint)
     optional = type(None) in typing.get_args(hint)
     if v is None:
         return None if optional else _TYPE_WORDS[kinds[0]]
-    kind = kinds[0]
     ok = {bool: lambda: isinstance(v, bool),
           int: lambda: isinstance(v, int) and not isinstance(v, bool),
           float: lambda: isinstance(v, (int, float)) and not isinstance(v, bool),
           str: lambda: isinstance(v, str), dict: lambda: isinstance(v, dict),
-          tuple: lambda: isinstance(v, (tuple, list))}[kind]()
-    return None if ok else _TYPE_WORDS[kind]
+          tuple: lambda: isinstance(v, (tuple, list))}
+    return None if any(ok[k]() for k in kinds) else " or ".join(_TYPE_WORDS[k] for k in kinds)
+
+
+def _kinds(hint) -> list:
+    """The types a field's annotation allows, None aside (``float | str`` -> [float, str])."""
+    return [t for t in typing.get_args(hint) if t is not type(None)] or [hint]
 
 
 def _kind_word(v) -> str:
@@ -145,7 +149,8 @@ def add_arguments(parser: argparse.ArgumentParser, cls, defaults: bool = True) -
         default = f.default if f.default is not dataclasses.MISSING else None
         shown = default not in (None, (), "") and "default" not in meta["help"] and not meta.get("invert")
         helptext = (meta["help"] + (f" (default: {default})" if shown else "")).replace("%", "%%")
-        kind = next((t for t in typing.get_args(hints[f.name]) if t is not type(None)), hints[f.name])
+        kinds = _kinds(hints[f.name])
+        kind = kinds[0]
         if meta.get("positional"):
             parser.add_argument(f.name, help=helptext)
             continue
@@ -160,16 +165,21 @@ def add_arguments(parser: argparse.ArgumentParser, cls, defaults: bool = True) -
             parser.add_argument(*names, dest=f.name, action="append", default=[] if defaults else None,
                                 help=helptext)
         else:
-            parser.add_argument(*names, dest=f.name, type=_typed(kind, flag_of(f)), default=given, help=helptext,
+            parser.add_argument(*names, dest=f.name, type=_typed(kinds, flag_of(f)), default=given, help=helptext,
                                 choices=meta.get("choices"), metavar=None if meta.get("choices") else f.name.upper())
 
 
-def _typed(kind, flag):
+def _typed(kinds, flag):
+    """A flag's converter: the first of the field's types that reads the text (a
+    ``float | str`` field such as ``--random-erasing`` takes 0.3 as a number, ``auto``
+    as a word; its check then says which words it knows)."""
     def convert(s):
-        try:
-            return kind(s)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{flag} expects {'an integer' if kind is int else 'a number'}, "
-                                             f"got '{s}'") from None
-    convert.__name__ = kind.__name__
+        for kind in kinds:
+            try:
+                return kind(s)
+            except ValueError:
+                pass
+        raise argparse.ArgumentTypeError(f"{flag} expects {'an integer' if kinds[0] is int else 'a number'}, "
+                                         f"got '{s}'")
+    convert.__name__ = kinds[0].__name__
     return convert

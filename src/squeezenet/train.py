@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .formats.checkpoint import check_resume, check_resume_data, load_checkpoint, make_checkpoint
-from .config import TrainConfig, resume_must_match
+from .config import AUTO_ERASING, TrainConfig, resume_must_match
 from .batches import loader_batches, tensor_batches
 from .budget import BudgetPlanner, Plan, parse_duration
 from .data import TensorDataset, load_data
@@ -278,6 +278,7 @@ class Trainer:
         self.budget: TimeBudget | None = None
         self.clock = time.perf_counter  # the budget's clock (tests give a fake one)
         self.budget_state: dict = {}  # a resumed run's budget: time spent, plans
+        self.erasing: dict | None = None  # `--random-erasing auto` once decided: p, from_epoch, epochs, streamed
         self.history: list[dict] = []
         self.epoch, self.step_in_epoch, self.global_step, self.best_top1 = 0, 0, 0, -1.0
         self.train_time = 0.0
@@ -335,9 +336,24 @@ class Trainer:
         cfg, ds = self.cfg, self.splits.train
         if isinstance(ds, TensorDataset):
             return tensor_batches(ds, self.spec, cfg.batch_size, cfg.seed, epoch, self.aug_gen, self.step_in_epoch,
-                                  self.dist.rank, self.dist.world, cfg.random_erasing, cfg.cutmix)
+                                  self.dist.rank, self.dist.world, self.erasing_at(epoch), cfg.cutmix)
         return loader_batches(ds, cfg.batch_size, cfg.seed, epoch, cfg.workers, self.step_in_epoch,
                               self.dist.rank, self.dist.world)
+
+    def erasing_at(self, epoch: int) -> float:
+        """This epoch's random-erasing probability: ``--random-erasing``, or under ``auto``
+        :data:`squeezenet.config.AUTO_ERASING`'s, decided once, at the first epoch that starts
+        with the schedule's length known (a time budget knows it from its first plan), and
+        kept in the checkpoint, so a resumed run erases exactly where it would have."""
+        p = self.cfg.random_erasing
+        if p != "auto":
+            return p
+        if self.erasing is None and self.step_in_epoch == 0 and self.epochs_label() != "?":
+            streamed = not isinstance(self.splits.train, TensorDataset)
+            on = self.n_epochs >= AUTO_ERASING["min_epochs"] and not streamed
+            self.erasing = {"p": AUTO_ERASING["p"] if on else 0.0, "from_epoch": epoch, "epochs": self.n_epochs,
+                            "streamed": streamed}
+        return self.erasing["p"] if self.erasing is not None and epoch >= self.erasing["from_epoch"] else 0.0
 
     def steps_per_epoch(self) -> int:
         return len(self.splits.train) // self.cfg.batch_size
@@ -387,7 +403,10 @@ class Trainer:
         finally:
             if bar is not None:
                 bar.close()
-        return stats.row()
+        row = stats.row()
+        if cfg.random_erasing == "auto":  # what `auto` chose for this epoch
+            row["random_erasing"] = self.erasing_at(epoch)
+        return row
 
     def seed_epoch(self, epoch: int) -> None:
         seed_epoch(self, epoch)
@@ -605,8 +624,8 @@ def training_data(cfg: TrainConfig, splits=None):
              "on all of them")
     elif cfg.train_subset:  # both the in-memory and the streaming datasets; every class, not a folder's first few
         splits.train = splits.train.spread(cfg.train_subset)
-    per_batch = {"--random-erasing": cfg.random_erasing, "--cutmix": cfg.cutmix}
-    if not isinstance(splits.train, TensorDataset) and any(per_batch.values()):
+    per_batch = {"--random-erasing": cfg.random_erasing != "auto" and cfg.random_erasing, "--cutmix": cfg.cutmix}
+    if not isinstance(splits.train, TensorDataset) and any(per_batch.values()):  # `auto` there is simply off
         flag = next(k for k, v in per_batch.items() if v)
         raise SqueezeNetError(f"{flag} applies to small images held in memory; {cfg.data} is streamed from files "
                               f"(large images), so it would be ignored: drop {flag} or set it to 0")
@@ -691,7 +710,7 @@ def run_summary(tr: Trainer, confusion):
         best_top1=tr.best_top1 if tr.history else None, final=final, global_step=tr.global_step,
         stopped_early=tr.stopped_early, peak_rss_mib=peak_rss_mib(), confusion=confusion,
         budget=tr.budget.state() if tr.budget is not None else (tr.budget_state or None),
-        final_at_stop=tr.final_eval is not None,
+        final_at_stop=tr.final_eval is not None, erasing=tr.erasing,
         files=sorted(p.name for p in tr.out.iterdir() if p.is_file() and not p.name.startswith(".")))
 
 
@@ -708,6 +727,7 @@ def trainer_state(tr: Trainer) -> dict:
         rng={"torch": tr._rng_at_step_start if tr._rng_at_step_start is not None else torch.get_rng_state()},
         config=tr.cfg.to_dict(), torch_version=str(torch.__version__), data_split=tr.splits.split,
         total_steps=tr.total_steps, budget=tr.budget.state() if tr.budget is not None else tr.budget_state,
+        erasing=tr.erasing,
     )
 
 
@@ -737,6 +757,7 @@ def restore_trainer(tr: Trainer, path: Path) -> None:
     tr.rng_resume = ckpt["rng"]
     tr.total_steps = ckpt.get("total_steps", tr.total_steps)
     tr.budget_state = ckpt.get("budget") or {}
+    tr.erasing = ckpt.get("erasing")
 
 
 def _init_from_weights(model, path: str, num_classes: int):
