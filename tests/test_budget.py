@@ -405,7 +405,7 @@ def test_random_erasing_auto_starts_after_a_long_enough_plan_and_resumes_where_i
     assert tr.steps_per_epoch() == 16 and tr.total_steps == 98 and tr.budget.planner.plans[0].at_step < 16
     assert seen == [(e, 0, 0.0 if e == 0 else 0.3) for e in range(7)]
     assert [row["random_erasing"] for row in tr.history] == [0.0] + [0.3] * 6
-    assert "random erasing auto: 0.3 from epoch 2 (the schedule spans 7 epochs, at least 7)" in \
+    assert "random erasing auto: 0.3 from epoch 2 (when it was decided the schedule spanned 7 epochs, at least 7)" in \
         (tmp_path / "full" / "report.md").read_text()
     full = load_checkpoint(tmp_path / "full" / "last.pt")["state_dict"]
 
@@ -422,5 +422,5 @@ def test_random_erasing_auto_starts_after_a_long_enough_plan_and_resumes_where_i
     clock.t, seen[:] = 0.0, []
     budgeted("short").run()
     assert [p for *_, p in seen] == [0.0] * 7
-    assert "random erasing auto: off (the schedule spans 7 epochs, fewer than 8)" in \
+    assert "random erasing auto: off (when it was decided the schedule spanned 7 epochs, fewer than 8)" in \
         (tmp_path / "short" / "report.md").read_text()

@@ -81,10 +81,10 @@ def augmentation_lines(cfg, erasing: dict | None) -> list[str]:
         elif erasing["streamed"]:
             p = "auto: off (images streamed from files are not erased)"
         elif erasing["p"] > 0:
-            p = (f"auto: {erasing['p']} from epoch {erasing['from_epoch'] + 1} (the schedule spans {erasing['epochs']} "
-                 f"epochs, at least {n})")
+            p = (f"auto: {erasing['p']} from epoch {erasing['from_epoch'] + 1} (when it was decided the schedule "
+                 f"spanned {erasing['epochs']} epochs, at least {n})")
         else:
-            p = f"auto: off (the schedule spans {erasing['epochs']} epochs, fewer than {n})"
+            p = f"auto: off (when it was decided the schedule spanned {erasing['epochs']} epochs, fewer than {n})"
     if not p and not cfg.cutmix:
         return []
     return [f"- per-batch augmentation: random erasing {p}, CutMix {cfg.cutmix}"]
