@@ -348,7 +348,7 @@ class Trainer:
         p = self.cfg.random_erasing
         if p != "auto":
             return p
-        if self.erasing is None and self.step_in_epoch == 0 and self.epochs_label() != "?":
+        if self.erasing is None and self.step_in_epoch == 0 and self.schedule_known:
             streamed = not isinstance(self.splits.train, TensorDataset)
             on = self.n_epochs >= AUTO_ERASING["min_epochs"] and not streamed
             self.erasing = {"p": AUTO_ERASING["p"] if on else 0.0, "from_epoch": epoch, "epochs": self.n_epochs,
@@ -363,9 +363,14 @@ class Trainer:
         """Epochs the schedule spans (the last may be partial under a time budget)."""
         return -(-self.total_steps // self.steps_per_epoch())
 
+    @property
+    def schedule_known(self) -> bool:
+        """Whether :attr:`n_epochs` is the schedule's: a time budget sets it at its first plan."""
+        return self.budget is None or bool(self.budget.planner.plans)
+
     def epochs_label(self) -> str:
         """The epoch count a progress line shows: '?' until a time budget has made its first plan."""
-        return "?" if self.budget is not None and not self.budget.planner.plans else str(self.n_epochs)
+        return str(self.n_epochs) if self.schedule_known else "?"
 
     def train_epoch(self, epoch: int) -> dict:
         cfg, spe = self.cfg, self.steps_per_epoch()
