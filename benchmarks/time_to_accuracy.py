@@ -2,15 +2,15 @@
 
     python benchmarks/time_to_accuracy.py --data fashion-mnist --budgets 5m,10m,20m,60m --out runs/tta
     python benchmarks/time_to_accuracy.py --data DIR --budgets 10m,30m --out runs/tta_cifar   # an ImageFolder
-    python benchmarks/time_to_accuracy.py --data DIR --config natural --set ema=0.999 --tta flip --budgets 30m
+    python benchmarks/time_to_accuracy.py --data DIR --config natural --set ema=0.999 --tta flip,flip-shift --budgets 30m
 
 Each budget trains the named config (default: the demo's recipe) from scratch with the
 schedule fitted to that budget, and records the final top-1 on the held-out split, the
 planned and the used time. Writes `<out>/time_to_accuracy.{csv,md,png}` naming the CPU and
 its flags (AVX2 / AVX-512 / VNNI / bf16 / AMX). The baseline in the same run is the
 shortest budget. ``--set KEY=VALUE`` (repeatable) overrides one setting of the config, as
-a TOML value (``--set ema=0.999``, ``--set random_erasing=0.25``); ``--tta flip`` adds the
-final model's top-1 with flip test-time augmentation (``squeezenet eval --tta flip``).
+a TOML value (``--set ema=0.999``, ``--set random_erasing=0.25``); ``--tta flip,flip-shift``
+adds the final model's top-1 with each test-time augmentation named (``squeezenet eval --tta``).
 """
 
 import argparse
@@ -27,8 +27,10 @@ from squeezenet.deploy.bench import cpu_line
 from squeezenet.errors import SqueezeNetError
 from squeezenet.evaluate import evaluate_checkpoint
 from squeezenet.files import atomic_write_text
+from squeezenet.spec import check_tta
 from squeezenet.render import markdown_table, pyplot, save_figure
 from squeezenet.train import Trainer
+from squeezenet.tta import TTA_MODES
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -39,12 +41,16 @@ def main() -> None:
     ap.add_argument("--model", help="override the config's model")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override one setting of the config (a TOML value); repeatable")
-    ap.add_argument("--tta", choices=["flip"], help="also score the final model with this test-time augmentation")
+    ap.add_argument("--tta", default="", help=f"also score the final model with these test-time augmentations "
+                                              f"(comma-separated: {', '.join(TTA_MODES)})")
     ap.add_argument("--out", default="runs/time_to_accuracy")
     a = ap.parse_args()
     budgets = [b.strip() for b in a.budgets.split(",") if b.strip()]
     for b in budgets:
         parse_duration(b)  # every budget checked before the first run
+    a.tta = [t.strip() for t in a.tta.split(",") if t.strip()]
+    for t in a.tta:
+        check_tta(t)
     overrides = dict(parse_setting(kv) for kv in a.set)
     out = Path(a.out)
     rows = []
@@ -59,9 +65,9 @@ def main() -> None:
         rows.append({"budget": b, "budget_s": parse_duration(b), "used_s": res["budget"]["spent"],
                      "planned_s": plan["planned_s"], "steps": plan["total_steps"], "epochs": res["epochs_done"],
                      "top1": res["final"]["test_top1"], "best_top1": res["best_top1"]})
-        if a.tta:
-            rows[-1]["tta_top1"] = evaluate_checkpoint(str(Path(cfg.out) / "last.pt"), a.data, a.data_dir,
-                                                       cfg.download, tta=a.tta)["top1"]
+        for t in a.tta:
+            rows[-1][f"{t}_tta_top1"] = evaluate_checkpoint(str(Path(cfg.out) / "last.pt"), a.data, a.data_dir,
+                                                            cfg.download, tta=t)["top1"]
         print(json.dumps(rows[-1]))
     write(out, rows, a, cpu_line())
 
@@ -88,7 +94,7 @@ def write(out: Path, rows: list[dict], a, machine: str) -> None:
         ("used / budget", lambda r: f"{100 * r['used_s'] / r['budget_s']:.1f}%"), ("steps", lambda r: f"{r['steps']:,}"),
         ("epochs", "epochs"), ("final top-1 %", lambda r: f"{r['top1']:.2f}"),
         ("vs shortest budget (pt)", lambda r: f"{r['top1'] - rows[0]['top1']:+.2f}")]
-        + ([(f"{a.tta} TTA top-1 %", lambda r: f"{r['tta_top1']:.2f}")] if a.tta else []))
+        + [(f"{t} TTA top-1 %", lambda r, t=t: f"{r[f'{t}_tta_top1']:.2f}") for t in a.tta])
     changed = "".join(f", {kv}" for kv in a.set)
     atomic_write_text(out / "time_to_accuracy.md", f"# Top-1 against the time budget: {a.data}\n\n{machine}; config "
                       f"{a.config}{', model ' + a.model if a.model else ''}{changed}\n\n{table}\n")

@@ -69,3 +69,21 @@ def assert_one_line(code, err, needle, exit_code=2):
     assert code == exit_code, err
     assert len(lines) == 1 and lines[0].startswith("error: "), err
     assert needle in lines[0], lines[0]
+
+
+def training_views(u8, pad: int, shift: int, mean, std) -> list:
+    """`--tta flip-shift`'s 10 views of a uint8 (B, C, H, W) batch, drawn with training's own
+    crop (offset pad + d) and flip (batches.augment_batch), then normalised as training does:
+    unshifted, up, down, left, right (the view shows the pixel d rows/columns on), then their
+    mirrors. The reference the TTA code is checked against."""
+    import torch
+
+    from squeezenet.batches import augment_batch, normalize
+
+    n, out = len(u8), []
+    for flip in (False, True):
+        for dy, dx in ((0, 0), (-shift, 0), (shift, 0), (0, -shift), (0, shift)):
+            crop = augment_batch(u8, pad, torch.full((n,), pad + dy), torch.full((n,), pad + dx),
+                                 torch.full((n,), flip))
+            out.append(normalize(crop, mean, std))
+    return out

@@ -196,10 +196,10 @@ def test_bench_smoke(tmp_path):
 def test_macs_counted_from_an_onnx_graph_match_torchvision(name, tmp_path):
     """`bench FILE.onnx` counts MACs from the graph: torchvision's reference GMACs for the
     exported v1.0/v1.1 at 224 px, exactly the PyTorch profiler's count, unchanged by int8
-    QDQ, and twice it for a flip-TTA export (two views per image)."""
+    QDQ, and twice it for a flip-TTA export (two views per image), ten times for flip-shift."""
     from reference import TV_V10_GMACS, TV_V11_GMACS
 
-    from squeezenet.deploy.export import FlipAverage
+    from squeezenet.deploy.export import TTAverage
     from squeezenet.deploy.onnx_tools import onnx_macs, quantize_onnx_int8
     from squeezenet.profiler import profile
 
@@ -210,8 +210,10 @@ def test_macs_counted_from_an_onnx_graph_match_torchvision(name, tmp_path):
     assert abs(macs / 1e9 - tv) / tv < 0.005 and macs == profile(m, (3, 224, 224)).macs
     q = quantize_onnx_int8(f, tmp_path / "q.onnx", [np.zeros((1, 3, 224, 224), np.float32)])
     assert onnx_macs(q, (3, 224, 224)) == macs
-    tta = export_model_to_onnx(FlipAverage(m).eval(), tmp_path / "t.onnx", (3, 224, 224), dynamic_batch=True)
-    assert onnx_macs(tta, (3, 224, 224)) == 2 * macs
+    spec = {"mean": [0.5] * 3, "std": [0.25] * 3, "pad": 4}
+    for tta, views in (("flip", 2), ("flip-shift", 10)):
+        f = export_model_to_onnx(TTAverage(m, tta, spec).eval(), tmp_path / "t.onnx", (3, 224, 224), dynamic_batch=True)
+        assert onnx_macs(f, (3, 224, 224)) == views * macs
 
 
 def test_summary_of_an_onnx_file_counts_its_graph(tmp_path):
@@ -416,6 +418,50 @@ def test_flip_tta_built_into_an_export_is_evaluated_once(tmp_path, tiny_run, fmn
     for extra in ((), ("--tta", "flip")):
         assert run_cli("export", tmp_path / "m.pt", *extra)[0] == 0
     assert OnnxClassifier(tmp_path / "m_flip.onnx").spec.tta == "flip" and OnnxClassifier(tmp_path / "m.onnx").spec.tta is None
+
+
+def test_flip_shift_tta_built_into_an_export_is_the_mean_over_training_crops(tmp_path, tiny_run, fmnist_dir):
+    """`export --tta flip-shift`: the graph's logits are the mean of the plain model's logits over
+    the 10 crops training's own augmentation takes (shifted by half its translation, mirrored),
+    computed here by eager PyTorch; `eval` of the file equals `eval --tta flip-shift` of the
+    plain export, and a second TTA on top is refused."""
+    import json
+
+    from helpers import assert_one_line, run_cli, training_views
+
+    from squeezenet.formats.open import open_model
+
+    plain, tta = tmp_path / "plain.onnx", tmp_path / "fs.onnx"
+    for out, extra in ((plain, ()), (tta, ("--tta", "flip-shift"))):
+        code, _, err = run_cli("export", tiny_run / "best.pt", "--dynamic-batch", "--out", out, *extra)
+        assert code == 0, err
+    mf = open_model(str(tiny_run / "best.pt"))
+    spec = mf.spec
+    assert spec.pad == 2  # Fashion-MNIST's translation: the views shift by 1 px
+    u8 = torch.randint(0, 256, (5, 1, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    from squeezenet.batches import normalize
+
+    with torch.no_grad():
+        each = [mf.model(v) for v in training_views(u8, spec.pad, 1, spec.mean, spec.std)]
+    got = torch.from_numpy(_ort(tta, normalize(u8, spec.mean, spec.std)))
+    assert (torch.stack(each).mean(0) - got).abs().max() <= 1e-5
+    # flip alone is another number (beyond the tolerance), so the check above can fail
+    assert ((each[0] + each[5]) / 2 - got).abs().max() > 1e-4
+    assert OnnxClassifier(tta).spec.tta == "flip-shift"
+
+    data = ("--data-dir", fmnist_dir, "--no-download")
+    code, _, err = run_cli("eval", "-c", plain, *data, "--tta", "flip-shift", "--out", tmp_path / "p.json")
+    assert code == 0, err
+    code, out_tta, err = run_cli("eval", "-c", tta, *data, "--out", tmp_path / "t.json")
+    assert code == 0 and "flip-shift TTA built into the file" in out_tta, err
+    p, t = (json.loads((tmp_path / f).read_text()) for f in ("p.json", "t.json"))
+    assert t["top1"] == p["top1"] and t["confusion"] == p["confusion"] and abs(t["loss"] - p["loss"]) < 1e-5
+    code, _, err = run_cli("eval", "-c", tiny_run / "best.pt", *data, "--tta", "flip-shift", "--out", tmp_path / "e.json")
+    assert code == 0, err
+    e = json.loads((tmp_path / "e.json").read_text())
+    assert abs(e["loss"] - p["loss"]) < 1e-4 and abs(e["top1"] - p["top1"]) <= 100 / e["n"]  # PyTorch against ORT
+    assert_one_line(*run_cli("eval", "-c", tta, *data, "--tta", "flip")[::2], "already averages each image over its "
+                    "flip-shift views")
 
 
 def test_quantize_builds_flip_tta_into_its_files(tmp_path, tiny_run, fmnist_dir):

@@ -213,6 +213,30 @@ def test_export_keeps_the_low_bit_weights_and_builds_in_flip_tta(w4, tmp_path):
         assert flag[0] in err and not (tmp_path / "bad.onnx").exists()
 
 
+def test_low_bit_export_builds_in_flip_shift_tta(w4, tmp_path):
+    """`export --tta flip-shift` of a low-bit .sqz (a graph built by hand, not traced from PyTorch):
+    its logits are the mean of the plain file's over training's own 10 crops of the image."""
+    import onnxruntime as ort
+
+    from helpers import training_views
+
+    from squeezenet.batches import normalize
+    from squeezenet.formats.onnx import OnnxClassifier
+
+    plain, tta = tmp_path / "plain.onnx", tmp_path / "fs.onnx"
+    for out, extra in ((plain, []), (tta, ["--tta", "flip-shift"])):
+        code, _, err = run_cli("export", w4["files"]["sqz"], "--out", out, *extra)
+        assert code == 0, err
+    spec = OnnxClassifier(plain).spec
+    u8 = torch.randint(0, 256, (3, 1, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    run = {f: ort.InferenceSession(str(f)).run for f in (plain, tta)}
+    each = [run[plain](None, {"input": v.numpy()})[0] for v in training_views(u8, spec.pad, 1, spec.mean, spec.std)]
+    got = run[tta](None, {"input": normalize(u8, spec.mean, spec.std).numpy()})[0]
+    np.testing.assert_allclose(got, np.mean(each, axis=0), atol=1e-5)
+    assert np.abs((each[0] + each[5]) / 2 - got).max() > 1e-4  # not flip alone
+    assert OnnxClassifier(tta).spec.tta == "flip-shift"
+
+
 def test_quantize_builds_flip_tta_into_the_low_bit_onnx(tiny_run, fmnist_dir, tmp_path):
     """--weight-bits with --tta: the ONNX files have it built in, every row is scored with it, and
     the float row is what `eval --tta flip` (metrics.evaluate's own flip) gives for the checkpoint."""

@@ -12,7 +12,7 @@ SRC = Path(__file__).parents[1] / "src" / "squeezenet"
 # against this one, so the two cannot drift apart.
 LAYERS = [
     ("leaves", ["errors.py", "log.py", "settings.py", "registry.py", "spec.py", "imageio.py", "progress.py",
-                "render.py", "files.py", "archs.py", "machine.py"]),
+                "render.py", "files.py", "archs.py", "machine.py", "tta.py"]),
     ("sources", ["sources.py"]),
     ("models", ["models/", "factory.py", "zoo.py", "peers.py", "profiler.py"]),
     ("formats", ["formats/"]),
@@ -27,8 +27,9 @@ FORBIDDEN = {
     "registry.py": {"*"},  # a leaf
     "errors.py": {"*"},
     "log.py": {"*"},
-    "spec.py": {"errors"},
+    "spec.py": {"errors", "tta"},  # these three: the only imports allowed
     "imageio.py": {"errors"},
+    "tta.py": {"errors", "torch"},  # torch lazily, for torch tensors only (TORCH_FREE below)
     "models/": {"factory", "train", "deploy", "cli", "data", "evaluate", "compression", "formats", "config", "report",
                 "compare", "sweep", "zoo"},
     "formats/": {"compression", "deploy", "train", "cli", "data", "serve"},
@@ -91,7 +92,7 @@ def test_import_direction(where):
     for f in files:
         got = _imports(f) - {"__future__", f.stem}
         bad = got if "*" in FORBIDDEN[where] else got & FORBIDDEN[where]
-        if where == "spec.py" or where == "imageio.py":
+        if where in ("spec.py", "imageio.py", "tta.py"):
             bad = got - FORBIDDEN[where]
         assert not bad, f"{f.relative_to(SRC)} imports {sorted(bad)}"
 
@@ -123,7 +124,7 @@ def test_readme_architecture_table_is_the_layer_table():
 TORCH_FREE = ["squeezenet.cli", "squeezenet.config", "squeezenet.serve", "squeezenet.serve.app",
               "squeezenet.formats.sniff", "squeezenet.sources", "squeezenet.imageio", "squeezenet.evaluate",
               "squeezenet.formats.onnx", "squeezenet.formats.open", "squeezenet.deploy.onnx_tools", "squeezenet.deploy.onnx_eval",
-              "squeezenet.deploy.sqz_onnx", "squeezenet.formats.sqz"]
+              "squeezenet.deploy.sqz_onnx", "squeezenet.formats.sqz", "squeezenet.tta"]
 
 
 def test_the_torch_free_modules_import_without_torch():

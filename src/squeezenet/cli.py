@@ -14,7 +14,8 @@ from pathlib import Path
 
 from . import __version__
 from .errors import SqueezeNetError
-from .spec import EVAL_BATCH_SIZE, TTA_MODES
+from .spec import EVAL_BATCH_SIZE
+from .tta import HELP as TTA_HELP, TTA_MODES
 
 EPILOG = """examples:
   squeezenet list
@@ -304,8 +305,7 @@ def add_eval_parser(sub):
     p.add_argument("--out", help="JSON file to write (default: <checkpoint>.eval.json)")
     p.add_argument("--batch-size", type=positive_int, default=EVAL_BATCH_SIZE,
                    help=f"evaluation batch size (default {EVAL_BATCH_SIZE})")
-    p.add_argument("--tta", choices=TTA_MODES, help="test-time augmentation: average each image's logits with its "
-                                                   "horizontal mirror's (reported separately from plain accuracy)")
+    p.add_argument("--tta", choices=TTA_MODES, help=f"test-time augmentation: {TTA_HELP}")
     _add_model_file_flags(p, map_by_index=True)
     p.set_defaults(func=_cmd_eval)
 
@@ -405,8 +405,7 @@ def add_export_parser(sub):
     p.add_argument("--fp16", action="store_true", help="also convert weights to fp16")
     p.add_argument("--input-size", type=image_size)
     p.add_argument("--tta", choices=TTA_MODES,
-                   help="build test-time augmentation into the graph: 'flip' averages each image's logits with its "
-                        "horizontal mirror's, as `eval --tta flip` measures it, at twice the inference cost; "
+                   help=f"build test-time augmentation into the graph, as `eval --tta` measures it: {TTA_HELP}; "
                         "recorded in the file, so predict, eval and serve all run it")
     p.add_argument("--out", help="output .onnx path")
     _add_model_file_flags(p)
@@ -446,7 +445,7 @@ def add_quantize_parser(sub):
                    help="evaluate on N test images only, taken round-robin over the classes")
     p.add_argument("--tta", choices=TTA_MODES,
                    help="build test-time augmentation into the files, as `export --tta` does: the int8/fp16 files "
-                        "(calibrated on both views) or, with --weight-bits, the ONNX files (a .sqz holds the model "
+                        "(calibrated on all views) or, with --weight-bits, the ONNX files (a .sqz holds the model "
                         "alone); every row of the report is then scored with it")
     low = p.add_argument_group("low-bit SqueezeNet files (.sqz + ONNX INT8/INT4/INT2; see docs)")
     low.add_argument("--weight-bits", choices=["8", "4", "2", "mixed"],

@@ -40,7 +40,7 @@ def evaluate_checkpoint(checkpoint: str, data: str | None = None, data_dir: str 
     """Top-1/top-5/loss of a model file (.pt, .sqz or .onnx) on a dataset's test split;
     writes a JSON (its folder is checked first, before the evaluation runs).
 
-    ``tta="flip"``: average each image's logits with its mirror's (see :func:`metrics.evaluate`).
+    ``tta``: average each image's logits over its views (``flip``, ``flip-shift``; see :mod:`squeezenet.tta`).
     """
     if batch_size < 1:
         raise SqueezeNetError(f"--batch-size must be >= 1, got {batch_size}")

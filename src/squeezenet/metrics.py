@@ -8,6 +8,7 @@ from .batches import normalize
 from .data import TensorDataset, collate_skip_bad, readable
 from .errors import SqueezeNetError
 from .spec import EVAL_BATCH_SIZE, check_tta
+from .tta import fill_value, shift_pixels, views
 
 
 def topk_correct(logits: torch.Tensor, targets: torch.Tensor, ks=(1, 5)) -> list[int]:
@@ -50,7 +51,8 @@ def evaluate(model, dataset, spec, device="cpu", batch_size: int = EVAL_BATCH_SI
 
     ``predict_fn(x) -> logits`` replaces ``model`` when given (e.g. an ONNX session).
     ``tta="flip"`` averages the logits of each image and its horizontal mirror (test-time
-    augmentation; the training augmentation flips too, so both views are in-distribution).
+    augmentation; the training augmentation flips too, so both views are in-distribution);
+    ``tta="flip-shift"`` over 10 views, shifted as training translates (:mod:`squeezenet.tta`).
     ``flip_top1_too`` adds ``tta_top1``, the flip-TTA top-1, to the plain metrics: one more
     pass (the mirrored images), the plain logits reused.
     """
@@ -74,13 +76,15 @@ def _evaluate(model, dataset, spec, device, batch_size, workers, channels_last, 
     conf = torch.zeros(n_cls, n_cls, dtype=torch.int64)
     loss_sum, hits, n, flip_hits = 0.0, [0, 0], 0, 0
     run = predict_fn or (lambda v: model(v.to(device)).float().cpu())
+    shift = shift_pixels(tta, spec.pad) if tta else 0
+    fill = torch.tensor(fill_value(spec.mean, spec.std)).view(-1, 1, 1)
     for x, y in iterate_eval(dataset, spec, batch_size, workers, channels_last):
         logits = run(x)
-        if tta == "flip" or flip_top1_too:
-            averaged = (logits + run(x.flip(-1))) / 2
-            flip_hits += topk_correct(averaged, y, ks=(1,))[0]
-            if tta == "flip":
-                logits = averaged
+        if flip_top1_too:
+            flip_hits += topk_correct((logits + run(x.flip(-1))) / 2, y, ks=(1,))[0]
+        if tta:  # the first view is x itself, whose logits are at hand
+            rest = views(x, tta, shift, fill)[1:]
+            logits = torch.stack([logits, *(run(v) for v in rest)]).mean(0)
         if not torch.isfinite(logits).all():
             raise SqueezeNetError("the model produced NaN/inf outputs; its weights are broken (a diverged run?); "
                                   "use an earlier checkpoint")

@@ -11,9 +11,8 @@ import math
 from dataclasses import dataclass, field
 
 from .errors import SqueezeNetError
+from .tta import TTA_MODES, shift_pixels
 
-# Test-time augmentations: "flip" averages each image's logits with its horizontal mirror's.
-TTA_MODES = ("flip",)
 # Evaluation batch: every evaluation pass's default (training's per-epoch evaluation, `eval`,
 # `quantize`). At 128 a pass of the demo model over Fashion-MNIST's test images ran 2.3-2.5x
 # faster than at 1000 on the AVX-512 EPYC, and of the CIFAR-10 model 2.1-2.3x (its activations
@@ -98,10 +97,13 @@ def check_tta(tta: str | None) -> str | None:
 
 def evaluation_tta(spec: DataSpec, tta: str | None, where: str) -> str | None:
     """The augmentation an evaluation applies on top of the model: ``tta`` (from --tta),
-    refused when the model already has one built in, which would apply it twice."""
+    refused when the model already has one built in, which would apply it twice, or when
+    the model cannot have it (``flip-shift`` on a model trained without translation)."""
     if check_tta(tta) and spec.tta:
-        raise SqueezeNetError(f"{where} already averages each image with its mirror (exported with --tta "
-                              f"{spec.tta}); drop --tta, or export without it")
+        raise SqueezeNetError(f"{where} already averages each image over its {spec.tta} views (exported with "
+                              f"--tta {spec.tta}); drop --tta, or export without it")
+    if tta:
+        shift_pixels(tta, spec.pad, where)
     return tta
 
 

@@ -13,21 +13,27 @@ from ..formats.open import open_model, resolve_file
 from .onnx_tools import DEFAULT_OPSET, convert_fp16, finalize_onnx
 from ..formats.onnx import open_session
 from ..spec import check_tta
+from ..tta import fill_value, shift_pixels, views
 
 
 
-class FlipAverage(torch.nn.Module):
-    """``model`` with flip test-time augmentation built in: the mean of the logits of
-    each image and of its horizontal mirror, as :func:`squeezenet.metrics.evaluate`
-    computes them with ``tta="flip"``."""
+class TTAverage(torch.nn.Module):
+    """``model`` with test-time augmentation built in: the mean of its logits over the
+    views of :mod:`squeezenet.tta`, as :func:`squeezenet.metrics.evaluate` computes them
+    with the same ``tta``. ``spec`` (a :class:`spec.DataSpec` or its dict) gives the
+    training translation and normalisation the shifted views follow."""
 
-    def __init__(self, model: torch.nn.Module):
+    def __init__(self, model: torch.nn.Module, tta: str, spec, where: str = "the model"):
         super().__init__()
-        self.model = model
+        d = spec if isinstance(spec, dict) else spec.to_dict()
+        self.model, self.tta, self.shift = model, tta, shift_pixels(tta, d.get("pad", 0), where)
+        fill = torch.tensor(fill_value(d["mean"], d["std"]), dtype=torch.float32).view(-1, 1, 1)
+        self.register_buffer("fill", fill, persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.model(torch.cat([x, x.flip(-1)]))  # one pass at twice the batch: one graph, better kernels
-        return out.view(2, -1, out.shape[-1]).mean(0)
+        v = views(x, self.tta, self.shift, self.fill)
+        out = self.model(torch.cat(v))  # one pass at the views' batch: one graph, better kernels
+        return out.view(len(v), -1, out.shape[-1]).mean(0)
 
 
 def export_model_to_onnx(model: torch.nn.Module, path, input_shape=(3, 224, 224), opset: int = DEFAULT_OPSET,
@@ -89,7 +95,7 @@ def export_low_bit(path: Path, out, tta: str | None = None, *, opset: int | None
     m = open_model(str(path))
     if tta and m.spec is None:
         raise SqueezeNetError(f"--tta needs a model file whose data description can record it; '{path}' has none")
-    model = FlipAverage(m.model).eval() if tta else m.model
+    model = TTAverage(m.model, tta, m.spec, f"'{path}'").eval() if tta else m.model
     written = Path(sqz_to_onnx(path, out, tta))
     torch.manual_seed(0)
     x = torch.randn(16, m.in_chans, m.input_size, m.input_size)
@@ -138,7 +144,7 @@ def export_onnx(model_name: str | None = None, checkpoint: str | None = None, ou
                 input_size: int | None = None, exporter: str = "torchscript", verify: bool = True,
                 tta: str | None = None) -> dict:
     """Export a model or checkpoint to ONNX and verify it. Returns paths, sizes, diffs.
-    ``tta="flip"`` builds flip test-time augmentation into the graph and records it in
+    ``tta`` (``flip``, ``flip-shift``) builds test-time augmentation into the graph and records it in
     the file's data spec (field ``tta``), so evaluation never applies it twice.
     ``opset`` defaults to :data:`onnx_tools.DEFAULT_OPSET`. A low-bit .sqz
     (``quantize --weight-bits``) keeps its integer weights: see :func:`export_low_bit`."""
@@ -159,7 +165,7 @@ def export_onnx(model_name: str | None = None, checkpoint: str | None = None, ou
         if spec is None:
             raise SqueezeNetError(f"--tta needs a trained model file (a .pt, .sqz or run folder) whose data "
                                   f"description can record it; '{label}' has none")
-        model, spec = FlipAverage(model).eval(), {**spec, "tta": tta}
+        model, spec = TTAverage(model, tta, spec, f"'{label}'").eval(), {**spec, "tta": tta}
     try:
         with torch.no_grad():
             model(torch.zeros(1, *shape))

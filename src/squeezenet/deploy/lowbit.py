@@ -34,6 +34,7 @@ from ..files import atomic_write_bytes, atomic_write_text, ensure_writable_dir
 from ..metrics import evaluate
 from ..render import markdown_table
 from ..spec import check_tta
+from ..tta import VIEWS_PER_IMAGE
 
 WEIGHT_CHOICES = ("8", "4", "2", "mixed")
 WEIGHT_CLIPS = ("output", "mse")
@@ -351,13 +352,13 @@ def _measure(model, qmodel, test, spec, paths, tta: str | None = None):
     """The report's rows and the ONNX-against-PyTorch parity. With ``tta`` every row is
     scored with it: the ONNX files have it built in, the PyTorch models are wrapped."""
     from ..formats.sqz import load_container
-    from .export import FlipAverage
+    from .export import TTAverage
     from .quantize import ort_logits_fn
 
     sqz_path, onnx_path, fp32_onnx = paths
     loaded, _ = load_container(sqz_path)
     if tta:
-        model, qmodel, loaded = (FlipAverage(m).eval() for m in (model, qmodel, loaded))
+        model, qmodel, loaded = (TTAverage(m, tta, spec).eval() for m in (model, qmodel, loaded))
     ort_q, ort_32 = ort_logits_fn(onnx_path), ort_logits_fn(fp32_onnx)
     rows = []
 
@@ -421,9 +422,10 @@ def _rounding_line(s: dict) -> str:
 def _tta_line(tta: str | None) -> str:
     if not tta:
         return ""
-    return (f" Every row is scored with {tta} test-time augmentation (each image's logits averaged with its mirror's, "
-            "twice the inference cost): the ONNX files have it built in and record it, so eval, predict and serve run "
-            "it; the .sqz holds the model alone (`eval --tta flip`, or `export --tta flip` for an ONNX file).")
+    return (f" Every row is scored with {tta} test-time augmentation (each image's logits averaged over its "
+            f"{VIEWS_PER_IMAGE[tta]} views, {VIEWS_PER_IMAGE[tta]}x the inference cost): the ONNX files have it built in "
+            "and record it, so eval, predict and serve run it; the .sqz holds the model alone "
+            f"(`eval --tta {tta}`, or `export --tta {tta}` for an ONNX file).")
 
 
 def _report(res: dict, table: str, data_name: str, n_test: int) -> str:

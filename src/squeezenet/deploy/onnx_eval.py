@@ -23,6 +23,7 @@ from ..sources import (FASHION_MNIST_CLASSES, FASHION_MNIST_NAMES, find_fashion_
                        match_classes, read_idx, scan_folder)
 from ..formats.onnx import OnnxClassifier
 from ..spec import EVAL_BATCH_SIZE, evaluation_tta
+from ..tta import fill_value, shift_pixels, views
 
 
 def _needs_torch(what: str) -> SqueezeNetError:
@@ -78,11 +79,14 @@ def evaluate_onnx(path: str, data: str | None = None, data_dir: str | None = Non
     k = len(spec.classes)
     conf = np.zeros((k, k), np.int64)
     loss_sum, hits = 0.0, [0, 0]
+    shift = shift_pixels(tta, spec.pad) if tta else 0
+    fill = np.asarray(fill_value(spec.mean, spec.std), np.float32).reshape(-1, 1, 1)
     for i in range(0, len(x), batch_size):
         xb, yb = normalize_array(x[i:i + batch_size], spec.mean, spec.std), y[i:i + batch_size]
         logits = clf.run(xb)
-        if tta == "flip":
-            logits = (logits + clf.run(np.ascontiguousarray(xb[..., ::-1]))) / 2
+        if tta:  # as metrics.evaluate: the mean of the views' logits, the first being xb's
+            rest = views(xb, tta, shift, fill)[1:]
+            logits = np.mean([logits, *(clf.run(np.ascontiguousarray(v, np.float32)) for v in rest)], axis=0)
         z = logits.astype(np.float64)
         logp = z - z.max(1, keepdims=True)
         logp -= np.log(np.exp(logp).sum(1, keepdims=True))

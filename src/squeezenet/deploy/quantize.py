@@ -7,8 +7,8 @@ Backends:
   pt2e-int8  PyTorch's own PT2E flow with the X86 Inductor quantizer, run eagerly
              (reference int8 numerics); compared in the same table where it works.
 
-``tta="flip"`` (``--tta flip``) builds flip test-time augmentation into every file and
-row, as ``export --tta flip`` does: the files record it, calibration sees both views.
+``tta`` (``--tta flip`` or ``flip-shift``) builds test-time augmentation into every file
+and row, as ``export --tta`` does: the files record it, calibration sees all views.
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ from ..errors import SqueezeNetError, require
 from ..files import atomic_write_text, ensure_writable_dir
 from ..metrics import evaluate, iterate_eval
 from ..render import markdown_table
-from .export import FlipAverage, export_model_to_onnx
+from .export import TTAverage, export_model_to_onnx
+from ..tta import VIEWS_PER_IMAGE
 from .onnx_tools import convert_fp16, quantize_onnx_int8
 from ..formats.onnx import open_session
 
@@ -180,15 +181,15 @@ def _quantized_rows(mf, splits, test, settings: QuantizeSettings, out: Path):
     (fewer than ``calib_size`` where the training split is smaller)."""
     spec, model, meta = splits.spec, mf.model, mf.spec.to_dict() or None
     if settings.tta:
-        model, meta = FlipAverage(model).eval(), {**meta, "tta": settings.tta}
+        model, meta = TTAverage(model, settings.tta, spec).eval(), {**meta, "tta": settings.tta}
     shape = (spec.channels, spec.input_size, spec.input_size)
     fp32 = export_model_to_onnx(model, out / "model_fp32.onnx", shape, dynamic_batch=True, metadata=meta)
     calib = calibration_batches(splits.train, spec, settings.calib_size,
                                 eval_transform=getattr(splits.test, "transform", None))
     rows, errors, notes = [], [], []
     if settings.tta:
-        notes.append(f"{settings.tta} TTA is built into every file and row (twice the inference cost); the files "
-                     "record it, so eval, predict and serve run it once")
+        notes.append(f"{settings.tta} TTA is built into every file and row ({VIEWS_PER_IMAGE[settings.tta]}x the "
+                     "inference cost); the files record it, so eval, predict and serve run it once")
 
     def add(name, path, fn):
         t = time.perf_counter()

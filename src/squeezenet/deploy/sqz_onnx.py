@@ -150,31 +150,53 @@ class _Graph:
                        kernel_shape=[k, k], pads=[pad] * 4, strides=[stride, stride])
 
 
-def _flip_batch(g: _Graph, x: str) -> str:
-    """(B, C, H, W) -> (2B, C, H, W): the batch, then its horizontal mirrors."""
+def _views_batch(g: _Graph, x: str, tta: str, shift: int, fill: list[float]) -> str:
+    """(B, C, H, W) -> (V*B, C, H, W): the views of :func:`squeezenet.tta.views`, in its
+    order (each offset's view, then their mirrors), with the same arithmetic: a move along
+    an axis is the kept slice and a strip of fill (a slice of x, times 0, plus the fill)
+    concatenated, so the border is training's padding and H, W stay free."""
+    from ..tta import offsets
+
+    consts = {}
+
+    def along(v: str, d: int, axis: int) -> str:
+        if d == 0:
+            return v
+        if not consts:
+            consts.update(zero=g.const("zero", np.zeros((), np.float32)),
+                          fill=g.const("fill", np.asarray(fill, np.float32).reshape(-1, 1, 1)))
+        ax = g.ints("axes", [axis])
+        edge = g.op("Slice", [v, g.ints("start", [0]), g.ints("end", [abs(d)]), ax], "edge")
+        strip = g.op("Add", [g.op("Mul", [edge, consts["zero"]], "blank"), consts["fill"]], "strip")
+        kept = g.op("Slice", [v, *((g.ints("start", [d]), g.ints("end", [np.iinfo(np.int64).max])) if d > 0
+                                  else (g.ints("start", [0]), g.ints("end", [d]))), ax], "kept")
+        return g.op("Concat", [kept, strip] if d > 0 else [strip, kept], "moved", axis=axis)
+
+    out = [along(along(x, dy, 2), dx, 3) for dy, dx in offsets(tta, shift)]
     bounds = [g.ints("start", [-1]), g.ints("end", [np.iinfo(np.int64).min]), g.ints("axis", [3]), g.ints("step", [-1])]
-    mirror = g.op("Slice", [x, *bounds], "mirror")
-    return g.op("Concat", [x, mirror], "tta_batch", axis=0)
+    out += [g.op("Slice", [v, *bounds], "mirror") for v in out]
+    return g.op("Concat", out, "tta_batch", axis=0)
 
 
-def _mean_of_halves(g: _Graph, logits: str, classes: int) -> str:
-    """(2B, K) -> (B, K): the mean of each image's logits and its mirror's."""
-    halves = g.op("Reshape", [logits, g.ints("halves", [2, -1, classes])], "halves")
+def _mean_of_views(g: _Graph, logits: str, views: int, classes: int) -> str:
+    """(V*B, K) -> (B, K): the mean of each image's logits over its views."""
+    parts = g.op("Reshape", [logits, g.ints("views", [views, -1, classes])], "views")
     if g.opset >= 18:  # ReduceMean takes its axes as an input from opset 18
-        return g.op("ReduceMean", [halves, g.ints("axes", [0])], "tta_mean", keepdims=0)
-    return g.op("ReduceMean", [halves], "tta_mean", axes=[0], keepdims=0)
+        return g.op("ReduceMean", [parts, g.ints("axes", [0])], "tta_mean", keepdims=0)
+    return g.op("ReduceMean", [parts], "tta_mean", axes=[0], keepdims=0)
 
 
 def sqz_to_onnx(src, dst, tta: str | None = None) -> str:
     """Write ``dst`` (.onnx) from the container ``src`` without importing torch.
 
-    ``tta="flip"`` builds flip test-time augmentation into the graph, as
-    ``export --tta flip`` does for a PyTorch model (:class:`deploy.export.FlipAverage`):
-    the batch and its mirror go through the network as one batch of twice the size, and
-    the two halves' logits are averaged. The file's data spec records it."""
+    ``tta`` (``flip``, ``flip-shift``) builds test-time augmentation into the graph, as
+    ``export --tta`` does for a PyTorch model (:class:`deploy.export.TTAverage`): the
+    views of the batch go through the network as one batch, and each image's logits are
+    averaged over its views. The file's data spec records it."""
     from ..formats.sqz import decode_arrays, intq_arrays, read_raw
     from ..files import atomic_write_bytes
     from ..spec import DataSpec, check_tta
+    from ..tta import VIEWS_PER_IMAGE, fill_value, shift_pixels
     from ..formats.onnx import DIGEST_KEY, DIGEST_PLACEHOLDER, META_KEY, stamp_digest
 
     check_tta(tta)
@@ -183,6 +205,9 @@ def sqz_to_onnx(src, dst, tta: str | None = None) -> str:
     if tta and not data:
         raise SqueezeNetError(f"'{src}' has no data description (classes, input size) to record --tta {tta} in; "
                               "pass a .sqz written from a trained model")
+    if tta:
+        spec = DataSpec.from_dict(data, f"'{src}' header 'data'")
+        shift, fill = shift_pixels(tta, spec.pad, f"'{src}'"), fill_value(spec.mean, spec.std)
     arrays = decode_arrays(header, payload, f"'{src}'")
 
     def get(ref):
@@ -197,7 +222,7 @@ def sqz_to_onnx(src, dst, tta: str | None = None) -> str:
     g = _Graph(arrays, intq, header.get("act_quant"))
     onnx = g.onnx
     try:
-        x = _flip_batch(g, "input") if tta else "input"
+        x = _views_batch(g, "input", tta, shift, fill) if tta else "input"
         for st in stages:
             f = f"features.{st.name}"
             if st.kind == "conv":
@@ -219,7 +244,8 @@ def sqz_to_onnx(src, dst, tta: str | None = None) -> str:
             x = g.op("Relu", [x], "relu10")
         x = g.op("GlobalAveragePool", [x], "avgpool10")
         if tta:
-            x = _mean_of_halves(g, g.op("Flatten", [x], "flatten", axis=1), kw.get("num_classes", 1000))
+            x = _mean_of_views(g, g.op("Flatten", [x], "flatten", axis=1), VIEWS_PER_IMAGE[tta],
+                               kw.get("num_classes", 1000))
         g.nodes.append(onnx.helper.make_node("Flatten", [x], ["logits"], axis=1))
     except KeyError as e:
         raise SqueezeNetError(f"'{src}' lacks tensor {e} of a '{header['model_name']}'") from None
