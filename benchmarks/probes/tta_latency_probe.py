@@ -1,11 +1,12 @@
-"""Probe: what `export --tta flip` costs at inference, in ONNX Runtime on this CPU.
+"""Probe: what `export --tta` costs at inference, in ONNX Runtime on this CPU.
 
-    python benchmarks/probes/tta_latency_probe.py PLAIN.onnx TTA.onnx [--threads 2] [--rounds 5]
+    python benchmarks/probes/tta_latency_probe.py PLAIN.onnx TTA.onnx [TTA2.onnx ...] [--threads 2] [--rounds 5]
 
-Both files come from `squeezenet export` of the same checkpoint, without and with `--tta flip`
-(exported with --dynamic-batch). Times one ORT session per file at batch 1 and 32, the two
-files alternated for --rounds rounds (so drift hits both), and prints the median latency of
-each and the ratio TTA / plain: the TTA graph runs the model once at twice the batch.
+The files come from `squeezenet export` of the same checkpoint, without and with `--tta flip`
+or `--tta flip-shift` (exported with --dynamic-batch). Times one ORT session per file at batch
+1 and 32, the files alternated for --rounds rounds (so drift hits all), and prints the median
+latency of each and the ratio to the plain file: a TTA graph runs the model once at 2x
+(flip) or 10x (flip-shift) the batch.
 """
 
 import argparse
@@ -14,17 +15,17 @@ import time
 import numpy as np
 
 from squeezenet.deploy.bench import cpu_line
-from squeezenet.formats.onnx import open_session
+from squeezenet.formats.onnx import OnnxClassifier, open_session
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("plain")
-    ap.add_argument("tta")
+    ap.add_argument("tta", nargs="+")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=5)
     a = ap.parse_args()
-    files = (a.plain, a.tta)
+    files = (a.plain, *a.tta)
     sess = {f: open_session(f, threads=a.threads) for f in files}
     shape = [d for d in sess[a.plain].get_inputs()[0].shape[1:]]
     res = {f: {1: [], 32: []} for f in files}
@@ -44,8 +45,12 @@ def main():
                 res[f][b].append(np.median(t))
     print(f"{cpu_line()}; {a.threads} threads; input {shape}")
     for bs in (1, 32):
-        p, q = np.median(res[a.plain][bs]), np.median(res[a.tta][bs])
-        print(f"batch {bs}: plain {p * 1e3:.3f} ms, flip TTA {q * 1e3:.3f} ms, TTA / plain {q / p:.2f}x")
+        p = np.median(res[a.plain][bs])
+        line = [f"batch {bs}: plain {p * 1e3:.3f} ms"]
+        for f in a.tta:
+            q = np.median(res[f][bs])
+            line.append(f"{OnnxClassifier(f).spec.tta} TTA {q * 1e3:.3f} ms ({q / p:.2f}x)")
+        print(", ".join(line))
 
 
 if __name__ == "__main__":
