@@ -374,6 +374,23 @@ def test_one_default_opset_everywhere(tmp_path):
     assert opsets(path) == opsets(tmp_path / "c.onnx") == {DEFAULT_OPSET}
 
 
+def _built_in_scores_as_applied(plain, tta_file, mode, data, tmp_path) -> dict:
+    """`eval` of a file with ``mode`` built in equals `eval --tta mode` of the plain file, image
+    for image (the confusion matrix); returns the latter's JSON."""
+    import json
+
+    from helpers import run_cli
+
+    code, _, err = run_cli("eval", "-c", plain, *data, "--tta", mode, "--out", tmp_path / "p.json")
+    assert code == 0, err
+    code, out_tta, err = run_cli("eval", "-c", tta_file, *data, "--out", tmp_path / "t.json")
+    assert code == 0 and f"{mode} TTA built into the file" in out_tta, err
+    p, t = (json.loads((tmp_path / f).read_text()) for f in ("p.json", "t.json"))
+    assert (t["tta"], t["tta_in_model"], p["tta"], p["tta_in_model"]) == (None, mode, mode, None)
+    assert t["top1"] == p["top1"] and t["confusion"] == p["confusion"] and abs(t["loss"] - p["loss"]) < 1e-5
+    return p
+
+
 def test_flip_tta_built_into_an_export_is_evaluated_once(tmp_path, tiny_run, fmnist_dir):
     """`export --tta flip`: the graph's logits are the mean of the plain model's logits on each
     image and on its mirror, computed here by eager PyTorch; the file records it, so `eval`
@@ -399,15 +416,7 @@ def test_flip_tta_built_into_an_export_is_evaluated_once(tmp_path, tiny_run, fmn
     assert OnnxClassifier(tta).spec.tta == "flip" and OnnxClassifier(plain).spec.tta is None
 
     data = ("--data-dir", fmnist_dir, "--no-download")
-    code, out_plain, err = run_cli("eval", "-c", plain, *data, "--tta", "flip", "--out", tmp_path / "p.json")
-    assert code == 0, err
-    code, out_tta, err = run_cli("eval", "-c", tta, *data, "--out", tmp_path / "t.json")
-    assert code == 0 and "flip TTA built into the file" in out_tta, err
-    import json
-
-    p, t = (json.loads((tmp_path / f).read_text()) for f in ("p.json", "t.json"))
-    assert (t["tta"], t["tta_in_model"], p["tta"], p["tta_in_model"]) == (None, "flip", "flip", None)
-    assert t["top1"] == p["top1"] and t["confusion"] == p["confusion"] and abs(t["loss"] - p["loss"]) < 1e-5
+    _built_in_scores_as_applied(plain, tta, "flip", data, tmp_path)
     assert_one_line(*run_cli("eval", "-c", tta, *data, "--tta", "flip")[::2], "already averages each image")
     assert_one_line(*run_cli("export", "squeezenet1_1_small_bn_w0.25", "--tta", "flip",
                              "--out", tmp_path / "x.onnx")[::2], "--tta needs a trained model file")
@@ -450,12 +459,7 @@ def test_flip_shift_tta_built_into_an_export_is_the_mean_over_training_crops(tmp
     assert OnnxClassifier(tta).spec.tta == "flip-shift"
 
     data = ("--data-dir", fmnist_dir, "--no-download")
-    code, _, err = run_cli("eval", "-c", plain, *data, "--tta", "flip-shift", "--out", tmp_path / "p.json")
-    assert code == 0, err
-    code, out_tta, err = run_cli("eval", "-c", tta, *data, "--out", tmp_path / "t.json")
-    assert code == 0 and "flip-shift TTA built into the file" in out_tta, err
-    p, t = (json.loads((tmp_path / f).read_text()) for f in ("p.json", "t.json"))
-    assert t["top1"] == p["top1"] and t["confusion"] == p["confusion"] and abs(t["loss"] - p["loss"]) < 1e-5
+    p = _built_in_scores_as_applied(plain, tta, "flip-shift", data, tmp_path)
     code, _, err = run_cli("eval", "-c", tiny_run / "best.pt", *data, "--tta", "flip-shift", "--out", tmp_path / "e.json")
     assert code == 0, err
     e = json.loads((tmp_path / "e.json").read_text())
