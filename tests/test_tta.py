@@ -67,3 +67,26 @@ def test_evaluate_averages_the_logits_over_the_training_views():
         with pytest.raises(SqueezeNetError, match="trained without translation .* use --tta flip"):
             call()
     assert evaluation_tta(no_translation, "flip", "'m.pt'") == "flip"
+
+
+def test_flip_shift_on_a_model_trained_without_translation_is_one_line(tmp_path):
+    """Large images train with random resized crops, not padding (pad 0): no view of flip-shift is
+    one training drew. eval, export and quantize (int8 and low-bit) refuse it in one line, exit 2,
+    before any file is written; flip stays available."""
+    from helpers import TINY, assert_one_line, make_image_folder, run_cli
+
+    from squeezenet.train import TrainConfig, Trainer
+
+    data = make_image_folder(tmp_path / "big", n=4, size=96)
+    run = tmp_path / "run"
+    Trainer(TrainConfig(model=TINY, data=str(data), out=str(run), epochs=1, batch_size=4, progress=False,
+                        precision="fp32")).run()
+    for cmd in (["eval", "-c", run / "last.pt", "--data", data],
+                ["export", run / "last.pt", "--out", tmp_path / "x.onnx"],
+                ["quantize", "-c", run / "last.pt", "--data", data, "--out", tmp_path / "q"],
+                ["quantize", "-c", run / "last.pt", "--data", data, "--weight-bits", "4", "--out", tmp_path / "q"]):
+        code, _, err = run_cli(*cmd, "--tta", "flip-shift")
+        assert_one_line(code, err, f"'{run / 'last.pt'}' trained without translation (pad 0); use --tta flip")
+    assert not (tmp_path / "x.onnx").exists() and not (tmp_path / "q").exists()
+    code, out, err = run_cli("eval", "-c", run / "last.pt", "--data", data, "--tta", "flip", "--out", tmp_path / "e.json")
+    assert code == 0 and "flip TTA" in out, err

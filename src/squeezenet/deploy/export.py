@@ -165,7 +165,7 @@ def export_onnx(model_name: str | None = None, checkpoint: str | None = None, ou
         if spec is None:
             raise SqueezeNetError(f"--tta needs a trained model file (a .pt, .sqz or run folder) whose data "
                                   f"description can record it; '{label}' has none")
-        model, spec = TTAverage(model, tta, spec, f"'{label}'").eval(), {**spec, "tta": tta}
+        model, spec = TTAverage(model, tta, spec, f"'{found[0] if found else label}'").eval(), {**spec, "tta": tta}
     try:
         with torch.no_grad():
             model(torch.zeros(1, *shape))

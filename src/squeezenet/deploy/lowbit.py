@@ -33,7 +33,7 @@ from ..errors import SqueezeNetError
 from ..files import atomic_write_bytes, atomic_write_text, ensure_writable_dir
 from ..metrics import evaluate
 from ..render import markdown_table
-from ..spec import check_tta
+from ..spec import check_tta, evaluation_tta
 from ..tta import VIEWS_PER_IMAGE
 
 WEIGHT_CHOICES = ("8", "4", "2", "mixed")
@@ -157,6 +157,7 @@ def quantize_lowbit(checkpoint: str, out: str | None = None, data: DataRef | Non
                               "SqueezeNet. Use `squeezenet quantize -c FILE` (int8/fp16) for other families")
     if s.qat_epochs and not data.data and (not mf.spec or mf.spec.name not in ("fashion-mnist", "cifar10", "cifar100")):
         raise SqueezeNetError("--qat-epochs trains on the model's data; give --data (the training folder or dataset)")
+    evaluation_tta(mf.need_spec(), s.tta, f"'{checkpoint}'")  # flip-shift on a model trained without translation
     outd = ensure_writable_dir(Path(out) if out else (found[0].parent if found else Path(".")) / "quantized")
     splits = load_data_for(mf.need_spec(), data.data, data.data_dir, data.download, s.map_by_index,
                            where=f"'{checkpoint}'")

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from ..data import DataRef, FolderDataset, TensorDataset, load_data_for
-from ..spec import DataSpec, check_tta
+from ..spec import DataSpec, check_tta, evaluation_tta
 from ..errors import SqueezeNetError, require
 from ..files import atomic_write_text, ensure_writable_dir
 from ..metrics import evaluate, iterate_eval
@@ -160,8 +160,9 @@ def quantize(checkpoint: str, out: str | None = None, data: DataRef | None = Non
         raise TypeError(f"unexpected option(s): {', '.join(sorted(kw))}")
     settings.check()
     found = resolve_file(checkpoint)
-    out = ensure_writable_dir(Path(out) if out else (found[0].parent if found else Path(".")) / "quantized")
     mf = open_model(checkpoint, verify=verify, command="quantize")
+    evaluation_tta(mf.need_spec(), settings.tta, f"'{checkpoint}'")  # flip-shift on a model trained without translation
+    out = ensure_writable_dir(Path(out) if out else (found[0].parent if found else Path(".")) / "quantized")
     splits = load_data_for(mf.need_spec(), data.data, data.data_dir, data.download, settings.map_by_index,
                            where=f"'{checkpoint}'")
     test = splits.test.spread(settings.eval_size) if settings.eval_size else splits.test
