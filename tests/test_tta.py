@@ -32,15 +32,15 @@ def test_flip_shift_views_are_crops_training_draws(pad, shift):
     x = normalize(u8, MEAN, STD)
     want = training_views(u8, pad, shift, MEAN, STD)
     fill = fill_value(MEAN, STD)
-    got_t = views(x, "flip-shift", shift, torch.tensor(fill).view(-1, 1, 1))
-    got_n = views(x.numpy(), "flip-shift", shift, np.asarray(fill, np.float32).reshape(-1, 1, 1))
+    got_t = views(x, "flip-shift", shift, fill)
+    got_n = views(x.numpy(), "flip-shift", shift, fill)
     assert len(got_t) == len(got_n) == VIEWS_PER_IMAGE["flip-shift"] == 10
     for w, t, n in zip(want, got_t, got_n):
         torch.testing.assert_close(t, w, atol=1e-6, rtol=0)
         np.testing.assert_allclose(n, w.numpy(), atol=1e-6, rtol=0)
     # the check can fail: the views differ from one another, and a shift the other way is another view
     assert (want[1] - want[2]).abs().max() > 0.5 and (want[0] - want[5]).abs().max() > 0.5
-    flip = views(x, "flip", 0, None)
+    flip = views(x, "flip", 0, fill)
     assert len(flip) == 2 and torch.equal(flip[0], want[0]) and torch.equal(flip[1], want[5])
 
 

@@ -77,7 +77,7 @@ def _evaluate(model, dataset, spec, device, batch_size, workers, channels_last, 
     loss_sum, hits, n, flip_hits = 0.0, [0, 0], 0, 0
     run = predict_fn or (lambda v: model(v.to(device)).float().cpu())
     shift = shift_pixels(tta, spec.pad) if tta else 0
-    fill = torch.tensor(fill_value(spec.mean, spec.std)).view(-1, 1, 1)
+    fill = fill_value(spec.mean, spec.std)
     for x, y in iterate_eval(dataset, spec, batch_size, workers, channels_last):
         logits = run(x)
         if flip_top1_too:

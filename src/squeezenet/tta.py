@@ -51,26 +51,23 @@ def fill_value(mean, std) -> list[float]:
     return [-m / s for m, s in zip(mean, std)]
 
 
-def views(x, mode: str, shift: int, fill):
+def views(x, mode: str, shift: int, fill: list[float]):
     """The views of a normalised (B, C, H, W) batch, as a list of (B, C, H, W) batches:
     each offset's view, then each one's mirror. ``x`` is a torch tensor or a numpy array,
-    ``fill`` the per-channel fill (``fill_value``) shaped (C, 1, 1) in the same library.
+    ``fill`` the per-channel fill (:func:`fill_value`).
 
     View (dy, dx) has at (i, j) the pixel (i + dy, j + dx) of ``x``, and the fill where
     that lies outside: a crop of the padded image, as training's translation takes it."""
-    torch_like = hasattr(x, "flip")
-    out = []
-    for dy, dx in offsets(mode, shift):
-        out.append(_shifted(x, dy, dx, fill, torch_like))
-    return out + [v.flip(-1) if torch_like else v[..., ::-1] for v in out]
-
-
-def _shifted(x, dy: int, dx: int, fill, torch_like: bool):
-    if torch_like:
+    if hasattr(x, "flip"):  # torch
         from torch import cat
+
+        fill_, mirror = x.new_tensor(fill).view(-1, 1, 1), lambda v: v.flip(-1)
     else:
-        from numpy import concatenate as cat
-    return _along(_along(x, dy, -2, fill, cat), dx, -1, fill, cat)
+        from numpy import asarray, concatenate as cat
+
+        fill_, mirror = asarray(fill, x.dtype).reshape(-1, 1, 1), lambda v: v[..., ::-1]
+    out = [_along(_along(x, dy, -2, fill_, cat), dx, -1, fill_, cat) for dy, dx in offsets(mode, shift)]
+    return out + [mirror(v) for v in out]
 
 
 def _along(x, d: int, axis: int, fill, cat):

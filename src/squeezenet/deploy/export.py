@@ -27,8 +27,7 @@ class TTAverage(torch.nn.Module):
         super().__init__()
         d = spec if isinstance(spec, dict) else spec.to_dict()
         self.model, self.tta, self.shift = model, tta, shift_pixels(tta, d.get("pad", 0), where)
-        fill = torch.tensor(fill_value(d["mean"], d["std"]), dtype=torch.float32).view(-1, 1, 1)
-        self.register_buffer("fill", fill, persistent=False)
+        self.fill = fill_value(d["mean"], d["std"])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         v = views(x, self.tta, self.shift, self.fill)

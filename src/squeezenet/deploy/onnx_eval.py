@@ -80,7 +80,7 @@ def evaluate_onnx(path: str, data: str | None = None, data_dir: str | None = Non
     conf = np.zeros((k, k), np.int64)
     loss_sum, hits = 0.0, [0, 0]
     shift = shift_pixels(tta, spec.pad) if tta else 0
-    fill = np.asarray(fill_value(spec.mean, spec.std), np.float32).reshape(-1, 1, 1)
+    fill = fill_value(spec.mean, spec.std)
     for i in range(0, len(x), batch_size):
         xb, yb = normalize_array(x[i:i + batch_size], spec.mean, spec.std), y[i:i + batch_size]
         logits = clf.run(xb)
