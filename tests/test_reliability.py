@@ -117,6 +117,67 @@ def test_cmyk_rgba_palette_and_1x1_images_just_work(tmp_path):
         assert abs(int(a[0].mean()) - 200) <= 3 and abs(int(a[1].mean()) - 30) <= 3, p
 
 
+# How a camera stores an image whose EXIF orientation tag is o, given the upright image u
+# (the EXIF 2.32 spec, tag 0x0112: where the stored 0th row and 0th column lie when the
+# image is shown; numpy here, not Pillow, so the test does not check Pillow against itself).
+STORED_FOR_ORIENTATION = {
+    1: lambda u: u,                      # 0th row top, 0th column left
+    2: lambda u: u[:, ::-1],             # top, right: mirrored left-right
+    3: lambda u: u[::-1, ::-1],          # bottom, right: turned 180 degrees
+    4: lambda u: u[::-1],                # bottom, left: mirrored top-bottom
+    5: lambda u: u.transpose(1, 0, 2),   # left, top: transposed
+    6: lambda u: np.rot90(u, 1),         # right, top: a phone held upright (shown turned 90 degrees clockwise)
+    7: lambda u: np.rot90(u, 2).transpose(1, 0, 2),  # right, bottom: transversed
+    8: lambda u: np.rot90(u, -1),        # left, bottom: shown turned 90 degrees anticlockwise
+}
+
+
+def _tagged(path, stored, orientation, fmt="PNG", **kw):
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(np.ascontiguousarray(stored)).save(path, format=fmt, exif=exif, **kw)
+    return path
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_is_applied_as_the_exif_spec_defines(tmp_path, orientation):
+    from squeezenet.imageio import image_to_array
+
+    u = np.random.default_rng(orientation).integers(0, 256, (5, 7, 3), dtype=np.uint8)  # not square: turns show
+    p = _tagged(tmp_path / "o.png", STORED_FOR_ORIENTATION[orientation](u), orientation)
+    np.testing.assert_array_equal(image_to_array(p, 3, None), u.transpose(2, 0, 1))
+    np.testing.assert_array_equal(image_to_array(p, 1, None)[0], np.asarray(Image.fromarray(u).convert("L")))
+
+
+def test_a_sideways_phone_photo_predicts_as_its_upright_twin_in_every_path(tmp_path, tiny_run):
+    """A JPEG stored sideways with orientation 6 gets the upright image's prediction from
+    the PyTorch and the ONNX Runtime paths alike (they share the decoder)."""
+    pytest.importorskip("onnxruntime")
+    from squeezenet.deploy import load
+    from squeezenet.deploy.export import export_onnx
+    from squeezenet.evaluate import predict
+
+    u = np.zeros((28, 28), np.uint8)
+    u[4:24, 8:11] = 250  # a vertical bar: turned 90 degrees it is a horizontal one
+    up = _png(tmp_path / "up.png", u)
+    side = _tagged(tmp_path / "side.jpg", np.rot90(u, 1), 6, fmt="JPEG", quality=100, subsampling=0)
+    (pu, ps), _ = predict(str(tiny_run / "last.pt"), [str(up), str(side)], topk=3)
+    assert [c for c, _ in pu[1]] == [c for c, _ in ps[1]]
+    clf = load(export_onnx(checkpoint=str(tiny_run / "last.pt"), out=str(tmp_path / "m.onnx"))["path"])
+    a, b = clf.preprocess([up]), clf.preprocess([side])
+    assert np.abs(a - b).max() < 0.1 < np.abs(a - clf.preprocess([_png(tmp_path / "s.png", np.rot90(u, 1))])).max()
+
+
+@pytest.mark.parametrize("exif", [b"Exif\x00\x00not a TIFF header", b"Exif\x00\x00MM\x00\x2a\x00\x00\xff\xff"])
+def test_damaged_exif_keeps_the_stored_pixels(tmp_path, exif):
+    from squeezenet.imageio import image_to_array
+
+    u = np.random.default_rng(0).integers(0, 256, (5, 7, 3), dtype=np.uint8)
+    p = tmp_path / "d.png"
+    Image.fromarray(u).save(p, format="PNG", exif=exif)
+    np.testing.assert_array_equal(image_to_array(p, 3, None), u.transpose(2, 0, 1))
+
+
 def test_decompression_bomb_is_one_line(tmp_path, tiny_run):
     from squeezenet.imageio import image_to_array
 

@@ -88,7 +88,8 @@ def test_health_and_metadata(server):
     assert meta["name"] == "tiny" and meta["inputs"][0]["shape"] == [-1, 1, 28, 28]
     assert meta["outputs"][0] == {"name": "logits", "datatype": "FP32", "shape": [-1, 10]}
     assert meta["parameters"]["tta"] is None  # a plain export; `export --tta flip` records "flip"
-    assert meta["parameters"]["resize"] == {"mode": "whole image to input_size x input_size"}  # a small-image model
+    assert meta["parameters"]["resize"] == {"mode": "whole image to input_size x input_size",  # a small-image model
+                                            "orientation": "EXIF tag applied first"}
     assert c.get("/v2/models/tiny/ready").json()["ready"]
     r = c.get("/v2/models/other")
     assert r.status_code == 404 and "unknown model 'other'" in r.json()["error"]

@@ -30,8 +30,8 @@ from .sources import (FASHION_MNIST_CLASSES, FASHION_MNIST_NAMES, HELD_OUT_DIRS,
 from .spec import IMAGENET_GRAY_MEAN, IMAGENET_GRAY_STD, IMAGENET_MEAN, IMAGENET_STD, DataSpec
 
 # Bump when the decoder's output for the same file can change (resize, bit-depth or mode
-# handling): the decoded-image cache is keyed on it.
-DECODE_VERSION = 2
+# handling, EXIF orientation): the decoded-image cache is keyed on it.
+DECODE_VERSION = 3
 
 
 # --------------------------------------------------------------------------- datasets

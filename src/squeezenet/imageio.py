@@ -11,6 +11,9 @@ training, evaluation and every inference path see the same pixels:
   through a colour-managed LAB -> sRGB transform;
 - decompression bombs (more than ``MAX_PIXELS`` pixels), truncated files and
   non-images raise :class:`SqueezeNetError` with the path, never a Pillow traceback;
+- the EXIF orientation tag is applied (:func:`_upright`), so a phone photo stored
+  sideways is seen upright, as a photo viewer or a browser shows it; a damaged tag
+  leaves the pixels as stored;
 - resizing is Pillow's bilinear filter (antialiased when shrinking), the same in every
   path.
 """
@@ -57,6 +60,20 @@ def _to_8bit(im):
     return im
 
 
+def _upright(im):
+    """``im`` turned as its EXIF orientation tag (values 2-8) says it is displayed. Pillow's
+    ``exif_transpose``; an unreadable tag keeps the stored pixels (what a viewer that
+    cannot parse it shows), never refuses an image whose pixels are fine."""
+    from PIL import ExifTags, ImageOps
+
+    try:
+        if im.getexif().get(ExifTags.Base.Orientation, 1) in (2, 3, 4, 5, 6, 7, 8):
+            return ImageOps.exif_transpose(im)
+    except Exception:  # damaged EXIF: the pixels themselves decoded
+        pass
+    return im
+
+
 def open_image(src, mode: str = "RGB"):
     """Open ``src`` (a path, bytes or a binary file object) fully and return a Pillow
     image in ``mode`` ("L" or "RGB"), or raise a one-line :class:`SqueezeNetError`."""
@@ -75,7 +92,7 @@ def open_image(src, mode: str = "RGB"):
                 im.load()
                 if im.width < 1 or im.height < 1:
                     raise ValueError("image has no pixels")
-                return _to_8bit(im).convert(mode)
+                return _to_8bit(_upright(im)).convert(mode)
     except FileNotFoundError as e:
         raise SqueezeNetError(f"image not found: '{name}'") from e
     except IsADirectoryError as e:
@@ -146,11 +163,13 @@ def resize_crop_array(src, channels: int, size: int) -> np.ndarray:
 
 def resize_rule(spec) -> dict:
     """How :func:`model_input` resizes for ``spec``, for clients that preprocess themselves
-    (the server's model metadata): Pillow bilinear throughout, then (x / 255 - mean) / std."""
+    (the server's model metadata): the EXIF orientation applied, Pillow bilinear throughout,
+    then (x / 255 - mean) / std."""
+    first = {"orientation": "EXIF tag applied first"}
     if spec.small:
-        return {"mode": "whole image to input_size x input_size"}
+        return {"mode": "whole image to input_size x input_size", **first}
     return {"mode": "shorter side to shorter_side, then the centre input_size x input_size",
-            "shorter_side": eval_resize(spec.input_size)}
+            "shorter_side": eval_resize(spec.input_size), **first}
 
 
 def model_input(src, spec) -> np.ndarray:
