@@ -161,8 +161,13 @@ def test_a_sideways_phone_photo_predicts_as_its_upright_twin_in_every_path(tmp_p
     u[4:24, 8:11] = 250  # a vertical bar: turned 90 degrees it is a horizontal one
     up = _png(tmp_path / "up.png", u)
     side = _tagged(tmp_path / "side.jpg", np.rot90(u, 1), 6, fmt="JPEG", quality=100, subsampling=0)
-    (pu, ps), _ = predict(str(tiny_run / "last.pt"), [str(up), str(side)], topk=3)
-    assert [c for c, _ in pu[1]] == [c for c, _ in ps[1]]
+    turned = _png(tmp_path / "turned.png", np.rot90(u, 1))  # the stored pixels, untagged
+    (pu, ps, pt), _ = predict(str(tiny_run / "last.pt"), [str(up), str(side), str(turned)], topk=10)  # all classes
+    pu, ps, pt = dict(pu[1]), dict(ps[1]), dict(pt[1])
+    gap = lambda p: max(abs(pu[c] - p[c]) for c in pu)  # noqa: E731
+    # Not the class order (near-ties in a one-epoch model differ between CPUs): the tagged photo is far closer to
+    # the upright image than its untagged pixels are (1.9e-7 against 2.0e-4 here; the JPEG's rounding alone).
+    assert gap(ps) < 0.02 and gap(ps) < gap(pt) / 10
     clf = load(export_onnx(checkpoint=str(tiny_run / "last.pt"), out=str(tmp_path / "m.onnx"))["path"])
     a, b = clf.preprocess([up]), clf.preprocess([side])
     assert np.abs(a - b).max() < 0.1 < np.abs(a - clf.preprocess([_png(tmp_path / "s.png", np.rot90(u, 1))])).max()
