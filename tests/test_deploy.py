@@ -117,6 +117,14 @@ def test_int8_file_is_under_30_percent_of_fp32(tmp_path):
     q = quantize_onnx_int8(p32, tmp_path / "q.onnx", calib)
     assert q.stat().st_size <= 0.30 * p32.stat().st_size
     proto = onnx.load(str(q))
+    # No CPU's int8 kernel can overflow on these weights: without VNNI, ONNX Runtime's u8s8 kernels add
+    # pairs of uint8 x int8 products in int16 (vpmaddubsw), and 2 x 255 x 64 = 32,640 <= 32,767 = int16's max
+    weights = [onnx.numpy_helper.to_array(t) for t in proto.graph.initializer if t.data_type == onnx.TensorProto.INT8]
+    assert weights and max(int(np.abs(w.astype(np.int32)).max()) for w in weights) <= 64
+    activations = {t.data_type for t in proto.graph.initializer if t.name in
+                   {n.input[2] for n in proto.graph.node if n.op_type == "QuantizeLinear" and len(n.input) > 2}}
+    assert activations == {onnx.TensorProto.UINT8}
+    assert 2 * 255 * 64 <= np.iinfo(np.int16).max < 2 * 255 * 127
     ops = {n.op_type for n in proto.graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops  # QDQ format
     axes = [a.i for n in proto.graph.node if n.op_type == "DequantizeLinear" for a in n.attribute if a.name == "axis"]
@@ -335,9 +343,62 @@ def _real_fmnist_available():
 
 @pytest.mark.skipif(not _real_fmnist_available(),
                     reason="real Fashion-MNIST not installed (make test installs dataset-fashion-mnist)")
+def _qdq_reference(path, x):
+    """The file's own QDQ numbers: ONNX Runtime with every graph optimisation off, so each
+    DequantizeLinear -> Conv -> QuantizeLinear runs in fp32 (no integer kernel)."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    return sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
+
+
+def test_an_int8_file_this_cpu_would_saturate_gets_a_note(tmp_path, monkeypatch):
+    """A full-range int8 file (weights to +-127: ONNX Runtime's own default) gets a note on an
+    x86 CPU without VNNI, where ONNX Runtime's u8s8 kernels add pairs of products in int16 and
+    can overflow; `quantize`'s files (weights within +-64) and any file on a CPU with VNNI
+    get none. The CPU is faked, so the test runs the same on every CPU."""
+    import squeezenet.formats.onnx as fo
+    import squeezenet.machine as machine
+    from helpers import make_image_folder, run_cli
+    from squeezenet.deploy.onnx_tools import quantize_onnx_int8
+
+    m = create_model("squeezenet1_1_w0.25", num_classes=10).eval()
+    p32 = export_model_to_onnx(m, tmp_path / "m.onnx", (3, 64, 64), dynamic_batch=True)
+    calib = [np.random.default_rng(0).standard_normal((8, 3, 64, 64)).astype(np.float32)]
+    full = quantize_onnx_int8(p32, tmp_path / "full.onnx", calib, reduce_range=False)
+    ours = quantize_onnx_int8(p32, tmp_path / "ours.onnx", calib)
+    convs = sum(n.op_type == "Conv" for n in onnx.load(str(p32)).graph.node)
+    assert len(fo.saturating_int8_layers(fo.read_onnx(full, False))) == convs == 26
+    assert fo.saturating_int8_layers(fo.read_onnx(ours, False)) == []
+    assert fo.saturating_int8_layers(fo.read_onnx(p32, False)) == []  # fp32: no integer kernels
+
+    assert machine.int8_pairs_saturate({"avx2", "fma"}) and machine.int8_pairs_saturate({"avx2", "avx512f", "avx512bw"})
+    assert not any(machine.int8_pairs_saturate(f) for f in ({"avx2", "avx512f", "avx512_vnni"}, {"avx2", "avx_vnni"},
+                                                            {"avx512f", "amx_int8"}, set()))
+    monkeypatch.setattr(machine.platform, "machine", lambda: "x86_64")
+    for flags, saturates in (({"avx2"}, True), ({"avx2", "avx512f", "avx512_vnni"}, False)):
+        monkeypatch.setattr(machine, "cpu_info", lambda: ("a CPU", flags))
+        notes = [n for n in OnnxClassifier(full, verify=False).notes if "beyond +-64" in n]
+        assert len(notes) == saturates and all("in 26 layer(s)" in n and "squeezenet quantize" in n for n in notes)
+        assert not [n for n in OnnxClassifier(ours, verify=False).notes if "beyond +-64" in n]
+    monkeypatch.setattr(machine, "cpu_info", lambda: ("a CPU", {"avx2"}))
+    img = make_image_folder(tmp_path / "imgs", ["a"], 1, size=64, splits=("train",)) / "train" / "a" / "0.png"
+    code, out, err = run_cli("predict", "-c", full, img, "--skip-integrity-check")
+    assert code == 0 and "note:" in err and "beyond +-64" in err, err
+
+
 def test_int8_accuracy_on_real_fashion_mnist_subset(tmp_path):
     """A small model trained briefly on real Fashion-MNIST (4,096 images), quantized to
-    int8 with ORT, evaluated on the first 2,000 real test images: within 1 pt of fp32."""
+    int8 with ORT, evaluated on 2,000 real test images: within 1 pt of fp32. And ONNX
+    Runtime's integer kernels compute the file's own QDQ numbers on this CPU. On an AVX2
+    EPYC (no VNNI), with full-range weights, int16 saturation in the u8s8 kernel changed 95
+    of these 2,000 top-1 classes (max logit difference 1.48; benchmarks/probes/int8_accuracy.py,
+    docs/BENCHMARKS.md 3, session 30) and int8 scored 1.4 pt above fp32 here, so this test
+    failed there; with weights in [-64, 64], 0 (0.078). A briefly trained model has many
+    images near a class boundary, so it shows what a converged one hides."""
+    from squeezenet.data import load_data
     from squeezenet.deploy.quantize import quantize
     from squeezenet.train import Trainer, TrainConfig
 
@@ -349,6 +410,13 @@ def test_int8_accuracy_on_real_fashion_mnist_subset(tmp_path):
     rows = {row["backend"]: row for row in r["rows"]}
     assert rows["eager-fp32"]["top1"] > 60  # it learned real clothes, chance is 10%
     assert abs(rows["eager-fp32"]["top1"] - rows["ort-int8"]["top1"]) <= 1.0
+
+    splits = load_data("fashion-mnist", download=False)
+    x = ((splits.test.spread(2000).images.float() / 255 - splits.spec.mean[0]) / splits.spec.std[0])
+    q = tmp_path / "run" / "quantized" / "model_int8.onnx"
+    kernels, reference = _ort(q, x), _qdq_reference(q, x)
+    assert (kernels.argmax(1) != reference.argmax(1)).sum() <= 5  # 95 with saturating full-range weights
+    assert np.abs(kernels - reference).max() <= 0.4  # rounding only: 0.078 measured; 1.48 saturating
 
 
 def test_one_default_opset_everywhere(tmp_path):

@@ -1,4 +1,4 @@
-"""How many cores this process may really use (torch-free).
+"""How many cores this process may really use, and what its CPU can do (torch-free).
 
 ``os.cpu_count()`` is the host's count. A container gets fewer: a cpuset (``docker
 --cpuset-cpus``) narrows the CPUs the process may run on, and a CPU quota (``docker
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import os
+import platform
 from pathlib import Path
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
@@ -95,3 +96,29 @@ def check_threads(threads: int | None, flag: str = "--threads") -> None:
 
         warn(f"{flag} {threads} is more than the {usable_cores()} core(s) this process may use; the threads will "
              "share cores and run slower than the machine can")
+
+
+def cpu_info() -> tuple[str | None, set[str] | None]:
+    """(model name, flags) from /proc/cpuinfo; None for what cannot be read."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return None, None
+    name = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")), None)
+    flags = next((set(ln.split(":", 1)[1].split()) for ln in lines if ln.startswith("flags")), set())
+    return name, flags
+
+
+# x86 instructions that add uint8 x int8 products in int32 (AVX-512 VNNI, AVX-VNNI, AMX)
+INT8_DOT_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
+
+
+def int8_pairs_saturate(flags: set[str] | None = None) -> bool:
+    """Whether ONNX Runtime's u8s8 kernels here add pairs of uint8 x int8 products in
+    saturating int16: an x86 CPU with AVX2 or AVX-512 but no VNNI (``vpmaddubsw``).
+    Unknown CPUs (no /proc/cpuinfo) and other architectures answer False."""
+    if flags is None:
+        if platform.machine().lower() not in ("x86_64", "amd64"):
+            return False
+        flags = cpu_info()[1]
+    return bool(flags) and not any(f in flags for f in INT8_DOT_FLAGS)

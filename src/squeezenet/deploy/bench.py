@@ -24,7 +24,7 @@ import torch
 
 from ..errors import SqueezeNetError
 from ..files import atomic_write_text, ensure_writable_dir
-from ..machine import check_threads, fit_torch_threads
+from ..machine import check_threads, cpu_info, fit_torch_threads
 from ..progress import progress
 from ..profiler import profile
 from ..render import markdown_table, pyplot, save_figure
@@ -74,17 +74,6 @@ def bench_tag(label: str, backends, file_id: str | None = None) -> str:
     tag = f"{label}_{'+'.join(backends)}_{machine_tag()}_torch{torch.__version__.split('+')[0]}"
     ort_version = _ort_version() if any(b.startswith("ort") for b in backends) else None
     return f"{tag}_ort{ort_version}" if ort_version else tag
-
-
-def cpu_info() -> tuple[str | None, set[str] | None]:
-    """(model name, flags) from /proc/cpuinfo; None for what cannot be read."""
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-    except OSError:
-        return None, None
-    name = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")), None)
-    flags = next((set(ln.split(":", 1)[1].split()) for ln in lines if ln.startswith("flags")), set())
-    return name, flags
 
 
 def machine_tag() -> str:

@@ -79,8 +79,17 @@ class Calibration:
 
 def quantize_onnx_int8(fp32_path, out_path, calib: list[np.ndarray], per_channel: bool = True,
                        tune: bool = True, pad_input: bool | None = None, activations: str = "u8",
-                       weights: str = "s8", reduce_range: bool = False) -> Path:
+                       weights: str = "s8", reduce_range: bool = True) -> Path:
     """Static int8 QDQ quantization of an fp32 ONNX file.
+
+    Weights are per-channel symmetric in [-64, 64] (ONNX Runtime's ``reduce_range``): on x86
+    CPUs without VNNI, ONNX Runtime's u8s8 kernels add adjacent pairs of uint8 x int8
+    products in saturating int16 (``vpmaddubsw``), and 255 x 127 x 2 = 64,770 overflows
+    32,767 where 255 x 64 x 2 = 32,640 cannot. With the full [-127, 127] range such a CPU
+    computes other numbers than the file's QDQ graph defines, and than a CPU with VNNI
+    computes from the same file (docs/BENCHMARKS.md 3, session 30: on an AVX2 EPYC, 95 of
+    2,000 top-1 classes of a briefly trained model changed, and 4 of 10,000 of the demo
+    model); in [-64, 64] every CPU computes the file's own numbers, up to rounding.
 
     With ``tune`` (the default) three graph edits (docs/BENCHMARKS.md, sections 3-4): the
     first conv's input channels are zero-padded to a multiple of 4, which avoids int16
@@ -88,7 +97,7 @@ def quantize_onnx_int8(fp32_path, out_path, calib: list[np.ndarray], per_channel
     :func:`pad_first_conv_channels`); every Concat's inputs are given the Concat's output
     scale, so the fused QLinearConcat needs no per-input rescaling; and initializer and
     node names are shortened. ``pad_input`` (default: ``tune``) switches the padding
-    alone; ``activations``/``weights`` ("u8" or "s8") and ``reduce_range`` are ONNX
+    alone; ``activations``/``weights`` ("u8" or "s8") and ``reduce_range=False`` are ONNX
     Runtime's options, for the comparisons in benchmarks/.
     """
     onnx = require("onnx", "onnx")

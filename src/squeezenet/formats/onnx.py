@@ -165,6 +165,74 @@ def open_session(path, threads: int | None = None, tuned: bool = True, verify: b
         raise SqueezeNetError(f"cannot load ONNX model '{path}': corrupt or not an ONNX file ({msg})") from e
 
 
+# int16 holds a pair of uint8 x int8 products when |weight| <= 64: 2 x 255 x 64 = 32,640 <= 32,767
+INT8_PAIR_SAFE = 64
+
+
+def saturating_int8_layers(data: bytes) -> list[str]:
+    """The layers ONNX Runtime runs as u8s8 integer kernels (a DequantizeLinear of a uint8
+    activation and of a constant INT8 weight into Conv/MatMul/Gemm, whose output only a
+    QuantizeLinear reads) with a weight beyond +-64. On a CPU where
+    :func:`squeezenet.machine.int8_pairs_saturate`, their int16 pair sums can overflow, and
+    ONNX Runtime computes other numbers than the file's QDQ graph defines."""
+    if b"DequantizeLinear" not in data or b"QuantizeLinear" not in data:
+        return []
+    try:
+        import onnx
+        from onnx import numpy_helper
+    except ImportError:
+        return []
+    g = onnx.load_from_string(data).graph
+    inits = {t.name: t for t in g.initializer}
+    producer = {o: n for n in g.node for o in n.output}
+    readers: dict[str, list] = {}
+    for n in g.node:
+        for i in n.input:
+            readers.setdefault(i, []).append(n)
+
+    def dq_of(name, kind):
+        n = producer.get(name)
+        if n is None or n.op_type != "DequantizeLinear":
+            return None
+        src = inits.get(n.input[0])
+        if src is not None:
+            return src if src.data_type == kind else None
+        q = producer.get(n.input[0])  # an activation: QuantizeLinear's output type is its zero point's
+        zp = inits.get(q.input[2]) if q is not None and q.op_type == "QuantizeLinear" and len(q.input) > 2 else None
+        return zp if zp is not None and zp.data_type == kind else None
+
+    found = []
+    for n in g.node:
+        if n.op_type not in ("Conv", "MatMul", "Gemm") or len(n.input) < 2:
+            continue
+        w = dq_of(n.input[1], onnx.TensorProto.INT8)
+        after = readers.get(n.output[0], [])
+        if len(after) == 1 and after[0].op_type in ("Relu", "Clip"):  # ORT drops these before a QuantizeLinear
+            after = readers.get(after[0].output[0], [])
+        if (w is None or dq_of(n.input[0], onnx.TensorProto.UINT8) is None
+                or len(after) != 1 or after[0].op_type != "QuantizeLinear"):
+            continue
+        if np.abs(numpy_helper.to_array(w).astype(np.int32)).max() > INT8_PAIR_SAFE:
+            found.append(n.name or n.output[0])
+    return found
+
+
+def saturation_note(path) -> str | None:
+    """A note for an int8 file whose numbers this CPU's ONNX Runtime kernels may not compute
+    (the file is read only on such a CPU)."""
+    from ..machine import int8_pairs_saturate
+
+    if not int8_pairs_saturate():
+        return None
+    layers = saturating_int8_layers(read_onnx(path, False))
+    if not layers:
+        return None
+    return (f"'{path}' has int8 weights beyond +-64 in {len(layers)} layer(s), and this CPU has no VNNI: ONNX "
+            "Runtime's u8s8 kernels add pairs of products in int16 here and can overflow, so its predictions may "
+            "differ from the file's own numbers (95 of 2,000 top-1 classes on one model; docs/BENCHMARKS.md 3). "
+            "Quantize it again with `squeezenet quantize`, whose weights stay within +-64")
+
+
 class OnnxClassifier:
     """An exported classifier plus its preprocessing.
 
@@ -181,6 +249,9 @@ class OnnxClassifier:
         self.input_type = np.float16 if "float16" in inp.type else np.float32
         self.notes: list[str] = []
         self.spec = self._read_spec()
+        saturation = saturation_note(self.path)
+        if saturation:
+            self.notes.append(saturation)
 
     def _read_spec(self) -> DataSpec:
         meta = self.session.get_modelmeta().custom_metadata_map

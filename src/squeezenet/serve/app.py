@@ -20,7 +20,7 @@ import numpy as np
 
 from .. import __version__
 from ..errors import SqueezeNetError, TooLarge, require
-from ..log import say
+from ..log import note, say
 from ..machine import check_threads
 from ..imageio import IMG_EXTENSIONS, resize_rule
 from .batching import Batcher, Metrics
@@ -56,6 +56,8 @@ def load_classifier(path: str, threads: int | None, verify: bool, backend: str =
         if kind == "fp32":
             clf = OnnxClassifier(_quantize(clf, calib_dir, Path(tempfile.mkdtemp(prefix="squeezenet-serve-"))),
                                  threads=threads)
+    for n in clf.notes:  # no metadata; int8 weights this CPU's kernels can overflow
+        note(n)
     return clf
 
 
