@@ -395,7 +395,7 @@ def test_int8_accuracy_on_real_fashion_mnist_subset(tmp_path):
     Runtime's integer kernels compute the file's own QDQ numbers on this CPU. On an AVX2
     EPYC (no VNNI), with full-range weights, int16 saturation in the u8s8 kernel changed 95
     of these 2,000 top-1 classes (max logit difference 1.48; benchmarks/probes/int8_accuracy.py,
-    docs/BENCHMARKS.md 3, session 30) and int8 scored 1.4 pt above fp32 here, so this test
+    docs/BENCHMARKS.md 3.1, session 30) and int8 scored 1.4 pt above fp32 here, so this test
     failed there; with weights in [-64, 64], 0 (0.078). A briefly trained model has many
     images near a class boundary, so it shows what a converged one hides."""
     from squeezenet.data import load_data

@@ -115,8 +115,8 @@ INT8_DOT_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
 
 def int8_pairs_saturate(flags: set[str] | None = None) -> bool:
     """Whether ONNX Runtime's u8s8 kernels here add pairs of uint8 x int8 products in
-    saturating int16: an x86 CPU with AVX2 or AVX-512 but no VNNI (``vpmaddubsw``).
-    Unknown CPUs (no /proc/cpuinfo) and other architectures answer False."""
+    saturating int16: an x86 CPU without VNNI (``vpmaddubsw``: AVX2, AVX-512 before
+    Cascade Lake, SSE). Unknown CPUs (no /proc/cpuinfo) and other architectures answer False."""
     if flags is None:
         if platform.machine().lower() not in ("x86_64", "amd64"):
             return False

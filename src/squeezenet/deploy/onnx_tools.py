@@ -87,7 +87,7 @@ def quantize_onnx_int8(fp32_path, out_path, calib: list[np.ndarray], per_channel
     products in saturating int16 (``vpmaddubsw``), and 255 x 127 x 2 = 64,770 overflows
     32,767 where 255 x 64 x 2 = 32,640 cannot. With the full [-127, 127] range such a CPU
     computes other numbers than the file's QDQ graph defines, and than a CPU with VNNI
-    computes from the same file (docs/BENCHMARKS.md 3, session 30: on an AVX2 EPYC, 95 of
+    computes from the same file (docs/BENCHMARKS.md 3.1, session 30: on an AVX2 EPYC, 95 of
     2,000 top-1 classes of a briefly trained model changed, and 4 of 10,000 of the demo
     model); in [-64, 64] every CPU computes the file's own numbers, up to rounding.
 

@@ -229,7 +229,7 @@ def saturation_note(path) -> str | None:
         return None
     return (f"'{path}' has int8 weights beyond +-64 in {len(layers)} layer(s), and this CPU has no VNNI: ONNX "
             "Runtime's u8s8 kernels add pairs of products in int16 here and can overflow, so its predictions may "
-            "differ from the file's own numbers (95 of 2,000 top-1 classes on one model; docs/BENCHMARKS.md 3). "
+            "differ from the file's own numbers (95 of 2,000 top-1 classes on one model; docs/BENCHMARKS.md 3.1). "
             "Quantize it again with `squeezenet quantize`, whose weights stay within +-64")
 
 
