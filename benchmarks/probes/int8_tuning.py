@@ -31,6 +31,13 @@ from squeezenet.deploy.onnx_tools import quantize_onnx_int8
 
 
 def profile_ops(path, x, tmp, runs: int = 100) -> str:
+    """Mean kernel microseconds per inference, by operator type, as one line."""
+    by_op = profile_ops_us(path, x, tmp, runs)
+    ops = ", ".join(f"{k} {v:.0f}" for k, v in sorted(by_op.items(), key=lambda kv: -kv[1]))
+    return f"total {sum(by_op.values()):.0f} us: {ops}"
+
+
+def profile_ops_us(path, x, tmp, runs: int = 100) -> dict:
     """Mean kernel microseconds per inference, by operator type."""
     so = ort.SessionOptions()
     so.intra_op_num_threads, so.inter_op_num_threads = 2, 1
@@ -43,8 +50,7 @@ def profile_ops(path, x, tmp, runs: int = 100) -> str:
     by_op = defaultdict(float)
     for e in events:
         by_op[e["args"]["op_name"]] += e["dur"] / runs
-    ops = ", ".join(f"{k} {v:.0f}" for k, v in sorted(by_op.items(), key=lambda kv: -kv[1]))
-    return f"total {sum(by_op.values()):.0f} us: {ops}"
+    return dict(by_op)
 
 
 def main():
