@@ -26,14 +26,13 @@ Usage: python benchmarks/probes/int8_accuracy.py [--checkpoint runs/demo/best.pt
 
 import argparse
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from squeezenet.data import load_data
-from squeezenet.deploy.bench import cpu_line
+from squeezenet.deploy.bench import cpu_line, time_calls
 from squeezenet.deploy.export import export_model_to_onnx
 from squeezenet.deploy.onnx_tools import quantize_onnx_int8
 from squeezenet.deploy.quantize import calibration_batches, ort_logits_fn
@@ -67,15 +66,7 @@ def scored(fn, test, spec):
 
 def median_ms(sess, x, seconds=0.5):
     name = sess.get_inputs()[0].name
-    for _ in range(5):
-        sess.run(None, {name: x})
-    times = []
-    end = time.perf_counter() + seconds
-    while time.perf_counter() < end:
-        t = time.perf_counter()
-        sess.run(None, {name: x})
-        times.append(time.perf_counter() - t)
-    return 1000 * float(np.median(times))
+    return 1000 * float(np.median(time_calls(lambda: sess.run(None, {name: x}), 5, 20, seconds)))
 
 
 def main():

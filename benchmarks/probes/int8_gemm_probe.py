@@ -26,7 +26,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from int8_tuning import profile_ops_us
 from squeezenet import create_model
-from squeezenet.deploy.bench import cpu_line
+from squeezenet.deploy.bench import cpu_line, time_calls
 from squeezenet.deploy.export import export_model_to_onnx
 from squeezenet.deploy.onnx_tools import quantize_onnx_int8
 
@@ -59,25 +59,13 @@ def gemm_models():
     return (session(fp32), {"A": a32}), (session(int8), {"A": a8})
 
 
-def median_ms(sess, feed, reps=20):
-    import time
-
-    for _ in range(3):
-        sess.run(None, feed)
-    t = []
-    for _ in range(reps):
-        s = time.perf_counter()
-        sess.run(None, feed)
-        t.append(time.perf_counter() - s)
-    return 1000 * float(np.median(t))
-
-
 def alternated(pairs: dict, rounds: int) -> dict:
+    """Median ms of each (session, feed), over ``rounds`` alternated rounds of 20 calls."""
     times = {k: [] for k in pairs}
     for _ in range(rounds):
         for k, (sess, feed) in pairs.items():
-            times[k].append(median_ms(sess, feed))
-    return {k: float(np.median(v)) for k, v in times.items()}
+            times[k].append(np.median(time_calls(lambda: sess.run(None, feed), 3, 20)))
+    return {k: 1000 * float(np.median(v)) for k, v in times.items()}
 
 
 def main():

@@ -190,26 +190,34 @@ def saturating_int8_layers(data: bytes) -> list[str]:
         for i in n.input:
             readers.setdefault(i, []).append(n)
 
-    def dq_of(name, kind):
+    def dequantized(name):
         n = producer.get(name)
-        if n is None or n.op_type != "DequantizeLinear":
-            return None
-        src = inits.get(n.input[0])
-        if src is not None:
-            return src if src.data_type == kind else None
-        q = producer.get(n.input[0])  # an activation: QuantizeLinear's output type is its zero point's
-        zp = inits.get(q.input[2]) if q is not None and q.op_type == "QuantizeLinear" and len(q.input) > 2 else None
-        return zp if zp is not None and zp.data_type == kind else None
+        return n if n is not None and n.op_type == "DequantizeLinear" else None
+
+    def int8_weight(name):
+        dq = dequantized(name)
+        w = inits.get(dq.input[0]) if dq is not None else None
+        return w if w is not None and w.data_type == onnx.TensorProto.INT8 else None
+
+    def uint8_activation(name) -> bool:  # QuantizeLinear's output type: its zero point's, else uint8
+        dq = dequantized(name)
+        q = producer.get(dq.input[0]) if dq is not None else None
+        if q is None or q.op_type != "QuantizeLinear":
+            return False
+        if len(q.input) < 3 or not q.input[2]:
+            return not any(a.name == "output_dtype" for a in q.attribute)
+        zp = inits.get(q.input[2])
+        return zp is not None and zp.data_type == onnx.TensorProto.UINT8
 
     found = []
     for n in g.node:
         if n.op_type not in ("Conv", "MatMul", "Gemm") or len(n.input) < 2:
             continue
-        w = dq_of(n.input[1], onnx.TensorProto.INT8)
+        w = int8_weight(n.input[1])
         after = readers.get(n.output[0], [])
         if len(after) == 1 and after[0].op_type in ("Relu", "Clip"):  # ORT drops these before a QuantizeLinear
             after = readers.get(after[0].output[0], [])
-        if (w is None or dq_of(n.input[0], onnx.TensorProto.UINT8) is None
+        if (w is None or not uint8_activation(n.input[0])
                 or len(after) != 1 or after[0].op_type != "QuantizeLinear"):
             continue
         if np.abs(numpy_helper.to_array(w).astype(np.int32)).max() > INT8_PAIR_SAFE:
