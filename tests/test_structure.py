@@ -16,7 +16,7 @@ LAYERS = [
     ("sources", ["sources.py"]),
     ("models", ["models/", "factory.py", "zoo.py", "peers.py", "profiler.py"]),
     ("formats", ["formats/"]),
-    ("data & state", ["config.py", "budget.py", "data.py", "batches.py", "ema.py", "metrics.py"]),
+    ("data & state", ["config.py", "budget.py", "resizing.py", "data.py", "batches.py", "ema.py", "metrics.py"]),
     ("jobs", ["train.py", "report.py", "evaluate.py", "imagenet.py", "names.py", "deploy/", "serve/", "compression/",
               "compare.py", "sweep/"]),
     ("interface", ["cli.py", "__main__.py", "__init__.py"]),

@@ -104,6 +104,7 @@ class BudgetPlanner:
     spent: float = 0.0
     plans: list = field(default_factory=list)
     final_evals: float = 0.0  # extra evaluation passes at the end (the flip-TTA check: 1)
+    work: object = None  # (start, end, total) -> steps start..end of a total-step schedule in full-cost steps
     _t0: float = 0.0
     _intervals: list = field(default_factory=list)  # (steps, seconds) of the latest checked intervals
 
@@ -114,9 +115,15 @@ class BudgetPlanner:
         """Budget used so far, earlier sessions of a resumed run included."""
         return self.spent + (self.clock() - self._t0)
 
-    def observe(self, steps: int, seconds: float) -> float:
-        """Record a checked interval (``steps`` taking ``seconds`` of training, evaluation
-        excluded) and return the step time to plan with: the mean over the latest
+    def steps_work(self, start: int, end: int, total: int) -> float:
+        """Steps ``start`` to ``end`` of a ``total``-step schedule in full-cost steps: their
+        number, or :attr:`work`'s count where steps differ in cost (progressive resizing,
+        :func:`squeezenet.resizing.work`). Step times are per full-cost step."""
+        return float(end - start) if self.work is None else self.work(start, end, total)
+
+    def observe(self, steps: float, seconds: float) -> float:
+        """Record a checked interval (``steps`` full-cost steps, :meth:`steps_work`, taking
+        ``seconds`` of training, evaluation excluded) and return the step time to plan with: the mean over the latest
         intervals that together span at most :data:`RATE_WINDOW` of the budget, and at
         least this one. Short intervals on a shared host are noisy; a sustained change
         still moves the mean within the window."""
@@ -154,7 +161,7 @@ class BudgetPlanner:
         they stop mid-epoch, and the :attr:`final_evals` passes after the end."""
         spe, end = self.steps_per_epoch, done_steps + steps
         evals = end // spe - done_steps // spe + (1 if end % spe else 0)
-        return steps * step_s + evals * (eval_s + save_s) + self.final_evals * eval_s
+        return self.steps_work(done_steps, end, end) * step_s + evals * (eval_s + save_s) + self.final_evals * eval_s
 
     def plan(self, done_steps: int, step_s: float, eval_s: float, save_s: float = 0.0) -> Plan:
         """The most steps whose schedule, evaluations and checkpoints end inside the
@@ -168,6 +175,8 @@ class BudgetPlanner:
             raise ValueError("step time must be positive")
         left = self.budget_s * (1 - MARGIN) - self.elapsed()
         lo, hi = 0, max(0, int(left / step_s))
+        while hi and self.cost(done_steps, hi, step_s, eval_s, save_s) <= left:  # cheaper steps: more fit
+            lo, hi = hi, 2 * hi
         while lo < hi:  # the cost only grows with the steps: the largest that fits
             mid = (lo + hi + 1) // 2
             if self.cost(done_steps, mid, step_s, eval_s, save_s) <= left:

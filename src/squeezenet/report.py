@@ -67,6 +67,7 @@ class RunSummary:
     budget: dict | None = None  # --time-budget: budget_s, spent, plans
     final_at_stop: bool = False  # ``final`` evaluates the weights where --max-steps stopped, not an epoch's end
     erasing: dict | None = None  # what `--random-erasing auto` chose (Trainer.erasing_at)
+    total_steps: int = 0  # the schedule's length (a time budget's last plan)
 
 
 def augmentation_lines(cfg, erasing: dict | None) -> list[str]:
@@ -88,6 +89,20 @@ def augmentation_lines(cfg, erasing: dict | None) -> list[str]:
     if not p and not cfg.cutmix:
         return []
     return [f"- per-batch augmentation: random erasing {p}, CutMix {cfg.cutmix}"]
+
+
+def resizing_lines(cfg, full: int, total: int, budget: dict | None) -> list[str]:
+    """--progressive-resizing: the step each size started at, and what each size cost."""
+    if not cfg.progressive_resizing:
+        return []
+    from .resizing import starts
+
+    at = ", ".join(f"{px} px from step {first:,}" for first, px in starts(total, cfg.progressive_resizing, full))
+    cost = sorted(((int(px), float(c)) for px, c in ((budget or {}).get("px_cost") or {}).items()))
+    priced = f"; a step's cost against a {full} px step, as the budget measured it: " + ", ".join(
+        f"{px} px {c:.2f}" for px, c in cost) if cost else ""
+    return [f"- progressive resizing over the {total:,}-step schedule: {at} (evaluation and the recorded size: "
+            f"{full} px){priced}"]
 
 
 def budget_lines(budget: dict | None) -> list[str]:
@@ -164,7 +179,8 @@ def write_report(out: Path, run: RunSummary, model) -> Path:
         f"{'the time budget' if run.budget else cfg.epochs}, seed {cfg.seed}",
         f"- input: {spec.channels} x {spec.input_size} x {spec.input_size} px, mean {spec.mean}, std {spec.std}",
         f"- training time (set-up and evaluation excluded): {run.train_time:.1f} s; peak RSS {run.peak_rss_mib:.0f} MiB",
-    ] + augmentation_lines(cfg, run.erasing) + ([f"- {stop}"] if stop else []) + budget_lines(run.budget) + [
+    ] + augmentation_lines(cfg, run.erasing) + resizing_lines(cfg, spec.input_size, run.total_steps, run.budget) + (
+        [f"- {stop}"] if stop else []) + budget_lines(run.budget) + [
         "",
         "## Result",
         "",

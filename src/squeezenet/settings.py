@@ -56,6 +56,10 @@ def input_size(v):
     return integer(v) or (None if 8 <= v <= 2048 else "between 8 and 2048 px")
 
 
+def input_size_or_off(v):
+    return integer(v) or (None if v == 0 or 8 <= v <= 2048 else "0 (off), or a size between 8 and 2048 px")
+
+
 def one_of(*choices):
     def check(v):
         return None if v in choices else f"one of {', '.join(map(str, choices))}"

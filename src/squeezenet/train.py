@@ -41,6 +41,7 @@ from .files import RunLock, atomic_write_text, ensure_writable_dir
 from .machine import check_threads, fit_torch_threads
 from .metrics import evaluate, topk_correct
 from .progress import Progress
+from . import resizing
 from .factory import create_model
 
 # Settings that shape the optimisation (marked in config.py): resuming with any of them
@@ -358,6 +359,14 @@ class Trainer:
     def steps_per_epoch(self) -> int:
         return len(self.splits.train) // self.cfg.batch_size
 
+    def train_px(self, step: int | None = None) -> int:
+        """The image size a global step trains at: the data's, or under
+        --progressive-resizing the schedule's (:func:`squeezenet.resizing.resolution_at`)."""
+        full, low = self.spec.input_size, self.cfg.progressive_resizing
+        if not low:
+            return full
+        return resizing.resolution_at(self.global_step if step is None else step, self.total_steps, low, full)
+
     @property
     def n_epochs(self) -> int:
         """Epochs the schedule spans (the last may be partial under a time budget)."""
@@ -385,6 +394,8 @@ class Trainer:
                 # BN running stats change in forward; keep them to undo an interrupted step
                 self._buffers_at_step_start = [b.detach().clone() for b in self.model.buffers()]
                 lr = lr_at(cfg, self.global_step, self.total_steps, spe)
+                if cfg.progressive_resizing:
+                    x = resizing.resize(x, self.train_px())
                 try:
                     logits, loss = self.step(x, y, lr, crit)
                 except NonFiniteLoss as e:
@@ -409,6 +420,8 @@ class Trainer:
             if bar is not None:
                 bar.close()
         row = stats.row()
+        if cfg.progressive_resizing:  # the size of the epoch's last step
+            row["train_px"] = self.train_px(self.global_step - 1)
         if cfg.random_erasing == "auto":  # what `auto` chose for this epoch
             row["random_erasing"] = self.erasing_at(epoch)
         return row
@@ -514,6 +527,9 @@ class TimeBudget:
         self.planner = BudgetPlanner(parse_duration(tr.cfg.time_budget), tr.steps_per_epoch(), clock, spent=spent,
                                      plans=[Plan(**p) for p in tr.budget_state.get("plans", [])],
                                      final_evals=1.0 if tr.checks_flip_tta else 0.0)
+        self.px_cost = {int(k): v for k, v in tr.budget_state.get("px_cost", {}).items()}  # size -> relative step cost
+        if tr.cfg.progressive_resizing:
+            self.planner.work = self._work
         self.planner.start()
         self.mark = (tr.global_step, self.now())  # where the step time is measured from
         self.untimed_until = tr.global_step + (0 if self.planner.plans else self.planner.untimed_steps())
@@ -538,13 +554,17 @@ class TimeBudget:
                 return
             if measured < planner.measure_steps():
                 return
-            step_s = planner.observe(measured, self.now() - self.mark[1])
+            seconds = self.now() - self.mark[1]
+            if tr.cfg.progressive_resizing and tr.dist.main:
+                self.px_cost = self._price_sizes()
+            step_s = planner.observe(self._steps_since_mark(), seconds)
             self.eval_s = self._estimate_eval_s() + self._estimate_save_s() if tr.dist.main else 0.0  # rank 0 plans
             self._plan(planner.plan, step_s, self.eval_s, 0.0)
             self.mark = (tr.global_step, self.now())  # the pricing above is not a step
         elif planner.check_due(tr.global_step, measured):  # the rate over the latest intervals (planner.observe)
             now = self.now()
-            self._plan(planner.maybe_replan, planner.observe(measured, now - self.mark[1]), self.eval_s, 0.0)
+            self._plan(planner.maybe_replan, planner.observe(self._steps_since_mark(), now - self.mark[1]), self.eval_s,
+                       0.0)
             self.mark = (tr.global_step, now)
 
     def after_epoch(self, trained_at: float) -> None:
@@ -554,8 +574,8 @@ class TimeBudget:
         steps = tr.global_step - self.mark[0]
         if steps > 0 and self.planner.plans:
             self.eval_s = now - trained_at
-            self._plan(self.planner.maybe_replan, self.planner.observe(steps, trained_at - self.mark[1]), self.eval_s,
-                       0.0)
+            step_s = self.planner.observe(self._steps_since_mark(), trained_at - self.mark[1])
+            self._plan(self.planner.maybe_replan, step_s, self.eval_s, 0.0)
         self.mark = (tr.global_step, self.now())
 
     def _plan(self, how, step_s: float, eval_s: float, save_s: float) -> None:
@@ -572,6 +592,25 @@ class TimeBudget:
             if not tr.dist.main and (not planner.plans or planner.plans[-1].total_steps != total):
                 planner.plans.append(Plan(total, step_s, eval_s, 0, 0.0, tr.global_step))
         tr.total_steps = total
+
+    def _steps_since_mark(self) -> float:
+        """The steps since the last check point, in full-size steps (their number unless
+        --progressive-resizing made some of them cheaper)."""
+        return self.planner.steps_work(self.mark[0], self.tr.global_step, self.tr.total_steps)
+
+    def _work(self, start: int, end: int, total: int) -> float:
+        tr = self.tr
+        if not self.px_cost:  # other ranks: rank 0 plans; any consistent count will do
+            return float(end - start)
+        return resizing.work(start, end, total, tr.cfg.progressive_resizing, tr.spec.input_size, self.px_cost)
+
+    def _price_sizes(self) -> dict[int, float]:
+        """Each size's step cost relative to the full size's, timed on a copy of the model
+        (:func:`squeezenet.resizing.price_sizes`) with this budget's clock."""
+        tr = self.tr
+        return resizing.price_sizes(tr.model, resizing.levels(tr.cfg.progressive_resizing, tr.spec.input_size),
+                                    tr.cfg.batch_size // tr.dist.world, tr.spec.channels, tr.device,
+                                    tr.memory_format, tr.step.autocast, self.now)
 
     def _estimate_eval_s(self) -> float:
         """One evaluation pass, priced by timing up to one evaluation batch."""
@@ -595,7 +634,8 @@ class TimeBudget:
         from dataclasses import asdict
 
         return {"budget_s": self.planner.budget_s, "spent": self.planner.elapsed(),
-                "plans": [asdict(p) for p in self.planner.plans]}
+                "plans": [asdict(p) for p in self.planner.plans],
+                **({"px_cost": {str(k): v for k, v in self.px_cost.items()}} if self.px_cost else {})}
 
 
 def setup_runtime(cfg: TrainConfig) -> tuple[DistInfo, torch.device, str]:
@@ -619,6 +659,19 @@ def check_model_early(cfg: TrainConfig) -> None:
         meta = create_model(cfg.model, num_classes=2, in_chans=3, **model_options(cfg))
     if cfg.input_size:
         check_input_size(meta, cfg.model, cfg.input_size, 3)
+        check_progressive_resizing(cfg, meta, cfg.input_size, 3)
+
+
+def check_progressive_resizing(cfg: TrainConfig, model: nn.Module, full: int, channels: int) -> None:
+    """Refuse, in one line, a --progressive-resizing size that is not below the training
+    size or that the model cannot take."""
+    low = cfg.progressive_resizing
+    if not low:
+        return
+    if low >= full:
+        raise SqueezeNetError(f"--progressive-resizing {low} is not below the {full} px the run trains at; give a "
+                              f"smaller size (e.g. {max(8, full * 3 // 4)}) or 0 to train at {full} px throughout")
+    check_input_size(model, cfg.model, low, channels)
 
 
 def training_data(cfg: TrainConfig, splits=None):
@@ -649,6 +702,7 @@ def build_model(cfg: TrainConfig, spec) -> nn.Module:
     model = create_model(cfg.model, num_classes=len(spec.classes), in_chans=spec.channels, **model_options(cfg))
     if not cfg.input_size:
         check_input_size(model, cfg.model, spec.input_size, spec.channels)
+        check_progressive_resizing(cfg, model, spec.input_size, spec.channels)
     return _init_from_weights(model, cfg.weights, len(spec.classes)) if cfg.weights else model
 
 
@@ -715,7 +769,7 @@ def run_summary(tr: Trainer, confusion):
         best_top1=tr.best_top1 if tr.history else None, final=final, global_step=tr.global_step,
         stopped_early=tr.stopped_early, peak_rss_mib=peak_rss_mib(), confusion=confusion,
         budget=tr.budget.state() if tr.budget is not None else (tr.budget_state or None),
-        final_at_stop=tr.final_eval is not None, erasing=tr.erasing,
+        final_at_stop=tr.final_eval is not None, erasing=tr.erasing, total_steps=tr.total_steps,
         files=sorted(p.name for p in tr.out.iterdir() if p.is_file() and not p.name.startswith(".")))
 
 

@@ -1,0 +1,99 @@
+"""Progressive resizing: the early part of the schedule trains on smaller images.
+
+``--progressive-resizing 24`` on 32 px images trains at 24 px until :data:`RAMP` [0] of the
+schedule's steps, then grows the size by :data:`STEP` px at a time to reach the full size at
+:data:`RAMP` [1]; the rest of the schedule, and every evaluation, run at the full size, which is
+the size the model is recorded with. FFCV's ImageNet ResNet recipes do the same near the end of
+training (160 -> 192 px, evaluated at 224-256). The size follows the step and the schedule's
+total, as the learning rate does, so a time budget's re-plan moves both together and a resumed
+run resizes exactly where it would have.
+
+A smaller step costs less, and the budget planner (:mod:`squeezenet.budget`) counts each step in
+full-size step equivalents (:func:`work`) with the relative costs measured on the run's own model
+(``TimeBudget``), so the same minutes buy more steps. The batch is downscaled after augmentation,
+bilinearly with antialiasing (:func:`resize`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+RAMP = (0.5, 0.85)  # shares of the schedule's steps: the growth starts, and the full size is reached
+STEP = 4  # px between the sizes of the ramp
+
+
+def levels(low: int, full: int) -> list[int]:
+    """The sizes a schedule trains at, smallest first: ``low``, ``low + STEP``, ..., ``full``."""
+    return list(range(low, full, STEP)) + [full] if low < full else [full]
+
+
+def starts(total: int, low: int, full: int) -> list[tuple[int, int]]:
+    """(first step, px) of each size in a schedule of ``total`` steps. Size ``low + k*STEP``
+    starts where the linear ramp from ``low`` (at RAMP[0]) to ``full`` (at RAMP[1]) passes it;
+    ``full`` starts at RAMP[1]."""
+    out = []
+    for px in levels(low, full):
+        ramp = RAMP[0] + (RAMP[1] - RAMP[0]) * (px - low) / (full - low) if low < full else 0.0
+        share = 0.0 if px == low else RAMP[1] if px == full else ramp
+        out.append((math.ceil(share * total), px))
+    return out
+
+
+def resolution_at(step: int, total: int, low: int, full: int) -> int:
+    """The image size of global step ``step`` in a schedule of ``total`` steps."""
+    px = low
+    for first, size in starts(total, low, full):
+        if step >= first:
+            px = size
+    return px
+
+
+def work(start: int, end: int, total: int, low: int, full: int, rel: dict[int, float]) -> float:
+    """Steps ``start`` to ``end`` (exclusive) of a ``total``-step schedule, counted in
+    full-size steps: each step weighs ``rel[px]``, its size's cost relative to the full size's."""
+    bounds = starts(total, low, full) + [(max(end, total), None)]
+    w = 0.0
+    for (a, px), (b, _) in zip(bounds, bounds[1:]):
+        w += max(0, min(b, end) - max(a, start)) * rel[px]
+    return w
+
+
+def resize(x: torch.Tensor, px: int) -> torch.Tensor:
+    """A normalised float batch (B, C, H, W) at ``px`` x ``px``: bilinear, antialiased (the
+    same filter PIL's reduction uses), keeping the batch's memory format."""
+    if x.shape[-1] == px and x.shape[-2] == px:
+        return x
+    return F.interpolate(x, size=(px, px), mode="bilinear", antialias=True, align_corners=False)
+
+
+def price_sizes(model: torch.nn.Module, sizes: list[int], batch: int, channels: int, device, memory_format,
+                autocast, clock, rounds: int = 3, passes: int = 3) -> dict[int, float]:
+    """Each of ``sizes``' training-step cost relative to the last (the full size), timed on
+    a copy of ``model``: a step (forward and backward of a batch of random images under
+    ``autocast()`` in ``memory_format``, an SGD update) at each size in turn, the fastest of
+    ``rounds`` kept. A step has a part that does not shrink with the image (per-operator
+    overhead, the update), so a 24 px step costs more than (24/32)^2 of a 32 px one. Where
+    ``clock`` cannot time a step (a test's fake clock), the pixels' ratio."""
+    import copy
+
+    net = copy.deepcopy(model).train()
+    opt = torch.optim.SGD(net.parameters(), lr=0.0, momentum=0.9)
+    best = {px: math.inf for px in sizes}
+    for _ in range(rounds):
+        for px in sizes:
+            x = torch.randn(batch, channels, px, px, device=device).contiguous(memory_format=memory_format)
+            for i in range(passes + 1):  # the first pass of a size is not timed (primitive creation)
+                if i == 1:
+                    t = clock()
+                opt.zero_grad(set_to_none=True)
+                with autocast():
+                    net(x).float().logsumexp(1).mean().backward()
+                opt.step()
+            best[px] = min(best[px], (clock() - t) / passes)
+    full = sizes[-1]
+    if not best[full] > 0:
+        return {px: (px / full) ** 2 for px in sizes}
+    return {px: best[px] / best[full] for px in sizes}
