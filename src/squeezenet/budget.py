@@ -9,7 +9,9 @@ timm, torchvision's references and airbench fix the epochs):
    (:data:`MEASURE_STEPS`, or fewer in a short budget) are timed; one evaluation batch is
    timed to price an evaluation pass.
 2. **Plan.** ``total steps = (time left - evaluations - checkpoints - margin) / step
-   time``; an evaluation runs after every full epoch and once at the end.
+   time``; an evaluation runs after every full epoch and once at the end. Under
+   ``--progressive-resizing`` steps differ in cost, so steps and step times are counted
+   in full-size steps (:attr:`BudgetPlanner.work`, :func:`squeezenet.resizing.work`).
 3. **Re-plan.** After every epoch, and a few times within each (:data:`CHECKS_PER_EPOCH`:
    a short budget has only two or three epochs, and a host that speeds up or slows down
    in the last one would otherwise end the run short of the budget or past it), the
@@ -123,8 +125,9 @@ class BudgetPlanner:
 
     def observe(self, steps: float, seconds: float) -> float:
         """Record a checked interval (``steps`` full-cost steps, :meth:`steps_work`, taking
-        ``seconds`` of training, evaluation excluded) and return the step time to plan with: the mean over the latest
-        intervals that together span at most :data:`RATE_WINDOW` of the budget, and at
+        ``seconds`` of training, evaluation excluded) and return the step time to plan
+        with: the mean over the latest intervals that together span at most
+        :data:`RATE_WINDOW` of the budget, and at
         least this one. Short intervals on a shared host are noisy; a sustained change
         still moves the mean within the window."""
         self._intervals.append((steps, seconds))

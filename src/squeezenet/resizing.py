@@ -62,8 +62,8 @@ def work(start: int, end: int, total: int, low: int, full: int, rel: dict[int, f
 
 
 def resize(x: torch.Tensor, px: int) -> torch.Tensor:
-    """A normalised float batch (B, C, H, W) at ``px`` x ``px``: bilinear, antialiased (the
-    same filter PIL's reduction uses), keeping the batch's memory format."""
+    """A normalised float batch (B, C, H, W) at ``px`` x ``px``: bilinear, antialiased (a
+    triangle filter as wide as the reduction, as PIL's bilinear resize uses)."""
     if x.shape[-1] == px and x.shape[-2] == px:
         return x
     return F.interpolate(x, size=(px, px), mode="bilinear", antialias=True, align_corners=False)
