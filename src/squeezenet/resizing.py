@@ -34,12 +34,12 @@ def starts(total: int, low: int, full: int) -> list[tuple[int, int]]:
     """(first step, px) of each size in a schedule of ``total`` steps. Size ``low + k*STEP``
     starts where the linear ramp from ``low`` (at RAMP[0]) to ``full`` (at RAMP[1]) passes it;
     ``full`` starts at RAMP[1]."""
-    out = []
-    for px in levels(low, full):
-        ramp = RAMP[0] + (RAMP[1] - RAMP[0]) * (px - low) / (full - low) if low < full else 0.0
-        share = 0.0 if px == low else RAMP[1] if px == full else ramp
-        out.append((math.ceil(share * total), px))
-    return out
+    def share(px):  # of the schedule's steps, where this size starts
+        if px == low:
+            return 0.0
+        return RAMP[1] if px == full else RAMP[0] + (RAMP[1] - RAMP[0]) * (px - low) / (full - low)
+
+    return [(math.ceil(share(px) * total), px) for px in levels(low, full)]
 
 
 def resolution_at(step: int, total: int, low: int, full: int) -> int:
