@@ -432,13 +432,26 @@ def test_the_size_schedule_is_the_linear_ramp_in_4_px_steps():
     """24 -> 32 px over a 1,000-step schedule: 24 px until the ramp (50% to 85% of the
     steps) passes 28 px at 0.5 + 0.35 * 4/8 = 67.5%, 28 px until 85%, then 32 px; from
     20 px, 24 and 28 px start at 0.5 + 0.35 * k/3."""
-    from squeezenet.resizing import RAMP, levels, resolution_at, starts
+    from squeezenet.resizing import levels, ramp, resolution_at, starts
 
-    assert RAMP == (0.5, 0.85) and levels(24, 32) == [24, 28, 32] and levels(26, 32) == [26, 30, 32]
+    assert ramp() == (0.5, 0.85) and levels(24, 32) == [24, 28, 32] and levels(26, 32) == [26, 30, 32]
     assert starts(1000, 24, 32) == [(0, 24), (675, 28), (850, 32)]
     assert [resolution_at(s, 1000, 24, 32) for s in (0, 674, 675, 849, 850, 999)] == [24, 24, 28, 28, 32, 32]
     assert starts(3000, 20, 32) == [(0, 20), (1850, 24), (2200, 28), (2550, 32)]
     assert resolution_at(10 ** 6, 10 ** 9, 24, 32) == 24  # before a budget's first plan: the smallest size
+
+
+def test_an_earlier_full_size_moves_the_whole_ramp():
+    """--progressive-resizing-until U: the ramp spans the 35% of the steps before U, cut at
+    step 0. U = 0.7: 28 px from 0.35 + 0.35 x 4/8 = 52.5%, 32 px from 70%; U = 0.2: the ramp
+    starts at once, 28 px from 10%, 32 px from 20%; U = 1: 32 px only on no step of 1,000."""
+    from squeezenet.resizing import ramp, resolution_at, starts
+
+    assert ramp(0.7) == pytest.approx((0.35, 0.7)) and ramp(0.2) == (0.0, 0.2)
+    assert starts(1000, 24, 32, 0.7) == [(0, 24), (525, 28), (700, 32)]
+    assert starts(1000, 24, 32, 0.2) == [(0, 24), (100, 28), (200, 32)]
+    assert starts(1000, 24, 32, 1.0) == [(0, 24), (825, 28), (1000, 32)]
+    assert [resolution_at(s, 1000, 24, 32, 0.7) for s in (524, 525, 699, 700)] == [24, 28, 28, 32]
 
 
 def test_work_counts_every_step_at_its_sizes_cost():
@@ -446,8 +459,9 @@ def test_work_counts_every_step_at_its_sizes_cost():
 
     rel = {20: 0.4, 24: 0.6, 28: 0.8, 32: 1.0}
     for total, start, end in [(1000, 0, 1000), (1000, 300, 700), (777, 500, 777), (3001, 1849, 2551), (50, 0, 10)]:
-        brute = sum(rel[resolution_at(s, total, 20, 32)] for s in range(start, end))
-        assert work(start, end, total, 20, 32, rel) == pytest.approx(brute)
+        for until in (0.85, 0.6):
+            brute = sum(rel[resolution_at(s, total, 20, 32, until)] for s in range(start, end))
+            assert work(start, end, total, 20, 32, rel, until) == pytest.approx(brute)
 
 
 def test_cheaper_early_steps_buy_more_steps_in_the_same_budget():
@@ -468,7 +482,8 @@ def test_cheaper_early_steps_buy_more_steps_in_the_same_budget():
 
 
 def test_a_progressive_run_trains_each_step_at_its_planned_size_and_resumes_bit_for_bit(tmp_path, fmnist_dir):
-    """--progressive-resizing 20 on 28 px images under a 20 s budget. A fake clock moves
+    """--progressive-resizing 20 --progressive-resizing-until 0.7 on 28 px images under a 20 s
+    budget (24 px from 0.35 + 0.35 x 4/8 = 52.5% of the steps, 28 px from 70%). A fake clock moves
     0.2 s x (px / 28)^2 per step (a fake clock cannot time the sizes, so the budget prices
     them by their pixels, the same ratios), so the plan is the largest T whose steps cost
     at most 20 s x 0.98. Every training forward sees resolution_at(step, T); every
@@ -484,7 +499,7 @@ def test_a_progressive_run_trains_each_step_at_its_planned_size_and_resumes_bit_
     def budgeted(out, **kw):
         tr = Trainer(TrainConfig(model=TINY, data_dir=str(fmnist_dir), download=False, batch_size=32, progress=False,
                                  precision="fp32", lr=0.1, time_budget="20s", progressive_resizing=20,
-                                 out=str(tmp_path / out), **kw))
+                                 progressive_resizing_until=0.7, out=str(tmp_path / out), **kw))
         tr.clock = clock
         tr.after_step.append(lambda t: setattr(clock, "t", clock.t + 0.2 * (t.train_px(t.global_step - 1) / 28) ** 2))
         tr.model.register_forward_pre_hook(lambda m, a: sizes.append((m.training, a[0].shape[-1]))
@@ -492,7 +507,7 @@ def test_a_progressive_run_trains_each_step_at_its_planned_size_and_resumes_bit_
         return tr
 
     def cost(t):
-        return sum(0.2 * (resolution_at(s, t, 20, 28) / 28) ** 2 for s in range(t))
+        return sum(0.2 * (resolution_at(s, t, 20, 28, 0.7) / 28) ** 2 for s in range(t))
 
     clock, sizes = FakeClock(), []
     tr = budgeted("full")
@@ -501,19 +516,21 @@ def test_a_progressive_run_trains_each_step_at_its_planned_size_and_resumes_bit_
     assert total == max(t for t in range(100, 250) if cost(t) <= 20 * (1 - MARGIN) + 1e-9)
     assert tr.global_step == total and len(tr.budget.planner.plans) == 1 and 0.95 * 20 <= res["budget"]["spent"] <= 20
     trained = [px for training, px in sizes if training]
-    assert trained == [resolution_at(s, total, 20, 28) for s in range(total)] and set(trained) == {20, 24, 28}
+    assert trained == [resolution_at(s, total, 20, 28, 0.7) for s in range(total)] and set(trained) == {20, 24, 28}
     assert {px for training, px in sizes if not training} == {28}
     epoch_ends = [min(16 * e, total) for e in range(1, len(tr.history) + 1)]
     assert [row["train_px"] for row in tr.history] == [trained[end - 1] for end in epoch_ends]
     ckpt = load_checkpoint(tmp_path / "full" / "last.pt")
     assert ckpt["budget"]["px_cost"] == {"20": (20 / 28) ** 2, "24": (24 / 28) ** 2, "28": 1.0}
     assert (f"progressive resizing over the {total:,}-step schedule: 20 px from step 0, 24 px from step "
-            f"{math.ceil(0.675 * total)}, 28 px from step {math.ceil(0.85 * total)} (evaluation and the recorded size: "
+            f"{math.ceil(0.525 * total)}, 28 px from step {math.ceil(0.7 * total)} (evaluation and the recorded size: "
             "28 px); a step's cost against a 28 px step, as the budget measured it: 20 px 0.51, 24 px 0.73, 28 px 1.00"
             ) in (tmp_path / "full" / "report.md").read_text()
     assert load_checkpoint(tmp_path / "full" / "best.pt")["data"]["input_size"] == 28
 
-    for stop in (40, 110):  # at 20 px (after the plan), at 24 px
+    at24 = (math.ceil(0.525 * total) + math.ceil(0.7 * total)) // 2
+    assert trained[39] == 20 and trained[at24] == 24 and tr.budget.planner.plans[0].at_step < 40
+    for stop in (40, at24):  # at 20 px (after the plan), at 24 px
         clock.t = 0.0
         budgeted(f"part{stop}", max_steps=stop).run()
         budgeted(f"part{stop}", resume=True).run()
@@ -525,6 +542,10 @@ def test_a_progressive_run_trains_each_step_at_its_planned_size_and_resumes_bit_
     (("--progressive-resizing", "28"), "--progressive-resizing 28 is not below the 28 px the run trains at"),
     (("--progressive-resizing", "32", "--input-size", "32"), "--progressive-resizing 32 is not below the 32 px"),
     (("--progressive-resizing", "4"), "--progressive-resizing must be 0 (off), or a size between 8 and 2048 px"),
+    (("--progressive-resizing", "20", "--progressive-resizing-until", "0"), "--progressive-resizing-until must be "
+                                                                            "in (0, 1], got 0.0"),
+    (("--progressive-resizing-until", "0.7"), "--progressive-resizing-until 0.7 applies only with "
+                                              "--progressive-resizing"),
 ])
 def test_a_progressive_size_the_run_cannot_use_is_one_line(args, needle, tmp_path, fmnist_dir):
     from helpers import TINY, assert_one_line, run_cli

@@ -19,9 +19,10 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from .errors import SqueezeNetError
+from .resizing import UNTIL
 from .spec import EVAL_BATCH_SIZE
 from .settings import (add_arguments, check_field_types, fraction_open, input_size, input_size_or_off, non_negative,
-                       non_negative_int, one_of, opt, positive, positive_int, probability, validate_fields, within)
+                       non_negative_int, one_of, opt, positive, positive_int, probability, share, validate_fields, within)
 
 DEFAULT_MODEL = "squeezenet1_1_simple_bypass_small_bn_w0.5_sr0.25"
 CONFIG_DIR = Path(__file__).parent / "configs"
@@ -107,10 +108,13 @@ class TrainConfig:
                      "evaluate/save it; 0 = off", probability, resume_must_match=True)
     input_size: int | None = opt(None, "train (and record) at this image size in px; images are resized",
                                  input_size, resume_must_match=True)
-    progressive_resizing: int = opt(0, "train the first half of the schedule at this smaller image size in px "
-                                    "and grow it to the full size by 85% of the steps (FFCV's progressive "
-                                    "resizing; evaluation and the recorded size stay full); 0 = off",
-                                    input_size_or_off, resume_must_match=True)
+    progressive_resizing: int = opt(0, "train the early part of the schedule at this smaller image size in px "
+                                    "and grow it to the full size over the 35% of the steps before "
+                                    "--progressive-resizing-until (FFCV's progressive resizing; evaluation and the "
+                                    "recorded size stay full); 0 = off", input_size_or_off, resume_must_match=True)
+    progressive_resizing_until: float = opt(UNTIL, "with --progressive-resizing: the share of the schedule's steps "
+                                            "by which the full size is reached; the rest trains at the full size",
+                                            share, resume_must_match=True)
     dropout: float | None = opt(None, "dropout before the classifier (default: the model's, 0.5 for SqueezeNet)",
                                 probability, resume_must_match=True)
     head_relu: bool | None = opt(None, "keep the paper's ReLU after conv10 (default: the model's, on); "
@@ -148,6 +152,10 @@ class TrainConfig:
             raise SqueezeNetError("model must be a model name; see `squeezenet list`")
         if not isinstance(self.model_options, dict):
             raise SqueezeNetError("model_options must be a table of model options")
+        if not self.progressive_resizing and self.progressive_resizing_until != UNTIL:
+            raise SqueezeNetError(f"--progressive-resizing-until {self.progressive_resizing_until} applies only with "
+                                  "--progressive-resizing: give the smaller size too (e.g. --progressive-resizing 24), "
+                                  "or drop --progressive-resizing-until")
         return self
 
     def resolved(self) -> "TrainConfig":

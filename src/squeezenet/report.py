@@ -97,7 +97,8 @@ def resizing_lines(cfg, full: int, total: int, budget: dict | None) -> list[str]
         return []
     from .resizing import starts
 
-    at = ", ".join(f"{px} px from step {first:,}" for first, px in starts(total, cfg.progressive_resizing, full))
+    sizes = starts(total, cfg.progressive_resizing, full, cfg.progressive_resizing_until)
+    at = ", ".join(f"{px} px from step {first:,}" for first, px in sizes)
     cost = sorted(((int(px), float(c)) for px, c in ((budget or {}).get("px_cost") or {}).items()))
     priced = f"; a step's cost against a {full} px step, as the budget measured it: " + ", ".join(
         f"{px} px {c:.2f}" for px, c in cost) if cost else ""

@@ -1,9 +1,10 @@
 """Progressive resizing: the early part of the schedule trains on smaller images.
 
-``--progressive-resizing 24`` on 32 px images trains at 24 px until :data:`RAMP` [0] of the
-schedule's steps, then grows the size by :data:`STEP` px at a time to reach the full size at
-:data:`RAMP` [1]; the rest of the schedule, and every evaluation, run at the full size, which is
-the size the model is recorded with. FFCV's ImageNet ResNet recipes do the same near the end of
+``--progressive-resizing 24`` on 32 px images trains at 24 px, then grows the size by
+:data:`STEP` px at a time along a linear ramp over :data:`GROWTH` of the schedule's steps, to
+reach the full size at ``until`` of them (``--progressive-resizing-until``, default
+:data:`UNTIL`: the ramp runs from 50% to 85%); the rest of the schedule, and every evaluation,
+run at the full size, which is the size the model is recorded with. FFCV's ImageNet ResNet recipes do the same near the end of
 training (160 -> 192 px, evaluated at 224-256). The size follows the step and the schedule's
 total, as the learning rate does, so a time budget's re-plan moves both together and a resumed
 run resizes exactly where it would have.
@@ -17,12 +18,20 @@ bilinearly with antialiasing (:func:`resize`).
 from __future__ import annotations
 
 import math
+import typing
 
-import torch
-import torch.nn.functional as F
+if typing.TYPE_CHECKING:  # torch is imported where it is used: the settings read UNTIL without it
+    import torch
 
-RAMP = (0.5, 0.85)  # shares of the schedule's steps: the growth starts, and the full size is reached
+UNTIL = 0.85  # share of the schedule's steps by which the full size is reached (the default)
+GROWTH = 0.35  # share of the schedule's steps the ramp from the smallest to the full size spans
 STEP = 4  # px between the sizes of the ramp
+
+
+def ramp(until: float = UNTIL) -> tuple[float, float]:
+    """(start, end) of the growth, as shares of the schedule's steps: the :data:`GROWTH` before
+    ``until``, cut at the schedule's start (``until`` below GROWTH: the ramp starts at step 0)."""
+    return max(0.0, until - GROWTH), until
 
 
 def levels(low: int, full: int) -> list[int]:
@@ -30,31 +39,34 @@ def levels(low: int, full: int) -> list[int]:
     return list(range(low, full, STEP)) + [full] if low < full else [full]
 
 
-def starts(total: int, low: int, full: int) -> list[tuple[int, int]]:
+def starts(total: int, low: int, full: int, until: float = UNTIL) -> list[tuple[int, int]]:
     """(first step, px) of each size in a schedule of ``total`` steps. Size ``low + k*STEP``
-    starts where the linear ramp from ``low`` (at RAMP[0]) to ``full`` (at RAMP[1]) passes it;
-    ``full`` starts at RAMP[1]."""
+    starts where the linear ramp from ``low`` (at its start) to ``full`` (at ``until``) passes
+    it (:func:`ramp`); ``full`` starts at ``until``."""
+    a, b = ramp(until)
+
     def share(px):  # of the schedule's steps, where this size starts
         if px == low:
             return 0.0
-        return RAMP[1] if px == full else RAMP[0] + (RAMP[1] - RAMP[0]) * (px - low) / (full - low)
+        return b if px == full else a + (b - a) * (px - low) / (full - low)
 
     return [(math.ceil(share(px) * total), px) for px in levels(low, full)]
 
 
-def resolution_at(step: int, total: int, low: int, full: int) -> int:
+def resolution_at(step: int, total: int, low: int, full: int, until: float = UNTIL) -> int:
     """The image size of global step ``step`` in a schedule of ``total`` steps."""
     px = low
-    for first, size in starts(total, low, full):
+    for first, size in starts(total, low, full, until):
         if step >= first:
             px = size
     return px
 
 
-def work(start: int, end: int, total: int, low: int, full: int, rel: dict[int, float]) -> float:
+def work(start: int, end: int, total: int, low: int, full: int, rel: dict[int, float],
+         until: float = UNTIL) -> float:
     """Steps ``start`` to ``end`` (exclusive) of a ``total``-step schedule, counted in
     full-size steps: each step weighs ``rel[px]``, its size's cost relative to the full size's."""
-    bounds = starts(total, low, full) + [(max(end, total), None)]
+    bounds = starts(total, low, full, until) + [(max(end, total), None)]
     w = 0.0
     for (a, px), (b, _) in zip(bounds, bounds[1:]):
         w += max(0, min(b, end) - max(a, start)) * rel[px]
@@ -64,6 +76,8 @@ def work(start: int, end: int, total: int, low: int, full: int, rel: dict[int, f
 def resize(x: torch.Tensor, px: int) -> torch.Tensor:
     """A normalised float batch (B, C, H, W) at ``px`` x ``px``: bilinear, antialiased (a
     triangle filter as wide as the reduction, as PIL's bilinear resize uses)."""
+    import torch.nn.functional as F
+
     if x.shape[-1] == px and x.shape[-2] == px:
         return x
     return F.interpolate(x, size=(px, px), mode="bilinear", antialias=True, align_corners=False)
@@ -78,6 +92,8 @@ def price_sizes(model: torch.nn.Module, sizes: list[int], batch: int, channels: 
     overhead, the update), so a 24 px step costs more than (24/32)^2 of a 32 px one. Where
     ``clock`` cannot time a step (a test's fake clock), the pixels' ratio."""
     import copy
+
+    import torch
 
     net = copy.deepcopy(model).train()
     opt = torch.optim.SGD(net.parameters(), lr=0.0, momentum=0.9)

@@ -40,6 +40,10 @@ def fraction_open(v):
     return _finite(v) or (None if 0 < v < 1 else "in (0, 1)")
 
 
+def share(v):
+    return _finite(v) or (None if 0 < v <= 1 else "in (0, 1]")
+
+
 def integer(v):
     return None if isinstance(v, int) and not isinstance(v, bool) else "an integer"
 

@@ -365,7 +365,8 @@ class Trainer:
         full, low = self.spec.input_size, self.cfg.progressive_resizing
         if not low:
             return full
-        return resizing.resolution_at(self.global_step if step is None else step, self.total_steps, low, full)
+        return resizing.resolution_at(self.global_step if step is None else step, self.total_steps, low, full,
+                                      self.cfg.progressive_resizing_until)
 
     @property
     def n_epochs(self) -> int:
@@ -602,7 +603,8 @@ class TimeBudget:
         tr = self.tr
         if not self.px_cost:  # other ranks: rank 0 plans; any consistent count will do
             return float(end - start)
-        return resizing.work(start, end, total, tr.cfg.progressive_resizing, tr.spec.input_size, self.px_cost)
+        return resizing.work(start, end, total, tr.cfg.progressive_resizing, tr.spec.input_size, self.px_cost,
+                             tr.cfg.progressive_resizing_until)
 
     def _price_sizes(self) -> dict[int, float]:
         """Each size's step cost relative to the full size's, timed on a copy of the model
