@@ -444,7 +444,7 @@ def test_the_size_schedule_is_the_linear_ramp_in_4_px_steps():
 def test_an_earlier_full_size_moves_the_whole_ramp():
     """--progressive-resizing-until U: the ramp spans the 35% of the steps before U, cut at
     step 0. U = 0.7: 28 px from 0.35 + 0.35 x 4/8 = 52.5%, 32 px from 70%; U = 0.2: the ramp
-    starts at once, 28 px from 10%, 32 px from 20%; U = 1: 32 px only on no step of 1,000."""
+    starts at once, 28 px from 10%, 32 px from 20%; U = 1: 32 px from step 1,000, after the last."""
     from squeezenet.resizing import ramp, resolution_at, starts
 
     assert ramp(0.7) == pytest.approx((0.35, 0.7)) and ramp(0.2) == (0.0, 0.2)

@@ -22,7 +22,8 @@ from .errors import SqueezeNetError
 from .resizing import UNTIL
 from .spec import EVAL_BATCH_SIZE
 from .settings import (add_arguments, check_field_types, fraction_open, input_size, input_size_or_off, non_negative,
-                       non_negative_int, one_of, opt, positive, positive_int, probability, share, validate_fields, within)
+                       non_negative_int, one_of, opt, positive, positive_int, probability, share, validate_fields,
+                       within)
 
 DEFAULT_MODEL = "squeezenet1_1_simple_bypass_small_bn_w0.5_sr0.25"
 CONFIG_DIR = Path(__file__).parent / "configs"

@@ -4,10 +4,10 @@
 :data:`STEP` px at a time along a linear ramp over :data:`GROWTH` of the schedule's steps, to
 reach the full size at ``until`` of them (``--progressive-resizing-until``, default
 :data:`UNTIL`: the ramp runs from 50% to 85%); the rest of the schedule, and every evaluation,
-run at the full size, which is the size the model is recorded with. FFCV's ImageNet ResNet recipes do the same near the end of
-training (160 -> 192 px, evaluated at 224-256). The size follows the step and the schedule's
-total, as the learning rate does, so a time budget's re-plan moves both together and a resumed
-run resizes exactly where it would have.
+run at the full size, which is the size the model is recorded with. FFCV's ImageNet ResNet
+recipes do the same near the end of training (160 -> 192 px, evaluated at 224-256). The size
+follows the step and the schedule's total, as the learning rate does, so a time budget's re-plan
+moves both together and a resumed run resizes exactly where it would have.
 
 A smaller step costs less, and the budget planner (:mod:`squeezenet.budget`) counts each step in
 full-size step equivalents (:func:`work`) with the relative costs measured on the run's own model
