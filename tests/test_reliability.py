@@ -663,6 +663,27 @@ def test_one_class_and_unreadable_class_folders_warn(tmp_path, caplog):
     assert "class folder(s) b have no readable images" in caplog.text
 
 
+def test_a_folder_of_one_image_without_val_says_too_few_in_one_line(tmp_path):
+    """One image cannot be split into a training and a held-out part: the error says so,
+    not that no image could be read."""
+    from PIL import Image
+
+    (tmp_path / "d" / "a").mkdir(parents=True)
+    Image.new("RGB", (20, 20), (9, 9, 9)).save(tmp_path / "d" / "a" / "x.png")
+    code, out, err = run_cli("train", "--data", tmp_path / "d", "--out", tmp_path / "r", "--max-steps", "1")
+    assert code == 2 and "Traceback" not in err
+    assert "has 1 image(s): too few to hold out 10%" in err and "could not read" not in err
+
+
+def test_a_path_where_train_wants_a_model_name_points_to_resume_and_weights(tmp_path):
+    (tmp_path / "last.pt").write_bytes(b"x")
+    code, out, err = run_cli("train", tmp_path / "last.pt", "--resume", "--out", tmp_path / "r")
+    assert code == 2 and "Traceback" not in err
+    assert "not a model name" in err and "--resume --out RUN_DIR" in err and "--weights FILE" in err
+    code, out, err = run_cli("train", "no_such_net", "--out", tmp_path / "r")  # not a path: the name's own error
+    assert code == 2 and "unknown model 'no_such_net'" in err
+
+
 def test_no_progress_silences_decoding_bars_and_logs_get_plain_lines(tmp_path, monkeypatch, capsys):
     from squeezenet import progress
 

@@ -218,6 +218,7 @@ def train_settings(a) -> dict:
     names = {f.name for f in fields(TrainConfig)}
     explicit = {k: v for k, v in vars(a).items() if k in names and v is not None}
     if a.model:
+        _check_model_is_a_name(a.model)
         explicit["model"] = a.model
     cfg = load_config_file(a.config) if a.config else {}
     check_types(cfg)  # before any value of the file is used ("resume = 'no'" is not a yes)
@@ -232,6 +233,15 @@ def train_settings(a) -> dict:
             base = {k: v for k, v in base.items() if k not in ("epochs", "time_budget")}
         cfg = {**base, **cfg}
     return {**length_from(cfg, explicit, a.config), **explicit}
+
+
+def _check_model_is_a_name(model: str) -> None:
+    """`train runs/x/last.pt` (a path where a model name goes) gets told what it meant."""
+    from .factory import is_model
+
+    if not is_model(model) and Path(model).exists():
+        raise SqueezeNetError(f"'{model}' is a file or folder, not a model name: `--resume --out RUN_DIR` continues "
+                              "a run; `--weights FILE` starts from a model file's weights")
 
 
 def length_from(cfg: dict, explicit: dict, source: str | None = None) -> dict:

@@ -344,6 +344,9 @@ def _load_folder(root: Path, input_size, val_fraction, seed, grayscale, cache, c
         if val_classes != classes:
             raise SqueezeNetError(f"class folders of '{val_dir}' differ from '{train_dir}'")
     else:
+        if len(samples) < 2:
+            raise SqueezeNetError(f"'{root}' has {len(samples)} image(s): too few to hold out {val_fraction:.0%} for "
+                                  "validation and train on the rest; add images, or a val/ folder beside train/")
         tr, va = _split_indices(len(samples), val_fraction, seed)
         val_samples = [samples[i] for i in va]
         samples = [samples[i] for i in tr]
