@@ -10,6 +10,9 @@ MODE:
   merged    each Fire's two expands as one 3x3 convolution (the 1x1 filters zero-padded to 3x3),
             one BatchNorm and one ReLU over the joined channels: the same function with no concat,
             at 9x the 1x1 expand's MACs. Does removing the concat and half the BN/ReLU calls pay?
+  gemm1x1   every 1x1 convolution as the matrix product it is (addmm on the channels_last
+            view), the rest eager: conv_efficiency_probe.py times oneDNN's 1x1 convolutions slower
+            than addmm in isolation; does it carry over to the step?
   foreach   the eager step with SGD's multi-tensor (foreach) update: one call per step, not one per tensor;
   fused     the eager step with SGD's fused CPU kernel (fused=True);
   profile   the eager step under torch.profiler: self CPU time by operator, 5 steps, then by kind
@@ -82,6 +85,22 @@ class MergedFire(nn.Module):
         return F.relu(self.bn(F.conv2d(x, w, self.b, padding=1)), inplace=True)
 
 
+def gemm_forward(self, x):
+    """A 1x1, stride-1 convolution of a channels_last batch as one addmm: (N*H*W, C) x (C, C_out)."""
+    if not x.is_contiguous(memory_format=torch.channels_last):
+        return F.conv2d(x, self.weight, self.bias)
+    n, c, h, w = x.shape
+    xm, wm = x.permute(0, 2, 3, 1).reshape(-1, c), self.weight.view(self.out_channels, c).t()
+    y = torch.addmm(self.bias, xm, wm) if self.bias is not None else xm @ wm
+    return y.view(n, h, w, self.out_channels).permute(0, 3, 1, 2)
+
+
+def gemm_1x1(m: nn.Module) -> None:
+    for mod in m.modules():
+        if isinstance(mod, nn.Conv2d) and mod.kernel_size == (1, 1) and mod.stride == (1, 1) and mod.groups == 1:
+            mod.forward = gemm_forward.__get__(mod)
+
+
 def merge_fires(m: nn.Module) -> None:
     from squeezenet.models.squeezenet import Fire
 
@@ -126,6 +145,8 @@ def main():
         fuse_regions(m)
     if mode == "merged":
         merge_fires(m)
+    if mode == "gemm1x1":
+        gemm_1x1(m)
     m = m.to(memory_format=torch.channels_last)
     how = {"foreach": dict(foreach=True), "fused": dict(fused=True)}.get(mode, dict(foreach=False))
     opt = torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9, nesterov=True, **how)
