@@ -79,18 +79,15 @@ def conv_case(conv: nn.Conv2d, shape: torch.Size, first: bool):
         n, c, h, wd = shape
         co = w.shape[0]
 
-        def gemm():
-            xm = x.permute(0, 2, 3, 1).reshape(-1, c)  # a view: channels_last is (N, H, W, C) in memory
-            wm = w.view(co, c).t()
-            out = (torch.addmm(b, xm, wm) if b is not None else xm @ wm).view(n, h, wd, co).permute(0, 3, 1, 2)
-            torch.autograd.grad(out, leaves, g)
+        def as_addmm():  # a view: channels_last is (N, H, W, C) in memory
+            xm, wm = x.permute(0, 2, 3, 1).reshape(-1, c), w.view(co, c).t()
+            return (torch.addmm(b, xm, wm) if b is not None else xm @ wm).view(n, h, wd, co).permute(0, 3, 1, 2)
 
-        got = gemm_out = None
-        with torch.no_grad():
-            got = F.conv2d(x, w, b)
-            gemm_out = (torch.addmm(b, x.permute(0, 2, 3, 1).reshape(-1, c), w.view(co, c).t()) if b is not None
-                        else x.permute(0, 2, 3, 1).reshape(-1, c) @ w.view(co, c).t())
-            assert torch.allclose(got, gemm_out.view(n, h, wd, co).permute(0, 3, 1, 2), atol=1e-3, rtol=1e-3)
+        def gemm():
+            torch.autograd.grad(as_addmm(), leaves, g)
+
+        with torch.no_grad():  # the same product, or the comparison means nothing
+            assert torch.allclose(F.conv2d(x, w, b), as_addmm(), atol=1e-3, rtol=1e-3)
     return flops, onednn, gemm
 
 
@@ -152,12 +149,11 @@ def main() -> None:
         print(f"{n:24s} {'x'.join(map(str, s[1:])):>16s} {m.out_channels:4d} {m.kernel_size[0]:2d} "
               f"{flops / 1e6:8.0f} {1e3 * med[n]:7.2f} {rate:8.1f} {100 * rate / peak:6.1f} {g}")
     conv_s = sum(med.values())
-    one = [n for n in med_gemm]
     print(f"convolutions: {1e3 * conv_s:.1f} ms of a {1e3 * step_s:.1f} ms step ({100 * conv_s / step_s:.0f}%), "
           f"{total_flops / conv_s / 1e9:.1f} GFLOP/s = {100 * total_flops / conv_s / 1e9 / peak:.0f}% of the peak; "
           f"at the peak they would take {1e3 * total_flops / peak / 1e9:.1f} ms")
-    if one:
-        print(f"1x1 convolutions: {1e3 * sum(med[n] for n in one):.1f} ms by oneDNN, "
+    if med_gemm:
+        print(f"1x1 convolutions: {1e3 * sum(med[n] for n in med_gemm):.1f} ms by oneDNN, "
               f"{1e3 * sum(med_gemm.values()):.1f} ms as addmm")
     print(f"step {a.batch / step_s:.0f} img/s; with every convolution at the peak and the rest unchanged "
           f"{step_s / (step_s - conv_s + total_flops / peak / 1e9):.2f}x; with the rest free and the "
