@@ -272,6 +272,46 @@ def test_a_run_whose_host_speeds_up_in_its_last_epoch_re_plans_there_and_uses_it
     assert tr.global_step == plans[-1].total_steps and 0.95 * 50 <= res["budget"]["spent"] <= 50
 
 
+def test_a_schedule_that_an_epoch_ends_re_plan_ends_there_finishes_and_its_checkpoint_says_so(tmp_path, fmnist_dir):
+    """A 50 s budget at 0.2 s per step plans 244 steps (two epochs of 128, the second cut
+    short). The first epoch's evaluation and checkpoint take 20 s on the fake clock, so the
+    re-plan after them (it times them) finds no room for another step plus another 20 s
+    evaluation and the final flip pass: the schedule ends at step 128, after that epoch's
+    evaluation had been made, and its checkpoints written, for a 244-step schedule. (A 30-minute
+    CIFAR-10 run hit this: 9 steps short of its plan, its report had no flip-TTA figure and
+    its last.pt said 9,837 steps for the 9,828 trained.) The run must finish as at any
+    schedule's end: flip TTA in the final evaluation, and a last.pt whose schedule is the
+    trained one, so that --resume finds the run finished and trains nothing."""
+    from helpers import TINY
+    from squeezenet.formats.checkpoint import load_checkpoint
+    from squeezenet.train import Trainer, TrainConfig
+
+    def budgeted(**kw):
+        tr = Trainer(TrainConfig(model=TINY, data_dir=str(fmnist_dir), download=False, batch_size=4, progress=False,
+                                 precision="fp32", time_budget="50s", out=str(tmp_path / "r"), **kw))
+        tr.clock = clock
+        tr.after_step.append(lambda t: setattr(clock, "t", clock.t + 0.2))
+        tr.on_epoch = lambda row: setattr(clock, "t", clock.t + (20.0 if row["epoch"] == 1 else 0.0))
+        return tr
+
+    clock = FakeClock()
+    tr = budgeted()
+    res = tr.run()
+    plans = tr.budget.planner.plans
+    assert tr.steps_per_epoch() == 128 and plans[0].total_steps == 244 and plans[-1].total_steps == 128
+    assert tr.global_step == 128 and res["epochs_done"] == 1
+    ckpt = load_checkpoint(tmp_path / "r" / "last.pt")
+    assert ckpt["total_steps"] == ckpt["global_step"] == 128 and ckpt["budget"]["plans"][-1]["total_steps"] == 128
+    assert load_checkpoint(tmp_path / "r" / "best.pt")["total_steps"] == 128
+    flip = ckpt["history"][-1]["test_tta_top1"]
+    assert 0.0 <= flip <= 100.0 and f"final test top-1 with flip TTA | {flip:.2f}%" in (tmp_path / "r" / "report.md").read_text()
+    assert "test_tta_top1" in (tmp_path / "r" / "metrics.csv").read_text().splitlines()[0]
+
+    again = budgeted(resume=True)
+    again.run()
+    assert again.global_step == 128 and len(again.history) == 1  # finished: nothing more trained
+
+
 def test_the_first_steps_one_off_costs_are_spent_but_not_taken_for_the_step_rate(tmp_path, fmnist_dir):
     """On a lent H200 the first plan measured 46 ms per step against 16-18 ms for the rest
     of the run (cuDNN autotuning and allocation in the first steps; BENCHMARKS 2.0.8). A
@@ -464,6 +504,18 @@ def test_work_counts_every_step_at_its_sizes_cost():
             assert work(start, end, total, 20, 32, rel, until) == pytest.approx(brute)
 
 
+def test_full_size_steps_weighs_each_part_of_the_schedule_by_its_measured_cost():
+    """1,000 steps, 24 px at half a 32 px step's cost and 28 px at 0.75, full size from 70%:
+    28 px starts at 0.35 + 0.35 x 4/8 = 52.5%, so 525 x 0.5 + 175 x 0.75 + 300 x 1 = 693.75.
+    Without measured costs (no resizing) every step is a full-size step; the costs' keys may
+    be strings, as a checkpoint stores them."""
+    from squeezenet.resizing import full_size_steps
+
+    assert full_size_steps(1000, 0.7, {"24": 0.5, "28": 0.75, "32": 1.0}) == pytest.approx(693.75)
+    assert full_size_steps(1000, 0.85, {24: 0.5, 28: 0.75, 32: 1.0}) == pytest.approx(675 * 0.5 + 175 * 0.75 + 150)
+    assert full_size_steps(1000, 0.7, None) == full_size_steps(1000, 0.7, {}) == 1000.0
+
+
 def test_cheaper_early_steps_buy_more_steps_in_the_same_budget():
     """Full-size steps of 0.1 s, a 100 s budget, no evaluation: 98 s / 0.1 s = 980 steps
     without resizing. From 24 px at half the cost (28 px at 0.75), a T-step schedule costs
@@ -522,10 +574,12 @@ def test_a_progressive_run_trains_each_step_at_its_planned_size_and_resumes_bit_
     assert [row["train_px"] for row in tr.history] == [trained[end - 1] for end in epoch_ends]
     ckpt = load_checkpoint(tmp_path / "full" / "last.pt")
     assert ckpt["budget"]["px_cost"] == {"20": (20 / 28) ** 2, "24": (24 / 28) ** 2, "28": 1.0}
+    at24, at28 = math.ceil(0.525 * total), math.ceil(0.7 * total)
+    work = at24 * (20 / 28) ** 2 + (at28 - at24) * (24 / 28) ** 2 + (total - at28)  # the fake clock's pixel ratios
     assert (f"progressive resizing over the {total:,}-step schedule: 20 px from step 0, 24 px from step "
-            f"{math.ceil(0.525 * total)}, 28 px from step {math.ceil(0.7 * total)} (evaluation and the recorded size: "
-            "28 px); a step's cost against a 28 px step, as the budget measured it: 20 px 0.51, 24 px 0.73, 28 px 1.00"
-            ) in (tmp_path / "full" / "report.md").read_text()
+            f"{at24}, 28 px from step {at28} (evaluation and the recorded size: "
+            "28 px); a step's cost against a 28 px step, as the budget measured it: 20 px 0.51, 24 px 0.73, 28 px 1.00; "
+            f"the schedule's work: {work:,.0f} 28 px steps") in (tmp_path / "full" / "report.md").read_text()
     assert load_checkpoint(tmp_path / "full" / "best.pt")["data"]["input_size"] == 28
 
     at24 = (math.ceil(0.525 * total) + math.ceil(0.7 * total)) // 2

@@ -481,9 +481,9 @@ class Trainer:
 
     def end_epoch(self, row: dict) -> None:
         trained_at = self.budget.now() if self.budget is not None else None
+        ended = self.global_step >= self.total_steps  # the schedule's end
         if self.dist.main:
-            final = self.checks_flip_tta and self.global_step >= self.total_steps  # the schedule's end
-            metrics, self._last_confusion = self._evaluate(flip_top1_too=final)
+            metrics, self._last_confusion = self._evaluate(flip_top1_too=self.checks_flip_tta and ended)
             row.update(metrics)
         row.update(epoch=self.epoch + 1, train_time_s=self.train_time, peak_rss_mib=peak_rss_mib())
         self.history.append(row)
@@ -499,6 +499,23 @@ class Trainer:
                 self.on_epoch(dict(row))
         if self.budget is not None:
             self.budget.after_epoch(trained_at)
+            if not ended and self.global_step >= self.total_steps:
+                self._end_schedule_here(row, improved)
+
+    def _end_schedule_here(self, row: dict, improved: bool) -> None:
+        """The epoch end's re-plan, made after its evaluation and checkpoints (it times them),
+        moved the schedule's end to this step: the budget has no room for another. The run
+        ends here, so it finishes as any schedule's end does: the final evaluation gets its
+        flip-TTA top-1, and the checkpoints are written again with the schedule that was
+        trained (a resume must find the run finished, not train on past its end)."""
+        if self.dist.main and self.checks_flip_tta:
+            metrics, self._last_confusion = self._evaluate(flip_top1_too=True)
+            row.update(metrics)
+        self.save("last.pt")
+        if improved:
+            self.save("best.pt")
+        if self.dist.main:
+            log_epoch(self.out, self.history)
 
     @property
     def checks_flip_tta(self) -> bool:
