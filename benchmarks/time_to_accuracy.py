@@ -6,7 +6,9 @@
 
 Each budget trains the named config (default: the demo's recipe) from scratch with the
 schedule fitted to that budget, and records the final top-1 on the held-out split, the
-planned and the used time. Writes `<out>/time_to_accuracy.{csv,md,png}` naming the CPU and
+planned and the used time, and the schedule's work in full-size steps (with
+``--set progressive_resizing=PX`` a smaller step counts as the share of a full-size one the
+budget measured; runs on hosts of different speed compare by it). Writes `<out>/time_to_accuracy.{csv,md,png}` naming the CPU and
 its flags (AVX2 / AVX-512 / VNNI / bf16 / AMX). The baseline in the same run is the
 shortest budget. ``--set KEY=VALUE`` (repeatable) overrides one setting of the config, as
 a TOML value (``--set ema=0.999``, ``--set random_erasing=0.25``); ``--tta flip,flip-shift``
@@ -29,6 +31,7 @@ from squeezenet.evaluate import evaluate_checkpoint
 from squeezenet.files import atomic_write_text
 from squeezenet.spec import check_tta
 from squeezenet.render import markdown_table, pyplot, save_figure
+from squeezenet.resizing import full_size_steps
 from squeezenet.train import Trainer
 from squeezenet.tta import TTA_MODES
 
@@ -63,8 +66,10 @@ def main() -> None:
         res = Trainer(cfg).run()
         plan = res["budget"]["plans"][-1]
         rows.append({"budget": b, "budget_s": parse_duration(b), "used_s": res["budget"]["spent"],
-                     "planned_s": plan["planned_s"], "steps": plan["total_steps"], "epochs": res["epochs_done"],
-                     "top1": res["final"]["test_top1"], "best_top1": res["best_top1"]})
+                     "planned_s": plan["planned_s"], "steps": plan["total_steps"],
+                     "full_size_steps": round(full_size_steps(plan["total_steps"], cfg.progressive_resizing_until,
+                                                              res["budget"].get("px_cost")), 1),
+                     "epochs": res["epochs_done"], "top1": res["final"]["test_top1"], "best_top1": res["best_top1"]})
         for t in a.tta:
             rows[-1][f"{t}_tta_top1"] = evaluate_checkpoint(str(Path(cfg.out) / "last.pt"), a.data, a.data_dir,
                                                             cfg.download, tta=t)["top1"]
@@ -92,7 +97,7 @@ def write(out: Path, rows: list[dict], a, machine: str) -> None:
     table = markdown_table(rows, [
         ("budget", "budget"), ("used", lambda r: format_duration(r["used_s"])),
         ("used / budget", lambda r: f"{100 * r['used_s'] / r['budget_s']:.1f}%"), ("steps", lambda r: f"{r['steps']:,}"),
-        ("epochs", "epochs"), ("final top-1 %", lambda r: f"{r['top1']:.2f}"),
+        ("work (full-size steps)", lambda r: f"{r['full_size_steps']:,.0f}"), ("epochs", "epochs"), ("final top-1 %", lambda r: f"{r['top1']:.2f}"),
         ("vs shortest budget (pt)", lambda r: f"{r['top1'] - rows[0]['top1']:+.2f}")]
         + [(f"{t} TTA top-1 %", lambda r, t=t: f"{r[f'{t}_tta_top1']:.2f}") for t in a.tta])
     changed = "".join(f", {kv}" for kv in a.set)

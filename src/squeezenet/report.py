@@ -95,13 +95,16 @@ def resizing_lines(cfg, full: int, total: int, budget: dict | None) -> list[str]
     """--progressive-resizing: the step each size started at, and what each size cost."""
     if not cfg.progressive_resizing:
         return []
-    from .resizing import starts
+    from .resizing import full_size_steps, starts
 
-    sizes = starts(total, cfg.progressive_resizing, full, cfg.progressive_resizing_until)
+    until = cfg.progressive_resizing_until
+    sizes = starts(total, cfg.progressive_resizing, full, until)
     at = ", ".join(f"{px} px from step {first:,}" for first, px in sizes)
-    cost = sorted(((int(px), float(c)) for px, c in ((budget or {}).get("px_cost") or {}).items()))
-    priced = f"; a step's cost against a {full} px step, as the budget measured it: " + ", ".join(
-        f"{px} px {c:.2f}" for px, c in cost) if cost else ""
+    px_cost = (budget or {}).get("px_cost") or {}
+    cost = sorted((int(px), float(c)) for px, c in px_cost.items())
+    priced = (f"; a step's cost against a {full} px step, as the budget measured it: "
+              + ", ".join(f"{px} px {c:.2f}" for px, c in cost)
+              + f"; the schedule's work: {full_size_steps(total, until, px_cost):,.0f} {full} px steps") if cost else ""
     return [f"- progressive resizing over the {total:,}-step schedule: {at} (evaluation and the recorded size: "
             f"{full} px){priced}"]
 

@@ -73,6 +73,17 @@ def work(start: int, end: int, total: int, low: int, full: int, rel: dict[int, f
     return w
 
 
+def full_size_steps(total: int, until: float, px_cost: dict | None) -> float:
+    """A ``total``-step schedule's work in full-size steps, from the budget's measured costs
+    (``px_cost``: size -> a step's cost relative to the full size's, the largest size the full
+    one, the smallest the start): what runs that trained at different sizes can be compared
+    by. Without costs (no progressive resizing) every step is a full-size step."""
+    rel = {int(px): float(c) for px, c in (px_cost or {}).items()}
+    if len(rel) < 2:
+        return float(total)
+    return work(0, total, total, min(rel), max(rel), rel, until)
+
+
 def resize(x: torch.Tensor, px: int) -> torch.Tensor:
     """A normalised float batch (B, C, H, W) at ``px`` x ``px``: bilinear, antialiased (a
     triangle filter as wide as the reduction, as PIL's bilinear resize uses)."""
