@@ -8,9 +8,9 @@ Each budget trains the named config (default: the demo's recipe) from scratch wi
 schedule fitted to that budget, and records the final top-1 on the held-out split, the
 planned and the used time, and the schedule's work in full-size steps (with
 ``--set progressive_resizing=PX`` a smaller step counts as the share of a full-size one the
-budget measured; runs on hosts of different speed compare by it). Writes `<out>/time_to_accuracy.{csv,md,png}` naming the CPU and
-its flags (AVX2 / AVX-512 / VNNI / bf16 / AMX). The baseline in the same run is the
-shortest budget. ``--set KEY=VALUE`` (repeatable) overrides one setting of the config, as
+budget priced it at; it tells how much a run on a faster or slower host trained). Writes
+`<out>/time_to_accuracy.{csv,md,png}` naming the CPU and its flags (AVX2 / AVX-512 / VNNI /
+bf16 / AMX). The baseline in the same run is the shortest budget. ``--set KEY=VALUE`` (repeatable) overrides one setting of the config, as
 a TOML value (``--set ema=0.999``, ``--set random_erasing=0.25``); ``--tta flip,flip-shift``
 adds the final model's top-1 with each test-time augmentation named (``squeezenet eval --tta``).
 """
@@ -97,7 +97,8 @@ def write(out: Path, rows: list[dict], a, machine: str) -> None:
     table = markdown_table(rows, [
         ("budget", "budget"), ("used", lambda r: format_duration(r["used_s"])),
         ("used / budget", lambda r: f"{100 * r['used_s'] / r['budget_s']:.1f}%"), ("steps", lambda r: f"{r['steps']:,}"),
-        ("work (full-size steps)", lambda r: f"{r['full_size_steps']:,.0f}"), ("epochs", "epochs"), ("final top-1 %", lambda r: f"{r['top1']:.2f}"),
+        ("work (full-size steps, as priced)", lambda r: f"{r['full_size_steps']:,.0f}"),
+        ("epochs", "epochs"), ("final top-1 %", lambda r: f"{r['top1']:.2f}"),
         ("vs shortest budget (pt)", lambda r: f"{r['top1'] - rows[0]['top1']:+.2f}")]
         + [(f"{t} TTA top-1 %", lambda r, t=t: f"{r[f'{t}_tta_top1']:.2f}") for t in a.tta])
     changed = "".join(f", {kv}" for kv in a.set)

@@ -579,7 +579,8 @@ def test_a_progressive_run_trains_each_step_at_its_planned_size_and_resumes_bit_
     assert (f"progressive resizing over the {total:,}-step schedule: 20 px from step 0, 24 px from step "
             f"{at24}, 28 px from step {at28} (evaluation and the recorded size: "
             "28 px); a step's cost against a 28 px step, as the budget measured it: 20 px 0.51, 24 px 0.73, 28 px 1.00; "
-            f"the schedule's work: {work:,.0f} 28 px steps") in (tmp_path / "full" / "report.md").read_text()
+            f"the schedule's work at those costs: {work:,.0f} 28 px steps"
+            ) in (tmp_path / "full" / "report.md").read_text()
     assert load_checkpoint(tmp_path / "full" / "best.pt")["data"]["input_size"] == 28
 
     at24 = (math.ceil(0.525 * total) + math.ceil(0.7 * total)) // 2

@@ -102,9 +102,10 @@ def resizing_lines(cfg, full: int, total: int, budget: dict | None) -> list[str]
     at = ", ".join(f"{px} px from step {first:,}" for first, px in sizes)
     px_cost = (budget or {}).get("px_cost") or {}
     cost = sorted((int(px), float(c)) for px, c in px_cost.items())
+    work = full_size_steps(total, until, px_cost)
     priced = (f"; a step's cost against a {full} px step, as the budget measured it: "
               + ", ".join(f"{px} px {c:.2f}" for px, c in cost)
-              + f"; the schedule's work: {full_size_steps(total, until, px_cost):,.0f} {full} px steps") if cost else ""
+              + f"; the schedule's work at those costs: {work:,.0f} {full} px steps") if cost else ""
     return [f"- progressive resizing over the {total:,}-step schedule: {at} (evaluation and the recorded size: "
             f"{full} px){priced}"]
 
