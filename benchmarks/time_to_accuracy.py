@@ -10,9 +10,10 @@ planned and the used time, and the schedule's work in full-size steps (with
 ``--set progressive_resizing=PX`` a smaller step counts as the share of a full-size one the
 budget priced it at; it tells how much a run on a faster or slower host trained). Writes
 `<out>/time_to_accuracy.{csv,md,png}` naming the CPU and its flags (AVX2 / AVX-512 / VNNI /
-bf16 / AMX). The baseline in the same run is the shortest budget. ``--set KEY=VALUE`` (repeatable) overrides one setting of the config, as
-a TOML value (``--set ema=0.999``, ``--set random_erasing=0.25``); ``--tta flip,flip-shift``
-adds the final model's top-1 with each test-time augmentation named (``squeezenet eval --tta``).
+bf16 / AMX). The baseline in the same run is the shortest budget. ``--set KEY=VALUE``
+(repeatable) overrides one setting of the config, as a TOML value (``--set ema=0.999``,
+``--set random_erasing=0.25``); ``--tta flip,flip-shift`` adds the final model's top-1 with
+each test-time augmentation named (``squeezenet eval --tta``).
 """
 
 import argparse
