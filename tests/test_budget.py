@@ -574,10 +574,10 @@ def test_a_progressive_run_trains_each_step_at_its_planned_size_and_resumes_bit_
     assert [row["train_px"] for row in tr.history] == [trained[end - 1] for end in epoch_ends]
     ckpt = load_checkpoint(tmp_path / "full" / "last.pt")
     assert ckpt["budget"]["px_cost"] == {"20": (20 / 28) ** 2, "24": (24 / 28) ** 2, "28": 1.0}
-    at24, at28 = math.ceil(0.525 * total), math.ceil(0.7 * total)
-    work = at24 * (20 / 28) ** 2 + (at28 - at24) * (24 / 28) ** 2 + (total - at28)  # the fake clock's pixel ratios
+    from24, from28 = math.ceil(0.525 * total), math.ceil(0.7 * total)
+    work = from24 * (20 / 28) ** 2 + (from28 - from24) * (24 / 28) ** 2 + (total - from28)  # the fake clock's ratios
     assert (f"progressive resizing over the {total:,}-step schedule: 20 px from step 0, 24 px from step "
-            f"{at24}, 28 px from step {at28} (evaluation and the recorded size: "
+            f"{from24}, 28 px from step {from28} (evaluation and the recorded size: "
             "28 px); a step's cost against a 28 px step, as the budget measured it: 20 px 0.51, 24 px 0.73, 28 px 1.00; "
             f"the schedule's work at those costs: {work:,.0f} 28 px steps"
             ) in (tmp_path / "full" / "report.md").read_text()

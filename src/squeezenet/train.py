@@ -490,13 +490,9 @@ class Trainer:
         self.epoch, self.step_in_epoch = self.epoch + 1, 0
         improved = row.get("test_top1", -1) > self.best_top1
         self.best_top1 = max(self.best_top1, row.get("test_top1", -1))
-        self.save("last.pt")
-        if improved:
-            self.save("best.pt")
-        if self.dist.main:
-            log_epoch(self.out, self.history)
-            if self.on_epoch is not None:
-                self.on_epoch(dict(row))
+        self._record_epoch(improved)
+        if self.dist.main and self.on_epoch is not None:
+            self.on_epoch(dict(row))
         if self.budget is not None:
             self.budget.after_epoch(trained_at)
             if not ended and self.global_step >= self.total_steps:
@@ -511,6 +507,10 @@ class Trainer:
         if self.dist.main and self.checks_flip_tta:
             metrics, self._last_confusion = self._evaluate(flip_top1_too=True)
             row.update(metrics)
+        self._record_epoch(improved)
+
+    def _record_epoch(self, improved: bool) -> None:
+        """The epoch's checkpoints (best.pt too when it improved) and its metrics files."""
         self.save("last.pt")
         if improved:
             self.save("best.pt")
