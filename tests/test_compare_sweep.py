@@ -11,7 +11,7 @@ from squeezenet.peers import PEERS
 from squeezenet.factory import explain_name
 from squeezenet.sweep import sweep
 
-from reference import SR_SWEEP
+from reference import SR_SWEEP, TV_V11_PARAMS
 
 TV_PEERS = [p.name[3:] for p in PEERS if p.name.startswith("tv:")] + ["squeezenet1_0", "squeezenet1_1"]
 
@@ -151,3 +151,49 @@ def test_compare_runs_onnx_runtime_on_the_threads_torch_gets(tmp_path, monkeypat
     assert r["rows"][0]["ort_b1_ms"] > 0 and not [n for n in r["notes"] if "no top-1 plot" not in n]
     assert "Threads: 1 for every backend" in (tmp_path / "compare.md").read_text()
     assert seen and all(t == 1 for t in seen), seen
+
+
+def test_compare_measures_a_trained_model_file_beside_the_peers(tiny_run, tmp_path):
+    """`compare --models RUN,NAME`: a model the user trained runs on its own input channels
+    (1 here: a 3-channel input would fail in both backends and leave only notes) and its own
+    weights, counted as the file's state dict counts it; a size other than the trained one is
+    noted, the trained size is not."""
+    from helpers import run_cli
+
+    from squeezenet.compare import compare
+
+    sd = torch.load(tiny_run / "best.pt", map_location="cpu", weights_only=True)["state_dict"]
+    want = sum(v.numel() for k, v in sd.items() if k.rsplit(".", 1)[-1] in ("weight", "bias"))
+    r = compare(models=[str(tiny_run), "squeezenet1_1"], input_size=28, backends=["eager", "ort"], repeats=2,
+                out=str(tmp_path / "a"), batch_throughput=2)
+    mine, peer = r["rows"]
+    assert mine["model"] == str(tiny_run) and mine["params"] == want and mine["published_top1"] is None
+    assert peer["params"] == TV_V11_PARAMS and peer["published_top1"]  # torchvision's squeezenet1_1 metadata
+    assert all(row[k] > 0 for row in r["rows"] for k in ("eager_b1_ms", "ort_b1_ms", "ort_b2_img_s"))
+    assert not [n for n in r["notes"] if "no top-1 plot" not in n], r["notes"]
+    r = compare(models=[str(tiny_run / "best.pt")], input_size=32, backends=["eager"], repeats=2,
+                out=str(tmp_path / "b"), batch_throughput=2)
+    assert any("was trained at 28 px; measured here at 32 px" in n for n in r["notes"]), r["notes"]
+    code, out, err = run_cli("compare", "--models", f"{tiny_run},tv:mobilenet_v3_small", "--input-size", "28",
+                             "--backends", "eager", "--repeats", "2", "--out", tmp_path / "c")
+    assert code == 0, err
+    assert str(tiny_run) in out and "MobileNetV3" in out
+
+
+def test_compare_refuses_a_bad_reference_before_timing_anything(tiny_run, tmp_path):
+    """A misspelt name after a good one, an ONNX file, or --weights for a file: one line,
+    exit 2, and nothing measured or written."""
+    from helpers import assert_one_line, run_cli
+
+    onnx = tmp_path / "m.onnx"
+    assert run_cli("export", tiny_run / "best.pt", "--out", onnx)[0] == 0
+    for models, extra, needle in [
+        ("squeezenet1_1,squeezenet9_9", [], "squeezenet9_9"),
+        (f"squeezenet1_1,{onnx}", [], "needs a PyTorch model"),
+        (f"squeezenet1_1,{tiny_run}", ["--data", tmp_path, "--weights", f"{tiny_run}=w.pth"], "weights of its own"),
+    ]:
+        out = tmp_path / "out"
+        code, _, err = run_cli("compare", "--models", models, "--backends", "eager", "--repeats", "2", "--out", out,
+                               *extra)
+        assert_one_line(code, err, needle)
+        assert not out.exists()

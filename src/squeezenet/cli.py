@@ -609,8 +609,10 @@ def _cmd_compress(a):
 def add_compare_parser(sub):
     p = sub.add_parser("compare", help="peers on this machine: params, MACs, latency",
                        description="Measure our SqueezeNets and the efficient-CNN peers on this machine.")
-    p.add_argument("--models", type=_str_list)
-    p.add_argument("--input-size", type=image_size, default=224)
+    p.add_argument("--models", type=_str_list,
+                   help="comma-separated: names (ours, tv:NAME, timm:NAME), .pt/.sqz files or run folders "
+                        "(default: SqueezeNet and the peers)")
+    p.add_argument("--input-size", type=image_size, default=224, help="every model is measured at this size")
     p.add_argument("--backends", type=_str_list, default=["eager", "ort"])
     p.add_argument("--repeats", type=positive_int, default=20)
     p.add_argument("--out", default="runs/compare")

@@ -5,6 +5,10 @@ resolution), weight size at fp32 and int8 (params x 4 and x 1 bytes), batch-1 la
 and batch-32 throughput on each backend (eager PyTorch fp32; ONNX Runtime fp32), and
 the published ImageNet top-1 with its source. Peers have random weights: latency does
 not depend on the values. Optional peers (timm) are skipped with a note when missing.
+
+A model is any reference :func:`squeezenet.formats.open.open_model` takes, so a model the
+user trained (a ``.pt`` checkpoint, a ``.sqz`` container or a run folder) is measured beside
+the peers, on its own input channels and weights, at ``input_size`` like every other row.
 """
 
 from __future__ import annotations
@@ -40,7 +44,6 @@ def compare(models=None, input_size: int = 224, backends=("eager", "ort"), repea
     file or URL), also the top-1 measured here (see :mod:`squeezenet.imagenet`)."""
 
     from .deploy.bench import machine_tag, make_runner
-    from .zoo import build_any
 
     if threads:
         check_threads(threads)
@@ -57,16 +60,13 @@ def compare(models=None, input_size: int = 224, backends=("eager", "ort"), repea
     if unknown:
         raise SqueezeNetError(f"--weights names '{unknown[0]}', which is not among the compared models")
     rows, notes = [], []
-    for name in progress(names, "compare"):
-        try:
-            model = build_any(name).model
-        except SqueezeNetError as e:
-            if "optional dependency" in str(e):
-                notes.append(f"skipped {name}: {e}")
-                continue
-            raise
-        model.eval()
-        prof = profile(model, (3, input_size, input_size), name)
+    opened = _open_all(names, weights, notes)  # every reference checked before anything is timed
+    for name, m in progress(opened, "compare"):
+        model, shape = m.model.eval(), (m.in_chans, input_size, input_size)
+        if m.spec is not None and m.spec.input_size != input_size:
+            notes.append(f"{name} was trained at {m.spec.input_size} px; measured here at {input_size} px, like "
+                         f"every row (--input-size {m.spec.input_size} measures all at its size)")
+        prof = profile(model, shape, m.name)
         pub = published.get(name)
         row = {"model": name, "label": pub.label if pub else name, "params": prof.params, "macs": prof.macs,
                "fp32_mib": prof.params * 4 / 2**20, "int8_mib": prof.params / 2**20,
@@ -81,10 +81,9 @@ def compare(models=None, input_size: int = 224, backends=("eager", "ort"), repea
             for b in backends:
                 try:
                     # every backend on the same threads: torch's (above) and ONNX Runtime's sessions alike
-                    f1 = make_runner(b, model, (3, input_size, input_size), 1, Path(tmp), threads, ort_defaults=False)
+                    f1 = make_runner(b, model, shape, 1, Path(tmp), threads, ort_defaults=False)
                     row[f"{b}_b1_ms"] = 1000 * _latency(f1, repeats)
-                    fb = make_runner(b, model, (3, input_size, input_size), batch_throughput, Path(tmp), threads,
-                                     ort_defaults=False)
+                    fb = make_runner(b, model, shape, batch_throughput, Path(tmp), threads, ort_defaults=False)
                     row[f"{b}_b{batch_throughput}_img_s"] = batch_throughput / _latency(fb, max(3, repeats // 5), 1)
                 except Exception as e:  # a backend that cannot run a peer is a note, not a crash
                     notes.append(f"{name} on {b}: {type(e).__name__}: {str(e).splitlines()[0][:120]}")
@@ -109,12 +108,33 @@ def compare(models=None, input_size: int = 224, backends=("eager", "ort"), repea
     report = outd / "compare.md"
     report.write_text(f"# Efficient CNNs on {machine_tag()} (torch {torch.__version__}), {input_size} px\n\n"
                       f"{convention()}. Threads: {torch.get_num_threads()} for every backend. Latency: median "
-                      "of repeated runs, batch 1; throughput: batch " + str(batch_throughput) + ". Random weights "
-                      "(speed does not depend on them). Top-1: published ImageNet figures, sources in the CSV"
+                      "of repeated runs, batch 1; throughput: batch " + str(batch_throughput) + ". Named models have "
+                      "random weights (speed does not depend on them), model files their own. Top-1: published ImageNet figures, sources in the CSV"
                       + (f"; measured: on {data} with the weights given" if weights else "") + ".\n\n"
                       f"{table}\n\n" + "".join(f"![{p.stem}]({p.name})\n\n" for p in plots) +
                       "".join(f"- note: {n}\n" for n in notes))
     return {"rows": rows, "notes": notes, "table": table, "report": str(report), "plots": [str(p) for p in plots]}
+
+
+def _open_all(refs, weights: dict, notes: list) -> list:
+    """(reference, :class:`~squeezenet.formats.open.OpenedModel`) for each of ``refs``: names
+    (ours, ``tv:``, ``timm:``) and model files alike. An optional library that is missing
+    skips its models with a note; any other bad reference, or ``--weights`` for a file, is an
+    error here, before the first model is timed."""
+    from .formats.open import open_model, resolve_file
+
+    for ref in weights:
+        if resolve_file(ref) is not None:
+            raise SqueezeNetError(f"--weights goes with a model name; '{ref}' is a model file with weights of its own")
+    out = []
+    for ref in refs:
+        try:
+            out.append((ref, open_model(ref, command="compare")))
+        except SqueezeNetError as e:
+            if "optional dependency" not in str(e):
+                raise
+            notes.append(f"skipped {ref}: {e}")
+    return out
 
 
 def _table(rows, backends, bt) -> str:

@@ -9,7 +9,7 @@ A reference is any of
   ``.pt`` checkpoint, a ``.sqz`` container or an ``.onnx`` export;
 - a run folder (its ``best.pt``, else ``last.pt``).
 
-Every command (``summary``, ``export``, ``bench``, ``compress``, ``quantize``, ``eval``,
+Every command (``summary``, ``export``, ``bench``, ``compare``, ``compress``, ``quantize``, ``eval``,
 ``predict``, ``serve``), ``train --weights``, ImageNet evaluation and ``hubconf`` go
 through here, so they accept the same references and refuse the same things in the same
 words. A file that is something else (an image, a text file, an ONNX file where a
