@@ -62,7 +62,7 @@ def compare(models=None, input_size: int = 224, backends=("eager", "ort"), repea
     rows, notes = [], []
     opened = _open_all(names, weights, notes)  # every reference checked before anything is timed
     for name, m in progress(opened, "compare"):
-        model, shape = m.model.eval(), (m.in_chans, input_size, input_size)
+        model, shape = m.model, (m.in_chans, input_size, input_size)  # open_model gives it in eval mode
         if m.spec is not None and m.spec.input_size != input_size:
             notes.append(f"{name} was trained at {m.spec.input_size} px; measured here at {input_size} px, like "
                          f"every row (--input-size {m.spec.input_size} measures all at its size)")
@@ -109,7 +109,8 @@ def compare(models=None, input_size: int = 224, backends=("eager", "ort"), repea
     report.write_text(f"# Efficient CNNs on {machine_tag()} (torch {torch.__version__}), {input_size} px\n\n"
                       f"{convention()}. Threads: {torch.get_num_threads()} for every backend. Latency: median "
                       "of repeated runs, batch 1; throughput: batch " + str(batch_throughput) + ". Named models have "
-                      "random weights (speed does not depend on them), model files their own. Top-1: published ImageNet figures, sources in the CSV"
+                      "random weights (speed does not depend on them), model files their own. Top-1: published "
+                      "ImageNet figures, sources in the CSV"
                       + (f"; measured: on {data} with the weights given" if weights else "") + ".\n\n"
                       f"{table}\n\n" + "".join(f"![{p.stem}]({p.name})\n\n" for p in plots) +
                       "".join(f"- note: {n}\n" for n in notes))
@@ -121,11 +122,11 @@ def _open_all(refs, weights: dict, notes: list) -> list:
     (ours, ``tv:``, ``timm:``) and model files alike. An optional library that is missing
     skips its models with a note; any other bad reference, or ``--weights`` for a file, is an
     error here, before the first model is timed."""
-    from .formats.open import open_model, resolve_file
+    from .formats.open import open_model, resolve_file, weights_for_a_file
 
     for ref in weights:
         if resolve_file(ref) is not None:
-            raise SqueezeNetError(f"--weights goes with a model name; '{ref}' is a model file with weights of its own")
+            raise weights_for_a_file(ref)
     out = []
     for ref in refs:
         try:

@@ -95,6 +95,11 @@ def resolve_file(ref) -> tuple[Path, str] | None:
     return p, kind
 
 
+def weights_for_a_file(ref) -> SqueezeNetError:
+    """The error for ImageNet ``--weights`` given with a model file, whose weights are its own."""
+    return SqueezeNetError(f"--weights goes with a model name; '{ref}' is a model file with weights of its own")
+
+
 def _looks_like_a_path(ref: str) -> bool:
     return os.sep in ref or ref.endswith((".pt", ".pth", ".onnx", ".sqz")) or ref.startswith(".")
 
@@ -119,7 +124,7 @@ def open_model(ref, *, weights: str | None = None, need: str = "torch", verify: 
     if found is None:
         return _open_name(str(ref), weights, num_classes, in_chans, meta, model_options)
     if weights:
-        raise SqueezeNetError(f"--weights goes with a model name; '{ref}' is a model file with weights of its own")
+        raise weights_for_a_file(ref)
     if num_classes or in_chans or model_options:
         raise SqueezeNetError(f"'{ref}' is a model file: its classes, input channels and options are its own; drop "
                               "--num-classes / --in-chans")
