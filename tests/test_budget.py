@@ -390,9 +390,27 @@ def test_an_epochs_flag_replaces_a_configs_time_budget_and_the_other_way_round(t
     assert s["epochs"] == 3 and "time_budget" not in s
 
 
+def test_progressive_resizing_0_turns_a_config_files_resizing_off(tmp_path):
+    """A config file with progressive resizing and its share, and `--progressive-resizing 0`
+    on the command line: resizing is off and the run starts (it was refused for a
+    `--progressive-resizing-until` the user never typed). Typing the share alone is refused."""
+    from squeezenet.config import UNTIL, TrainConfig
+
+    own = tmp_path / "own.toml"
+    own.write_text('model = "squeezenet1_1_small"\nepochs = 3\nprogressive_resizing = 24\n'
+                   'progressive_resizing_until = 0.7\n')
+    assert _settings("--config", own)["progressive_resizing_until"] == 0.7
+    off = TrainConfig.from_dict(_settings("--config", own, "--progressive-resizing", 0))
+    assert off.progressive_resizing == 0 and off.progressive_resizing_until == UNTIL and off.epochs == 3
+    with pytest.raises(SqueezeNetError, match="--progressive-resizing-until 0.6 applies only with"):
+        TrainConfig.from_dict(_settings("--config", own, "--progressive-resizing", 0,
+                                        "--progressive-resizing-until", 0.6))
+
+
 def test_small_colour_images_start_from_the_natural_config(tmp_path):
     from helpers import make_image_folder
     from PIL import Image
+    from squeezenet.config import UNTIL, TrainConfig
 
     colour = make_image_folder(tmp_path / "c", n=2, size=32, splits=("train",))
     grey = tmp_path / "g" / "a"
@@ -403,10 +421,54 @@ def test_small_colour_images_start_from_the_natural_config(tmp_path):
     assert natural != demo and natural["time_budget"] == "30m" and demo["time_budget"] == "10m"
     assert natural["random_erasing"] == demo["random_erasing"] == "auto"  # long runs erase, short ones do not
     assert _settings("--config", "natural", "--random-erasing", "0")["random_erasing"] == 0.0  # a flag wins
+    assert (natural["progressive_resizing"], natural["progressive_resizing_until"]) == (0.75, 0.7)  # BENCHMARKS 2.0.30
+    off = TrainConfig.from_dict(_settings("--config", "natural", "--progressive-resizing", 0))
+    assert off.progressive_resizing == 0 and off.progressive_resizing_until == UNTIL
     for data in (colour, "cifar10"):
         assert _settings("--data", data) == {**natural, "data": str(data)}
     for data in (grey.parent, large, "fashion-mnist"):
         assert _settings("--data", data) == {**demo, "data": str(data)}
+
+
+def test_a_changed_default_config_leaves_a_resumed_run_as_it_started(tmp_path, fmnist_dir, monkeypatch):
+    """A run started from a named config (here `demo`, the default) and resumed after that
+    config changed (a new release adopting progressive resizing) continues with its own
+    config.json: same settings, every step at the size it started with. Asking for the
+    changed config on resume is refused in one line naming the setting, before any step."""
+    import json
+    import shutil
+
+    from squeezenet import config
+    from squeezenet.formats.checkpoint import load_checkpoint
+    from helpers import assert_one_line, run_cli
+
+    named = tmp_path / "configs"
+    shutil.copytree(config.CONFIG_DIR, named)
+    monkeypatch.setattr(config, "CONFIG_DIR", named)
+    demo = named / "demo.toml"  # two epochs, not ten minutes: a run of three steps
+    demo.write_text(demo.read_text().replace('time_budget = "10m"', "epochs = 2"))
+    run = tmp_path / "r"
+    common = ("--data-dir", fmnist_dir, "--no-download", "--no-progress", "--precision", "fp32", "--out", run)
+    code, _, err = run_cli("train", "--max-steps", 1, *common)
+    assert code == 0, err
+    started = json.loads((run / "config.json").read_text())
+    assert started["progressive_resizing"] == 0 and started["model"] == config.load_config_file("demo")["model"]
+
+    demo.write_text(demo.read_text() + "progressive_resizing = 20\n")
+    assert _settings()["progressive_resizing"] == 20  # a new run would now resize
+    code, _, err = run_cli("train", "--resume", "--max-steps", 2, *common)
+    assert code == 0, err
+
+    def settings(d):
+        return {k: v for k, v in d.items() if k not in ("max_steps", "resume")}
+
+    assert settings(json.loads((run / "config.json").read_text())) == settings(started)
+    ckpt = load_checkpoint(run / "last.pt")
+    assert ckpt["global_step"] == 2 and ckpt["config"]["progressive_resizing"] == 0
+
+    code, _, err = run_cli("train", "--resume", "--config", "demo", "--max-steps", 3, *common)
+    assert_one_line(code, err, "trained with other settings (progressive_resizing 0 -> 20)")
+    assert load_checkpoint(run / "last.pt")["global_step"] == 2
 
 
 def test_random_erasing_auto_starts_after_a_long_enough_plan_and_resumes_where_it_did(tmp_path, fmnist_dir,
@@ -533,6 +595,43 @@ def test_cheaper_early_steps_buy_more_steps_in_the_same_budget():
     assert total == max(fits) and abs(total - 98 / 0.061875) < 2
 
 
+@pytest.mark.parametrize("setting,full,px", [(0.75, 32, 24), (0.75, 64, 48), (0.75, 28, 20), (0.75, 16, 12),
+                                              (0.75, 10, 8), (0.75, 8, 0), (0.5, 32, 16), (24, 32, 24), (0, 32, 0)])
+def test_a_share_of_the_full_size_starts_at_that_share_in_whole_steps_of_4_px(setting, full, px):
+    """0.75 x full rounded to a multiple of 4 px (the ramp's step); off where that leaves no
+    size of at least 8 px below the full one; a size in px is itself."""
+    from squeezenet.resizing import start_px
+
+    assert start_px(setting, full) == px
+
+
+def test_a_share_trains_exactly_as_the_size_it_stands_for(tmp_path, fmnist_dir):
+    """`progressive_resizing=0.75` on 28 px images is `progressive_resizing=20`: the same size
+    at every step and the same weights, bit for bit; the share is what the run records."""
+    import json
+
+    import torch
+
+    from helpers import TINY
+    from squeezenet.train import Trainer, TrainConfig
+
+    def run(setting):
+        sizes = []
+        tr = Trainer(TrainConfig(model=TINY, data_dir=str(fmnist_dir), download=False, batch_size=32, epochs=1,
+                                 progress=False, precision="fp32", progressive_resizing=setting,
+                                 out=str(tmp_path / str(setting))))
+        tr.model.register_forward_pre_hook(lambda m, a: sizes.append(a[0].shape[-1]) if m.training and m is tr.model
+                                           else None)
+        tr.run()
+        return tr, sizes
+
+    share, px = run(0.75), run(20)
+    assert share[1] == px[1] and set(px[1]) == {20, 24, 28} and len(px[1]) == 16
+    for k, v in px[0].model.state_dict().items():
+        assert torch.equal(share[0].model.state_dict()[k], v), k
+    assert json.loads((tmp_path / "0.75" / "config.json").read_text())["progressive_resizing"] == 0.75
+
+
 def test_a_progressive_run_trains_each_step_at_its_planned_size_and_resumes_bit_for_bit(tmp_path, fmnist_dir):
     """--progressive-resizing 20 --progressive-resizing-until 0.7 on 28 px images under a 20 s
     budget (24 px from 0.35 + 0.35 x 4/8 = 52.5% of the steps, 28 px from 70%). A fake clock moves
@@ -596,7 +695,10 @@ def test_a_progressive_run_trains_each_step_at_its_planned_size_and_resumes_bit_
 @pytest.mark.parametrize("args,needle", [
     (("--progressive-resizing", "28"), "--progressive-resizing 28 is not below the 28 px the run trains at"),
     (("--progressive-resizing", "32", "--input-size", "32"), "--progressive-resizing 32 is not below the 32 px"),
-    (("--progressive-resizing", "4"), "--progressive-resizing must be 0 (off), or a size between 8 and 2048 px"),
+    (("--progressive-resizing", "4"), "--progressive-resizing must be 0 (off), a size between 8 and 2048 px, or a "
+                                      "share of the full size between 0 and 1 (e.g. 0.75), got 4"),
+    (("--progressive-resizing", "1.5"), "a share of the full size between 0 and 1 (e.g. 0.75), got 1.5"),
+    (("--progressive-resizing", "big"), "--progressive-resizing expects a number, got 'big'"),
     (("--progressive-resizing", "20", "--progressive-resizing-until", "0"), "--progressive-resizing-until must be "
                                                                             "in (0, 1], got 0.0"),
     (("--progressive-resizing-until", "0.7"), "--progressive-resizing-until 0.7 applies only with "

@@ -232,7 +232,15 @@ def train_settings(a) -> dict:
         if cfg.keys() & {"epochs", "time_budget"}:  # the file's own length replaces the default's
             base = {k: v for k, v in base.items() if k not in ("epochs", "time_budget")}
         cfg = {**base, **cfg}
-    return {**length_from(cfg, explicit, a.config), **explicit}
+    return resizing_off(length_from(cfg, explicit, a.config), explicit)
+
+
+def resizing_off(cfg: dict, explicit: dict) -> dict:
+    """`--progressive-resizing 0` turns a config file's progressive resizing off, its
+    `progressive_resizing_until` with it (that share alone is refused only when typed)."""
+    if explicit.get("progressive_resizing") == 0 and "progressive_resizing_until" not in explicit:
+        cfg = {k: v for k, v in cfg.items() if k != "progressive_resizing_until"}
+    return {**cfg, **explicit}
 
 
 def _check_model_is_a_name(model: str) -> None:

@@ -21,8 +21,8 @@ from pathlib import Path
 from .errors import SqueezeNetError
 from .resizing import UNTIL
 from .spec import EVAL_BATCH_SIZE
-from .settings import (add_arguments, check_field_types, fraction_open, input_size, input_size_or_off, non_negative,
-                       non_negative_int, one_of, opt, positive, positive_int, probability, share, validate_fields,
+from .settings import (add_arguments, check_field_types, fraction_open, input_size, non_negative, non_negative_int,
+                       one_of, opt, positive, positive_int, probability, share, size_or_share, validate_fields,
                        within)
 
 DEFAULT_MODEL = "squeezenet1_1_simple_bypass_small_bn_w0.5_sr0.25"
@@ -109,10 +109,12 @@ class TrainConfig:
                      "evaluate/save it; 0 = off", probability, resume_must_match=True)
     input_size: int | None = opt(None, "train (and record) at this image size in px; images are resized",
                                  input_size, resume_must_match=True)
-    progressive_resizing: int = opt(0, "train the early part of the schedule at this smaller image size in px "
-                                    "and grow it to the full size over the 35% of the steps before "
-                                    "--progressive-resizing-until (FFCV's progressive resizing; evaluation and the "
-                                    "recorded size stay full); 0 = off", input_size_or_off, resume_must_match=True)
+    progressive_resizing: int | float = opt(0, "train the early part of the schedule at this smaller image size, "
+                                            "in px (24) or as a share of the full size (0.75: 24 px of 32, 48 of "
+                                            "64), and grow it to the full size over the 35% of the steps before "
+                                            "--progressive-resizing-until (FFCV's progressive resizing; evaluation "
+                                            "and the recorded size stay full); 0 = off", size_or_share,
+                                            resume_must_match=True)
     progressive_resizing_until: float = opt(UNTIL, "with --progressive-resizing: the share of the schedule's steps "
                                             "by which the full size is reached; the rest trains at the full size",
                                             share, resume_must_match=True)

@@ -93,12 +93,13 @@ def augmentation_lines(cfg, erasing: dict | None) -> list[str]:
 
 def resizing_lines(cfg, full: int, total: int, budget: dict | None) -> list[str]:
     """--progressive-resizing: the step each size started at, and what each size cost."""
-    if not cfg.progressive_resizing:
-        return []
-    from .resizing import full_size_steps, starts
+    from .resizing import full_size_steps, start_px, starts
 
+    low = start_px(cfg.progressive_resizing, full)
+    if not low:
+        return []
     until = cfg.progressive_resizing_until
-    sizes = starts(total, cfg.progressive_resizing, full, until)
+    sizes = starts(total, low, full, until)
     at = ", ".join(f"{px} px from step {first:,}" for first, px in sizes)
     px_cost = (budget or {}).get("px_cost") or {}
     cost = sorted((int(px), float(c)) for px, c in px_cost.items())

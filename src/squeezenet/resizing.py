@@ -1,6 +1,7 @@
 """Progressive resizing: the early part of the schedule trains on smaller images.
 
-``--progressive-resizing 24`` on 32 px images trains at 24 px, then grows the size by
+``--progressive-resizing 24`` on 32 px images (or ``0.75``, a share of the full size: :func:`start_px`)
+trains at 24 px, then grows the size by
 :data:`STEP` px at a time along a linear ramp over :data:`GROWTH` of the schedule's steps, to
 reach the full size at ``until`` of them (``--progressive-resizing-until``, default
 :data:`UNTIL`: the ramp runs from 50% to 85%); the rest of the schedule, and every evaluation,
@@ -26,6 +27,19 @@ if typing.TYPE_CHECKING:  # torch is imported where it is used: the settings rea
 UNTIL = 0.85  # share of the schedule's steps by which the full size is reached (the default)
 GROWTH = 0.35  # share of the schedule's steps the ramp from the smallest to the full size spans
 STEP = 4  # px between the sizes of the ramp
+
+
+def start_px(setting: int | float, full: int) -> int:
+    """The size ``--progressive-resizing`` starts at for a run at ``full`` px: the setting
+    itself when it is a size in px; when it is a share of the full size (0.75), that share
+    rounded to a multiple of :data:`STEP` (0.75 of 32 px: 24; of 64: 48; of 28: 20), and 0
+    (off) when that leaves no size of at least 8 px below the full one. 0: off."""
+    if not setting:
+        return 0
+    if isinstance(setting, int) and not isinstance(setting, bool):
+        return setting
+    px = round(setting * full / STEP) * STEP
+    return px if 8 <= px < full else 0
 
 
 def ramp(until: float = UNTIL) -> tuple[float, float]:

@@ -60,8 +60,11 @@ def input_size(v):
     return integer(v) or (None if 8 <= v <= 2048 else "between 8 and 2048 px")
 
 
-def input_size_or_off(v):
-    return integer(v) or (None if v == 0 or 8 <= v <= 2048 else "0 (off), or a size between 8 and 2048 px")
+def size_or_share(v):
+    """0 (off), a size in px (an integer), or a share of the full size (a number between 0 and 1)."""
+    ok = v == 0 or (8 <= v <= 2048 if isinstance(v, int) else 0 < v < 1)
+    return _finite(v) or (None if ok else "0 (off), a size between 8 and 2048 px, or a share of the full size "
+                                          "between 0 and 1 (e.g. 0.75)")
 
 
 def one_of(*choices):
@@ -187,7 +190,7 @@ def _typed(kinds, flag):
                 return kind(s)
             except ValueError:
                 pass
-        raise argparse.ArgumentTypeError(f"{flag} expects {'an integer' if kinds[0] is int else 'a number'}, "
+        raise argparse.ArgumentTypeError(f"{flag} expects {'a number' if float in kinds else 'an integer'}, "
                                          f"got '{s}'")
     convert.__name__ = kinds[0].__name__
     return convert

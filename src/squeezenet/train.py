@@ -359,10 +359,16 @@ class Trainer:
     def steps_per_epoch(self) -> int:
         return len(self.splits.train) // self.cfg.batch_size
 
+    @property
+    def low_px(self) -> int:
+        """The size --progressive-resizing starts at, in px (its share of the full size
+        resolved, :func:`squeezenet.resizing.start_px`); 0: off."""
+        return resizing.start_px(self.cfg.progressive_resizing, self.spec.input_size)
+
     def train_px(self, step: int | None = None) -> int:
         """The image size a global step trains at: the data's, or under
         --progressive-resizing the schedule's (:func:`squeezenet.resizing.resolution_at`)."""
-        full, low = self.spec.input_size, self.cfg.progressive_resizing
+        full, low = self.spec.input_size, self.low_px
         if not low:
             return full
         return resizing.resolution_at(self.global_step if step is None else step, self.total_steps, low, full,
@@ -395,7 +401,7 @@ class Trainer:
                 # BN running stats change in forward; keep them to undo an interrupted step
                 self._buffers_at_step_start = [b.detach().clone() for b in self.model.buffers()]
                 lr = lr_at(cfg, self.global_step, self.total_steps, spe)
-                if cfg.progressive_resizing:
+                if self.low_px:
                     x = resizing.resize(x, self.train_px())
                 try:
                     logits, loss = self.step(x, y, lr, crit)
@@ -421,7 +427,7 @@ class Trainer:
             if bar is not None:
                 bar.close()
         row = stats.row()
-        if cfg.progressive_resizing:  # the size of the epoch's last step
+        if self.low_px:  # the size of the epoch's last step
             row["train_px"] = self.train_px(self.global_step - 1)
         if cfg.random_erasing == "auto":  # what `auto` chose for this epoch
             row["random_erasing"] = self.erasing_at(epoch)
@@ -546,7 +552,7 @@ class TimeBudget:
                                      plans=[Plan(**p) for p in tr.budget_state.get("plans", [])],
                                      final_evals=1.0 if tr.checks_flip_tta else 0.0)
         self.px_cost = {int(k): v for k, v in tr.budget_state.get("px_cost", {}).items()}  # size -> relative step cost
-        if tr.cfg.progressive_resizing:
+        if tr.low_px:
             self.planner.work = self._work
         self.planner.start()
         self.mark = (tr.global_step, self.now())  # where the step time is measured from
@@ -573,7 +579,7 @@ class TimeBudget:
             if measured < planner.measure_steps():
                 return
             seconds = self.now() - self.mark[1]
-            if tr.cfg.progressive_resizing and tr.dist.main:
+            if tr.low_px and tr.dist.main:
                 self.px_cost = self._price_sizes()
             step_s = planner.observe(self._steps_since_mark(), seconds)
             self.eval_s = self._estimate_eval_s() + self._estimate_save_s() if tr.dist.main else 0.0  # rank 0 plans
@@ -620,14 +626,14 @@ class TimeBudget:
         tr = self.tr
         if not self.px_cost:  # other ranks: rank 0 plans; any consistent count will do
             return float(end - start)
-        return resizing.work(start, end, total, tr.cfg.progressive_resizing, tr.spec.input_size, self.px_cost,
+        return resizing.work(start, end, total, tr.low_px, tr.spec.input_size, self.px_cost,
                              tr.cfg.progressive_resizing_until)
 
     def _price_sizes(self) -> dict[int, float]:
         """Each size's step cost relative to the full size's, timed on a copy of the model
         (:func:`squeezenet.resizing.price_sizes`) with this budget's clock."""
         tr = self.tr
-        return resizing.price_sizes(tr.model, resizing.levels(tr.cfg.progressive_resizing, tr.spec.input_size),
+        return resizing.price_sizes(tr.model, resizing.levels(tr.low_px, tr.spec.input_size),
                                     tr.cfg.batch_size // tr.dist.world, tr.spec.channels, tr.device,
                                     tr.memory_format, tr.step.autocast, self.now)
 
@@ -684,7 +690,10 @@ def check_model_early(cfg: TrainConfig) -> None:
 def check_progressive_resizing(cfg: TrainConfig, model: nn.Module, full: int, channels: int) -> None:
     """Refuse, in one line, a --progressive-resizing size that is not below the training
     size or that the model cannot take."""
-    low = cfg.progressive_resizing
+    low = resizing.start_px(cfg.progressive_resizing, full)
+    if cfg.progressive_resizing and not low:  # a share that leaves no smaller size
+        note(f"--progressive-resizing {cfg.progressive_resizing} of the {full} px the run trains at leaves no size "
+             f"of at least 8 px below it: training at {full} px throughout")
     if not low:
         return
     if low >= full:
