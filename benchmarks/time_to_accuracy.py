@@ -25,7 +25,7 @@ import tomllib
 from pathlib import Path
 
 from squeezenet.budget import format_duration, parse_duration
-from squeezenet.config import TrainConfig, load_config_file
+from squeezenet.config import TrainConfig, layered, load_config_file
 from squeezenet.deploy.bench import cpu_line
 from squeezenet.errors import SqueezeNetError
 from squeezenet.evaluate import evaluate_checkpoint
@@ -56,14 +56,9 @@ def main() -> None:
     for t in a.tta:
         check_tta(t)
     overrides = dict(parse_setting(kv) for kv in a.set)
-    out = Path(a.out)
     rows = []
-    for b in budgets:
-        settings = {**load_config_file(a.config), **overrides, "data": a.data, "data_dir": a.data_dir,
-                    "time_budget": b, "out": str(out / f"budget_{b}"), "progress": False}
-        if a.model:
-            settings["model"] = a.model
-        cfg = TrainConfig.from_dict(settings)
+    cfgs = [TrainConfig.from_dict(budget_settings(a, overrides, b)) for b in budgets]  # every one checked first
+    for b, cfg in zip(budgets, cfgs):
         res = Trainer(cfg).run()
         plan = res["budget"]["plans"][-1]
         rows.append({"budget": b, "budget_s": parse_duration(b), "used_s": res["budget"]["spent"],
@@ -75,7 +70,18 @@ def main() -> None:
             rows[-1][f"{t}_tta_top1"] = evaluate_checkpoint(str(Path(cfg.out) / "last.pt"), a.data, a.data_dir,
                                                             cfg.download, tta=t)["top1"]
         print(json.dumps(rows[-1]))
-    write(out, rows, a, cpu_line())
+    write(Path(a.out), rows, a, cpu_line())
+
+
+def budget_settings(a, overrides: dict, budget: str) -> dict:
+    """One budget's run: the config, ``--set`` over it as a flag would be
+    (:func:`squeezenet.config.layered`: ``--set progressive_resizing=0`` turns a config's
+    resizing off), then the data, the budget and the output folder."""
+    settings = {**layered(load_config_file(a.config), overrides), "data": a.data, "data_dir": a.data_dir,
+                "time_budget": budget, "out": str(Path(a.out) / f"budget_{budget}"), "progress": False}
+    if a.model:
+        settings["model"] = a.model
+    return settings
 
 
 def parse_setting(kv: str) -> tuple[str, object]:

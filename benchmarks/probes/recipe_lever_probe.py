@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from squeezenet.config import TrainConfig, load_config_file
+from squeezenet.config import TrainConfig, layered, load_config_file
 from squeezenet.evaluate import evaluate_checkpoint
 from squeezenet.files import atomic_write_text
 from squeezenet.train import Trainer
@@ -103,7 +103,7 @@ def run_probe(a: argparse.Namespace, lever: str, json_name: str = "lever_probe.j
 
         archs.VERSIONS["1_1"]["pools_after"] = tuple(lever.partition("=")[2].split(","))
     overrides = dict(parse_setting(kv) for kv in a.set)
-    settings = {**load_config_file(a.config), **overrides, "data": a.data, "time_budget": a.budget,
+    settings = {**layered(load_config_file(a.config), overrides), "data": a.data, "time_budget": a.budget,
                 "out": a.out, "progress": False}
     tr = Trainer(TrainConfig.from_dict(settings))
     what = apply_lever(tr, lever)

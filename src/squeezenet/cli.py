@@ -213,7 +213,7 @@ def train_settings(a) -> dict:
     config.json (with --resume) < explicit flags."""
     from dataclasses import fields
 
-    from .config import TrainConfig, check_types, default_config, load_config_file, run_config
+    from .config import TrainConfig, check_types, default_config, layered, load_config_file, run_config
 
     names = {f.name for f in fields(TrainConfig)}
     explicit = {k: v for k, v in vars(a).items() if k in names and v is not None}
@@ -232,15 +232,7 @@ def train_settings(a) -> dict:
         if cfg.keys() & {"epochs", "time_budget"}:  # the file's own length replaces the default's
             base = {k: v for k, v in base.items() if k not in ("epochs", "time_budget")}
         cfg = {**base, **cfg}
-    return resizing_off(length_from(cfg, explicit, a.config), explicit)
-
-
-def resizing_off(cfg: dict, explicit: dict) -> dict:
-    """`--progressive-resizing 0` turns a config file's progressive resizing off, its
-    `progressive_resizing_until` with it (that share alone is refused only when typed)."""
-    if explicit.get("progressive_resizing") == 0 and "progressive_resizing_until" not in explicit:
-        cfg = {k: v for k, v in cfg.items() if k != "progressive_resizing_until"}
-    return {**cfg, **explicit}
+    return layered(length_from(cfg, explicit, a.config), explicit)
 
 
 def _check_model_is_a_name(model: str) -> None:

@@ -237,6 +237,17 @@ def load_config_file(path: str) -> dict:
     return d
 
 
+def layered(cfg: dict, over: dict) -> dict:
+    """A config file's settings with explicit ones (flags, a benchmark's ``--set``) over
+    them. One rule beyond replacing: ``progressive_resizing = 0`` given explicitly turns the
+    file's progressive resizing off, its ``progressive_resizing_until`` with it, so
+    ``--config natural --progressive-resizing 0`` trains without resizing; that share
+    given explicitly without a size is still refused (:meth:`TrainConfig.validate`)."""
+    if over.get("progressive_resizing") == 0 and "progressive_resizing_until" not in over:
+        cfg = {k: v for k, v in cfg.items() if k != "progressive_resizing_until"}
+    return {**cfg, **over}
+
+
 def run_config(run_dir: str | Path) -> dict:
     """The settings a run folder was trained with (its config.json)."""
     p = Path(run_dir) / "config.json"
