@@ -15,6 +15,7 @@ channels_last is on by default: 1.4-1.6x faster here.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -359,10 +360,11 @@ class Trainer:
     def steps_per_epoch(self) -> int:
         return len(self.splits.train) // self.cfg.batch_size
 
-    @property
+    @functools.cached_property
     def low_px(self) -> int:
         """The size --progressive-resizing starts at, in px (its share of the full size
-        resolved, :func:`squeezenet.resizing.start_px`); 0: off."""
+        resolved, :func:`squeezenet.resizing.start_px`); 0: off. Resolved once: the settings
+        and the data's size are fixed for the run, and every step reads it."""
         return resizing.start_px(self.cfg.progressive_resizing, self.spec.input_size)
 
     def train_px(self, step: int | None = None) -> int:
