@@ -77,6 +77,7 @@ def test_set_progressive_resizing_0_reproduces_the_config_without_resizing(tmp_p
              "--set", "progressive_resizing=0", "--budgets", "30m", "--out", tmp_path / "p", timeout=120)
     assert r.returncode == 2 and r.stderr.strip().splitlines() == [
         f"error: image folder not found: '{tmp_path / 'none'}'"], r.stderr[-2000:]
+    assert not (tmp_path / "p").exists()  # nor the run folder made for it (files.writable_dir_kept_on_success)
     # typed without a size, the share is still refused: one line, exit 2, before any run
     r = _run(ROOT / "benchmarks" / "time_to_accuracy.py", "--data", tmp_path / "none", "--config", "natural",
              "--set", "progressive_resizing=0", "--set", "progressive_resizing_until=0.6", "--budgets", "30m",

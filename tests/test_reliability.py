@@ -673,6 +673,23 @@ def test_a_folder_of_one_image_without_val_says_too_few_in_one_line(tmp_path):
     code, out, err = run_cli("train", "--data", tmp_path / "d", "--out", tmp_path / "r", "--max-steps", "1")
     assert code == 2 and "Traceback" not in err
     assert "has 1 image(s): too few to hold out 10%" in err and "could not read" not in err
+    assert not (tmp_path / "r").exists()  # refused at its data: no empty run folder left behind
+
+
+def test_a_train_refused_at_its_data_leaves_no_folder_it_made_and_keeps_one_it_found(tmp_path):
+    """--out is checked for writing before the data is read (so a read-only disk fails
+    first); a run then refused at its data removes the folders it made, and only those."""
+    missing = tmp_path / "missing"
+    code, _, err = run_cli("train", "--data", missing, "--out", tmp_path / "new" / "run")
+    assert code == 2 and err.strip().splitlines() == [f"error: image folder not found: '{missing}'"], err
+    assert not (tmp_path / "new").exists()  # the run folder and the parent made for it
+    (tmp_path / "kept").mkdir()
+    code, _, err = run_cli("train", "--data", missing, "--out", tmp_path / "kept" / "run")
+    assert code == 2 and (tmp_path / "kept").is_dir() and not (tmp_path / "kept" / "run").exists()
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("mine")
+    code, _, err = run_cli("train", "--data", missing, "--out", tmp_path / "mine")
+    assert code == 2 and (tmp_path / "mine" / "notes.txt").read_text() == "mine"
 
 
 def test_a_path_where_train_wants_a_model_name_points_to_resume_and_weights(tmp_path):

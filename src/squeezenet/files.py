@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import SqueezeNetError
@@ -43,6 +44,26 @@ def ensure_writable_dir(path) -> Path:
     except OSError as e:
         raise disk_error(e, path) from e
     return path
+
+
+@contextmanager
+def writable_dir_kept_on_success(path):
+    """:func:`ensure_writable_dir`, undone if the block raises: the folders this call created
+    (``path`` and any missing parents) are removed again while they are still empty, so a
+    run refused before it wrote anything (missing data, a bad setting) leaves no empty
+    folder behind. A folder that existed before, or holds anything, is never touched."""
+    path = Path(path)
+    created = [p for p in (path, *path.parents) if not p.exists()]  # deepest first
+    ensure_writable_dir(path)
+    try:
+        yield path
+    except BaseException:
+        for p in created:
+            try:
+                p.rmdir()  # only ever an empty folder
+            except OSError:
+                break
+        raise
 
 
 def ensure_writable_file(path) -> Path:

@@ -21,6 +21,7 @@ import math
 import os
 import resource
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -38,7 +39,7 @@ from .data import TensorDataset, load_data
 from .ema import ModelEma
 from .errors import Interrupted, SqueezeNetError
 from .log import note, say
-from .files import RunLock, atomic_write_text, ensure_writable_dir
+from .files import RunLock, atomic_write_text, writable_dir_kept_on_success
 from .machine import check_threads, fit_torch_threads
 from .metrics import evaluate, topk_correct
 from .progress import Progress
@@ -264,15 +265,14 @@ class Trainer:
         if model is None:
             check_model_early(self.cfg)
         self.out = Path(self.cfg.out)
-        if self.dist.main:
-            ensure_writable_dir(self.out)
-        self.splits = training_data(self.cfg, splits)
-        self.spec = self.splits.spec
-        if self.steps_per_epoch() < 1:
-            raise SqueezeNetError(f"--batch-size {self.cfg.batch_size} is larger than the {len(self.splits.train)} "
-                                  f"training images, so an epoch has no step; use --batch-size "
-                                  f"{max(len(self.splits.train), 1)} or smaller, or more images")
-        self._setup_model(model)
+        with writable_dir_kept_on_success(self.out) if self.dist.main else nullcontext():
+            self.splits = training_data(self.cfg, splits)
+            self.spec = self.splits.spec
+            if self.steps_per_epoch() < 1:
+                raise SqueezeNetError(f"--batch-size {self.cfg.batch_size} is larger than the "
+                                      f"{len(self.splits.train)} training images, so an epoch has no step; use "
+                                      f"--batch-size {max(len(self.splits.train), 1)} or smaller, or more images")
+            self._setup_model(model)
         self.after_step: list[Callable[["Trainer"], None]] = []
         self.on_epoch = on_epoch
         self.criterion = cross_entropy(self.cfg.label_smoothing)  # (logits, y, x) -> loss
