@@ -72,8 +72,9 @@ def test_sweep_refuses_points_made_with_other_settings(tmp_path):
     out = tmp_path / "sw"
     first = sweep(sr=[0.5], pct3x3=[], out=str(out))
     assert sweep(sr=[0.5], pct3x3=[], out=str(out))["rows"] == first["rows"]  # same settings: reused
+    data = make_image_folder(tmp_path / "never-decoded", n=2, size=8)  # there, so the data check passes
     with pytest.raises(SqueezeNetError, match=r"other settings \(.*train_epochs 0 -> 3"):
-        sweep(sr=[0.5], pct3x3=[], out=str(out), train_epochs=3, data=str(tmp_path / "never-read"))
+        sweep(sr=[0.5], pct3x3=[], out=str(out), train_epochs=3, data=str(data))
 
 
 def test_sweep_takes_a_tiny_squeeze_ratio(tmp_path):

@@ -128,6 +128,39 @@ def test_a_sweep_over_a_base_without_the_fire_design_space_says_so(tmp_path):
     assert not any(tmp_path.iterdir())
 
 
+@pytest.mark.parametrize("case", ["missing folder", "one image", "cifar10 not there"])
+def test_a_sweep_over_data_that_is_not_there_is_one_line_before_any_point(tmp_path, case):
+    """Session 41: `sweep --train-epochs 1 --data MISSING` ran every point, recorded each as
+    failed with the same error, left a sweep folder and exited 0. Now the data is looked at
+    (not decoded) before the folder is made: one line, exit 2."""
+    if case == "missing folder":
+        data, needle = ["--data", tmp_path / "missing"], "image folder not found"
+    elif case == "one image":
+        root = make_image_folder(tmp_path / "one", n=1, size=8, splits=("train",), classes=("cat",))
+        data, needle = ["--data", root], "has 1 image(s): too few to hold out"
+    else:
+        (tmp_path / "empty").mkdir()
+        data, needle = ["--data", "cifar10", "--data-dir", tmp_path / "empty", "--no-download"], "cifar10 not found"
+    code, _, err = run_cli("sweep", "--sr", "0.5", "--pct3x3", "none", "--train-epochs", "1", *data,
+                           "--out", tmp_path / "new" / "sweep")
+    assert_one_line(code, err, needle)
+    assert not (tmp_path / "new").exists()
+
+
+def test_a_sweep_whose_points_failed_exits_1_after_its_report(tmp_path):
+    """The data is there, but a point cannot train (batch 64 over 5 training images): the
+    point is recorded as failed and the sweep ends with its table and report, then one
+    error line and exit 1 (not 0, so a script sees the sweep is incomplete; not 2, the
+    input was read). Running it again retries the point."""
+    root = make_image_folder(tmp_path / "imgs", n=3, size=8, splits=("train",))
+    args = ("sweep", "--sr", "0.5", "--pct3x3", "none", "--train-epochs", "1", "--data", root, "--batch-size", "64",
+            "--out", tmp_path / "sw")
+    code, out, err = run_cli(*args)
+    assert_one_line(code, err, "1 point(s) failed (see ", exit_code=1)
+    assert "| failed |" in out and "report: " in out
+    assert "--batch-size 64 is larger than the 5 training images" in (tmp_path / "sw" / "sweep.md").read_text()
+
+
 def test_train_weights_starts_from_a_checkpoint_of_ours_with_any_number_of_classes(tmp_path):
     """`train --weights RUN/last.pt` loaded every file into a 1000-class model first, so a
     checkpoint of ours (3 classes here) failed with 'expects (1000, ...)'. Now the layers

@@ -662,6 +662,7 @@ def add_sweep_parser(sub):
 
 def _cmd_sweep(a):
     from .data import DataRef
+    from .errors import Incomplete
     from .sweep.config import SweepSettings
     from .sweep.driver import sweep
 
@@ -670,9 +671,10 @@ def _cmd_sweep(a):
     print(r["table"])
     if r["best"]:
         print(f"best: {r['best']['model']} {r['best']['top1']:.2f}% top-1, {r['best']['params']:,} parameters")
-    if r["failed"]:
-        print(f"{r['failed']} point(s) failed (see {r['report']}); run the same command again to retry them")
     print(f"report: {r['report']}")
+    if r["failed"]:
+        raise Incomplete(f"{r['failed']} point(s) failed (see {r['report']}); run the same command again to retry "
+                         "them")
 
 
 def add_serve_parser(sub):

@@ -303,6 +303,29 @@ def _mean_std(images: torch.Tensor) -> tuple[list[float], list[float]]:
     return x.mean((0, 2, 3)).tolist(), x.std((0, 2, 3)).tolist()
 
 
+def check_source(data: str, data_dir: str | None = None, download: bool = True, val_fraction: float = 0.1) -> None:
+    """Raise the one-line error :func:`load_data` would for data that is not there, without
+    decoding an image: a named dataset is found (or downloaded), a folder holds class
+    folders and enough images to hold some out. For commands that hand the data on to
+    later work (a sweep's points)."""
+    name = data.lower()
+    if name in FASHION_MNIST_NAMES:
+        find_fashion_mnist(data_dir, download)
+    elif name in ("cifar10", "cifar100"):
+        load_cifar(name, data_dir, download)
+    else:
+        root = Path(data)
+        samples, _ = scan_folder(root / "train" if (root / "train").is_dir() else root)
+        if held_out_folder(root) is None:
+            _check_can_hold_out(root, samples, val_fraction)
+
+
+def _check_can_hold_out(root: Path, samples: list, val_fraction: float) -> None:
+    if len(samples) < 2:
+        raise SqueezeNetError(f"'{root}' has {len(samples)} image(s): too few to hold out {val_fraction:.0%} for "
+                              "validation and train on the rest; add images, or a val/ folder beside train/")
+
+
 def load_data(data: str = "fashion-mnist", data_dir: str | None = None, input_size: int | None = None,
               val_fraction: float = 0.1, seed: int = 0, download: bool = True, grayscale: bool | None = None,
               cache: bool = True, check_split=None) -> Splits:
@@ -344,9 +367,7 @@ def _load_folder(root: Path, input_size, val_fraction, seed, grayscale, cache, c
         if val_classes != classes:
             raise SqueezeNetError(f"class folders of '{val_dir}' differ from '{train_dir}'")
     else:
-        if len(samples) < 2:
-            raise SqueezeNetError(f"'{root}' has {len(samples)} image(s): too few to hold out {val_fraction:.0%} for "
-                                  "validation and train on the rest; add images, or a val/ folder beside train/")
+        _check_can_hold_out(root, samples, val_fraction)
         tr, va = _split_indices(len(samples), val_fraction, seed)
         val_samples = [samples[i] for i in va]
         samples = [samples[i] for i in tr]

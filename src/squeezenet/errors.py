@@ -16,6 +16,13 @@ class TooLarge(SqueezeNetError):
     """Input over a size limit (pixels, bytes); the server answers 413 for it."""
 
 
+class Incomplete(SqueezeNetError):
+    """The command ran, but some of its work failed and was recorded (sweep points); running
+    it again retries that part. Exit code 1, not 2: the input was fine."""
+
+    exit_code = 1
+
+
 class Interrupted(SqueezeNetError):
     """Ctrl-C, after the work was saved; the shell's convention is exit code 130."""
 

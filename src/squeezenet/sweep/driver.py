@@ -18,7 +18,7 @@ import json
 from pathlib import Path
 from typing import Callable
 
-from ..data import DataRef
+from ..data import DataRef, check_source
 from ..errors import SqueezeNetError
 from ..factory import create_model
 from ..files import RunLock, atomic_write_text, ensure_writable_dir
@@ -46,6 +46,8 @@ def sweep(sr=None, pct3x3=None, data: DataRef | str | None = None, settings: Swe
     settings.check()
     pts = grid_points(sr, pct3x3) if settings.search == "grid" else None
     check_base(settings.base)
+    if settings.train_epochs and not settings.address:  # on a cluster the data need be only on its nodes
+        check_source(data.data, data.data_dir, data.download)  # else every point would fail the same way
     outd = Path(settings.out)
     engine = make_engine(settings.engine, **({} if settings.engine == "local" else dict(
         address=settings.address, cpus_per_trial=settings.cpus_per_trial or 1, gpus_per_trial=settings.gpus_per_trial,
