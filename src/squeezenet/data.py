@@ -25,7 +25,7 @@ import torch
 from .errors import SqueezeNetError
 from .log import note, warn
 from .sources import (FASHION_MNIST_CLASSES, FASHION_MNIST_NAMES, HELD_OUT_DIRS, default_cache_dir,
-                      find_fashion_mnist, held_out_folder, match_classes, read_idx, scan_folder, split_fingerprint, spread_over_classes,
+                      find_fashion_mnist, held_out_folder, match_classes, read_idx, scan_folder, split_fingerprint, spread_over_classes, train_folder,
                       SMALL_IMAGE_MAX)
 from .spec import IMAGENET_GRAY_MEAN, IMAGENET_GRAY_STD, IMAGENET_MEAN, IMAGENET_STD, DataSpec
 
@@ -315,7 +315,7 @@ def check_source(data: str, data_dir: str | None = None, download: bool = True, 
         load_cifar(name, data_dir, download)
     else:
         root = Path(data)
-        samples, _ = scan_folder(root / "train" if (root / "train").is_dir() else root)
+        samples, _ = scan_folder(train_folder(root))
         if held_out_folder(root) is None:
             _check_can_hold_out(root, samples, val_fraction)
 
@@ -358,7 +358,7 @@ def load_data(data: str = "fashion-mnist", data_dir: str | None = None, input_si
 
 
 def _load_folder(root: Path, input_size, val_fraction, seed, grayscale, cache, check_split=None) -> Splits:
-    train_dir = root / "train" if (root / "train").is_dir() else root
+    train_dir = train_folder(root)
     val_dir = held_out_folder(root)
     samples, classes = scan_folder(train_dir)
     notes = []

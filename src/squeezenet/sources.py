@@ -104,12 +104,17 @@ def find_fashion_mnist(data_dir: str | None = None, download: bool = True) -> di
 SMALL_IMAGE_MAX = 64
 
 
+def train_folder(root: Path) -> Path:
+    """The training images of an ImageFolder: ``root/train`` when there is one, else ``root``."""
+    return root / "train" if (root / "train").is_dir() else root
+
+
 def small_colour_folder(root: Path) -> bool:
     """Whether the first image of an ImageFolder (``root`` or ``root/train``) is an RGB image
     of at most SMALL_IMAGE_MAX px: a cheap look, not a check (loading reports bad trees)."""
     from PIL import Image
 
-    root = root / "train" if (root / "train").is_dir() else root
+    root = train_folder(root)
     try:
         for c in sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")):
             f = next((p for p in sorted(c.rglob("*")) if p.suffix.lower() in IMG_EXTENSIONS), None)
