@@ -591,3 +591,46 @@ def test_quantize_reports_the_calibration_images_it_used(tmp_path, tiny_run, fmn
                  calib_size=5000, backends=("ort-fp16",))
     assert r["calib_images"] == 512
     assert "Calibration: 512 training images" in (tmp_path / "quantize_report.md").read_text()
+
+
+def _zoo_style_onnx(path, softmax: bool):
+    """A foreign classifier shaped like the ONNX model zoo's SqueezeNet: a global average pool,
+    a 1x1 convolution to 5 classes, output (B, 5, 1, 1), optionally through a Softmax."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    w, b = rng.normal(0, 3, (5, 3, 1, 1)).astype(np.float32), rng.normal(0, 1, 5).astype(np.float32)
+    nodes = [helper.make_node("GlobalAveragePool", ["data"], ["g"]),
+             helper.make_node("Conv", ["g", "w", "b"], ["z" if softmax else "out"])]
+    if softmax:
+        nodes.append(helper.make_node("Softmax", ["z"], ["out"], axis=1))
+    graph = helper.make_graph(nodes, "zoo",
+                              [helper.make_tensor_value_info("data", TensorProto.FLOAT, [1, 3, 32, 32])],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 5, 1, 1])],
+                              [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    return w[:, :, 0, 0], b
+
+
+@pytest.mark.parametrize("softmax", [True, False])
+def test_a_foreign_file_ending_in_softmax_or_a_1x1_map_gives_its_own_probabilities(tmp_path, softmax):
+    """The ONNX model zoo's SqueezeNet ends in (B, 1000, 1, 1) probabilities. Read as (B, K)
+    logits, it had 1 class (the last dimension), and a second softmax would have flattened
+    its probabilities towards 1/K. Closed form: a uniform image's pooled input is the
+    normalised colour, so the probabilities are softmax(W x + b)."""
+    from squeezenet.deploy import load
+    from squeezenet.spec import IMAGENET_MEAN, IMAGENET_STD
+
+    w, b = _zoo_style_onnx(tmp_path / "zoo.onnx", softmax)
+    clf = load(str(tmp_path / "zoo.onnx"), verify=False)
+    assert clf.classes == [f"class {i}" for i in range(5)]
+    assert any("ends in a Softmax" in n for n in clf.notes) == softmax
+    colour = np.array([200, 30, 120], np.uint8)
+    from PIL import Image
+
+    Image.fromarray(np.broadcast_to(colour, (32, 32, 3)).copy()).save(tmp_path / "x.png")
+    x = (colour / 255.0 - np.array(IMAGENET_MEAN)) / np.array(IMAGENET_STD)
+    z = w @ x + b
+    want = np.exp(z - z.max()) / np.exp(z - z.max()).sum()
+    got = dict(clf.predict([str(tmp_path / "x.png")], topk=5)[0])
+    np.testing.assert_allclose([got[f"class {i}"] for i in range(5)], want, rtol=1e-4, atol=1e-6)

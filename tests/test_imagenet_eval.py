@@ -92,6 +92,25 @@ def test_our_preprocessing_equals_torchvisions_transforms(name, tv):
     torch.testing.assert_close(ours, want, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("size", [160, 96])
+def test_our_models_at_other_sizes_are_evaluated_as_timm_and_our_training_evaluate(size):
+    """At a size other than 224 torchvision's weights prescribe nothing; timm's evaluation
+    resizes the shorter side to floor(size / 0.875) (160 -> 182, 96 -> 109; rounding would
+    give 183 and 110), and so does the evaluation our own training of a large-image model
+    runs and ``predict`` repeats. ``eval --model`` must not use a third rule."""
+    timm = pytest.importorskip("timm")
+    from squeezenet import create_model
+    from squeezenet.data import _large_eval_transform
+    from squeezenet.spec import IMAGENET_MEAN, IMAGENET_STD
+
+    img = _image()
+    ours = eval_transform(f"squeezenet1_1_{size}", create_model(f"squeezenet1_1_{size}"))(img)
+    want = timm.data.create_transform(input_size=(3, size, size), crop_pct=0.875, interpolation="bilinear",
+                                      mean=IMAGENET_MEAN, std=IMAGENET_STD)(img)
+    torch.testing.assert_close(ours, want, rtol=0, atol=1e-6)
+    torch.testing.assert_close(ours, _large_eval_transform(size, IMAGENET_MEAN, IMAGENET_STD)(img), rtol=0, atol=1e-6)
+
+
 def test_timm_models_use_timms_own_data_config():
     timm = pytest.importorskip("timm")
     from squeezenet.zoo import build_any
@@ -112,6 +131,42 @@ def test_caffe_preprocessing_for_the_authors_release():
     x = tf(img)
     assert x.shape == (3, 227, 227)
     assert x[:, 100, 100].tolist() == [50 - 104, 100 - 117, 200 - 123]  # BGR, 0-255, minus the mean
+    assert (tf.resize, tf.crop) == (256, 227)
+
+
+def test_caffe_preprocessing_keeps_a_resized_release_at_its_own_size():
+    """``squeezenet1_0_caffe_160`` is the release at 160 px: its crops are 160 px, warped from
+    180 (the authors' 256/227), not the release's 227 px crops."""
+    from squeezenet import create_model
+
+    tf = eval_transform("squeezenet1_0_caffe_160", create_model("squeezenet1_0_caffe_160"))
+    assert (tf.resize, tf.crop) == (180, 160)
+    assert tf(Image.new("RGB", (300, 260), (200, 100, 50))).shape == (3, 160, 160)
+
+
+def test_caffe_preprocessing_warps_to_256x256_as_caffes_imagenet_lmdbs():
+    """Caffe's ImageNet LMDBs (convert_imageset --resize_height=256 --resize_width=256) warp
+    every image to 256x256 with OpenCV's INTER_LINEAR; the test phase crops the centre 227
+    (offset 14). Closed form on a 512x256 image whose left quarter is red: warped, red ends at
+    column 64 (source x = 2 dx + 0.5), i.e. crop column 50. Kept at its aspect ratio (shorter
+    side 256, the torchvision way), the crop would start at column 142 and be all blue."""
+    a = np.zeros((256, 512, 3), np.uint8)
+    a[:, :128, 0], a[:, 128:, 2] = 255, 255
+    x = CaffeTransform()(Image.fromarray(a))
+    red, blue = [0 - 104, 0 - 117, 255 - 123], [255 - 104, 0 - 117, 0 - 123]  # BGR minus the mean
+    assert x.shape == (3, 227, 227)
+    assert x[:, 100, 49].tolist() == red and x[:, 100, 50].tolist() == blue
+    assert x[:, :, :50].eq(torch.tensor(red, dtype=x.dtype).view(3, 1, 1)).all()
+
+
+def test_caffe_preprocessing_shrinks_without_antialiasing_as_opencv_inter_linear():
+    """OpenCV's INTER_LINEAR samples at source x = 3 dx + 1 when shrinking 768 -> 256, with no
+    low-pass filter, so columns c = 1 mod 3 at 255 (the rest 0) come out 255 everywhere; an
+    antialiased resize (PIL's, torchvision's) would average them to about a third of that."""
+    a = np.zeros((768, 768), np.uint8)
+    a[:, 1::3] = 255
+    x = CaffeTransform()(Image.fromarray(a).convert("RGB"))
+    assert x.eq(torch.tensor([255 - 104, 255 - 117, 255 - 123], dtype=x.dtype).view(3, 1, 1)).all()
 
 
 def test_compare_adds_a_measured_top1_column(imagenet_dir, tmp_path):
@@ -186,3 +241,29 @@ def test_our_own_checkpoint_is_not_taken_as_bare_weights(imagenet_dir, tmp_path)
     code, _, err = run_cli("eval", "--model", "squeezenet1_1", "--weights", tmp_path / "m.sqz", "--data",
                            imagenet_dir, "-j", "0")
     assert_one_line(code, err, "is a .sqz container, not a state dict")
+
+
+def test_imagenet_images_are_decoded_as_torchvisions_reference_evaluation(tmp_path):
+    """torchvision's reference evaluation (and timm's) reads ``Image.open(f).convert("RGB")``,
+    which ignores the EXIF orientation tag; a published top-1 was scored on those pixels, so
+    ``eval --model`` must see the same ones even though training and ``predict`` turn a tagged
+    photo upright. Checked against torchvision's own ImageFolder loader and transforms."""
+    from torchvision.datasets.folder import pil_loader
+
+    from squeezenet import create_model
+    from squeezenet.imagenet import ReferenceDecoded
+
+    a = np.random.default_rng(0).integers(0, 256, (250, 330, 3), dtype=np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees to display
+    path = tmp_path / "tagged.JPEG"
+    Image.fromarray(a).save(path, exif=exif)
+    tf = eval_transform("squeezenet1_1", create_model("squeezenet1_1"))
+    want = tf(pil_loader(str(path)))
+    got, y = ReferenceDecoded([(str(path), 7)], ["x"] * 8, tf)[0]
+    assert y == 7
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+    from squeezenet.imageio import open_image
+
+    assert open_image(str(path)).size == (250, 330)  # training and predict do turn it upright
+    assert not torch.equal(tf(open_image(str(path))), want)

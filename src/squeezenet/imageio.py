@@ -74,9 +74,11 @@ def _upright(im):
     return im
 
 
-def open_image(src, mode: str = "RGB"):
+def open_image(src, mode: str = "RGB", upright: bool = True):
     """Open ``src`` (a path, bytes or a binary file object) fully and return a Pillow
-    image in ``mode`` ("L" or "RGB"), or raise a one-line :class:`SqueezeNetError`."""
+    image in ``mode`` ("L" or "RGB"), or raise a one-line :class:`SqueezeNetError`.
+    ``upright=False`` leaves the pixels as stored, ignoring the EXIF orientation tag, as
+    torchvision's and timm's ImageNet evaluations read images (``Image.open(f).convert``)."""
     from PIL import Image, UnidentifiedImageError
 
     name = _name(src)
@@ -92,7 +94,7 @@ def open_image(src, mode: str = "RGB"):
                 im.load()
                 if im.width < 1 or im.height < 1:
                     raise ValueError("image has no pixels")
-                return _to_8bit(_upright(im)).convert(mode)
+                return _to_8bit(_upright(im) if upright else im).convert(mode)
     except FileNotFoundError as e:
         raise SqueezeNetError(f"image not found: '{name}'") from e
     except IsADirectoryError as e:

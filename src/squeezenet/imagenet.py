@@ -11,10 +11,12 @@ Preprocessing, per model (``preprocess="auto"``):
   interpolation, mean/std exactly as torchvision evaluates them);
 - timm models: ``timm.data.create_transform`` of the model's resolved data config;
 - ours: torchvision's ImageNet evaluation transform at the model's resolution (resize
-  to 256/224 of it, centre crop, bilinear, ImageNet mean/std), which is how
+  to 256/224 of it, rounded down as timm's ``crop_pct`` 0.875 and our own training's
+  evaluation do; centre crop, bilinear, ImageNet mean/std), which is how
   torchvision's SqueezeNet weights are evaluated; ``squeezenet1_0_caffe`` (the authors'
-  release) gets the Caffe preprocessing: resize to 256, centre crop 227, BGR, 0-255,
-  minus the mean (104, 117, 123), no division.
+  release) gets the Caffe preprocessing: warped to 256x256 (aspect ratio not kept, as
+  Caffe's ImageNet LMDBs were made), centre crop 227, BGR, 0-255, minus the mean
+  (104, 117, 123), no division.
 
 Weights come from a file or an http(s) URL (torch.hub's cache), loaded with
 ``weights_only=True``; torchvision-format SqueezeNet state dicts load into ours.
@@ -34,21 +36,33 @@ PREPROCESS = ("auto", "torchvision", "timm", "caffe", "imagenet")
 
 
 class CaffeTransform:
-    """The authors' Caffe preprocessing: shorter side to ``resize``, centre crop ``crop``,
-    RGB -> BGR, 0-255 floats minus the per-channel mean. (C, H, W) float32 out."""
+    """The authors' Caffe preprocessing, as their ImageNet LMDBs and data layer applied it:
+    every image warped to ``resize`` x ``resize`` (Caffe's ``convert_imageset
+    --resize_height=256 --resize_width=256``: no aspect ratio kept) with OpenCV's default
+    ``INTER_LINEAR`` (bilinear, pixel centres at +0.5, no antialiasing when shrinking),
+    stored as uint8; then the test phase's centre crop ``crop`` (offset (resize - crop) // 2),
+    RGB -> BGR, 0-255 floats minus the per-channel mean. (C, H, W) float32 out.
+
+    OpenCV computes the bilinear weights in 11-bit fixed point, this in float, so a pixel
+    may differ by one grey level from what OpenCV would have stored."""
 
     def __init__(self, crop: int = 227, resize: int = 256, mean_bgr=CAFFE_MEAN_BGR):
-        from torchvision.transforms import v2 as T
-
         self.crop, self.resize, self.mean = crop, resize, torch.tensor(mean_bgr).view(3, 1, 1)
-        self.geometry = T.Compose([T.Resize(resize, antialias=True), T.CenterCrop(crop), T.PILToTensor()])
 
     def __call__(self, img) -> torch.Tensor:
-        x = self.geometry(img).float()  # (3, crop, crop), RGB, 0-255
+        import numpy as np
+
+        x = torch.from_numpy(np.array(img.convert("RGB"), dtype=np.float32)).permute(2, 0, 1)[None]
+        x = torch.nn.functional.interpolate(x, size=(self.resize, self.resize), mode="bilinear",
+                                            align_corners=False, antialias=False)
+        x = x.round().clamp(0, 255)[0]  # the LMDB holds uint8
+        top = (self.resize - self.crop) // 2
+        x = x[:, top:top + self.crop, top:top + self.crop]
         return x.flip(0) - self.mean  # BGR minus mean
 
     def __repr__(self) -> str:
-        return f"Caffe(resize {self.resize}, centre crop {self.crop}, BGR, 0-255, mean {tuple(self.mean.flatten().tolist())})"
+        return (f"Caffe(warp to {self.resize}x{self.resize}, bilinear as OpenCV INTER_LINEAR, centre crop "
+                f"{self.crop}, BGR, 0-255, mean {tuple(self.mean.flatten().tolist())})")
 
 
 def eval_transform(name: str, model, preprocess: str = "auto"):
@@ -65,8 +79,9 @@ def eval_transform(name: str, model, preprocess: str = "auto"):
             preprocess = "torchvision"
         else:
             preprocess = "caffe" if cfg.get("preprocess") == "caffe" else "imagenet"
-    if preprocess == "caffe":
-        return CaffeTransform()
+    if preprocess == "caffe":  # the authors' 256 -> 227 geometry at the model's own size (227: exactly theirs)
+        size = cfg.get("input_size", (3, 227, 227))[-1]
+        return CaffeTransform(crop=size, resize=int(round(size * 256 / 227)))
     if preprocess == "timm":
         from .errors import require
 
@@ -79,8 +94,10 @@ def eval_transform(name: str, model, preprocess: str = "auto"):
         if w is None:
             raise SqueezeNetError(f"torchvision has no weights entry for '{name}'; use --preprocess imagenet")
         return w.transforms()
-    size = cfg.get("input_size", (3, 224, 224))[-1]
-    return ImageClassification(crop_size=size, resize_size=int(round(size * 256 / 224)))
+    from .imageio import eval_resize
+
+    size = cfg.get("input_size", (3, 224, 224))[-1]  # shorter side: floor(size / 0.875), as timm and our training
+    return ImageClassification(crop_size=size, resize_size=eval_resize(size))
 
 
 def build_with_weights(name: str, weights: str | None):
@@ -90,8 +107,8 @@ def build_with_weights(name: str, weights: str | None):
     return open_model(name, weights=weights, command="eval").model.eval(), name
 
 
-def scan_imagenet(root, num_classes: int) -> tuple[list[tuple[str, int]], list[str]]:
-    """(samples, wnids) of an ImageNet-layout folder; index = sorted position."""
+def scan_imagenet(root, num_classes: int) -> tuple[list[tuple[str, int]], list[str], str]:
+    """(samples, wnids, how they were ordered) of an ImageNet-layout folder; index = sorted position."""
     from .imageio import IMG_EXTENSIONS
 
     root = Path(root)
@@ -127,13 +144,37 @@ def class_order(names: list[str]) -> tuple[list[str], str]:
     return sorted(names), "sorted folder names (WordNet ids)"
 
 
+class ReferenceDecoded(torch.utils.data.Dataset):
+    """An ImageNet folder decoded as the weights' own evaluations decode it: torchvision's
+    reference scripts and timm read ``Image.open(f).convert("RGB")``, which ignores the EXIF
+    orientation tag; our training and ``predict`` apply it (:mod:`squeezenet.imageio`), which
+    would turn the few tagged images and score them differently from the published figure."""
+
+    def __init__(self, samples, classes, transform):
+        self.samples, self.classes, self.transform = samples, classes, transform
+
+    def __len__(self):
+        return len(self.samples)
+
+    def __getitem__(self, i):
+        from .data import BadImage
+        from .imageio import open_image
+
+        path, y = self.samples[i]
+        try:
+            return self.transform(open_image(path, "RGB", upright=False)), y
+        except SqueezeNetError as e:
+            return BadImage(str(e))
+
+
 @torch.no_grad()
 def evaluate_imagenet(name: str, weights: str | None, data: str, batch_size: int = 50, workers: int = 2,
                       preprocess: str = "auto", limit: int | None = None) -> dict:
     """Top-1/top-5 of ``name`` with ``weights`` on an ImageNet-layout folder, with the
     model's own preprocessing; also images/s of the whole loop (decode included) and of
     the forward passes alone."""
-    from .data import FolderDataset, collate_skip_bad, readable
+    from .data import collate_skip_bad, readable
+    from .sources import spread_over_classes
     from .metrics import topk_correct
 
     if batch_size < 1 or workers < 0:
@@ -142,9 +183,9 @@ def evaluate_imagenet(name: str, weights: str | None, data: str, batch_size: int
     n_out = _num_outputs(model)
     samples, wnids, order = scan_imagenet(data, n_out)
     tf = eval_transform(name, model, preprocess)
-    ds = FolderDataset(samples, wnids, tf)
     if limit:  # every class, not the folder's first few
-        ds = ds.spread(limit)
+        samples = [samples[i] for i in spread_over_classes([y for _, y in samples], limit)]
+    ds = ReferenceDecoded(samples, wnids, tf)
     loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, num_workers=workers, collate_fn=collate_skip_bad)
     hits, n, t_model, t0 = [0, 0], 0, 0.0, time.perf_counter()
     for x, y in readable(loader):

@@ -256,6 +256,7 @@ class OnnxClassifier:
         self.input_name, self.input_shape = inp.name, inp.shape  # e.g. ['batch', 1, 28, 28]
         self.input_type = np.float16 if "float16" in inp.type else np.float32
         self.notes: list[str] = []
+        self.output_is_probability = False  # a foreign file whose graph ends in Softmax (see _read_spec)
         self.spec = self._read_spec()
         saturation = saturation_note(self.path)
         if saturation:
@@ -263,7 +264,7 @@ class OnnxClassifier:
 
     def _read_spec(self) -> DataSpec:
         meta = self.session.get_modelmeta().custom_metadata_map
-        n_out = self.session.get_outputs()[0].shape[-1]
+        n_out = class_count(self.session.get_outputs()[0].shape)
         shape = self.input_shape
         chans = shape[1] if len(shape) == 4 and isinstance(shape[1], int) else None
         where = f"'{self.path}' metadata"
@@ -278,6 +279,11 @@ class OnnxClassifier:
             raise SqueezeNetError(f"'{self.path}' has no squeezenet metadata and its input {shape} is not a fixed "
                                   "(B, 1|3, H, W) image; preprocess yourself and call run()")
         from ..sources import SMALL_IMAGE_MAX
+
+        self.output_is_probability = ends_in_softmax(read_onnx(self.path, False))
+        if self.output_is_probability:
+            self.notes.append(f"'{self.path}' ends in a Softmax: its outputs are read as probabilities (their log "
+                              "as logits), not passed through a second softmax")
 
         small = size <= SMALL_IMAGE_MAX  # above it, ImageNet's evaluation: shorter side to 256/224, centre crop
         self.notes.append(f"'{self.path}' has no squeezenet metadata (classes, mean/std): using ImageNet mean/std, "
@@ -308,8 +314,11 @@ class OnnxClassifier:
             out = np.concatenate([self._session_run(x[i:i + fixed]) for i in range(0, len(x), fixed)])[:n]
         else:
             out = self._session_run(x)
+        out = out.reshape(len(out), -1)  # (B, K, 1, 1) from a graph that ends in a 1x1 convolution or pool
         if not np.isfinite(out).all():
             raise SqueezeNetError(f"'{self.path}' produced NaN/inf outputs; its weights are broken, export it again")
+        if self.output_is_probability:  # softmax(log p) = p: every caller may treat the outputs as logits
+            out = np.log(np.maximum(out, np.finfo(np.float32).tiny))
         return out
 
     def _session_run(self, x: np.ndarray) -> np.ndarray:
@@ -325,6 +334,35 @@ class OnnxClassifier:
         if topk < 1:
             raise SqueezeNetError(f"topk must be >= 1, got {topk}")
         return top_k(softmax(self.run(self.preprocess(images))), topk, self.classes)
+
+
+def class_count(shape) -> int | str | None:
+    """The class count of an output of ``shape``: (B, K), or (B, K, 1, 1) from a graph that
+    ends in a 1x1 convolution or a global pool (the ONNX model zoo's SqueezeNet)."""
+    if len(shape) == 4 and list(shape[2:]) == [1, 1]:
+        return shape[1]
+    return shape[-1] if shape else None
+
+
+# operators that move or relabel values without changing them
+_PASS_THROUGH = ("Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Cast")
+
+
+def ends_in_softmax(data: bytes) -> bool:
+    """Whether the graph's first output is a Softmax's (behind reshapes): probabilities, not
+    logits. False when onnx is not installed (then the outputs are taken as logits)."""
+    if b"Softmax" not in data:
+        return False
+    try:
+        import onnx
+    except ImportError:
+        return False
+    g = onnx.load_from_string(data).graph
+    producer = {o: n for n in g.node for o in n.output}
+    node = producer.get(g.output[0].name) if g.output else None
+    while node is not None and node.op_type in _PASS_THROUGH:
+        node = producer.get(node.input[0])
+    return node is not None and node.op_type == "Softmax"
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
