@@ -634,3 +634,20 @@ def test_a_foreign_file_ending_in_softmax_or_a_1x1_map_gives_its_own_probabiliti
     want = np.exp(z - z.max()) / np.exp(z - z.max()).sum()
     got = dict(clf.predict([str(tmp_path / "x.png")], topk=5)[0])
     np.testing.assert_allclose([got[f"class {i}"] for i in range(5)], want, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("inputs", [[("data", "UINT8")], [("data", "FLOAT"), ("scale", "FLOAT")]])
+def test_a_foreign_file_with_other_inputs_is_one_line_at_load(tmp_path, inputs):
+    """A graph fed uint8 pixels, or two tensors, cannot take the normalised float batch every
+    command feeds; it is refused by name when opened (it was an ONNX Runtime traceback at the
+    first image)."""
+    from onnx import TensorProto, helper
+
+    vi = [helper.make_tensor_value_info(n, getattr(TensorProto, t), [1, 3, 8, 8]) for n, t in inputs]
+    nodes = [helper.make_node("Cast", ["data"], ["f"], to=TensorProto.FLOAT),
+             helper.make_node("GlobalAveragePool", ["f"], ["g"]), helper.make_node("Flatten", ["g"], ["out"])]
+    graph = helper.make_graph(nodes, "odd", vi, [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 3])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(tmp_path / "odd.onnx"))
+    want = r"takes 'data' \(tensor\(uint8\)\) as|takes 'data' \(tensor\(float\)\), 'scale' \(tensor\(float\)\) as"
+    with pytest.raises(SqueezeNetError, match=want):
+        OnnxClassifier(tmp_path / "odd.onnx", verify=False)

@@ -69,6 +69,8 @@ def evaluate_onnx(path: str, data: str | None = None, data_dir: str | None = Non
     """Loss, top-1, top-5 and the confusion matrix of an .onnx classifier, as
     :func:`squeezenet.metrics.evaluate` computes them."""
     clf = OnnxClassifier(path, verify=verify)
+    for n in clf.notes:  # as predict_onnx and the PyTorch path say them
+        note(n)
     spec = clf.spec
     tta = evaluation_tta(spec, tta, f"'{path}'")
     x, y, classes, name = eval_images(spec, data, data_dir, download, f"'{path}'")

@@ -241,6 +241,9 @@ def saturation_note(path) -> str | None:
             "Quantize it again with `squeezenet quantize`, whose weights stay within +-64")
 
 
+_FLOAT_INPUTS = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
+
+
 class OnnxClassifier:
     """An exported classifier plus its preprocessing.
 
@@ -252,9 +255,14 @@ class OnnxClassifier:
     def __init__(self, path, threads: int | None = None, verify: bool = True):
         self.path = str(path)
         self.session = open_session(path, threads, verify=verify)
-        inp = self.session.get_inputs()[0]
+        inputs = self.session.get_inputs()
+        if len(inputs) != 1 or inputs[0].type not in _FLOAT_INPUTS:
+            got = ", ".join(f"'{i.name}' ({i.type})" for i in inputs) or "none"
+            raise SqueezeNetError(f"'{path}' takes {got} as input; this tool feeds one batch of normalised float "
+                                  "images, so it cannot run this file")
+        inp = inputs[0]
         self.input_name, self.input_shape = inp.name, inp.shape  # e.g. ['batch', 1, 28, 28]
-        self.input_type = np.float16 if "float16" in inp.type else np.float32
+        self.input_type = _FLOAT_INPUTS[inp.type]
         self.notes: list[str] = []
         self.output_is_probability = False  # a foreign file whose graph ends in Softmax (see _read_spec)
         self.spec = self._read_spec()
