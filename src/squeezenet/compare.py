@@ -14,6 +14,7 @@ the peers, on its own input channels and weights, at ``input_size`` like every o
 from __future__ import annotations
 
 import csv
+import io
 import json
 import tempfile
 from pathlib import Path
@@ -22,6 +23,7 @@ import numpy as np
 import torch
 
 from .errors import SqueezeNetError
+from .files import atomic_write_text
 from .machine import check_threads, fit_torch_threads
 from .progress import progress
 from .peers import PEERS, TOP1_PX
@@ -94,11 +96,12 @@ def compare(models=None, input_size: int = 224, backends=("eager", "ort"), repea
     outd.mkdir(parents=True, exist_ok=True)
     tag = f"{machine_tag()}_torch{torch.__version__.split('+')[0]}_{input_size}px"
     keys = list(dict.fromkeys(k for r in rows for k in r))
-    with open(outd / f"compare_{tag}.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=keys)
-        w.writeheader()
-        w.writerows(rows)
-    (outd / f"compare_{tag}.json").write_text(json.dumps({"rows": rows, "notes": notes}, indent=2))
+    buf = io.StringIO(newline="")
+    w = csv.DictWriter(buf, fieldnames=keys)
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write_text(outd / f"compare_{tag}.csv", buf.getvalue())
+    atomic_write_text(outd / f"compare_{tag}.json", json.dumps({"rows": rows, "notes": notes}, indent=2))
     table = _table(rows, backends, batch_throughput)
     plots = _plots(rows, outd, tag, backends, input_size) if input_size == TOP1_PX else []
     if input_size != TOP1_PX:  # a 224 px accuracy beside 64 px costs would credit a model with both
@@ -106,7 +109,7 @@ def compare(models=None, input_size: int = 224, backends=("eager", "ort"), repea
                      f"--weights, at each model's own size); MACs and speeds here are at {input_size} px, so no "
                      "top-1 plot is drawn")
     report = outd / "compare.md"
-    report.write_text(f"# Efficient CNNs on {machine_tag()} (torch {torch.__version__}), {input_size} px\n\n"
+    atomic_write_text(report, f"# Efficient CNNs on {machine_tag()} (torch {torch.__version__}), {input_size} px\n\n"
                       f"{convention()}. Threads: {torch.get_num_threads()} for every backend. Latency: median "
                       "of repeated runs, batch 1; throughput: batch " + str(batch_throughput) + ". Named models have "
                       "random weights (speed does not depend on them), model files their own. Top-1: published "
