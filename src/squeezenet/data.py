@@ -248,23 +248,27 @@ class FolderDataset(torch.utils.data.Dataset):
 
     def subset(self, n: int) -> "FolderDataset":
         """The first ``n`` images."""
-        return FolderDataset(self.samples[:n], self.classes, self.transform, self.mode)
+        return type(self)(self.samples[:n], self.classes, self.transform, self.mode)
 
     def spread(self, n: int) -> "FolderDataset":
         """``n`` images taken round-robin over the classes (:func:`spread_over_classes`)."""
         keep = spread_over_classes([y for _, y in self.samples], n)
-        return FolderDataset([self.samples[i] for i in keep], self.classes, self.transform, self.mode)
+        return type(self)([self.samples[i] for i in keep], self.classes, self.transform, self.mode)
 
     def with_transform(self, transform) -> "FolderDataset":
-        return FolderDataset(self.samples, self.classes, transform, self.mode)
+        return type(self)(self.samples, self.classes, transform, self.mode)
 
     def relabel(self, mapping: list[int], classes: list[str]) -> "FolderDataset":
-        return FolderDataset([(p, mapping[y]) for p, y in self.samples], list(classes), self.transform, self.mode)
+        return type(self)([(p, mapping[y]) for p, y in self.samples], list(classes), self.transform, self.mode)
+
+    def open(self, path):
+        """The Pillow image of ``path`` (:func:`load_image`: EXIF orientation applied)."""
+        return load_image(path, self.mode)
 
     def __getitem__(self, i):
         path, y = self.samples[i]
         try:
-            return self.transform(load_image(path, self.mode)), y
+            return self.transform(self.open(path)), y
         except SqueezeNetError as e:
             return BadImage(str(e))
 

@@ -27,9 +27,12 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
+from .data import FolderDataset, collate_skip_bad, readable
 from .errors import SqueezeNetError
+from .imageio import eval_resize, open_image
 
 CAFFE_MEAN_BGR = (104.0, 117.0, 123.0)  # forresti/SqueezeNet train_val.prototxt
 PREPROCESS = ("auto", "torchvision", "timm", "caffe", "imagenet")
@@ -50,8 +53,6 @@ class CaffeTransform:
         self.crop, self.resize, self.mean = crop, resize, torch.tensor(mean_bgr).view(3, 1, 1)
 
     def __call__(self, img) -> torch.Tensor:
-        import numpy as np
-
         x = torch.from_numpy(np.array(img.convert("RGB"), dtype=np.float32)).permute(2, 0, 1)[None]
         x = torch.nn.functional.interpolate(x, size=(self.resize, self.resize), mode="bilinear",
                                             align_corners=False, antialias=False)
@@ -94,8 +95,6 @@ def eval_transform(name: str, model, preprocess: str = "auto"):
         if w is None:
             raise SqueezeNetError(f"torchvision has no weights entry for '{name}'; use --preprocess imagenet")
         return w.transforms()
-    from .imageio import eval_resize
-
     size = cfg.get("input_size", (3, 224, 224))[-1]  # shorter side: floor(size / 0.875), as timm and our training
     return ImageClassification(crop_size=size, resize_size=eval_resize(size))
 
@@ -144,27 +143,14 @@ def class_order(names: list[str]) -> tuple[list[str], str]:
     return sorted(names), "sorted folder names (WordNet ids)"
 
 
-class ReferenceDecoded(torch.utils.data.Dataset):
+class ReferenceDecoded(FolderDataset):
     """An ImageNet folder decoded as the weights' own evaluations decode it: torchvision's
     reference scripts and timm read ``Image.open(f).convert("RGB")``, which ignores the EXIF
     orientation tag; our training and ``predict`` apply it (:mod:`squeezenet.imageio`), which
     would turn the few tagged images and score them differently from the published figure."""
 
-    def __init__(self, samples, classes, transform):
-        self.samples, self.classes, self.transform = samples, classes, transform
-
-    def __len__(self):
-        return len(self.samples)
-
-    def __getitem__(self, i):
-        from .data import BadImage
-        from .imageio import open_image
-
-        path, y = self.samples[i]
-        try:
-            return self.transform(open_image(path, "RGB", upright=False)), y
-        except SqueezeNetError as e:
-            return BadImage(str(e))
+    def open(self, path):
+        return open_image(path, self.mode, upright=False)
 
 
 @torch.no_grad()
@@ -173,8 +159,6 @@ def evaluate_imagenet(name: str, weights: str | None, data: str, batch_size: int
     """Top-1/top-5 of ``name`` with ``weights`` on an ImageNet-layout folder, with the
     model's own preprocessing; also images/s of the whole loop (decode included) and of
     the forward passes alone."""
-    from .data import collate_skip_bad, readable
-    from .sources import spread_over_classes
     from .metrics import topk_correct
 
     if batch_size < 1 or workers < 0:
@@ -183,9 +167,9 @@ def evaluate_imagenet(name: str, weights: str | None, data: str, batch_size: int
     n_out = _num_outputs(model)
     samples, wnids, order = scan_imagenet(data, n_out)
     tf = eval_transform(name, model, preprocess)
-    if limit:  # every class, not the folder's first few
-        samples = [samples[i] for i in spread_over_classes([y for _, y in samples], limit)]
     ds = ReferenceDecoded(samples, wnids, tf)
+    if limit:  # every class, not the folder's first few
+        ds = ds.spread(limit)
     loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, num_workers=workers, collate_fn=collate_skip_bad)
     hits, n, t_model, t0 = [0, 0], 0, 0.0, time.perf_counter()
     for x, y in readable(loader):
