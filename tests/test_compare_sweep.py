@@ -197,3 +197,25 @@ def test_compare_refuses_a_bad_reference_before_timing_anything(tiny_run, tmp_pa
                                *extra)
         assert_one_line(code, err, needle)
         assert not out.exists()
+
+
+def test_compare_refuses_a_busy_or_unwritable_folder_before_timing_anything(tmp_path, monkeypatch):
+    """A folder another compare is writing (whose timings this one would disturb, and whose
+    files it would mix with its own) or one that cannot be written: one line, exit 2, and
+    nothing profiled or timed."""
+    import squeezenet.compare as cmp
+    from helpers import assert_one_line, run_cli
+    from squeezenet.files import RunLock
+
+    def timed(*a, **k):
+        raise AssertionError("compare measured something")
+
+    monkeypatch.setattr(cmp, "profile", timed)
+    args = ("compare", "--models", "squeezenet1_1", "--backends", "eager", "--repeats", "2", "--input-size", "64")
+    busy = tmp_path / "busy"
+    with RunLock(busy):  # as another process's compare holds it
+        assert_one_line(*run_cli(*args, "--out", busy)[::2], "in use by a running squeezenet process")
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    assert_one_line(*run_cli(*args, "--out", a_file / "sub")[::2], str(a_file))
+    assert a_file.read_text() == "x"

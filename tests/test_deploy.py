@@ -593,35 +593,45 @@ def test_quantize_reports_the_calibration_images_it_used(tmp_path, tiny_run, fmn
     assert "Calibration: 512 training images" in (tmp_path / "quantize_report.md").read_text()
 
 
-def _zoo_style_onnx(path, softmax: bool):
+def _zoo_style_onnx(path, softmax: bool, axis: int | None = 1, opset: int = 13, flatten: bool = False):
     """A foreign classifier shaped like the ONNX model zoo's SqueezeNet: a global average pool,
-    a 1x1 convolution to 5 classes, output (B, 5, 1, 1), optionally through a Softmax."""
+    a 1x1 convolution to 5 classes, output (B, 5, 1, 1) (or (B, 5) with ``flatten``),
+    optionally through a Softmax over ``axis`` (None: the opset's default)."""
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(0)
     w, b = rng.normal(0, 3, (5, 3, 1, 1)).astype(np.float32), rng.normal(0, 1, 5).astype(np.float32)
-    nodes = [helper.make_node("GlobalAveragePool", ["data"], ["g"]),
-             helper.make_node("Conv", ["g", "w", "b"], ["z" if softmax else "out"])]
+    nodes = [helper.make_node("GlobalAveragePool", ["data"], ["g"]), helper.make_node("Conv", ["g", "w", "b"], ["c"])]
+    if flatten:
+        nodes.append(helper.make_node("Flatten", ["c"], ["z"]))
+    else:
+        nodes.append(helper.make_node("Identity", ["c"], ["z"]))
     if softmax:
-        nodes.append(helper.make_node("Softmax", ["z"], ["out"], axis=1))
+        nodes.append(helper.make_node("Softmax", ["z"], ["out"], **({} if axis is None else {"axis": axis})))
+    else:
+        nodes.append(helper.make_node("Identity", ["z"], ["out"]))
     graph = helper.make_graph(nodes, "zoo",
                               [helper.make_tensor_value_info("data", TensorProto.FLOAT, [1, 3, 32, 32])],
-                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 5, 1, 1])],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 5] if flatten else
+                                                             [1, 5, 1, 1])],
                               [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")])
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)]), str(path))
     return w[:, :, 0, 0], b
 
 
-@pytest.mark.parametrize("softmax", [True, False])
-def test_a_foreign_file_ending_in_softmax_or_a_1x1_map_gives_its_own_probabilities(tmp_path, softmax):
+@pytest.mark.parametrize("softmax, axis, opset, flatten", [(True, 1, 13, False), (False, 1, 13, False),
+                                                           (True, None, 11, False), (True, -1, 13, True)])
+def test_a_foreign_file_ending_in_softmax_or_a_1x1_map_gives_its_own_probabilities(tmp_path, softmax, axis, opset,
+                                                                                    flatten):
     """The ONNX model zoo's SqueezeNet ends in (B, 1000, 1, 1) probabilities. Read as (B, K)
     logits, it had 1 class (the last dimension), and a second softmax would have flattened
     its probabilities towards 1/K. Closed form: a uniform image's pooled input is the
-    normalised colour, so the probabilities are softmax(W x + b)."""
+    normalised colour, so the probabilities are softmax(W x + b). Before opset 13 a Softmax
+    without an axis is over axis 1 (the ONNX operator spec), as the zoo's files were made."""
     from squeezenet.deploy import load
     from squeezenet.spec import IMAGENET_MEAN, IMAGENET_STD
 
-    w, b = _zoo_style_onnx(tmp_path / "zoo.onnx", softmax)
+    w, b = _zoo_style_onnx(tmp_path / "zoo.onnx", softmax, axis, opset, flatten)
     clf = load(str(tmp_path / "zoo.onnx"), verify=False)
     assert clf.classes == [f"class {i}" for i in range(5)]
     assert any("ends in a Softmax" in n for n in clf.notes) == softmax
@@ -634,6 +644,18 @@ def test_a_foreign_file_ending_in_softmax_or_a_1x1_map_gives_its_own_probabiliti
     want = np.exp(z - z.max()) / np.exp(z - z.max()).sum()
     got = dict(clf.predict([str(tmp_path / "x.png")], topk=5)[0])
     np.testing.assert_allclose([got[f"class {i}"] for i in range(5)], want, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("axis, opset, flatten", [(None, 13, False), (0, 13, True), (0, 11, True), (2, 11, False)])
+def test_a_foreign_file_ending_in_a_softmax_over_another_axis_is_refused(tmp_path, axis, opset, flatten):
+    """A Softmax over the batch, or over a (1, 1) map (opset 13's default axis -1 on
+    (B, K, 1, 1), where every output is 1), gives no class probabilities (the ONNX operator
+    spec's axis rules): read as probabilities, its log would rank the classes wrongly or
+    tie them all. It is one line at load, naming the axis."""
+    _zoo_style_onnx(tmp_path / "odd.onnx", True, axis, opset, flatten)
+    with pytest.raises(SqueezeNetError, match=r"ends in a Softmax over axis -?\d of a [24]-d tensor, not over the "
+                                              r"classes"):
+        OnnxClassifier(tmp_path / "odd.onnx", verify=False)
 
 
 @pytest.mark.parametrize("inputs", [[("data", "UINT8")], [("data", "FLOAT"), ("scale", "FLOAT")]])

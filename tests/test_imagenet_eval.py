@@ -267,3 +267,45 @@ def test_imagenet_images_are_decoded_as_torchvisions_reference_evaluation(tmp_pa
 
     assert open_image(str(path)).size == (250, 330)  # training and predict do turn it upright
     assert not torch.equal(tf(open_image(str(path))), want)
+
+
+def test_torchvisions_file_is_not_scored_as_the_authors_caffe_release(imagenet_dir, tmp_path, monkeypatch):
+    """torchvision's squeezenet1_0 file fits the release's shapes, but was trained on RGB
+    normalised by ImageNet's mean/std: under Caffe's BGR 0-255 input it would score a wrong
+    top-1 without a word. Known by the name torchvision's weights metadata gives the file,
+    or, renamed, by the SHA-256 prefix in that name (torch.hub's check); one line, exit 2,
+    pointing to the right name, under which the same file is scored."""
+    import hashlib
+
+    import squeezenet.models.squeezenet as sq
+    from helpers import assert_one_line, run_cli
+
+    url = torchvision.models.SqueezeNet1_0_Weights.IMAGENET1K_V1.url
+    assert sq.TORCHVISION_URLS == {"1_0": url, "1_1": torchvision.models.SqueezeNet1_1_Weights.IMAGENET1K_V1.url}
+    tv_file = tmp_path / url.rsplit("/", 1)[1]
+    torch.save(torchvision.models.squeezenet1_0().state_dict(), tv_file)
+    args = ("eval", "--data", imagenet_dir, "-j", "0", "--limit", "3")
+    assert_one_line(*run_cli(*args, "--model", "squeezenet1_0_caffe", "--weights", tv_file)[::2],
+                    "is torchvision's squeezenet1_0 file")
+    code, out, err = run_cli(*args, "--model", "squeezenet1_0", "--weights", tv_file)
+    assert code == 0 and "top-1" in out, err
+    import squeezenet.compare as cmp
+
+    def timed(*a, **k):
+        raise AssertionError("compare measured something")
+
+    with monkeypatch.context() as mp:  # compare checks it before it times any model
+        mp.setattr(cmp, "profile", timed)
+        with pytest.raises(SqueezeNetError, match="evaluate it as squeezenet1_0"):
+            cmp.compare(models=["squeezenet1_1", "squeezenet1_0_caffe"], input_size=64, backends=["eager"],
+                        out=str(tmp_path / "c"), data=str(imagenet_dir), weights={"squeezenet1_0_caffe": str(tv_file)})
+    assert not (tmp_path / "c").exists()
+
+    renamed = tmp_path / "weights.pth"
+    renamed.write_bytes(tv_file.read_bytes())
+    prefix = hashlib.sha256(renamed.read_bytes()).hexdigest()[:8]
+    monkeypatch.setitem(sq.TORCHVISION_URLS, "1_0", url.replace(url.rsplit("-", 1)[1], f"{prefix}.pth"))
+    assert_one_line(*run_cli(*args, "--model", "squeezenet1_0_caffe", "--weights", renamed)[::2],
+                    "evaluate it as squeezenet1_0")
+    monkeypatch.undo()
+    assert sq.torchvision_release(str(renamed)) is None  # another file is not taken for torchvision's

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from .errors import SqueezeNetError
-from .files import atomic_write_text
+from .files import RunLock, atomic_write_text, writable_dir_kept_on_success
 from .machine import check_threads, fit_torch_threads
 from .progress import progress
 from .peers import PEERS, TOP1_PX
@@ -44,9 +44,6 @@ def compare(models=None, input_size: int = 224, backends=("eager", "ort"), repea
     """Params, MACs, latency and throughput of each model on this machine, beside its
     published top-1; with ``data`` (an ImageNet-layout folder) and ``weights`` (name ->
     file or URL), also the top-1 measured here (see :mod:`squeezenet.imagenet`)."""
-
-    from .deploy.bench import machine_tag, make_runner
-
     if threads:
         check_threads(threads)
         torch.set_num_threads(threads)
@@ -58,11 +55,31 @@ def compare(models=None, input_size: int = 224, backends=("eager", "ort"), repea
     if bad:
         raise SqueezeNetError(f"compare backends are eager, channels_last, ort and ort-int8; got '{bad[0]}'")
     weights = weights or {}
+    if weights and not data:
+        raise SqueezeNetError("--weights needs --data DIR (an ImageNet-layout folder) to measure top-1")
     unknown = sorted(set(weights) - set(names))
     if unknown:
         raise SqueezeNetError(f"--weights names '{unknown[0]}', which is not among the compared models")
-    rows, notes = [], []
+    notes: list[str] = []
     opened = _open_all(names, weights, notes)  # every reference checked before anything is timed
+    if weights:  # and every weights file, with the folder it is scored on
+        from .imagenet import prepare_imagenet
+
+        prepared = {ref: prepare_imagenet(ref, w, data) for ref, w in weights.items()}
+    else:
+        prepared = {}
+    # then the folder: one that cannot be written is refused before anything is timed, and one that another
+    # compare is writing (whose timings this one would also disturb) is refused by name
+    with writable_dir_kept_on_success(out) as outd, RunLock(outd):
+        return _measure(opened, published, backends, repeats, outd, input_size, threads, batch_throughput, data,
+                        prepared, notes)
+
+
+def _measure(opened, published, backends, repeats, outd: Path, input_size, threads, batch_throughput, data,
+             prepared: dict, notes) -> dict:
+    from .deploy.bench import machine_tag, make_runner
+
+    rows = []
     for name, m in progress(opened, "compare"):
         model, shape = m.model, (m.in_chans, input_size, input_size)  # open_model gives it in eval mode
         if m.spec is not None and m.spec.input_size != input_size:
@@ -74,10 +91,10 @@ def compare(models=None, input_size: int = 224, backends=("eager", "ort"), repea
                "fp32_mib": prof.params * 4 / 2**20, "int8_mib": prof.params / 2**20,
                "published_top1": pub.top1 if pub else None, "top1_source": pub.source if pub else "",
                "published_mmacs": pub.mmacs if pub else None}
-        if name in weights:
+        if name in prepared:
             from .imagenet import evaluate_imagenet
 
-            m = evaluate_imagenet(name, weights[name], data)
+            m = evaluate_imagenet(name, None, data, prepared=prepared[name])
             row.update(measured_top1=m["top1"], measured_top5=m["top5"], measured_n=m["n"])
         with tempfile.TemporaryDirectory() as tmp:
             for b in backends:
@@ -92,8 +109,6 @@ def compare(models=None, input_size: int = 224, backends=("eager", "ort"), repea
         rows.append(row)
     if not rows:
         raise SqueezeNetError("no model could be measured")
-    outd = Path(out)
-    outd.mkdir(parents=True, exist_ok=True)
     tag = f"{machine_tag()}_torch{torch.__version__.split('+')[0]}_{input_size}px"
     keys = list(dict.fromkeys(k for r in rows for k in r))
     buf = io.StringIO(newline="")
@@ -114,7 +129,7 @@ def compare(models=None, input_size: int = 224, backends=("eager", "ort"), repea
                       "of repeated runs, batch 1; throughput: batch " + str(batch_throughput) + ". Named models have "
                       "random weights (speed does not depend on them), model files their own. Top-1: published "
                       "ImageNet figures, sources in the CSV"
-                      + (f"; measured: on {data} with the weights given" if weights else "") + ".\n\n"
+                      + (f"; measured: on {data} with the weights given" if prepared else "") + ".\n\n"
                       f"{table}\n\n" + "".join(f"![{p.stem}]({p.name})\n\n" for p in plots) +
                       "".join(f"- note: {n}\n" for n in notes))
     return {"rows": rows, "notes": notes, "table": table, "report": str(report), "plots": [str(p) for p in plots]}

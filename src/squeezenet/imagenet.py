@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -99,6 +100,21 @@ def eval_transform(name: str, model, preprocess: str = "auto"):
     return ImageClassification(crop_size=size, resize_size=eval_resize(size))
 
 
+def check_not_torchvisions(name: str, weights: str) -> None:
+    """Refuse torchvision's own SqueezeNet file given to the authors' Caffe release: its
+    shapes fit, but it was trained on RGB images normalised by torchvision's mean and std,
+    and the release's BGR 0-255 input would give it another top-1 without saying why
+    (how far off was not measured: no ImageNet here). Evaluated as torchvision's model, it
+    gets its own preprocessing."""
+    from .models.squeezenet import torchvision_release
+
+    tv = torchvision_release(weights)
+    if tv:
+        raise SqueezeNetError(f"'{weights}' is torchvision's {tv} file, trained with torchvision's preprocessing (RGB, "
+                              f"ImageNet mean/std); '{name}' is the authors' Caffe release and is scored with Caffe's "
+                              f"(BGR, 0-255), which would give these weights a wrong top-1; evaluate it as {tv}")
+
+
 def build_with_weights(name: str, weights: str | None):
     """(model, label): ``name`` built (ours, tv:, timm:) and, with ``weights``, loaded."""
     from .formats.open import open_model
@@ -153,24 +169,50 @@ class ReferenceDecoded(FolderDataset):
         return open_image(path, self.mode, upright=False)
 
 
-@torch.no_grad()
-def evaluate_imagenet(name: str, weights: str | None, data: str, batch_size: int = 50, workers: int = 2,
-                      preprocess: str = "auto", limit: int | None = None) -> dict:
-    """Top-1/top-5 of ``name`` with ``weights`` on an ImageNet-layout folder, with the
-    model's own preprocessing; also images/s of the whole loop (decode included) and of
-    the forward passes alone."""
-    from .metrics import topk_correct
+class Prepared(NamedTuple):
+    """A model with its weights, and the ImageNet folder decoded and transformed for it."""
+    name: str
+    weights: str | None
+    data: str
+    model: torch.nn.Module
+    dataset: ReferenceDecoded
+    transform: object
+    classes: int
+    class_order: str
 
-    if batch_size < 1 or workers < 0:
-        raise SqueezeNetError("--batch-size must be >= 1 and --workers >= 0")
+
+def prepare_imagenet(name: str, weights: str | None, data: str, preprocess: str = "auto",
+                     limit: int | None = None) -> Prepared:
+    """Everything :func:`evaluate_imagenet` checks before its first image: the model built
+    and loaded, the folder's classes matched to its outputs, the preprocessing chosen (and
+    torchvision's file refused for the authors' release). Cheap next to the scoring, so
+    ``compare`` prepares every weighted model before it times anything."""
     model, _ = build_with_weights(name, weights)
     n_out = _num_outputs(model)
     samples, wnids, order = scan_imagenet(data, n_out)
     tf = eval_transform(name, model, preprocess)
+    if preprocess == "auto" and isinstance(tf, CaffeTransform) and weights:
+        check_not_torchvisions(name, weights)
     ds = ReferenceDecoded(samples, wnids, tf)
     if limit:  # every class, not the folder's first few
         ds = ds.spread(limit)
-    loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, num_workers=workers, collate_fn=collate_skip_bad)
+    return Prepared(name, weights, str(data), model, ds, tf, len(wnids), order)
+
+
+@torch.no_grad()
+def evaluate_imagenet(name: str, weights: str | None, data: str, batch_size: int = 50, workers: int = 2,
+                      preprocess: str = "auto", limit: int | None = None, prepared: Prepared | None = None) -> dict:
+    """Top-1/top-5 of ``name`` with ``weights`` on an ImageNet-layout folder, with the
+    model's own preprocessing (or of ``prepared``, from :func:`prepare_imagenet`); also
+    images/s of the whole loop (decode included) and of the forward passes alone."""
+    from .metrics import topk_correct
+
+    if batch_size < 1 or workers < 0:
+        raise SqueezeNetError("--batch-size must be >= 1 and --workers >= 0")
+    p = prepared or prepare_imagenet(name, weights, data, preprocess, limit)
+    model = p.model
+    loader = torch.utils.data.DataLoader(p.dataset, batch_size=batch_size, num_workers=workers,
+                                         collate_fn=collate_skip_bad)
     hits, n, t_model, t0 = [0, 0], 0, 0.0, time.perf_counter()
     for x, y in readable(loader):
         if x is None:
@@ -179,16 +221,16 @@ def evaluate_imagenet(name: str, weights: str | None, data: str, batch_size: int
         logits = model(x).float()
         t_model += time.perf_counter() - t
         if not torch.isfinite(logits).all():
-            raise SqueezeNetError(f"'{name}' produced NaN/inf outputs with these weights")
+            raise SqueezeNetError(f"'{p.name}' produced NaN/inf outputs with these weights")
         for i, c in enumerate(topk_correct(logits, y)):
             hits[i] += c
         n += len(y)
     if n == 0:
         raise SqueezeNetError("no images were evaluated (every image was unreadable)")
     total = time.perf_counter() - t0
-    return {"model": name, "weights": weights, "data": str(data), "n": n, "top1": 100.0 * hits[0] / n,
+    return {"model": p.name, "weights": p.weights, "data": p.data, "n": n, "top1": 100.0 * hits[0] / n,
             "top5": 100.0 * hits[1] / n, "img_per_s": n / total, "model_img_per_s": n / max(t_model, 1e-9),
-            "preprocess": repr(tf).replace("\n", " "), "classes": len(wnids), "class_order": order}
+            "preprocess": repr(p.transform).replace("\n", " "), "classes": p.classes, "class_order": p.class_order}
 
 
 def _num_outputs(model) -> int:

@@ -288,7 +288,7 @@ class OnnxClassifier:
                                   "(B, 1|3, H, W) image; preprocess yourself and call run()")
         from ..sources import SMALL_IMAGE_MAX
 
-        self.output_is_probability = ends_in_softmax(read_onnx(self.path, False))
+        self.output_is_probability = ends_in_softmax(read_onnx(self.path, False), self.path)
         if self.output_is_probability:
             self.notes.append(f"'{self.path}' ends in a Softmax: its outputs are read as probabilities (their log "
                               "as logits), not passed through a second softmax")
@@ -356,21 +356,48 @@ def class_count(shape) -> int | str | None:
 _PASS_THROUGH = ("Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Cast")
 
 
-def ends_in_softmax(data: bytes) -> bool:
+def ends_in_softmax(data: bytes, path="the file") -> bool:
     """Whether the graph's first output is a Softmax's (behind reshapes): probabilities, not
-    logits. False when onnx is not installed (then the outputs are taken as logits)."""
+    logits. A Softmax over another axis than the classes' (axis 1 of (B, K) or (B, K, 1, 1):
+    over the batch, or over a 1x1 map, which makes every output 1) gives no class
+    probabilities, and the file is refused. False when onnx is not installed (then the
+    outputs are taken as logits)."""
     if b"Softmax" not in data:
         return False
     try:
         import onnx
     except ImportError:
         return False
-    g = onnx.load_from_string(data).graph
+    m = onnx.load_from_string(data)
+    g = m.graph
     producer = {o: n for n in g.node for o in n.output}
     node = producer.get(g.output[0].name) if g.output else None
     while node is not None and node.op_type in _PASS_THROUGH:
         node = producer.get(node.input[0])
-    return node is not None and node.op_type == "Softmax"
+    if node is None or node.op_type != "Softmax":
+        return False
+    opset = next((o.version for o in m.opset_import if o.domain in ("", "ai.onnx")), 13)
+    axis = next((a.i for a in node.attribute if a.name == "axis"), 1 if opset < 13 else -1)
+    rank = _rank(m, node.input[0])
+    if rank is not None and (axis + rank if axis < 0 else axis) != 1:
+        raise SqueezeNetError(f"'{path}' ends in a Softmax over axis {axis} of a {rank}-d tensor, not over the classes "
+                              "(axis 1), so its outputs are not class probabilities; export it without that Softmax "
+                              "(or with one over axis 1)")
+    return True
+
+
+def _rank(m, name: str) -> int | None:
+    """The rank of tensor ``name`` in model ``m`` (ONNX shape inference), or None if unknown."""
+    import onnx
+
+    try:
+        g = onnx.shape_inference.infer_shapes(m).graph
+    except Exception:  # inference is best effort: a graph it cannot follow keeps the old reading
+        return None
+    for vi in (*g.value_info, *g.input, *g.output):
+        if vi.name == name and vi.type.tensor_type.HasField("shape"):
+            return len(vi.type.tensor_type.shape.dim)
+    return None
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

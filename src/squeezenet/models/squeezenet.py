@@ -301,6 +301,34 @@ TORCHVISION_URLS = {
 }
 
 
+def torchvision_release(weights: str) -> str | None:
+    """The torchvision builder (``squeezenet1_0``, ``squeezenet1_1``) whose released file
+    ``weights`` (a path or URL) is, known by its file name or, renamed, by the SHA-256 prefix
+    torch.hub names the file with (``-<hex>.pth``, as ``torch.hub`` checks it); None if
+    neither matches."""
+    import hashlib
+    import os
+
+    from torch.hub import HASH_REGEX
+
+    base = os.path.basename(weights.split("?")[0])
+    digest = None
+    for version, url in TORCHVISION_URLS.items():
+        name = url.rsplit("/", 1)[1]
+        if base == name:
+            return f"squeezenet{version}"
+        if digest is None and os.path.isfile(weights):
+            h = hashlib.sha256()
+            with open(weights, "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    h.update(chunk)
+            digest = h.hexdigest()
+        prefix = HASH_REGEX.search(name).group(1)
+        if digest and digest.startswith(prefix):
+            return f"squeezenet{version}"
+    return None
+
+
 def torchvision_key_map(model: SqueezeNet) -> dict[str, str]:
     """Map torchvision's state-dict keys to ours, derived from the stage list.
 
