@@ -62,12 +62,9 @@ def compare(models=None, input_size: int = 224, backends=("eager", "ort"), repea
         raise SqueezeNetError(f"--weights names '{unknown[0]}', which is not among the compared models")
     notes: list[str] = []
     opened = _open_all(names, weights, notes)  # every reference checked before anything is timed
-    if weights:  # and every weights file, with the folder it is scored on
-        from .imagenet import prepare_imagenet
+    from .imagenet import prepare_imagenet
 
-        prepared = {ref: prepare_imagenet(ref, w, data) for ref, w in weights.items()}
-    else:
-        prepared = {}
+    prepared = {ref: prepare_imagenet(ref, w, data) for ref, w in weights.items()}  # and every weights file
     # then the folder: one that cannot be written is refused before anything is timed, and one that another
     # compare is writing (whose timings this one would also disturb) is refused by name
     with writable_dir_kept_on_success(out) as outd, RunLock(outd):
@@ -92,9 +89,9 @@ def _measure(opened, published, backends, repeats, outd: Path, input_size, threa
                "published_top1": pub.top1 if pub else None, "top1_source": pub.source if pub else "",
                "published_mmacs": pub.mmacs if pub else None}
         if name in prepared:
-            from .imagenet import evaluate_imagenet
+            from .imagenet import score_imagenet
 
-            m = evaluate_imagenet(name, None, data, prepared=prepared[name])
+            m = score_imagenet(prepared[name])
             row.update(measured_top1=m["top1"], measured_top5=m["top5"], measured_n=m["n"])
         with tempfile.TemporaryDirectory() as tmp:
             for b in backends:

@@ -7,6 +7,7 @@ torch is imported only by :func:`atomic_save`, so the serving path can use the r
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import tempfile
 from contextlib import contextmanager
@@ -96,6 +97,15 @@ def _atomic(path, write) -> None:
         if isinstance(e, RuntimeError) and "write" in str(e).lower():  # torch's zip writer wraps ENOSPC
             raise SqueezeNetError(f"cannot write '{path}': {str(e).splitlines()[0]} (is the disk full?)") from e
         raise
+
+
+def sha256_file(path) -> str:
+    """The hex SHA-256 of a file's bytes, read a megabyte at a time."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def atomic_write_bytes(path, data: bytes) -> None:

@@ -199,17 +199,21 @@ def prepare_imagenet(name: str, weights: str | None, data: str, preprocess: str 
     return Prepared(name, weights, str(data), model, ds, tf, len(wnids), order)
 
 
-@torch.no_grad()
 def evaluate_imagenet(name: str, weights: str | None, data: str, batch_size: int = 50, workers: int = 2,
-                      preprocess: str = "auto", limit: int | None = None, prepared: Prepared | None = None) -> dict:
+                      preprocess: str = "auto", limit: int | None = None) -> dict:
     """Top-1/top-5 of ``name`` with ``weights`` on an ImageNet-layout folder, with the
-    model's own preprocessing (or of ``prepared``, from :func:`prepare_imagenet`); also
-    images/s of the whole loop (decode included) and of the forward passes alone."""
-    from .metrics import topk_correct
-
+    model's own preprocessing; also images/s of the whole loop (decode included) and of
+    the forward passes alone."""
     if batch_size < 1 or workers < 0:
         raise SqueezeNetError("--batch-size must be >= 1 and --workers >= 0")
-    p = prepared or prepare_imagenet(name, weights, data, preprocess, limit)
+    return score_imagenet(prepare_imagenet(name, weights, data, preprocess, limit), batch_size, workers)
+
+
+@torch.no_grad()
+def score_imagenet(p: Prepared, batch_size: int = 50, workers: int = 2) -> dict:
+    """:func:`evaluate_imagenet`'s scoring loop over a :func:`prepare_imagenet` result."""
+    from .metrics import topk_correct
+
     model = p.model
     loader = torch.utils.data.DataLoader(p.dataset, batch_size=batch_size, num_workers=workers,
                                          collate_fn=collate_skip_bad)

@@ -266,18 +266,11 @@ def bench(model_name: str | None = None, checkpoint: str | None = None, out: str
 
 def _file_id(ref) -> str | None:
     """The first 8 hex digits of the SHA-256 of the model file a reference names; None for a name."""
-    import hashlib
-
+    from ..files import sha256_file
     from ..formats.open import resolve_file
 
     found = resolve_file(ref) if ref else None
-    if not found:
-        return None
-    h = hashlib.sha256()
-    with open(found[0], "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()[:8]
+    return sha256_file(found[0])[:8] if found else None
 
 
 BASELINE_WORDS = {"eager": "eager PyTorch fp32 (NCHW), the usual way", "ort": "ONNX Runtime's default session"}

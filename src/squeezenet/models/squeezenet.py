@@ -306,27 +306,17 @@ def torchvision_release(weights: str) -> str | None:
     ``weights`` (a path or URL) is, known by its file name or, renamed, by the SHA-256 prefix
     torch.hub names the file with (``-<hex>.pth``, as ``torch.hub`` checks it); None if
     neither matches."""
-    import hashlib
     import os
 
     from torch.hub import HASH_REGEX
 
+    from ..files import sha256_file
+
+    names = {f"squeezenet{v}": url.rsplit("/", 1)[1] for v, url in TORCHVISION_URLS.items()}
     base = os.path.basename(weights.split("?")[0])
-    digest = None
-    for version, url in TORCHVISION_URLS.items():
-        name = url.rsplit("/", 1)[1]
-        if base == name:
-            return f"squeezenet{version}"
-        if digest is None and os.path.isfile(weights):
-            h = hashlib.sha256()
-            with open(weights, "rb") as f:
-                for chunk in iter(lambda: f.read(1 << 20), b""):
-                    h.update(chunk)
-            digest = h.hexdigest()
-        prefix = HASH_REGEX.search(name).group(1)
-        if digest and digest.startswith(prefix):
-            return f"squeezenet{version}"
-    return None
+    digest = sha256_file(weights) if os.path.isfile(weights) else ""
+    return next((tv for tv, name in names.items()
+                 if base == name or digest.startswith(HASH_REGEX.search(name).group(1))), None)
 
 
 def torchvision_key_map(model: SqueezeNet) -> dict[str, str]:
