@@ -219,3 +219,22 @@ def test_compare_refuses_a_busy_or_unwritable_folder_before_timing_anything(tmp_
     a_file.write_text("x")
     assert_one_line(*run_cli(*args, "--out", a_file / "sub")[::2], str(a_file))
     assert a_file.read_text() == "x"
+
+
+def test_a_compare_that_fails_after_taking_its_folder_leaves_no_folder(tmp_path, monkeypatch):
+    """A compare that took its folder and then could measure nothing (here its one model's
+    profile fails) leaves neither the folder nor a lone lock file that would look like a run."""
+    import squeezenet.compare as cmp
+    from helpers import assert_one_line, run_cli
+    from squeezenet.errors import SqueezeNetError
+
+    def fails(*a, **k):
+        assert (out / ".lock").is_file()  # the folder is taken by now
+        raise SqueezeNetError("the model cannot be profiled")
+
+    monkeypatch.setattr(cmp, "profile", fails)
+    out = tmp_path / "new" / "cmp"
+    code, _, err = run_cli("compare", "--models", "squeezenet1_1", "--backends", "eager", "--repeats", "2",
+                           "--input-size", "64", "--out", out)
+    assert_one_line(code, err, "cannot be profiled")
+    assert not (tmp_path / "new").exists()

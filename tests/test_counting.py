@@ -9,6 +9,7 @@ import torch
 import torchvision
 
 from squeezenet import SqueezeNetError, create_model, profile
+from squeezenet.profiler import REST_ROW
 from squeezenet.zoo import build_any, tv_default_weights
 
 # SqueezeNet v1.1 at 224 px: (channels, spatial size) of every ReLU output, from the architecture:
@@ -67,8 +68,14 @@ def test_attention_is_counted_on_every_path(device):
 
     with torch.device(device):
         m = Block().eval()
-    got = profile(m, (1, n, e)).macs
-    assert got == 3 * n * e * e + n * e * e + 2 * n * n * e
+    p = profile(m, (1, n, e))
+    assert p.macs == 3 * n * e * e + n * e * e + 2 * n * n * e
+    # the projections and products run inside MultiheadAttention (out_proj's weight used functionally), which
+    # is no leaf layer: they are the last row, so the rows add up to the totals
+    rows = {s.name: s for s in p.layers}
+    assert set(rows) == {"attn.out_proj", REST_ROW}
+    assert (rows[REST_ROW].macs, rows[REST_ROW].params) == (p.macs, 3 * e * e + 3 * e)  # in_proj weight and bias
+    assert (rows["attn.out_proj"].macs, rows["attn.out_proj"].params) == (0, e * e + e)
 
 
 def _tv_models():
@@ -87,3 +94,6 @@ def test_every_torchvision_classifier_against_its_weight_metadata(name):
     assert math.isclose(gmacs, w.meta["_ops"], rel_tol=0.01) or abs(gmacs - w.meta["_ops"]) <= 0.0005, \
         (gmacs, w.meta["_ops"])
     assert p.params == w.meta["num_params"]
+    # and the per-layer rows add up to those totals (attention computed in no leaf layer included)
+    assert sum(s.macs for s in p.layers) == p.macs and sum(s.params for s in p.layers) == p.params
+    assert all(s.macs >= 0 and s.params >= 0 for s in p.layers)

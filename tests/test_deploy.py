@@ -658,6 +658,25 @@ def test_a_foreign_file_ending_in_a_softmax_over_another_axis_is_refused(tmp_pat
         OnnxClassifier(tmp_path / "odd.onnx", verify=False)
 
 
+@pytest.mark.parametrize("axis, opset, flatten", [(None, 13, False), (0, 13, True), (2, 11, False)])
+def test_a_softmax_over_another_axis_whose_rank_is_unknown_is_refused_at_its_first_image(tmp_path, monkeypatch, axis,
+                                                                                        opset, flatten):
+    """Where ONNX shape inference cannot give the Softmax's input rank, the load-time check
+    cannot resolve a negative or default axis; the outputs themselves then show it: rows of
+    ones (a Softmax over a 1x1 map or a batch of one) do not sum to 1. One line at the
+    first image, never a prediction from the log of ones (every class tied)."""
+    import squeezenet.formats.onnx as fo
+    from PIL import Image
+
+    _zoo_style_onnx(tmp_path / "odd.onnx", True, axis, opset, flatten)
+    monkeypatch.setattr(fo, "_rank", lambda m, name: None)  # as for a graph shape inference cannot follow
+    clf = OnnxClassifier(tmp_path / "odd.onnx", verify=False)
+    assert clf.output_is_probability
+    Image.fromarray(np.full((32, 32, 3), 90, np.uint8)).save(tmp_path / "x.png")
+    with pytest.raises(SqueezeNetError, match=r"outputs are not probabilities over the classes \(a row sums to 5, "):
+        clf.predict([str(tmp_path / "x.png")])
+
+
 @pytest.mark.parametrize("inputs", [[("data", "UINT8")], [("data", "FLOAT"), ("scale", "FLOAT")]])
 def test_a_foreign_file_with_other_inputs_is_one_line_at_load(tmp_path, inputs):
     """A graph fed uint8 pixels, or two tensors, cannot take the normalised float batch every

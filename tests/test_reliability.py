@@ -369,6 +369,48 @@ def test_a_second_writer_is_refused_and_a_killed_holder_leaves_no_stale_lock(tmp
     assert (out / "last.pt").is_file()
 
 
+def test_a_lock_taken_on_a_file_its_failing_holder_removed_is_taken_again(tmp_path, monkeypatch):
+    """A run that fails in an empty folder removes its lock file while it still holds it.
+    A second run that opened that file just before may then lock the unlinked file: it must
+    notice, and lock the file on disk, or a third run would hold the folder beside it."""
+    import fcntl
+
+    out = tmp_path / "run"
+    real, calls = fcntl.flock, []
+
+    def holder_fails_in_between(fd, op):
+        if op & fcntl.LOCK_EX and not calls:  # the previous holder unlinks and unlocks between our open and lock
+            (out / ".lock").unlink()
+        calls.append(op)
+        return real(fd, op)
+
+    monkeypatch.setattr(fcntl, "flock", holder_fails_in_between)
+    with RunLock(out) as lock:
+        assert os.path.samestat(os.fstat(lock.fd), os.stat(out / ".lock"))  # the file a third run would open
+        monkeypatch.setattr(fcntl, "flock", real)
+        with pytest.raises(SqueezeNetError, match="in use by a running squeezenet process"):
+            RunLock(out).__enter__()
+    assert sum(1 for op in calls if op & fcntl.LOCK_EX) == 2
+
+
+def test_a_run_that_fails_before_writing_leaves_no_lock_behind(tmp_path):
+    """Only a failure in a folder that holds nothing else takes the lock file with it; a
+    folder with anything in it, or a block that succeeds, keeps it."""
+    empty, used, fine = tmp_path / "empty", tmp_path / "used", tmp_path / "fine"
+    for folder in (empty, used):
+        folder.mkdir()
+    (used / "last.pt").write_bytes(b"x")
+    for folder in (empty, used):
+        with pytest.raises(SqueezeNetError, match="boom"):
+            with RunLock(folder):
+                raise SqueezeNetError("boom")
+    assert sorted(p.name for p in empty.iterdir()) == []
+    assert sorted(p.name for p in used.iterdir()) == [".lock", "last.pt"]
+    with RunLock(fine):
+        pass
+    assert sorted(p.name for p in fine.iterdir()) == [".lock"]
+
+
 def test_ctrl_c_exits_130_and_the_printed_resume_command_works(tmp_path, fmnist_dir, monkeypatch):
     full, part = tmp_path / "full", tmp_path / "part"
     args = [TINY, "--data-dir", fmnist_dir, "--no-download", "--epochs", "2", "-b", "64", "--lr", "0.1",

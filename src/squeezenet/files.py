@@ -130,7 +130,11 @@ class RunLock:
 
     A second writer is refused at once with the holder's PID. The kernel drops the lock
     when its process exits, however it exits (``kill -9`` too), so a stale lock file
-    never blocks a later run.
+    never blocks a later run. A block that fails while the folder holds nothing but the
+    lock file takes the file with it (so a refused run leaves no folder that looks used,
+    and :func:`writable_dir_kept_on_success` can remove the folder it made); it is
+    unlinked while still locked, and a taker whose lock turns out to be on an unlinked
+    file takes it again on the new one, so the lock stays exclusive.
     """
 
     def __init__(self, folder):
@@ -138,31 +142,50 @@ class RunLock:
         self.fd = None
 
     def __enter__(self):
+        ensure_writable_dir(self.folder)
+        for _ in range(100):  # a file unlinked between our open and our lock: lock the new one
+            if self._take(self.folder / ".lock"):
+                return self
+        raise SqueezeNetError(f"cannot lock '{self.folder}': its lock file keeps being replaced; is another "
+                              "program deleting '.lock' there?")
+
+    def _take(self, path: Path) -> bool:
         import fcntl
 
-        ensure_writable_dir(self.folder)
-        path = self.folder / ".lock"
         try:
-            self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as e:
             raise disk_error(e, path) from e
         try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
-            holder = os.pread(self.fd, 32, 0).decode(errors="replace").strip() or "another process"
-            os.close(self.fd)
-            self.fd = None
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "another process"
+            os.close(fd)
             raise SqueezeNetError(f"'{self.folder}' is in use by a running squeezenet process (pid {holder}); "
                                   "wait for it to finish or choose another --out") from None
-        os.ftruncate(self.fd, 0)
-        os.pwrite(self.fd, str(os.getpid()).encode(), 0)
-        return self
+        try:
+            same = os.path.samestat(os.fstat(fd), os.stat(path))
+        except FileNotFoundError:
+            same = False
+        if not same:  # a failing holder removed it between our open and our lock: ours locks nothing
+            os.close(fd)
+            return False
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self.fd = fd
+        return True
 
-    def __exit__(self, *exc):
+    def __exit__(self, exc_type, *exc):
         import fcntl
 
-        if self.fd is not None:
-            fcntl.flock(self.fd, fcntl.LOCK_UN)
-            os.close(self.fd)
-            self.fd = None
+        if self.fd is None:
+            return False
+        try:
+            if exc_type is not None and [p.name for p in self.folder.iterdir()] == [".lock"]:
+                (self.folder / ".lock").unlink()  # still locked: see _take
+        except OSError:
+            pass  # the lock file stays; the folder is still usable
+        fcntl.flock(self.fd, fcntl.LOCK_UN)
+        os.close(self.fd)
+        self.fd = None
         return False

@@ -124,9 +124,16 @@ class Profile:
         return "\n".join([fmt_row(header), sep] + [fmt_row(r) for r in rows] + [sep, fmt_row(total), footer])
 
 
+# the row that holds what no listed layer computes or owns, so that the rows add up to the totals: a non-leaf
+# module's own work (torch's MultiheadAttention projects with its own weights and multiplies queries by keys
+# itself), a parameter held outside the listed layers
+REST_ROW = "(rest of the model)"
+
+
 def _default_layers(model: nn.Module):
     """Our models name their Table-1 layers; for any other model, use the leaf modules
-    that hold parameters or pool, so every parameter and MAC lands in some row."""
+    that hold parameters or pool. What none of them computes or owns goes to a last row
+    (:data:`REST_ROW`), so every parameter and MAC lands in some row."""
     if hasattr(model, "profile_layers"):
         return model.profile_layers()
     rows = []
@@ -253,6 +260,10 @@ def profile(model: nn.Module, input_size=(3, 224, 224), model_name: str | None =
                                       sum(p.numel() for p in m.parameters()), flops // 2))
     prof.params = sum(p.numel() for p in model.parameters())
     prof.macs = counter.get_total_flops() // 2
+    rest_params = prof.params - sum(s.params for s in prof.layers)
+    rest_macs = prof.macs - sum(s.macs for s in prof.layers)
+    if rest_params or rest_macs:  # computed outside the leaf layers (attention products, a functional projection)
+        prof.layers.append(LayerStats(REST_ROW, "not in a layer above", [], rest_params, rest_macs))
     return _with_shares(prof)
 
 

@@ -148,11 +148,16 @@ def dequantize_low_bit_weights(data: bytes) -> bytes:
 def open_session(path, threads: int | None = None, tuned: bool = True, verify: bool = False):
     """An ORT CPU session, or a one-line error for a missing, corrupt or (with
     ``verify``) tampered file. Internal temporary files are opened unverified."""
+    return session_of(read_onnx(path, verify), path, threads, tuned)
+
+
+def session_of(raw: bytes, path, threads: int | None = None, tuned: bool = True):
+    """:func:`open_session` on bytes already read (and checked) from ``path``: the session
+    runs exactly the bytes that were checked, even if the file is replaced meanwhile."""
     try:
         import onnxruntime as ort
     except ImportError as e:
         raise SqueezeNetError("onnxruntime is missing; `pip install 'squeezenet-toolkit[serve]'`") from e
-    raw = read_onnx(path, verify)
     data = dequantize_low_bit_weights(raw)
     # ORT's WeightBiasQuantization would quantize those now-float weights again, per tensor at 8 bits, wherever a
     # quantized activation feeds them: other numbers than the file's (docs/BENCHMARKS.md 4.1, session 17)
@@ -225,14 +230,14 @@ def saturating_int8_layers(data: bytes) -> list[str]:
     return found
 
 
-def saturation_note(path) -> str | None:
-    """A note for an int8 file whose numbers this CPU's ONNX Runtime kernels may not compute
-    (the file is read only on such a CPU)."""
+def saturation_note(path, data: bytes) -> str | None:
+    """A note for an int8 file (``data``: its bytes) whose numbers this CPU's ONNX Runtime
+    kernels may not compute (parsed only on such a CPU)."""
     from ..machine import int8_pairs_saturate
 
     if not int8_pairs_saturate():
         return None
-    layers = saturating_int8_layers(read_onnx(path, False))
+    layers = saturating_int8_layers(data)
     if not layers:
         return None
     return (f"'{path}' has int8 weights beyond +-64 in {len(layers)} layer(s), and this CPU has no VNNI: ONNX "
@@ -254,7 +259,8 @@ class OnnxClassifier:
 
     def __init__(self, path, threads: int | None = None, verify: bool = True):
         self.path = str(path)
-        self.session = open_session(path, threads, verify=verify)
+        data = read_onnx(path, verify)  # read once: the session, the Softmax check and the int8 note see these bytes
+        self.session = session_of(data, path, threads)
         inputs = self.session.get_inputs()
         if len(inputs) != 1 or inputs[0].type not in _FLOAT_INPUTS:
             got = ", ".join(f"'{i.name}' ({i.type})" for i in inputs) or "none"
@@ -265,12 +271,12 @@ class OnnxClassifier:
         self.input_type = _FLOAT_INPUTS[inp.type]
         self.notes: list[str] = []
         self.output_is_probability = False  # a foreign file whose graph ends in Softmax (see _read_spec)
-        self.spec = self._read_spec()
-        saturation = saturation_note(self.path)
+        self.spec = self._read_spec(data)
+        saturation = saturation_note(self.path, data)
         if saturation:
             self.notes.append(saturation)
 
-    def _read_spec(self) -> DataSpec:
+    def _read_spec(self, data: bytes) -> DataSpec:
         meta = self.session.get_modelmeta().custom_metadata_map
         n_out = class_count(self.session.get_outputs()[0].shape)
         shape = self.input_shape
@@ -288,7 +294,7 @@ class OnnxClassifier:
                                   "(B, 1|3, H, W) image; preprocess yourself and call run()")
         from ..sources import SMALL_IMAGE_MAX
 
-        self.output_is_probability = ends_in_softmax(read_onnx(self.path, False), self.path)
+        self.output_is_probability = ends_in_softmax(data, self.path)
         if self.output_is_probability:
             self.notes.append(f"'{self.path}' ends in a Softmax: its outputs are read as probabilities (their log "
                               "as logits), not passed through a second softmax")
@@ -326,6 +332,7 @@ class OnnxClassifier:
         if not np.isfinite(out).all():
             raise SqueezeNetError(f"'{self.path}' produced NaN/inf outputs; its weights are broken, export it again")
         if self.output_is_probability:  # softmax(log p) = p: every caller may treat the outputs as logits
+            check_probabilities(out, self.path)
             out = np.log(np.maximum(out, np.finfo(np.float32).tiny))
         return out
 
@@ -384,6 +391,18 @@ def ends_in_softmax(data: bytes, path="the file") -> bool:
                               "(axis 1), so its outputs are not class probabilities; export it without that Softmax "
                               "(or with one over axis 1)")
     return True
+
+
+def check_probabilities(out: np.ndarray, path) -> None:
+    """Refuse (B, K) outputs read as class probabilities that are not: a row below 0 or not
+    summing to 1 (fp16 round-off allowed). The load-time axis check cannot see a Softmax
+    whose input rank shape inference does not know; its outputs are checked here."""
+    sums = out.sum(1)
+    if (out < 0).any() or not np.allclose(sums, 1.0, rtol=0, atol=1e-2):
+        bad = sums[np.argmax(np.abs(sums - 1.0))]
+        raise SqueezeNetError(f"'{path}' ends in a Softmax, but its outputs are not probabilities over the classes "
+                              f"(a row sums to {bad:.4g}, not 1): the Softmax is over another axis; export it "
+                              "without that Softmax (or with one over axis 1)")
 
 
 def _rank(m, name: str) -> int | None:
