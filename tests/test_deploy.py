@@ -258,6 +258,39 @@ def test_summary_of_an_onnx_file_counts_its_graph(tmp_path):
     assert code == 2 and "check --input-size" in err and len(err.strip().splitlines()) == 1
 
 
+def test_a_graph_with_operators_we_cannot_count_is_not_given_a_mac_count(tmp_path):
+    """ONNX Runtime saves its optimized graph with Conv + Relu fused into com.microsoft
+    FusedConv nodes, which the count of Conv/Gemm/MatMul nodes does not see (nor ONNX's shape
+    inference): summary gave such a v1.1 0 MACs and 0 parameters, and bench a
+    GFLOP/s to match. Now summary refuses in one line, naming the operator, and bench times
+    the file without a GFLOP/s. The plain export is still counted exactly."""
+    import json
+
+    import onnxruntime as ort
+    from helpers import assert_one_line, run_cli
+    from reference import TV_V11_GMACS
+
+    from squeezenet.deploy.onnx_tools import onnx_macs, uncounted_ops
+
+    f = export_model_to_onnx(create_model("squeezenet1_1").eval(), tmp_path / "m.onnx", (3, 224, 224),
+                             dynamic_batch=True)
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    so.optimized_model_filepath = str(tmp_path / "opt.onnx")
+    ort.InferenceSession(str(f), so, providers=["CPUExecutionProvider"])
+    opt = tmp_path / "opt.onnx"
+    assert "com.microsoft FusedConv" in uncounted_ops(opt) and uncounted_ops(f) == []
+    assert abs(onnx_macs(f, (3, 224, 224)) / 1e9 - TV_V11_GMACS) / TV_V11_GMACS < 0.005
+    code, _, err = run_cli("summary", opt, "--skip-integrity-check")
+    assert_one_line(code, err, "com.microsoft FusedConv")
+    assert "so its MACs would be too low" in err
+    code, out, err = run_cli("bench", opt, "--skip-integrity-check", "--backends", "ort", "--batch-sizes", "1",
+                             "--repeats", "1", "--warmup", "0", "--out", tmp_path / "b")
+    assert code == 0 and "MACs not counted" in out and "no GFLOP/s" in err, err
+    r = json.loads(next((tmp_path / "b").glob("bench_*.json")).read_text())
+    assert r["meta"]["macs"] is None and all(row["gflops"] is None for row in r["rows"])
+
+
 def test_bench_times_an_onnx_file_as_it_is_against_ort_defaults(tmp_path, tiny_run):
     """`bench FILE.onnx`: the file runs on the ONNX Runtime backends, against ORT's default
     session; torch-only backends, a second quantization and another input size are refused."""

@@ -236,9 +236,14 @@ def bench(model_name: str | None = None, checkpoint: str | None = None, out: str
     else:
         fit_torch_threads()  # as ONNX Runtime's sessions: the cores this process may use
     if onnx_file is not None:
-        from .onnx_tools import onnx_macs
+        from .onnx_tools import onnx_macs, uncounted_error, uncounted_ops
 
-        macs = onnx_macs(onnx_file, shape)
+        uncounted = uncounted_ops(onnx_file)
+        if uncounted:  # timed all the same, without a GFLOP/s that would be too low
+            from ..log import note
+
+            note(f"{uncounted_error(onnx_file, uncounted)}: no GFLOP/s or share of the GEMM peak is given")
+        macs = None if uncounted else onnx_macs(onnx_file, shape)
     else:
         model = model.eval()
         macs = profile(model, shape).macs
@@ -252,13 +257,14 @@ def bench(model_name: str | None = None, checkpoint: str | None = None, out: str
     base = {r["batch"]: r["median_ms"] for r in rows if r["backend"] == baseline}
     for r in rows:
         r["speedup"] = base[r["batch"]] / r["median_ms"]
-        r["pct_of_gemm_peak"] = 100 * r["gflops"] / peak
+        r["pct_of_gemm_peak"] = None if r["gflops"] is None else 100 * r["gflops"] / peak
     meta = {"gemm_gflops": peak, "macs": macs, "threads": torch.get_num_threads(), "machine": machine_tag(),
             "cpu": cpu_line(), "torch": torch.__version__, "backends": list(settings.backends), "baseline": baseline,
             "onnxruntime": _ort_version(), "model_ref": str(model_name or checkpoint or label)}
     csv_path, png = _write(outd, bench_tag(label, settings.backends, _file_id(model_name or checkpoint)), rows, meta,
                            label)
-    table = (f"{label} @ {shape[1]} px, {macs / 1e6:.0f} MMACs/img; {meta['cpu']}; fp32 GEMM peak in this run: "
+    counted = f"{macs / 1e6:.0f} MMACs/img" if macs is not None else "MACs not counted"
+    table = (f"{label} @ {shape[1]} px, {counted}; {meta['cpu']}; fp32 GEMM peak in this run: "
              f"{peak:.1f} GFLOP/s; torch threads {meta['threads']}; speed-up against {BASELINE_WORDS[baseline]}\n"
              + markdown_table(rows, table_columns(baseline)))
     return {"rows": rows, "meta": meta, "table": table, "csv": str(csv_path), "png": str(png)}
@@ -337,7 +343,8 @@ def _timed_rows(model, label, shape, macs, s: BenchSettings, onnx_file: Path | N
                              "median_ms": med, "p10_ms": float(np.percentile(t, 10)),
                              "p90_ms": float(np.percentile(t, 90)),
                              "spread_pct": 100 * float(np.percentile(t, 90) - np.percentile(t, 10)) / med,
-                             "img_per_s": bs / (med / 1000), "gflops": 2 * macs * bs / (med / 1000) / 1e9,
+                             "img_per_s": bs / (med / 1000),
+                             "gflops": None if macs is None else 2 * macs * bs / (med / 1000) / 1e9,
                              "runs": len(t)})
     return rows
 
@@ -373,7 +380,8 @@ def table_columns(baseline: str) -> list:
     return [
         ("backend", "backend"), ("batch", "batch"), ("median ms", lambda r: f"{r['median_ms']:.2f}"),
         ("p10-p90 ms", lambda r: f"{r['p10_ms']:.2f}-{r['p90_ms']:.2f}"), ("img/s", lambda r: f"{r['img_per_s']:.1f}"),
-        ("GFLOP/s", lambda r: f"{r['gflops']:.1f}"), ("% GEMM peak", lambda r: f"{r['pct_of_gemm_peak']:.0f}%"),
+        ("GFLOP/s", lambda r: "-" if r["gflops"] is None else f"{r['gflops']:.1f}"),
+        ("% GEMM peak", lambda r: "-" if r["pct_of_gemm_peak"] is None else f"{r['pct_of_gemm_peak']:.0f}%"),
         (f"speed-up vs {baseline}", lambda r: f"{r['speedup']:.2f}x"),
     ]
 
