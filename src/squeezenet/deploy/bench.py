@@ -236,14 +236,15 @@ def bench(model_name: str | None = None, checkpoint: str | None = None, out: str
     else:
         fit_torch_threads()  # as ONNX Runtime's sessions: the cores this process may use
     if onnx_file is not None:
-        from .onnx_tools import onnx_macs, uncounted_error, uncounted_ops
+        from .onnx_tools import UncountedOperators, onnx_macs
 
-        uncounted = uncounted_ops(onnx_file)
-        if uncounted:  # timed all the same, without a GFLOP/s that would be too low
+        try:
+            macs = onnx_macs(onnx_file, shape)
+        except UncountedOperators as e:  # timed all the same, without a GFLOP/s that would be too low
             from ..log import note
 
-            note(f"{uncounted_error(onnx_file, uncounted)}: no GFLOP/s or share of the GEMM peak is given")
-        macs = None if uncounted else onnx_macs(onnx_file, shape)
+            note(f"{e}: no GFLOP/s or share of the GEMM peak is given")
+            macs = None
     else:
         model = model.eval()
         macs = profile(model, shape).macs

@@ -274,24 +274,25 @@ _PARAM_INPUTS = {"Conv": (1, 2), "ConvInteger": (1,), "QLinearConv": (3, 8), "Ge
 _UNCOUNTED_MAC_OPS = ("ConvTranspose", "Einsum", "DeformConv", "RNN", "GRU", "LSTM", "Attention")
 
 
-def uncounted_ops(path) -> list[str]:
-    """The operators of an ONNX graph whose multiply-accumulates :func:`onnx_layers` cannot
+class UncountedOperators(SqueezeNetError):
+    """An ONNX graph with operators whose multiply-accumulates :func:`onnx_layers` cannot
     count: the standard ones it does not count (:data:`_UNCOUNTED_MAC_OPS`), and any outside
     the standard domain, such as the ``com.microsoft`` ``FusedConv`` of a graph ONNX Runtime
     optimized and saved (``Conv`` + ``Relu`` fused), whose shapes ONNX's inference cannot
     follow either. Counted without them, such a graph's MACs would be too low, down to 0."""
-    onnx = require("onnx", "onnx")
-    graph = onnx.load(str(path), load_external_data=False).graph
+
+    def __init__(self, path, ops: list[str]):
+        self.ops = ops
+        super().__init__(f"'{path}' has {', '.join(ops[:4])}{', ...' if len(ops) > 4 else ''} nodes, whose "
+                         "multiply-accumulates this tool does not count (Conv, Gemm and MatMul in their standard, "
+                         "integer and QLinear forms only), so its MACs would be too low; count the graph it was made "
+                         "from (an ONNX Runtime-optimized file: the model before optimization)")
+
+
+def _uncounted_ops(graph) -> list[str]:
     found = [f"{n.domain} {n.op_type}" if n.domain not in ("", "ai.onnx") else n.op_type for n in graph.node
              if n.domain not in ("", "ai.onnx") or n.op_type in _UNCOUNTED_MAC_OPS]
     return list(dict.fromkeys(found))
-
-
-def uncounted_error(path, ops: list[str]) -> SqueezeNetError:
-    return SqueezeNetError(f"'{path}' has {', '.join(ops[:4])}{', ...' if len(ops) > 4 else ''} nodes, whose "
-                           "multiply-accumulates this tool does not count (Conv, Gemm and MatMul in their standard, "
-                           "integer and QLinear forms only), so its MACs would be too low; count the graph it was "
-                           "made from (an ONNX Runtime-optimized file: the model before optimization)")
 
 
 def onnx_layers(path, shape) -> list[dict]:
@@ -309,12 +310,12 @@ def onnx_layers(path, shape) -> list[dict]:
     init, and hands them on through Identity nodes; they are each layer's parameters all
     the same). An exported graph has its BatchNorm folded into the convolutions, so the
     total can be below the PyTorch model's. A graph with operators it cannot count
-    (:func:`uncounted_ops`) is refused in one line."""
+    is refused in one line (:class:`UncountedOperators`)."""
     onnx = require("onnx", "onnx")
-    uncounted = uncounted_ops(path)
-    if uncounted:
-        raise uncounted_error(path, uncounted)
     proto = onnx.load(str(path), load_external_data=False)
+    uncounted = _uncounted_ops(proto.graph)
+    if uncounted:
+        raise UncountedOperators(path, uncounted)
     dims = proto.graph.input[0].type.tensor_type.shape.dim
     for d, v in zip(dims, (1, *shape)):
         d.Clear()
