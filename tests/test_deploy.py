@@ -632,29 +632,32 @@ def test_the_pt2e_int8_row_is_an_int8_model_that_agrees_with_fp32(tmp_path, tiny
     """`quantize`'s PT2E backend (torchao's X86 Inductor quantizer) runs in every default
     `quantize` and has a row in the README's results, yet no test ran it. It must run (not be
     skipped with a note), compute through int8 (quantize/dequantize pairs around its layers,
-    so its outputs differ from fp32's), and agree with fp32: logits within 5% (0.5% measured
-    on the AVX-512 EPYC), top-1 within 3 images."""
+    so its outputs differ from fp32's) and agree with fp32: on the test split its logits are
+    within 5% of fp32's (0.5% measured on the AVX-512 EPYC), and the row's top-1 is exactly
+    that int8 model's. Top-1 is not compared with fp32's: the one-epoch test model's class
+    margins depend on the CPU that trained it, the logit error does not."""
     from squeezenet.deploy.quantize import calibration_batches, pt2e_int8, quantize
     from squeezenet.data import load_data_for
     from squeezenet.formats.open import open_model
+    from squeezenet.metrics import evaluate, iterate_eval
 
     r = quantize(str(tiny_run / "best.pt"), out=str(tmp_path), data_dir=str(fmnist_dir), download=False,
                  calib_size=128, backends=("pt2e-int8",))
     rows = {row["backend"]: row for row in r["rows"]}
     assert "pt2e-int8" in rows, r["notes"]
     assert not any("pt2e" in n for n in r["notes"]), r["notes"]
+
     mf = open_model(str(tiny_run / "best.pt"))
     splits = load_data_for(mf.need_spec(), None, str(fmnist_dir), False)
-    assert abs(rows["pt2e-int8"]["top1"] - rows["eager-fp32"]["top1"]) <= 100 * 3 / len(splits.test)
-
-    calib = calibration_batches(splits.train, splits.spec, 128)
+    calib = calibration_batches(splits.train, splits.spec, 128)  # quantize's calibration: the same images
     qm = pt2e_int8(mf.model, calib, torch.from_numpy(calib[0][:1]))
     targets = [str(node.target) for node in qm.graph.nodes if node.op == "call_function"]
     convs = sum("conv" in t for t in targets)
     assert convs and sum("quantize_per_tensor" in t for t in targets) >= convs  # every conv's input through int8
-    x = torch.from_numpy(calibration_batches(splits.train, splits.spec, 64, seed=1)[0])
+    assert evaluate(None, splits.test, splits.spec, predict_fn=qm)["top1"] == rows["pt2e-int8"]["top1"]
     with torch.no_grad():
-        ref, got = mf.model(x).float(), qm(x).float()
+        ref, got = zip(*((mf.model(x).float(), qm(x).float()) for x, _ in iterate_eval(splits.test, splits.spec)))
+    ref, got = torch.cat(ref), torch.cat(got)
     err = float((got - ref).norm() / ref.norm())
     assert 0 < err < 0.05, err
 
